@@ -1,0 +1,2 @@
+"""rankflow native runtime."""
+__version__ = "0.1.0"

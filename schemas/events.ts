@@ -1,0 +1,118 @@
+/**
+ * JSON-lines events printed on stdout by the native runtime, one object per line. The TypeScript side
+ * validates every line with `RunnerEvent`; anything else on stdout is a protocol error.
+ */
+import { z } from 'zod';
+
+const base = { time: z.number() /* unix seconds */ };
+
+export const StartedEvent = z.strictObject({
+  event: z.literal('started'),
+  ...base,
+  pid: z.number().int(),
+  device: z.string(),
+  torch: z.string(),
+  python: z.string(),
+  runtime: z.string(),
+  /** Step the run resumes from (0 for a fresh start). */
+  step: z.number().int().nonnegative(),
+  total_steps: z.number().int().positive(),
+  trainable_params: z.number().int().nonnegative(),
+  total_params: z.number().int().nonnegative(),
+});
+
+export const ProgressEvent = z.strictObject({
+  event: z.literal('progress'),
+  ...base,
+  step: z.number().int().nonnegative(),
+  total_steps: z.number().int().positive(),
+  epoch: z.number().nonnegative(),
+  loss: z.number(),
+  lr: z.number(),
+  /** Training examples per second over the last logging window. */
+  throughput: z.number().nonnegative(),
+  /** Peak memory in MiB (CUDA allocator peak on GPU, max RSS on CPU). */
+  peak_mem_mb: z.number().nonnegative(),
+});
+
+export const CheckpointFile = z.strictObject({
+  name: z.string().min(1),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  bytes: z.number().int().nonnegative(),
+});
+
+export const CheckpointEvent = z.strictObject({
+  event: z.literal('checkpoint'),
+  ...base,
+  step: z.number().int().nonnegative(),
+  /** Directory holding the checkpoint (manifest.json + safetensors files). */
+  path: z.string().min(1),
+  files: z.array(CheckpointFile).min(1),
+  /** True if this checkpoint holds the best evaluation so far. */
+  best: z.boolean(),
+  reason: z.enum(['interval', 'preempt', 'final']),
+});
+
+export const EvalEvent = z.strictObject({
+  event: z.literal('eval'),
+  ...base,
+  step: z.number().int().nonnegative(),
+  split: z.string(),
+  metrics: z.record(z.string(), z.number()),
+});
+
+export const DoneEvent = z.strictObject({
+  event: z.literal('done'),
+  ...base,
+  step: z.number().int().nonnegative(),
+  /** Metrics of the final evaluation. */
+  metrics: z.record(z.string(), z.number()),
+  /** Metrics of the best evaluation (by the dataset's metric), and its step. */
+  best_metrics: z.record(z.string(), z.number()),
+  best_step: z.number().int().nonnegative(),
+  trainable_params: z.number().int().nonnegative(),
+  total_params: z.number().int().nonnegative(),
+  wall_time_s: z.number().nonnegative(),
+});
+
+export const ERROR_KINDS = ['config', 'data', 'oom', 'nan', 'internal'] as const;
+export const ErrorEvent = z.strictObject({
+  event: z.literal('error'),
+  ...base,
+  kind: z.enum(ERROR_KINDS),
+  message: z.string(),
+  hint: z.string().nullable(),
+});
+
+export const PreemptedEvent = z.strictObject({
+  event: z.literal('preempted'),
+  ...base,
+  step: z.number().int().nonnegative(),
+  /** Checkpoint written on the way out (null if the run had not taken a step yet). */
+  path: z.string().nullable(),
+});
+
+export const RunnerEvent = z.discriminatedUnion('event', [
+  StartedEvent,
+  ProgressEvent,
+  CheckpointEvent,
+  EvalEvent,
+  DoneEvent,
+  ErrorEvent,
+  PreemptedEvent,
+]);
+export type RunnerEvent = z.infer<typeof RunnerEvent>;
+export type CheckpointEvent = z.infer<typeof CheckpointEvent>;
+export type DoneEvent = z.infer<typeof DoneEvent>;
+export type ProgressEvent = z.infer<typeof ProgressEvent>;
+
+/** Process exit codes of the runtime. Mirrored in runtime-native/rankflow_runtime/errors.py. */
+export const EXIT = {
+  ok: 0,
+  /** Bad spec, bad data, NaN loss: deterministic, never retried. */
+  config: 2,
+  /** OOM, internal error, lost device: may succeed on another attempt. */
+  retryable: 3,
+  /** Received SIGTERM, checkpointed, exited cleanly. */
+  preempted: 4,
+} as const;

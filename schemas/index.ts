@@ -1,0 +1,3 @@
+export * from './runspec.js';
+export * from './events.js';
+export * from './result.js';

@@ -1,0 +1,40 @@
+/** The durable record of one finished (or definitively failed) run, written once per run id. */
+import { z } from 'zod';
+import { RunLabels, RunSpec } from './runspec.js';
+
+export const CurvePoint = z.strictObject({ step: z.number().int(), loss: z.number() });
+
+export const ResultRecord = z.strictObject({
+  schema: z.literal('rankflow.result/v1'),
+  run_id: z.string(),
+  /** Sweeps that asked for this run (a run shared by two recipes is recorded once). */
+  sweep_id: z.string(),
+  recipe: z.string().nullable(),
+  status: z.enum(['succeeded', 'failed']),
+  spec: RunSpec,
+  labels: RunLabels,
+  /** Final evaluation metrics (empty when failed). */
+  metrics: z.record(z.string(), z.number()),
+  best_metrics: z.record(z.string(), z.number()),
+  best_step: z.number().int().nullable(),
+  trainable_params: z.number().int().nullable(),
+  total_params: z.number().int().nullable(),
+  /** Training loss curve (subsampled to at most a few hundred points). */
+  curve: z.array(CurvePoint),
+  error: z.strictObject({ kind: z.string(), message: z.string(), hint: z.string().nullable() }).nullable(),
+  timings: z.strictObject({
+    started_at: z.string(),
+    finished_at: z.string(),
+    wall_s: z.number().nonnegative(),
+    attempts: z.number().int().positive(),
+  }),
+  versions: z.strictObject({
+    rankflow: z.string(),
+    git: z.string().nullable(),
+    runtime: z.string().nullable(),
+    torch: z.string().nullable(),
+    python: z.string().nullable(),
+  }),
+  worker: z.strictObject({ host: z.string(), slot: z.string() }),
+});
+export type ResultRecord = z.infer<typeof ResultRecord>;

@@ -1,0 +1,111 @@
+/**
+ * The fully resolved specification of one training run: what the planner produces and what the
+ * native runtime (`python -m rankflow_runtime run --spec run.json`) consumes. Every field is explicit
+ * (defaults filled by the planner), so the canonical JSON of a RunSpec identifies the run.
+ */
+import { z } from 'zod';
+
+export const TASKS = ['seq-cls', 'img-cls', 'causal-lm'] as const;
+export const Task = z.enum(TASKS);
+
+export const ModelSpec = z.strictObject({
+  /** Built-in model name (`tiny-encoder`, `tiny-vit`, `tiny-decoder`, ...) or a Hugging Face id / local path. */
+  name: z.string().min(1),
+  source: z.enum(['builtin', 'hf']),
+  task: Task,
+  /** Architecture overrides (hidden size, layers, ...) for built-in or config-built models. */
+  config: z.record(z.string(), z.unknown()),
+  /** For `hf`: build from the bundled/local config with random weights instead of loading weights. */
+  random_init: z.boolean(),
+});
+export type ModelSpec = z.infer<typeof ModelSpec>;
+
+export const DatasetSpec = z.strictObject({
+  /** `glue/<task>`, `vtab/<task>`, `gsm8k`, `synthetic/<kind>`. */
+  name: z.string().min(1),
+  /** Where the on-disk data lives; null means `$RANKFLOW_DATA` (or synthetic data needing none). */
+  data_root: z.string().nullable(),
+  max_length: z.number().int().positive(),
+  /** Cap on the number of training / evaluation examples (null = the full split). */
+  train_size: z.number().int().positive().nullable(),
+  eval_size: z.number().int().positive().nullable(),
+  /** The split evaluated (`validation`, `validation_matched`, `test`, ...). */
+  eval_split: z.string().min(1),
+  /** Metric used for best-checkpoint selection and headline tables. */
+  metric: z.string().min(1),
+  options: z.record(z.string(), z.unknown()),
+});
+export type DatasetSpec = z.infer<typeof DatasetSpec>;
+
+export const MethodSpec = z.strictObject({
+  /** Registered runtime method name (`lora`, `full`, `linear-probe`, `randlora`, `nola`, ...). */
+  name: z.string().min(1),
+  /** Rank (or the method's equivalent size knob); null for methods without one. */
+  rank: z.number().int().positive().nullable(),
+  /** Method options, validated by the method's own schema in the runtime (`describe`). */
+  options: z.record(z.string(), z.unknown()),
+  /** Module-name patterns to adapt; empty = the model's default targets for this method. */
+  targets: z.array(z.string()),
+});
+export type MethodSpec = z.infer<typeof MethodSpec>;
+
+export const TrainingSpec = z.strictObject({
+  optimizer: z.enum(['adamw', 'sgd']),
+  lr: z.number().positive(),
+  /** Extra learning rates for named parameter groups a method declares (e.g. DePT's `prompt`). */
+  lr_groups: z.record(z.string(), z.number().positive()),
+  weight_decay: z.number().nonnegative(),
+  schedule: z.enum(['constant', 'linear', 'cosine']),
+  warmup_ratio: z.number().min(0).max(1),
+  /** Exactly one of max_steps / epochs is set. */
+  max_steps: z.number().int().positive().nullable(),
+  epochs: z.number().positive().nullable(),
+  batch_size: z.number().int().positive(),
+  eval_batch_size: z.number().int().positive(),
+  grad_accum: z.number().int().positive(),
+  max_grad_norm: z.number().positive().nullable(),
+  precision: z.enum(['fp32', 'bf16', 'fp16']),
+  /** Evaluate every N optimizer steps (null = only at the end). */
+  eval_every: z.number().int().positive().nullable(),
+  /** Checkpoint every N optimizer steps (null = only when preempted and at the end). */
+  checkpoint_every: z.number().int().positive().nullable(),
+  log_every: z.number().int().positive(),
+  /** Train the task head (classifier) alongside the method's parameters. */
+  train_head: z.boolean(),
+});
+export type TrainingSpec = z.infer<typeof TrainingSpec>;
+
+export const RunSpec = z.strictObject({
+  schema: z.literal('rankflow.run/v1'),
+  model: ModelSpec,
+  dataset: DatasetSpec,
+  method: MethodSpec,
+  training: TrainingSpec,
+  seed: z.number().int().nonnegative(),
+  /** Hardware class the run needs; a worker's task queue serves one class. */
+  device: z.enum(['cpu', 'cuda', 'auto']),
+});
+export type RunSpec = z.infer<typeof RunSpec>;
+
+/** What a table groups by; derived from the spec by the planner and kept beside it. */
+export const RunLabels = z.strictObject({
+  model: z.string(),
+  method: z.string(),
+  rank: z.number().int().nullable(),
+  dataset: z.string(),
+  seed: z.number().int(),
+  /** Human-readable summary of the non-default settings that distinguish this run's group (`lr=1e-3`). */
+  setting: z.string(),
+  tags: z.array(z.string()),
+});
+export type RunLabels = z.infer<typeof RunLabels>;
+
+export const PlannedRun = z.strictObject({
+  /** `run-<hash of the canonical spec>` */
+  id: z.string().regex(/^run-[0-9a-f]{16,64}$/),
+  spec: RunSpec,
+  labels: RunLabels,
+  /** Trainable / total parameters, when the planner asked the runtime to count them. */
+  params: z.strictObject({ trainable: z.number().int(), total: z.number().int() }).nullable(),
+});
+export type PlannedRun = z.infer<typeof PlannedRun>;
