@@ -1,0 +1,300 @@
+/**
+ * The artifact store: where checkpoints, logs, sweep manifests and result records live. The same keys
+ * are used on an S3-compatible bucket and on a local folder (the embedded default can use either).
+ *
+ * Layout: `results/<run_id>.json` (write-once), `failed/<run_id>.json` (last failure, overwritable),
+ * `sweeps/<sweep_id>.json`, `checkpoints/<run_id>/<step>/<file>` (manifest.json uploaded last),
+ * `logs/<run_id>/attempt-<n>.log`.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile, link, unlink } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+
+export interface ArtifactStore {
+  /** A short human description (`s3://bucket/prefix at http://...` or `file:///...`). */
+  readonly description: string;
+  get(key: string): Promise<Buffer | null>;
+  put(key: string, body: Buffer | string): Promise<void>;
+  /** Writes only if the key does not exist yet; returns false (and writes nothing) if it does. */
+  putIfAbsent(key: string, body: Buffer | string): Promise<boolean>;
+  /** Uploads a file (multipart for large files on S3). */
+  putFile(key: string, path: string): Promise<void>;
+  /** Downloads to a file; false if the key does not exist. */
+  getFile(key: string, path: string): Promise<boolean>;
+  exists(key: string): Promise<boolean>;
+  /** All keys under a prefix, sorted. */
+  list(prefix: string): Promise<string[]>;
+  delete(key: string): Promise<void>;
+}
+
+function checkKey(key: string): void {
+  if (key === '' || key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
+    throw new Error(`invalid artifact key \`${key}\``);
+  }
+}
+
+/** A store in a local folder. Writes are atomic (temporary file, then rename or link). */
+export class LocalStore implements ArtifactStore {
+  readonly description: string;
+  constructor(readonly root: string) {
+    this.description = `file://${root}`;
+  }
+  private path(key: string): string {
+    checkKey(key);
+    return join(this.root, ...key.split('/'));
+  }
+  private async temp(target: string): Promise<string> {
+    await mkdir(dirname(target), { recursive: true });
+    return `${target}.tmp-${randomBytes(6).toString('hex')}`;
+  }
+  async get(key: string): Promise<Buffer | null> {
+    try {
+      return await readFile(this.path(key));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+  async put(key: string, body: Buffer | string): Promise<void> {
+    const target = this.path(key);
+    const tmp = await this.temp(target);
+    await writeFile(tmp, body);
+    await rename(tmp, target);
+  }
+  async putIfAbsent(key: string, body: Buffer | string): Promise<boolean> {
+    const target = this.path(key);
+    const tmp = await this.temp(target);
+    await writeFile(tmp, body);
+    try {
+      await link(tmp, target); // atomic: fails with EEXIST if another writer won
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    } finally {
+      await unlink(tmp).catch(() => undefined);
+    }
+  }
+  async putFile(key: string, path: string): Promise<void> {
+    const target = this.path(key);
+    const tmp = await this.temp(target);
+    await pipeline(createReadStream(path), createWriteStream(tmp));
+    await rename(tmp, target);
+  }
+  async getFile(key: string, path: string): Promise<boolean> {
+    const source = this.path(key);
+    await mkdir(dirname(path), { recursive: true });
+    try {
+      await pipeline(createReadStream(source), createWriteStream(path));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        await rm(path, { force: true });
+        return false;
+      }
+      throw e;
+    }
+  }
+  async exists(key: string): Promise<boolean> {
+    try {
+      return (await stat(this.path(key))).isFile();
+    } catch {
+      return false;
+    }
+  }
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw e;
+      }
+      for (const entry of entries) {
+        const full = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(full);
+        else if (!entry.name.includes('.tmp-')) out.push(relative(this.root, full).split(sep).join('/'));
+      }
+    };
+    // Walk only the folder part of the prefix, then filter by the full prefix.
+    const folder = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    await walk(folder ? join(this.root, ...folder.split('/')) : this.root);
+    return out.filter((k) => k.startsWith(prefix)).sort();
+  }
+  async delete(key: string): Promise<void> {
+    await rm(this.path(key), { force: true });
+  }
+}
+
+export interface S3Settings {
+  endpoint?: string | undefined;
+  region?: string | undefined;
+  bucket: string;
+  prefix?: string | undefined;
+  accessKeyId?: string | undefined;
+  secretAccessKey?: string | undefined;
+  /** Path-style addressing (required by most S3-compatible servers). */
+  forcePathStyle?: boolean | undefined;
+}
+
+/** Multipart uploads above this size (S3's minimum part size is 5 MiB). */
+const MULTIPART_PART = 8 * 1024 * 1024;
+
+function isNotFound(e: unknown): boolean {
+  if (e instanceof S3ServiceException) {
+    return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404;
+  }
+  return false;
+}
+
+export function makeS3Client(s: S3Settings): S3Client {
+  return new S3Client({
+    endpoint: s.endpoint,
+    region: s.region ?? 'us-east-1',
+    forcePathStyle: s.forcePathStyle ?? s.endpoint !== undefined,
+    // S3-compatible servers reject (or, worse, store) the CRC32 trailers the SDK adds by default.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    ...(s.accessKeyId && s.secretAccessKey
+      ? { credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey } }
+      : {}),
+    maxAttempts: 5,
+  });
+}
+
+export class S3Store implements ArtifactStore {
+  readonly description: string;
+  readonly client: S3Client;
+  private readonly prefix: string;
+  constructor(readonly settings: S3Settings) {
+    this.client = makeS3Client(settings);
+    this.prefix = settings.prefix ? settings.prefix.replace(/\/+$/, '') + '/' : '';
+    this.description = `s3://${settings.bucket}/${this.prefix}${settings.endpoint ? ` at ${settings.endpoint}` : ''}`;
+  }
+  private key(key: string): string {
+    checkKey(key);
+    return this.prefix + key;
+  }
+  /** Creates the bucket if it does not exist (the embedded default and tests use this). */
+  async ensureBucket(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.settings.bucket }));
+    } catch (e) {
+      if (!isNotFound(e) && !(e instanceof S3ServiceException && e.$metadata?.httpStatusCode === 403)) throw e;
+      await this.client.send(new CreateBucketCommand({ Bucket: this.settings.bucket }));
+    }
+  }
+  async get(key: string): Promise<Buffer | null> {
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: this.key(key) }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    } catch (e) {
+      if (isNotFound(e)) return null;
+      throw e;
+    }
+  }
+  async put(key: string, body: Buffer | string): Promise<void> {
+    await this.client.send(
+      new PutObjectCommand({ Bucket: this.settings.bucket, Key: this.key(key), Body: Buffer.from(body) }),
+    );
+  }
+  async putIfAbsent(key: string, body: Buffer | string): Promise<boolean> {
+    // Conditional writes are honoured by AWS S3 but not by every S3-compatible server, so check first;
+    // callers serialise writers of one key (one Temporal workflow per run id), this is the second guard.
+    if (await this.exists(key)) return false;
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.settings.bucket,
+          Key: this.key(key),
+          Body: Buffer.from(body),
+          IfNoneMatch: '*',
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (e instanceof S3ServiceException && (e.$metadata?.httpStatusCode === 412 || e.name === 'PreconditionFailed')) {
+        return false;
+      }
+      throw e;
+    }
+  }
+  async putFile(key: string, path: string): Promise<void> {
+    const size = (await stat(path)).size;
+    if (size < MULTIPART_PART) {
+      await this.put(key, await readFile(path));
+      return;
+    }
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.settings.bucket, Key: this.key(key), Body: createReadStream(path) },
+      partSize: MULTIPART_PART,
+      queueSize: 4,
+      leavePartsOnError: false,
+    });
+    await upload.done();
+  }
+  async getFile(key: string, path: string): Promise<boolean> {
+    await mkdir(dirname(path), { recursive: true });
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: this.key(key) }));
+      await pipeline(r.Body as Readable, createWriteStream(path));
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw e;
+    }
+  }
+  async exists(key: string): Promise<boolean> {
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.settings.bucket, Key: this.key(key) }));
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw e;
+    }
+  }
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    let token: string | undefined;
+    do {
+      const r = await this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.settings.bucket,
+          Prefix: this.prefix + prefix,
+          ContinuationToken: token,
+        }),
+      );
+      for (const o of r.Contents ?? []) if (o.Key) out.push(o.Key.slice(this.prefix.length));
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return out.sort();
+  }
+  async delete(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: this.key(key) }));
+  }
+}
+
+/** How to reach the store: `file:<dir>` or S3 settings. */
+export type StoreConfig = { kind: 'local'; root: string } | ({ kind: 's3' } & S3Settings);
+
+export function openStore(config: StoreConfig): ArtifactStore {
+  return config.kind === 'local' ? new LocalStore(config.root) : new S3Store(config);
+}
