@@ -1,0 +1,542 @@
+"""The PEFT method mechanism: the `Method` base class, the `AdaptedLinear` wrapper and the option schema.
+
+How to add a method (one file, no central list to edit)
+-------------------------------------------------------
+1. Create `rankflow_runtime/methods/<name>.py`. The package imports every module in it, so the file is
+   found automatically; decorate the class with `@register` (from `rankflow_runtime.methods.base`).
+2. Declare the options as a dataclass whose fields use `option(default, help=..., choices=..., min=..., max=...)`.
+   Their types (float/int/bool/str/list, or `choices`) become the schema that `describe` prints and that
+   `method.options` in a run spec is validated against.
+3. Subclass `Method` and set the class attributes: `name` (the registry key used in recipes), `paper`
+   (citation), `Options`, `needs_rank`, `init_is_identity` (the adapted model equals the base model at
+   initialisation), `mergeable` (ΔW can be folded into the base weight), `lr_groups` (names of extra
+   parameter groups that may get their own learning rate through `training.lr_groups`).
+4. Write the trainable-parameter formula: `layer_count(d_out, d_in)` per adapted layer, plus
+   `shared_count(shapes)` for parameters shared by all layers (or override `count(shapes)` entirely).
+   The conformance suite checks that it equals the number of trainable elements actually created.
+5. Subclass `AdaptedLinear` for the layer: create the adapter parameters in `__init__` (after
+   `super().__init__(base, method, shared)`), and implement `adapter_forward(x, base_out)`
+   (the output of the adapted layer; `base_out = self.base(x)` is passed in so additive methods do
+   `base_out + delta(x)`), and, if `mergeable`, `delta_weight()` (the dense ΔW, shape (d_out, d_in)).
+   Return an instance from `Method.wrap(name, base, shared)`.
+   * Meta device: `count` builds the model on `torch.device("meta")`. Create parameters with the right
+     shapes there and skip numeric initialisation that needs values (SVD, QR, ...): test `self.on_meta`.
+   * Randomness for fixed bases must come from `self.method.generator()` (a CPU generator seeded by
+     the run seed and the method's own seed option), so bases are identical across devices and resumes.
+   * Tensor state that changes during training but is not a parameter (masks, scores, allocations):
+     register it as a persistent buffer on the adapter; such buffers are saved in checkpoints. Fixed
+     random bases that can be regenerated may be non-persistent buffers (`persistent=False`).
+6. Shared per-model state (VeRA/RandLoRA bases, MoS shard pools): override `create_shared(shapes, device,
+   dtype)` to return an `nn.Module` built once per model from the list of all target shapes; it is
+   attached to the model as `rankflow_shared` (its trainable parameters train, its persistent buffers are
+   checkpointed) and passed to every `wrap` call; `AdaptedLinear.shared` gives it back.
+7. Optional training hooks, called by the training loop with a `TrainContext` (model, step, total_steps,
+   optimizer, scheduler, epoch, loss, ...): `on_train_start`, `before_forward`, `extra_loss` (a tensor added
+   to the loss, e.g. a regulariser), `after_backward` (gradients present, before clipping and the optimizer
+   step), `after_step` (after the optimizer and scheduler step). Small JSON-able values that the hooks
+   update go in `extra_state()` / `load_extra_state()`; they are checkpointed.
+   A method that changes parameter shapes during training (rank growth) overrides `prepare_load(model,
+   state)` to resize its modules before a checkpoint's tensors are loaded.
+8. Parameter groups: override `group_of(param_name)` to return one of `lr_groups` (default "default").
+9. Methods that do not wrap linear layers (full fine-tuning, probing, prompts) override `adapt(model,
+   targets, ctx)` and `formula(model, shapes, ctx)`; see `full.py` and `linear_probe.py`.
+
+The conformance suite (`tests/test_conformance.py`) runs over every registered method on the three built-in
+models, so a new method is tested as soon as its file exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, did_you_mean
+
+REGISTRY: Dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: add a Method subclass to the registry under `cls.name`."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise TypeError(f"method name {cls.name!r} registered twice ({REGISTRY[cls.name].__name__}, {cls.__name__})")
+    REGISTRY[cls.name] = cls
+    return cls
+
+Shape = Tuple[int, int]  # (d_out, d_in) of an nn.Linear weight
+SHARED_ATTR = "rankflow_shared"
+
+# --------------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------------
+
+
+def option(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None,
+           min: Optional[float] = None, max: Optional[float] = None) -> Any:
+    """A dataclass field of a method's options, with the metadata that `describe` exposes."""
+    meta = {"help": help, "choices": list(choices) if choices is not None else None, "min": min, "max": max}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class NoOptions:
+    """A method without options."""
+
+
+def _field_type(f: dataclasses.Field, hints: Dict[str, Any]) -> str:
+    if f.metadata.get("choices"):
+        return "enum"
+    t = hints.get(f.name, f.type)
+    origin = typing.get_origin(t)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        t = args[0] if args else t
+        origin = typing.get_origin(t)
+    if t is bool:
+        return "boolean"
+    if t is int:
+        return "integer"
+    if t is float:
+        return "number"
+    if t is str:
+        return "string"
+    if t in (list, tuple) or origin in (list, tuple, List, Tuple):
+        return "list"
+    raise TypeError(f"option {f.name}: unsupported type {t!r}")
+
+
+def options_schema(options_cls: type) -> Dict[str, Dict[str, Any]]:
+    """The option schema of `describe`: {opt: {type, default, help, choices?, min?, max?}}."""
+    hints = typing.get_type_hints(options_cls)
+    out: Dict[str, Dict[str, Any]] = {}
+    for f in dataclasses.fields(options_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        entry: Dict[str, Any] = {"type": _field_type(f, hints), "default": default, "help": f.metadata.get("help", "")}
+        for k in ("choices", "min", "max"):
+            if f.metadata.get(k) is not None:
+                entry[k] = f.metadata[k]
+        out[f.name] = entry
+    return out
+
+
+def parse_options(options_cls: type, raw: Optional[Dict[str, Any]], where: str = "method.options") -> Any:
+    """Validate a spec's options dict against the dataclass; unknown or ill-typed values raise ConfigError."""
+    raw = dict(raw or {})
+    schema = options_schema(options_cls)
+    kwargs: Dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in schema:
+            raise ConfigError(f"{where}.{key}: unknown option{did_you_mean(key, schema)}",
+                              hint="remove it or use one of the options listed by `describe`")
+        s = schema[key]
+        t = s["type"]
+        ok = {
+            "boolean": isinstance(value, bool),
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "string": isinstance(value, str),
+            "list": isinstance(value, (list, tuple)),
+            "enum": True,
+        }[t]
+        if not ok:
+            raise ConfigError(f"{where}.{key}: expected {t}, got {value!r}", hint=f"default is {s['default']!r}")
+        if t == "enum" and value not in s["choices"]:
+            raise ConfigError(f"{where}.{key}: {value!r} is not one of {s['choices']}",
+                              hint=f"set it to one of {s['choices']}")
+        if "min" in s and value < s["min"]:
+            raise ConfigError(f"{where}.{key}: {value!r} is below the minimum {s['min']}", hint=s["help"])
+        if "max" in s and value > s["max"]:
+            raise ConfigError(f"{where}.{key}: {value!r} is above the maximum {s['max']}", hint=s["help"])
+        if t == "number":
+            value = float(value)
+        if t == "list":
+            value = list(value)
+        kwargs[key] = value
+    return options_cls(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training context passed to hooks
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainContext:
+    """What a method hook sees. `step` counts optimizer steps already taken (0 before the first)."""
+
+    model: nn.Module
+    step: int
+    total_steps: int
+    optimizer: Optional[torch.optim.Optimizer] = None
+    scheduler: Any = None
+    epoch: float = 0.0
+    loss: Optional[torch.Tensor] = None
+    batch: Optional[Dict[str, torch.Tensor]] = None
+    device: Optional[torch.device] = None
+
+
+@dataclass
+class AdaptContext:
+    """Facts about the model a method may need while adapting it."""
+
+    head_name: Optional[str] = None  # module name of the task head (classifier / lm_head)
+    train_head: bool = False
+
+
+# --------------------------------------------------------------------------------------------------
+# The adapted layer
+# --------------------------------------------------------------------------------------------------
+
+
+class AdaptedLinear(nn.Module):
+    """Wraps a frozen `nn.Linear` (kept as `self.base`, so its weights keep their state-dict keys under
+    `<name>.base.`) and adds a method's trainable update. Subclasses implement `adapter_forward` and, when
+    mergeable, `delta_weight`."""
+
+    def __init__(self, base: nn.Linear, method: "Method", shared: Optional[nn.Module] = None):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"AdaptedLinear wraps nn.Linear, got {type(base).__name__}")
+        self.base = base
+        self.in_features = base.in_features
+        self.out_features = base.out_features
+        self.merged = False
+        # Plain attributes (not submodules): the method and the shared module are registered elsewhere.
+        self.__dict__["method"] = method
+        self.__dict__["_shared"] = shared
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+
+    # -- conveniences --------------------------------------------------------------------------------
+    @property
+    def shared(self) -> Optional[nn.Module]:
+        return self.__dict__["_shared"]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self.base.bias
+
+    @property
+    def on_meta(self) -> bool:
+        return self.base.weight.is_meta
+
+    @property
+    def adapter_dtype(self) -> torch.dtype:
+        """dtype for new adapter parameters: fp32 when the base is half precision (autocast handles the
+        matmuls), the base dtype otherwise."""
+        dt = self.base.weight.dtype
+        return torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.weight.device
+
+    # -- to implement --------------------------------------------------------------------------------
+    def adapter_forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """Dense ΔW (d_out, d_in) such that the adapted layer equals a linear layer with W0 + ΔW."""
+        raise NotImplementedError(f"{type(self).__name__} is not mergeable")
+
+    def needs_base_out(self) -> bool:
+        """Return False if adapter_forward does not use `base_out` (reparametrising methods), so the base
+        matmul is skipped."""
+        return True
+
+    # -- generic ------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base(x)
+        base_out = self.base(x) if self.needs_base_out() else None
+        return self.adapter_forward(x, base_out)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged:
+            return
+        delta = self.delta_weight()
+        self.base.weight.data += delta.to(self.base.weight.dtype)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        delta = self.delta_weight()
+        self.base.weight.data -= delta.to(self.base.weight.dtype)
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, method={self.method.name}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The method
+# --------------------------------------------------------------------------------------------------
+
+
+class Method:
+    """A PEFT method. One instance per run: `Method(rank, options, seed)`; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    needs_rank: ClassVar[bool] = True
+    init_is_identity: ClassVar[bool] = True
+    mergeable: ClassVar[bool] = False
+    lr_groups: ClassVar[Tuple[str, ...]] = ()
+    wraps_targets: ClassVar[bool] = True  # False for methods that adapt the model otherwise (full, probe)
+    trains_backbone: ClassVar[bool] = False  # True only for full fine-tuning
+    forces_head: ClassVar[bool] = False  # the head always trains (linear probing)
+    # For the conformance suite only: learning rate and options of its short "loss goes down" run.
+    test_lr: ClassVar[float] = 1e-2
+    test_options: ClassVar[Dict[str, Any]] = {}
+
+    def __init__(self, rank: Optional[int] = None, options: Any = None, seed: int = 0):
+        if options is None or isinstance(options, dict):
+            options = parse_options(self.Options, options)
+        if self.needs_rank and (rank is None or rank < 1):
+            raise ConfigError(f"method.rank: {self.name} needs a positive rank, got {rank!r}",
+                              hint="set method.rank, e.g. 8")
+        self.rank = rank if self.needs_rank else None
+        self.options = options
+        self.seed = seed
+        self.targets: List[str] = []  # names of the wrapped modules, filled by adapt()
+
+    # -- describe -----------------------------------------------------------------------------------
+    @classmethod
+    def describe(cls) -> Dict[str, Any]:
+        return {
+            "paper": cls.paper,
+            "needs_rank": cls.needs_rank,
+            "init_is_identity": cls.init_is_identity,
+            "mergeable": cls.mergeable,
+            "lr_groups": list(cls.lr_groups),
+            "options": options_schema(cls.Options),
+        }
+
+    # -- parameter formula --------------------------------------------------------------------------
+    def layer_count(self, d_out: int, d_in: int) -> int:
+        """Trainable parameters added for one adapted (d_out, d_in) layer."""
+        raise NotImplementedError
+
+    def shared_count(self, shapes: Sequence[Shape]) -> int:
+        """Trainable parameters shared by all layers (in `create_shared`)."""
+        return 0
+
+    def count(self, shapes: Sequence[Shape]) -> int:
+        """The method's trainable-parameter formula over the (d_out, d_in) shapes of its targets."""
+        return sum(self.layer_count(o, i) for o, i in shapes) + self.shared_count(shapes)
+
+    def formula(self, model: nn.Module, shapes: Sequence[Shape], ctx: AdaptContext) -> int:
+        """Trainable parameters of the whole adapted model, by formula (excluding the task head)."""
+        return self.count(shapes)
+
+    # -- randomness ---------------------------------------------------------------------------------
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator for fixed random bases: same numbers on every device and after a resume.
+        Seeded from the method's `seed` option when it has one (as PEFT's `projection_prng_key`), else
+        from the run seed."""
+        base_seed = getattr(self.options, "seed", None)
+        if base_seed is None:
+            base_seed = self.seed
+        g = torch.Generator(device="cpu")
+        g.manual_seed(int(base_seed) * 1_000_003 + offset)
+        return g
+
+    # -- wrapping -----------------------------------------------------------------------------------
+    def create_shared(self, shapes: Sequence[Shape], device: torch.device, dtype: torch.dtype) -> Optional[nn.Module]:
+        """Per-model state shared by every adapted layer (built once, from all target shapes)."""
+        return None
+
+    def wrap(self, name: str, base: nn.Linear, shared: Optional[nn.Module]) -> nn.Module:
+        """Return the module that replaces the target `base` (usually an AdaptedLinear subclass)."""
+        raise NotImplementedError
+
+    def adapt(self, model: nn.Module, targets: Sequence[str], ctx: AdaptContext) -> List[Shape]:
+        """Freeze the model and wrap the target linear layers; returns their shapes. The head is handled
+        by `adapt_model`."""
+        for p in model.parameters():
+            p.requires_grad_(False)
+        found = find_targets(model, targets, exclude=ctx.head_name)
+        if not found:
+            raise ConfigError(
+                f"method.targets: no nn.Linear module matches {list(targets)}",
+                hint=f"available linear layers: {', '.join(sorted(_leaf_linear_names(model, ctx.head_name)))}")
+        shapes = [(m.out_features, m.in_features) for _, m in found]
+        w = found[0][1].weight
+        shared = self.create_shared(shapes, w.device, w.dtype)
+        if shared is not None:
+            model.add_module(SHARED_ATTR, shared)
+        for name, module in found:
+            _set_submodule(model, name, self.wrap(name, module, shared))
+        self.targets = [n for n, _ in found]
+        return shapes
+
+    # -- training hooks -----------------------------------------------------------------------------
+    def on_train_start(self, ctx: TrainContext) -> None:
+        pass
+
+    def before_forward(self, ctx: TrainContext) -> None:
+        pass
+
+    def extra_loss(self, ctx: TrainContext) -> Optional[torch.Tensor]:
+        return None
+
+    def after_backward(self, ctx: TrainContext) -> None:
+        pass
+
+    def after_step(self, ctx: TrainContext) -> None:
+        pass
+
+    # -- parameter groups ---------------------------------------------------------------------------
+    def group_of(self, param_name: str) -> str:
+        """Name of the parameter group of a trainable parameter: "default" or one of `lr_groups`."""
+        return "default"
+
+    # -- checkpoint state ---------------------------------------------------------------------------
+    def extra_state(self) -> Dict[str, Any]:
+        """Small JSON-able state the hooks maintain (saved in the checkpoint manifest)."""
+        return {}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        pass
+
+    def prepare_load(self, model: nn.Module, state: Dict[str, torch.Tensor]) -> None:
+        """Called before loading adapter tensors; resize modules here if shapes change during training."""
+        pass
+
+    # -- merge --------------------------------------------------------------------------------------
+    def merge(self, model: nn.Module) -> None:
+        if not self.mergeable:
+            raise ConfigError(f"method {self.name} cannot be merged into the base weights")
+        for m in adapted_layers(model):
+            m.merge()
+
+    def unmerge(self, model: nn.Module) -> None:
+        for m in adapted_layers(model):
+            m.unmerge()
+
+
+# --------------------------------------------------------------------------------------------------
+# Model-level helpers used by the runtime and the tests
+# --------------------------------------------------------------------------------------------------
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A target pattern matches a module name exactly, as a dotted suffix (`q_proj` matches
+    `layers.0.attn.q_proj`), or as a glob over the full name (`layers.*.attn.q_proj`)."""
+    if name == pattern or name.endswith("." + pattern):
+        return True
+    return any(c in pattern for c in "*?[") and (fnmatch.fnmatchcase(name, pattern)
+                                                   or fnmatch.fnmatchcase(name, "*." + pattern))
+
+
+def _under(name: str, prefix: Optional[str]) -> bool:
+    return bool(prefix) and (name == prefix or name.startswith(prefix + "."))
+
+
+def _leaf_linear_names(model: nn.Module, exclude: Optional[str]) -> List[str]:
+    return sorted({n.split(".")[-1] for n, m in model.named_modules()
+                   if isinstance(m, nn.Linear) and not _under(n, exclude)})
+
+
+def find_targets(model: nn.Module, patterns: Sequence[str], exclude: Optional[str] = None) -> List[Tuple[str, nn.Linear]]:
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            if _under(name, exclude) or _under(name, SHARED_ATTR):
+                continue
+            if any(_matches(name, p) for p in patterns):
+                out.append((name, module))
+    return out
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, leaf, new)
+
+
+def adapted_layers(model: nn.Module) -> List[AdaptedLinear]:
+    return [m for m in model.modules() if isinstance(m, AdaptedLinear)]
+
+
+def adapt_model(model: nn.Module, method: Method, targets: Sequence[str], head_name: Optional[str],
+                train_head: bool) -> Tuple[List[Shape], int]:
+    """Apply `method` to `model` in place. Returns (target shapes, formula count including the head)."""
+    ctx = AdaptContext(head_name=head_name, train_head=train_head or method.forces_head)
+    shapes = method.adapt(model, list(targets), ctx)
+    formula = method.formula(model, shapes, ctx)
+    if ctx.train_head and head_name and not method.trains_backbone:
+        head = model.get_submodule(head_name)
+        for p in head.parameters():
+            if not p.requires_grad:
+                p.requires_grad_(True)
+                formula += p.numel()
+    return shapes, formula
+
+
+def trainable_numel(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def total_numel(model: nn.Module) -> int:
+    """Parameters of the adapted model, counting each tensor once (shared modules once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _adapter_prefixes(model: nn.Module) -> List[str]:
+    prefixes = [n + "." for n, m in model.named_modules() if isinstance(m, AdaptedLinear)]
+    if hasattr(model, SHARED_ATTR):
+        prefixes.append(SHARED_ATTR + ".")
+    return prefixes
+
+
+def adapter_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """What a checkpoint stores of the model: every trainable parameter plus the persistent buffers of the
+    adapter modules (never the frozen backbone)."""
+    out: Dict[str, torch.Tensor] = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            out[n] = p.detach()
+    prefixes = _adapter_prefixes(model)
+    for n, b in model.state_dict(keep_vars=True).items():
+        if n in out or ".base." in n:
+            continue
+        if any(n.startswith(pre) for pre in prefixes):
+            out[n] = b.detach()
+    return out
+
+
+def load_adapter_state_dict(model: nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """Copy a checkpoint's adapter tensors into the model; names and shapes must match exactly."""
+    want = adapter_state_dict(model)
+    missing = sorted(set(want) - set(state))
+    extra = sorted(set(state) - set(want))
+    if missing or extra:
+        raise ConfigError(
+            f"checkpoint does not match the model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}",
+            hint="resume with the same method, targets and model as the run that wrote the checkpoint")
+    with torch.no_grad():
+        for n, t in want.items():
+            src = state[n]
+            if tuple(src.shape) != tuple(t.shape):
+                raise ConfigError(f"checkpoint tensor {n} has shape {tuple(src.shape)}, the model expects {tuple(t.shape)}",
+                                  hint="resume with the same method options and rank as the run that wrote the checkpoint")
+            t.copy_(src.to(device=t.device, dtype=t.dtype))

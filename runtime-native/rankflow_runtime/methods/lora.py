@@ -1,0 +1,62 @@
+"""LoRA: low-rank adaptation, with dropout, alpha and rsLoRA scaling.
+
+Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022, arXiv:2106.09685.
+rsLoRA scaling: Kalajdzievski, "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA", arXiv:2312.03732.
+
+y = W0 x + s · B A dropout(x), with A ∈ R^{r×d_in} (Kaiming-uniform, a=√5, as the official loralib and PEFT),
+B ∈ R^{d_out×r} initialised to zero (so the adapted model starts equal to the base), s = α/r or α/√r (rsLoRA).
+Trainable parameters per layer: r·(d_in + d_out).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .base import AdaptedLinear, Method, option, register
+
+
+@dataclass
+class LoRAOptions:
+    alpha: float = option(8.0, help="scaling numerator α (s = α/r, or α/√r with use_rslora)", min=0.0)
+    dropout: float = option(0.0, help="dropout probability on the LoRA path input", min=0.0, max=1.0)
+    use_rslora: bool = option(False, help="rank-stabilised scaling s = α/√r (rsLoRA)")
+
+
+class LoRALinear(AdaptedLinear):
+    def __init__(self, base: nn.Linear, method: "LoRA", shared=None):
+        super().__init__(base, method, shared)
+        r, opts = method.rank, method.options
+        kw = dict(device=self.device, dtype=self.adapter_dtype)
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **kw))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **kw))
+        self.dropout = nn.Dropout(opts.dropout) if opts.dropout > 0 else nn.Identity()
+        self.scaling = opts.alpha / (math.sqrt(r) if opts.use_rslora else r)
+        if not self.on_meta:
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def adapter_forward(self, x, base_out):
+        h = self.dropout(x).to(self.lora_A.dtype)
+        delta = (h @ self.lora_A.t()) @ self.lora_B.t()
+        return base_out + (delta * self.scaling).to(base_out.dtype)
+
+    def delta_weight(self):
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+
+@register
+class LoRA(Method):
+    name = "lora"
+    paper = "Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022 (arXiv:2106.09685)"
+    Options = LoRAOptions
+    needs_rank = True
+    init_is_identity = True
+    mergeable = True
+
+    def layer_count(self, d_out, d_in):
+        return self.rank * (d_in + d_out)
+
+    def wrap(self, name, base, shared):
+        return LoRALinear(base, self, shared)
