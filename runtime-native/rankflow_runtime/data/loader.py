@@ -1,0 +1,170 @@
+"""``load_task_data``: dataset spec + model info -> ``TaskData``; ``describe_datasets`` for ``describe``."""
+from __future__ import annotations
+
+from typing import Optional
+
+from .. import metrics as M
+from . import gsm8k, synthetic
+from .common import effective_max_length, options_of, require_tokenizer_fits, spec_get
+from .errors import DatasetConfigError
+from .tokenizer import PAD_ID, make_tokenizer
+from .types import Collator, ExampleDataset, ModelInfo, TaskData
+
+# family -> task -> (model task, metric names, default metric)
+_CLS = ["accuracy", "f1", "mcc", "loss"]
+_LM = ["loss", "perplexity", "token_accuracy"]
+_GEN = ["exact_match", "exact_match_strict", "loss", "perplexity", "token_accuracy"]
+SYNTHETIC = {
+    "seq-cls": ("seq-cls", _CLS, "accuracy"),
+    "regression": ("seq-cls", ["pearson", "spearman", "mse", "loss"], "pearson"),
+    "img-cls": ("img-cls", ["accuracy", "top1", "loss"], "accuracy"),
+    "causal-lm": ("causal-lm", _LM, "perplexity"),
+    "gsm8k-like": ("causal-lm", _GEN, "exact_match"),
+}
+GSM8K = {"gsm8k": ("causal-lm", _GEN, "exact_match")}
+
+
+def _families() -> dict[str, dict]:
+    fams = {"synthetic": SYNTHETIC, "gsm8k": GSM8K}
+    try:
+        from . import glue
+        fams["glue"] = glue.TASKS_META
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from . import vtab
+        fams["vtab"] = vtab.TASKS_META
+    except ImportError:  # pragma: no cover
+        pass
+    return fams
+
+
+def describe_datasets() -> dict:
+    """``{family: {tasks, metrics, default_metric}}`` as the runtime's ``describe`` command prints it
+    (``default_metric`` per family where all tasks share one, else a ``{task: metric}`` mapping)."""
+    out = {}
+    for fam, tasks in _families().items():
+        metrics = sorted({m for _, ms, _ in tasks.values() for m in ms})
+        defaults = {t: d for t, (_, _, d) in tasks.items()}
+        uniq = set(defaults.values())
+        out[fam] = {"tasks": sorted(tasks), "metrics": metrics,
+                    "default_metric": uniq.pop() if len(uniq) == 1 else defaults}
+    return out
+
+
+def parse_name(name: str) -> tuple[str, str, tuple]:
+    fams = _families()
+    name = str(name).strip()
+    if name == "gsm8k":
+        return "gsm8k", "gsm8k", GSM8K["gsm8k"]
+    fam, _, task = name.partition("/")
+    fam = fam.lower()
+    if fam not in fams or not task:
+        raise DatasetConfigError(f"unknown dataset.name '{name}'",
+                                 "use glue/<task>, vtab/<task>, gsm8k or synthetic/<kind> (see `describe`)")
+    tasks = fams[fam]
+    key = task.lower()
+    if fam == "glue":
+        from . import glue
+        key = glue.ALIASES.get(key, key)
+    if key not in tasks:
+        raise DatasetConfigError(f"unknown dataset.name '{name}': {fam} has no task '{task}'",
+                                 f"use one of: {', '.join(sorted(tasks))}")
+    return fam, key, tasks[key]
+
+
+def _primary(spec: dict, names: list[str], default: str, dataset: str) -> str:
+    metric = spec_get(spec, "metric", "default")
+    if metric in ("default", "auto", ""):
+        return default
+    if metric not in names:
+        raise DatasetConfigError(f"dataset.metric '{metric}' is not computed for {dataset}",
+                                 f"use one of: {', '.join(names)}")
+    return metric
+
+
+def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> TaskData:
+    """Load (or generate) a dataset for a model. ``dataset_spec`` is the run spec's ``dataset`` mapping."""
+    spec = dict(dataset_spec)
+    name = str(spec_get(spec, "name", ""))
+    fam, task, (model_task, names, default) = parse_name(name)
+    if model_info.task != model_task:
+        raise DatasetConfigError(f"dataset '{name}' needs a {model_task} model, the model is {model_info.task}",
+                                 f"pick a {model_task} model (model.task) for this dataset")
+    opts = options_of(spec)
+    data_seed = int(opts.get("data_seed", seed))
+    primary = _primary(spec, names, default, name)
+    eval_split = str(spec_get(spec, "eval_split", "validation"))
+    vocab = int(model_info.vocab_size or 0)
+    max_len = effective_max_length(spec, int(model_info.max_length or 0))
+    pad_to = max_len if opts.get("pad_to_max_length") else None
+    tok = None
+    kind = "classification"
+    generation = None
+    info: dict = {"family": fam, "task": task}
+
+    if model_task != "img-cls":
+        tok = make_tokenizer(opts.get("tokenizer"), vocab, model_task, model_info.tokenizer)
+        require_tokenizer_fits(tok, vocab, name)
+    pad_id = model_info.pad_id if model_info.pad_id is not None else (tok.pad_id if tok else PAD_ID)
+
+    if fam == "synthetic":
+        if task in ("seq-cls", "regression"):
+            regression = task == "regression"
+            train, evals, num_labels = synthetic.seq_cls(spec, vocab, max_len, tok, data_seed, regression)
+            kind = "regression" if regression else "classification"
+        elif task == "img-cls":
+            train, evals, num_labels = synthetic.img_cls(spec, int(model_info.image_size),
+                                                         int(model_info.channels), data_seed)
+        elif task == "causal-lm":
+            train, evals = synthetic.causal_lm(spec, vocab, max_len, tok, data_seed)
+            num_labels, kind = 0, "lm"
+        else:  # gsm8k-like
+            tr, ev = synthetic.gsm8k_like(spec, data_seed)
+            train, evals, generation = _gsm8k_encode(tr, ev, tok, max_len, opts, default_new=48)
+            num_labels, kind = 0, "generation"
+    elif fam == "gsm8k":
+        tr, ev, eval_split = gsm8k.load_records(spec, data_seed)
+        train, evals, generation = _gsm8k_encode(tr, ev, tok, max_len, opts, default_new=256)
+        num_labels, kind = 0, "generation"
+    elif fam == "glue":
+        from . import glue
+        train, evals, num_labels, eval_split = glue.load(task, spec, tok, max_len, data_seed)
+        kind = "regression" if num_labels == 1 else "classification"
+    else:  # vtab
+        from . import vtab
+        train, evals, num_labels, eval_split, loader = vtab.load(task, spec, model_info, data_seed)
+        info["loader"] = "lazy"
+        return TaskData(name=name, task=model_task, train=ExampleDataset(train, loader),
+                        eval=ExampleDataset(evals, loader), collate=Collator(pad_id, None), num_labels=num_labels,
+                        primary_metric=primary, metric_names=list(names),
+                        greater_is_better=M.greater_is_better(primary), eval_split=eval_split, tokenizer=None,
+                        kind=kind, generation=None, info=info)
+
+    if num_labels == 2 or kind != "classification":
+        pass
+    else:  # f1 is the positive-class F1 of binary tasks only
+        names = [n for n in names if n != "f1"]
+        if primary == "f1":
+            raise DatasetConfigError(f"dataset.metric 'f1' needs a binary task, {name} has {num_labels} classes",
+                                     "use accuracy or mcc")
+    return TaskData(name=name, task=model_task, train=ExampleDataset(train), eval=ExampleDataset(evals),
+                    collate=Collator(pad_id, pad_to), num_labels=num_labels, primary_metric=primary,
+                    metric_names=list(names), greater_is_better=M.greater_is_better(primary),
+                    eval_split=eval_split, tokenizer=tok, kind=kind, generation=generation, info=info)
+
+
+def _gsm8k_encode(train_recs, eval_recs, tok, max_len: int, opts: dict, default_new: int):
+    if not tok.invertible:
+        raise DatasetConfigError("GSM8k-style generation needs an invertible tokenizer, not the hashed 'words' one",
+                                 "set dataset.options.tokenizer to 'bytes' or 'ascii' (or use an HF tokenizer)")
+    keep = bool(opts.get("keep_calculator", False))
+    train = gsm8k.encode(train_recs, tok, max_len, keep, for_eval=False)
+    evals = gsm8k.encode(eval_recs, tok, max_len, keep, for_eval=True)
+    generation = {
+        "max_new_tokens": int(opts.get("max_new_tokens", default_new)),
+        "stop": list(gsm8k.STOP_STRINGS),
+        "references": [r["answer"] for r in eval_recs],
+        "max_length": None,
+    }
+    return train, evals, generation
