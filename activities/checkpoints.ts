@@ -1,0 +1,126 @@
+/**
+ * Checkpoints in the artifact store: `checkpoints/<run_id>/<step, 10 digits>/<file>`. The runtime's files
+ * are uploaded first (each verified against the sha256 the runtime reported), then `stored.json` last: a
+ * checkpoint without it is incomplete and never used. Old checkpoints are pruned (keep the last k and
+ * the best).
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { ArtifactStore } from './store.js';
+import { CheckpointFile } from '../schemas/events.js';
+import type { CheckpointEvent } from '../schemas/events.js';
+
+export const STORED_MARKER = 'stored.json';
+
+export const StoredCheckpoint = z.strictObject({
+  run_id: z.string(),
+  step: z.number().int().nonnegative(),
+  best: z.boolean(),
+  reason: z.string(),
+  files: z.array(CheckpointFile),
+  stored_at: z.string(),
+});
+export type StoredCheckpoint = z.infer<typeof StoredCheckpoint>;
+
+export function checkpointPrefix(runId: string, step?: number): string {
+  return step === undefined ? `checkpoints/${runId}/` : `checkpoints/${runId}/${String(step).padStart(10, '0')}/`;
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+export class ChecksumError extends Error {}
+
+/** Uploads one checkpoint the runtime reported; returns the key of its marker. */
+export async function uploadCheckpoint(
+  store: ArtifactStore,
+  runId: string,
+  ev: CheckpointEvent,
+  now: () => Date = () => new Date(),
+): Promise<string> {
+  const prefix = checkpointPrefix(runId, ev.step);
+  for (const f of ev.files) {
+    const local = join(ev.path, f.name);
+    const sha = await sha256File(local);
+    if (sha !== f.sha256) {
+      throw new ChecksumError(`checkpoint file ${local} has sha256 ${sha}, the runtime reported ${f.sha256}`);
+    }
+    await store.putFile(prefix + f.name, local);
+  }
+  const marker: StoredCheckpoint = {
+    run_id: runId,
+    step: ev.step,
+    best: ev.best,
+    reason: ev.reason,
+    files: ev.files,
+    stored_at: now().toISOString(),
+  };
+  await store.put(prefix + STORED_MARKER, JSON.stringify(marker, null, 1));
+  return prefix + STORED_MARKER;
+}
+
+/** Complete checkpoints of a run, oldest first. */
+export async function listCheckpoints(store: ArtifactStore, runId: string): Promise<StoredCheckpoint[]> {
+  const keys = await store.list(checkpointPrefix(runId));
+  const out: StoredCheckpoint[] = [];
+  for (const key of keys.filter((k) => k.endsWith('/' + STORED_MARKER))) {
+    const body = await store.get(key);
+    if (!body) continue;
+    const parsed = StoredCheckpoint.safeParse(JSON.parse(body.toString('utf8')));
+    if (parsed.success) out.push(parsed.data);
+  }
+  return out.sort((a, b) => a.step - b.step);
+}
+
+/**
+ * Downloads the newest complete checkpoint whose files verify into `dir/<step>`; a checkpoint that fails
+ * verification is skipped (logged through `warn`) in favour of the one before it.
+ */
+export async function downloadLatestCheckpoint(
+  store: ArtifactStore,
+  runId: string,
+  dir: string,
+  warn: (msg: string) => void,
+): Promise<{ step: number; path: string } | null> {
+  const all = await listCheckpoints(store, runId);
+  for (const ck of all.reverse()) {
+    const path = join(dir, String(ck.step));
+    const prefix = checkpointPrefix(runId, ck.step);
+    let ok = true;
+    for (const f of ck.files) {
+      const local = join(path, f.name);
+      if (!(await store.getFile(prefix + f.name, local)) || (await sha256File(local)) !== f.sha256) {
+        warn(`checkpoint ${prefix} is damaged (${f.name} missing or its sha256 differs); trying an older one`);
+        ok = false;
+        break;
+      }
+    }
+    if (ok) return { step: ck.step, path };
+  }
+  return null;
+}
+
+/** Deletes checkpoints other than the newest `keepLast` and the best one; returns the steps deleted. */
+export async function pruneCheckpoints(store: ArtifactStore, runId: string, keepLast: number): Promise<number[]> {
+  const all = await listCheckpoints(store, runId);
+  const keep = new Set(all.slice(-keepLast).map((c) => c.step));
+  const best = [...all].reverse().find((c) => c.best);
+  if (best) keep.add(best.step);
+  const complete = new Set(all.map((c) => c.step));
+  const newest = all.at(-1)?.step ?? -1;
+  // Incomplete uploads older than the newest complete checkpoint are debris from a crashed attempt.
+  const doomed = (step: number): boolean => (complete.has(step) ? !keep.has(step) : step < newest);
+  const prefix = checkpointPrefix(runId);
+  const keys = await store.list(prefix);
+  const stepOf = (key: string): number => Number(key.slice(prefix.length).split('/')[0]);
+  const isMarker = (key: string): boolean => key.endsWith('/' + STORED_MARKER);
+  // Markers first, so a half-pruned checkpoint is never taken for a complete one.
+  for (const key of keys) if (isMarker(key) && doomed(stepOf(key))) await store.delete(key);
+  for (const key of keys) if (!isMarker(key) && doomed(stepOf(key))) await store.delete(key);
+  return [...new Set(keys.map(stepOf))].filter(doomed).sort((a, b) => a - b);
+}

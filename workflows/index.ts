@@ -1,0 +1,232 @@
+/**
+ * rankflow's Temporal workflows (deterministic code only: no I/O, clock or randomness of their own).
+ *
+ * - `runWorkflow` (id `run-<hash>`): skip if the result exists, train (retries resume from the latest
+ *   checkpoint; config errors are never retried), record the result once, tell the sweep.
+ * - `sweepWorkflow`: a sliding window of run workflows with a concurrency limit; pages through the sweep
+ *   manifest; `status` query; `pause`/`resume`/`cancel` signals; continue-as-new keeps the history small.
+ *   Children are abandoned-on-close and report back by signal, so they survive the parent rolling over.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  ChildWorkflowCancellationType,
+  ParentClosePolicy,
+  WorkflowIdReusePolicy,
+  condition,
+  continueAsNew,
+  defineQuery,
+  defineSignal,
+  getExternalWorkflowHandle,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  startChild,
+  workflowInfo,
+  ActivityCancellationType,
+} from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { Activities } from '../activities/index.js';
+import type { RunInput, RunOutcome, RunState, SweepInput, SweepStatus } from '../schemas/orchestration.js';
+
+export const CONTROL_QUEUE = 'rankflow-control';
+
+export const runFinished = defineSignal<[RunOutcome]>('runFinished');
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const cancelSignal = defineSignal('cancel');
+export const statusQuery = defineQuery<SweepStatus>('status');
+
+const light = proxyActivities<Activities>({
+  taskQueue: CONTROL_QUEUE,
+  startToCloseTimeout: '5 minutes',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20 },
+});
+
+async function tellParent(input: RunInput, outcome: RunOutcome): Promise<void> {
+  if (!input.parent) return;
+  try {
+    await getExternalWorkflowHandle(input.parent).signal(runFinished, outcome);
+  } catch {
+    // The sweep has already ended (cancelled or finished): nobody to tell.
+  }
+}
+
+function failureInfo(err: unknown): { type: string; message: string; hint: string | null } {
+  let cur: unknown = err;
+  while (cur instanceof ActivityFailure && cur.cause) cur = cur.cause;
+  if (cur instanceof ApplicationFailure) {
+    const d = (cur.details?.[0] ?? null) as { kind?: string; hint?: string | null } | null;
+    return { type: d?.kind ?? cur.type ?? 'error', message: cur.message, hint: d?.hint ?? null };
+  }
+  return { type: 'error', message: err instanceof Error ? err.message : String(err), hint: null };
+}
+
+export async function runWorkflow(input: RunInput): Promise<RunOutcome> {
+  const existing = await light.lookupResult(input.run_id);
+  if (existing) {
+    await tellParent(input, existing);
+    return existing;
+  }
+  const trainer = proxyActivities<Activities>({
+    taskQueue: input.task_queue,
+    startToCloseTimeout: `${input.policy.run_timeout_s} seconds`,
+    heartbeatTimeout: `${input.policy.heartbeat_timeout_s} seconds`,
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: {
+      initialInterval: '2 seconds',
+      backoffCoefficient: 2,
+      maximumInterval: '1 minute',
+      maximumAttempts: input.policy.max_attempts,
+      nonRetryableErrorTypes: ['ConfigError'],
+    },
+  });
+  const startedAt = new Date().toISOString();
+  let out;
+  try {
+    out = await trainer.train(input);
+  } catch (err) {
+    if (isCancellation(err)) {
+      await CancellationScope.nonCancellable(() =>
+        tellParent(input, { run_id: input.run_id, state: 'cancelled', metric: null, message: 'cancelled' }),
+      );
+      throw err;
+    }
+    const f = failureInfo(err);
+    await light.recordFailure(input, {
+      kind: f.type,
+      message: f.message,
+      hint: f.hint,
+      attempts: input.policy.max_attempts,
+      started_at: startedAt,
+    });
+    await tellParent(input, { run_id: input.run_id, state: 'failed', metric: null, message: f.message });
+    // Fail the workflow so that its id may be used again (`rankflow resume`).
+    throw ApplicationFailure.create({ type: f.type, message: f.message, nonRetryable: true });
+  }
+  const outcome = await light.recordResult(input, out);
+  await tellParent(input, outcome);
+  return outcome;
+}
+
+function emptyCounts(): Record<RunState, number> {
+  return { pending: 0, running: 0, succeeded: 0, failed: 0, skipped: 0, cancelled: 0 };
+}
+
+export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
+  const info = workflowInfo();
+  const st = input.state ?? { next_index: 0, running: [], outcomes: {}, failed: [], paused: false, generation: 0 };
+  const running = new Set(st.running);
+  const outcomes: Record<string, number> = { ...st.outcomes };
+  const failed = [...st.failed];
+  let paused = st.paused;
+  let cancelled = false;
+  let nextIndex = st.next_index;
+  let externalWaits = 0;
+  let buffer: Awaited<ReturnType<Activities['loadSweepPage']>> = [];
+
+  const finish = (o: RunOutcome): void => {
+    if (!running.delete(o.run_id)) return; // duplicate or unknown notification
+    outcomes[o.state] = (outcomes[o.state] ?? 0) + 1;
+    if (o.state === 'failed') failed.push(o);
+  };
+  const status = (): SweepStatus => {
+    const counts = emptyCounts();
+    for (const [k, v] of Object.entries(outcomes)) counts[k as RunState] = v;
+    counts.running = running.size;
+    counts.pending = input.total - nextIndex;
+    return {
+      sweep_id: input.sweep_id,
+      total: input.total,
+      counts,
+      running: [...running],
+      failed: failed.slice(-50),
+      paused,
+      cancelled,
+      generation: st.generation,
+    };
+  };
+  setHandler(runFinished, finish);
+  setHandler(pauseSignal, () => void (paused = true));
+  setHandler(resumeSignal, () => void (paused = false));
+  setHandler(cancelSignal, () => void (cancelled = true));
+  setHandler(statusQuery, status);
+
+  const launch = async (entry: (typeof buffer)[number]): Promise<void> => {
+    const runInput: RunInput = { ...entry.input, parent: info.workflowId, policy: input.policy };
+    running.add(runInput.run_id);
+    try {
+      await startChild(runWorkflow, {
+        workflowId: runInput.run_id,
+        args: [runInput],
+        taskQueue: CONTROL_QUEUE,
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        cancellationType: ChildWorkflowCancellationType.ABANDON,
+        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+      });
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      // Another sweep runs (or has completed) this very run: wait for it instead of training twice.
+      externalWaits++;
+      void light
+        .awaitExternalRun(runInput.run_id)
+        .then(finish)
+        .finally(() => externalWaits--);
+    }
+  };
+
+  const rollOver = (): boolean =>
+    externalWaits === 0 && (info.historyLength > input.max_history_events || workflowInfo().continueAsNewSuggested);
+
+  for (;;) {
+    if (cancelled) {
+      await CancellationScope.nonCancellable(async () => {
+        for (const id of running) await getExternalWorkflowHandle(id).cancel().catch(() => undefined);
+      });
+      await condition(() => running.size === 0, '10 minutes');
+      return status();
+    }
+    if (nextIndex >= input.total && running.size === 0) return status();
+    if (workflowInfo().historyLength > input.max_history_events && rollOver()) {
+      await continueAsNew<typeof sweepWorkflow>({
+        ...input,
+        state: {
+          next_index: nextIndex,
+          running: [...running],
+          outcomes,
+          failed: failed.slice(-50),
+          paused,
+          generation: st.generation + 1,
+        },
+      });
+    }
+    while (!paused && !cancelled && running.size < input.concurrency && nextIndex < input.total) {
+      if (buffer.length === 0) buffer = await light.loadSweepPage(input.sweep_id, nextIndex, input.page_size);
+      const entry = buffer.shift();
+      if (!entry) break;
+      nextIndex++;
+      if (entry.done) outcomes.skipped = (outcomes.skipped ?? 0) + 1;
+      else await launch(entry);
+      if (workflowInfo().historyLength > input.max_history_events) break;
+    }
+    await condition(
+      () =>
+        cancelled ||
+        (nextIndex >= input.total && running.size === 0) ||
+        (!paused && running.size < input.concurrency && nextIndex < input.total) ||
+        (workflowInfo().historyLength > input.max_history_events && rollOver()),
+    );
+  }
+}
+
+/** Issue 2's smoke check: one activity that runs the runtime's smoke trainer and round-trips S3. */
+export async function smokeWorkflow(): Promise<{ losses: number[]; bytes: number; sha256: string; roundTrip: boolean }> {
+  const { smoke } = proxyActivities<Activities>({
+    taskQueue: CONTROL_QUEUE,
+    startToCloseTimeout: '5 minutes',
+    retry: { maximumAttempts: 2 },
+  });
+  return await smoke();
+}
