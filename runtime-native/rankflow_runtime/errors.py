@@ -67,3 +67,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if close:
         return f' (did you mean "{close[0]}"?)'
     return f" (valid: {', '.join(choices)})" if choices else ""
+
+
+RankflowError = RunError  # alias used by the data package
+
+_KIND_EXIT = {"config": EXIT_CONFIG, "data": EXIT_CONFIG, "nan": EXIT_CONFIG, "oom": EXIT_RETRYABLE,
+              "internal": EXIT_RETRYABLE}
+
+
+def exit_code_of(kind: str) -> int:
+    """The exit code of an error event kind (config/data/nan: 2, never retried; oom/internal: 3)."""
+    return _KIND_EXIT.get(kind, EXIT_RETRYABLE)

@@ -250,7 +250,7 @@ class DecoderLayer(nn.Module):
 
 DECODER_DEFAULTS: Dict[str, Any] = dict(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4,
                                         intermediate_size=172, max_position=256, rope_theta=10000.0,
-                                        rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+                                        rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=4, eos_token_id=5)
 
 
 class TinyDecoder(nn.Module):

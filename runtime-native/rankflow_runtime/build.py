@@ -1,0 +1,100 @@
+"""From a run spec to an adapted model: resolve the model, build it (optionally on the meta device), apply
+the method. Shared by `run`, `count` and the tests."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .methods import get_method
+from .methods.base import Method, Shape, adapt_model, total_numel, trainable_numel
+from .models import ModelInfo, build_model, model_info
+from .spec import RunSpec
+
+
+@dataclass
+class Built:
+    model: nn.Module
+    method: Method
+    info: ModelInfo
+    shapes: List[Shape]
+    formula: int
+    trainable: int
+    total: int
+
+
+def resolve_info(spec: RunSpec) -> ModelInfo:
+    info = model_info(spec.model, spec.dataset["max_length"])
+    if info.task != spec.model["task"]:
+        raise ConfigError(f"model.task: {spec.model['name']} is a {info.task} model, not {spec.model['task']}",
+                          hint=f'set model.task to "{info.task}"')
+    return info
+
+
+def data_model_info(info: ModelInfo):
+    """The data package's view of the model (vocab, lengths, image size, special ids, tokenizer)."""
+    from .data import ModelInfo as DataModelInfo
+    kw = dict(task=info.task)
+    if info.vocab_size is not None:
+        kw["vocab_size"] = info.vocab_size
+    if info.max_length is not None:
+        kw["max_length"] = info.max_length
+    if info.image_size is not None:
+        kw["image_size"] = info.image_size
+    if info.channels is not None:
+        kw["channels"] = info.channels
+    for ours, theirs in (("pad_token_id", "pad_id"), ("bos_token_id", "bos_id"), ("eos_token_id", "eos_id")):
+        if getattr(info, ours) is not None:
+            kw[theirs] = getattr(info, ours)
+    if info.tokenizer_path:
+        kw["tokenizer"] = info.tokenizer_path
+    return DataModelInfo(**kw)
+
+
+def make_method(spec: RunSpec) -> Method:
+    cls = get_method(spec.method["name"])
+    rank = spec.method["rank"]
+    if cls.needs_rank and rank is None:
+        raise ConfigError(f"method.rank: {cls.name} needs a rank", hint="set method.rank, e.g. 8")
+    return cls(rank if cls.needs_rank else None, spec.method["options"], spec.seed)
+
+
+def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any = "cpu") -> Built:
+    """Build the adapted model. `device="meta"` gives shapes only (no memory, no numeric init). The model
+    weights come from `spec.seed` so that every process of a run starts from the same backbone."""
+    method = make_method(spec)
+    torch.manual_seed(spec.seed)
+    if str(device) == "meta":
+        with torch.device("meta"):
+            model = build_model(spec.model, info, num_labels)
+    else:
+        model = build_model(spec.model, info, num_labels)
+    targets = spec.method["targets"] or info.default_targets
+    shapes, formula = adapt_model(model, method, targets, info.head_name, spec.training["train_head"])
+    if str(device) != "meta":
+        model.to(device)
+    return Built(model, method, info, shapes, formula, trainable_numel(model), total_numel(model))
+
+
+def num_labels_for(spec: RunSpec, info: ModelInfo, seed: int) -> Tuple[Optional[int], Any]:
+    """(num_labels, task_data or None). Uses the data package's cheap lookup when it has one, else loads."""
+    if info.task == "causal-lm":
+        return None, None
+    from . import data
+    cheap = getattr(data, "num_labels_for", None)
+    if cheap is not None:
+        n = cheap(dict(spec.dataset))
+        if n:
+            return int(n), None
+    td = data.load_task_data(dict(spec.dataset), data_model_info(info), seed)
+    return td.num_labels, td
+
+
+def count(spec: RunSpec) -> dict:
+    info = resolve_info(spec)
+    n, _ = num_labels_for(spec, info, spec.seed)
+    b = build(spec, info, n, device="meta")
+    return {"trainable": b.trainable, "total": b.total, "formula": b.formula}

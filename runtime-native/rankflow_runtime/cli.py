@@ -1,0 +1,129 @@
+"""Command line: `python -m rankflow_runtime run|count|describe|smoke` (see the package README section in
+the docstring of `rankflow_runtime/__init__.py`). stdout carries JSON only; logs go to stderr. User errors
+become one `error` event and exit code 2, never a stack trace."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import List, Optional
+
+from . import __version__
+from .errors import EXIT_CONFIG, EXIT_RETRYABLE, ConfigError, RunError, exit_code_of
+from .events import emit, take_stdout, write_json
+
+log = logging.getLogger("rankflow")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit 2; we want an error event
+        raise ConfigError(f"command line: {message}", hint=self.format_usage().strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m rankflow_runtime", description="rankflow native runtime")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    sub.required = True
+    r = sub.add_parser("run", help="train one run; JSON-lines events on stdout")
+    r.add_argument("--spec", required=True, help="run spec JSON (schemas/runspec.ts)")
+    r.add_argument("--out", required=True, help="output directory (checkpoints, logs)")
+    r.add_argument("--resume", default=None, help="checkpoint directory to resume from")
+    c = sub.add_parser("count", help="trainable/total parameters, on the meta device")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--spec", help="one run spec")
+    g.add_argument("--specs", help="a JSON array of run specs; prints a JSON array of results")
+    sub.add_parser("describe", help="methods, models and datasets with their option schemas")
+    s = sub.add_parser("smoke", help="train a two-layer MLP for a few steps on the CPU")
+    s.add_argument("--out", required=True, help="directory to write the smoke file into")
+    return p
+
+
+def describe() -> dict:
+    import torch
+
+    from .methods import registry
+    from .models import describe_models
+    try:
+        from .data import describe_datasets
+        datasets = describe_datasets()
+    except ImportError:
+        datasets = {}
+    return {"runtime": __version__, "torch": torch.__version__,
+            "methods": {name: cls.describe() for name, cls in registry().items()},
+            "models": describe_models(), "datasets": datasets}
+
+
+def _count(args) -> int:
+    from .build import count
+    from .spec import load_spec, parse_spec, read_json
+    if args.spec:
+        write_json(count(load_spec(args.spec)))
+        return 0
+    arr = read_json(args.specs, "specs")
+    if not isinstance(arr, list):
+        raise ConfigError(f"{args.specs}: expected a JSON array of run specs", hint="wrap the specs in [ ]")
+    results = []
+    for i, obj in enumerate(arr):
+        try:
+            results.append(count(parse_spec(obj, src=f"{os.path.basename(args.specs)}[{i}]")))
+        except RunError as e:
+            e.message = f"{os.path.basename(args.specs)}[{i}]: {e.message}" if not e.message.startswith(
+                os.path.basename(args.specs)) else e.message
+            raise
+    write_json(results)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    take_stdout()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "describe":
+            write_json(describe())
+            return 0
+        if args.command == "smoke":
+            from .smoke import run_smoke
+            return run_smoke(args.out)
+        if args.command == "count":
+            return _count(args)
+        from .spec import load_spec
+        from .train import run_training
+        return run_training(load_spec(args.spec), args.out, resume=args.resume)
+    except RunError as e:
+        kind = getattr(e, "kind", "internal")
+        hint = getattr(e, "hint", None) or None
+        emit("error", kind=kind, message=e.message, hint=hint)
+        log.error("%s error: %s%s", kind, e.message, f" (fix: {hint})" if hint else "")
+        return exit_code_of(kind)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    except KeyboardInterrupt:
+        emit("error", kind="internal", message="interrupted", hint=None)
+        return EXIT_RETRYABLE
+    except MemoryError:
+        emit("error", kind="oom", message="out of host memory", hint="use a smaller batch or model")
+        return EXIT_RETRYABLE
+    except Exception as e:  # a bug or a lost device: retryable, with the traceback on stderr
+        if _is_oom(e):
+            emit("error", kind="oom", message=f"out of device memory: {str(e).splitlines()[0][:200]}",
+                 hint="lower training.batch_size (raise grad_accum) or use bf16")
+            return EXIT_RETRYABLE
+        traceback.print_exc(file=sys.stderr)
+        emit("error", kind="internal", message=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
+             hint="see the runtime log on stderr")
+        return EXIT_RETRYABLE
+
+
+def _is_oom(e: BaseException) -> bool:
+    try:
+        import torch
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            return True
+    except Exception:
+        pass
+    return "out of memory" in str(e).lower()

@@ -1,0 +1,60 @@
+"""JSON-lines events on stdout (the contract of `schemas/events.ts`); everything else goes to stderr.
+
+`take_stdout()` is called once at start-up: it keeps the real stdout for events and points `sys.stdout` at
+stderr, so a stray `print` from any library can never corrupt the event stream.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from typing import Any, Dict, IO, Optional
+
+_out: IO[str] = sys.stdout
+_lock = threading.Lock()
+log = logging.getLogger("rankflow")
+
+
+def take_stdout() -> None:
+    global _out
+    if sys.stdout is not sys.stderr:
+        _out = sys.stdout
+        sys.stdout = sys.stderr
+    logging.basicConfig(stream=sys.stderr, level=os.environ.get("RANKFLOW_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def finite_metrics(metrics: Dict[str, Any]) -> Dict[str, float]:
+    """Metrics as plain floats; non-finite values (e.g. an undefined correlation) are left out and logged."""
+    out = {}
+    for k, v in (metrics or {}).items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out[k] = f
+        else:
+            log.warning("metric %s is %s; left out of the event", k, f)
+    return out
+
+
+def write_json(obj: Any) -> None:
+    """One JSON document on the event stream (used by `count`/`describe`, whose output is one object)."""
+    with _lock:
+        _out.write(json.dumps(obj, allow_nan=False) + "\n")
+        _out.flush()
+
+
+def emit(event: str, **fields: Any) -> Dict[str, Any]:
+    rec = {"event": event, "time": time.time(), **fields}
+    write_json(rec)
+    return rec
+
+
+def error(kind: str, message: str, hint: Optional[str] = None) -> Dict[str, Any]:
+    return emit("error", kind=kind, message=message, hint=hint)
