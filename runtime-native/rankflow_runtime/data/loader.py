@@ -40,15 +40,20 @@ def _families() -> dict[str, dict]:
 
 
 def describe_datasets() -> dict:
-    """``{family: {tasks, metrics, default_metric}}`` as the runtime's ``describe`` command prints it
-    (``default_metric`` per family where all tasks share one, else a ``{task: metric}`` mapping)."""
+    """``{family: {tasks, metrics, default_metric, per_task}}`` as the runtime's ``describe`` command prints it.
+    ``default_metric`` is a string where all tasks of the family share one, else a ``{task: metric}`` mapping;
+    ``per_task`` gives each task's model task, metrics and default metric."""
     out = {}
     for fam, tasks in _families().items():
         metrics = sorted({m for _, ms, _ in tasks.values() for m in ms})
         defaults = {t: d for t, (_, _, d) in tasks.items()}
         uniq = set(defaults.values())
         out[fam] = {"tasks": sorted(tasks), "metrics": metrics,
-                    "default_metric": uniq.pop() if len(uniq) == 1 else defaults}
+                    "default_metric": uniq.pop() if len(uniq) == 1 else defaults,
+                    "per_task": {t: {"model_task": mt, "metrics": list(ms), "default_metric": d}
+                                 for t, (mt, ms, d) in sorted(tasks.items())}}
+    if "vtab" in out:
+        out["vtab"]["groups"] = {g: list(ts) for g, ts in M.VTAB_GROUPS.items()}
     return out
 
 
@@ -67,6 +72,9 @@ def parse_name(name: str) -> tuple[str, str, tuple]:
     if fam == "glue":
         from . import glue
         key = glue.ALIASES.get(key, key)
+    if fam == "vtab":
+        from . import vtab
+        key = vtab.ALIASES.get(key, key)
     if key not in tasks:
         raise DatasetConfigError(f"unknown dataset.name '{name}': {fam} has no task '{task}'",
                                  f"use one of: {', '.join(sorted(tasks))}")
@@ -86,6 +94,7 @@ def _primary(spec: dict, names: list[str], default: str, dataset: str) -> str:
 def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> TaskData:
     """Load (or generate) a dataset for a model. ``dataset_spec`` is the run spec's ``dataset`` mapping."""
     spec = dict(dataset_spec)
+    model_info = ModelInfo.of(model_info)
     name = str(spec_get(spec, "name", ""))
     fam, task, (model_task, names, default) = parse_name(name)
     if model_info.task != model_task:
@@ -104,7 +113,8 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
     info: dict = {"family": fam, "task": task}
 
     if model_task != "img-cls":
-        tok = make_tokenizer(opts.get("tokenizer"), vocab, model_task, model_info.tokenizer)
+        tok = make_tokenizer(opts.get("tokenizer"), vocab, model_task, model_info.tokenizer,
+                             {"pad_id": model_info.pad_id, "bos_id": model_info.bos_id, "eos_id": model_info.eos_id})
         require_tokenizer_fits(tok, vocab, name)
     pad_id = model_info.pad_id if model_info.pad_id is not None else (tok.pad_id if tok else PAD_ID)
 
@@ -122,10 +132,12 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
         else:  # gsm8k-like
             tr, ev = synthetic.gsm8k_like(spec, data_seed)
             train, evals, generation = _gsm8k_encode(tr, ev, tok, max_len, opts, default_new=48)
+            generation["max_length"] = int(model_info.max_length) if model_info.max_length else None
             num_labels, kind = 0, "generation"
     elif fam == "gsm8k":
         tr, ev, eval_split = gsm8k.load_records(spec, data_seed)
         train, evals, generation = _gsm8k_encode(tr, ev, tok, max_len, opts, default_new=256)
+        generation["max_length"] = int(model_info.max_length) if model_info.max_length else None
         num_labels, kind = 0, "generation"
     elif fam == "glue":
         from . import glue

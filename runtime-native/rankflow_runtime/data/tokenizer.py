@@ -22,8 +22,9 @@ from typing import Optional, Sequence
 
 from .errors import DatasetConfigError, DataError
 
-SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[BOS]", "[EOS]", "[MASK]")
-PAD_ID, UNK_ID, CLS_ID, SEP_ID, BOS_ID, EOS_ID, MASK_ID = range(len(SPECIALS))
+#: The reserved ids of the built-in tokenizers (PAD/BOS/EOS = 0/1/2, as the built-in models' configs).
+SPECIALS = ("[PAD]", "[BOS]", "[EOS]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
+PAD_ID, BOS_ID, EOS_ID, CLS_ID, SEP_ID, UNK_ID, MASK_ID = range(len(SPECIALS))
 NUM_SPECIAL = len(SPECIALS)
 
 _WORD_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -166,9 +167,24 @@ class HFTokenizer(Tokenizer):
         return list(enc["input_ids"])
 
 
-def make_tokenizer(kind: Optional[str], vocab_size: int, task: str, hf_path: Optional[str] = None) -> Tokenizer:
+def make_tokenizer(kind: Optional[str], vocab_size: int, task: str, hf_path: Optional[str] = None,
+                   specials: Optional[dict] = None) -> Tokenizer:
     """Pick the tokenizer: an explicit ``kind`` wins; otherwise an HF tokenizer when ``hf_path`` is a local
-    folder, else ``words`` for classification and ``bytes``/``ascii`` (by vocabulary size) for causal LMs."""
+    folder, else ``words`` for classification and ``bytes``/``ascii`` (by vocabulary size) for causal LMs.
+    ``specials`` (``pad_id`` / ``bos_id`` / ``eos_id`` of the model) override a built-in tokenizer's defaults,
+    so that e.g. generation stops at the model's own EOS id."""
+    tok = _make(kind, vocab_size, task, hf_path)
+    if not isinstance(tok, HFTokenizer):
+        for key, value in (specials or {}).items():
+            if value is not None:
+                if not 0 <= int(value) < max(vocab_size, 1):
+                    raise DatasetConfigError(f"the model's {key}={value} is outside its vocabulary of {vocab_size}",
+                                             "fix the model's special token ids")
+                setattr(tok, key, int(value))
+    return tok
+
+
+def _make(kind: Optional[str], vocab_size: int, task: str, hf_path: Optional[str]) -> Tokenizer:
     if kind in (None, "", "auto"):
         if hf_path and os.path.isdir(hf_path):
             return HFTokenizer(hf_path)

@@ -33,6 +33,28 @@ class ModelInfo:
     eos_id: Optional[int] = EOS_ID
     tokenizer: Optional[str] = None
 
+    @classmethod
+    def of(cls, obj) -> "ModelInfo":
+        """Accept this class or any object with the same attributes, including the models package's
+        ``ModelInfo`` (``pad_token_id`` / ``bos_token_id`` / ``eos_token_id`` / ``tokenizer_path``)."""
+        if isinstance(obj, cls):
+            return obj
+
+        def pick(*names, default=None):
+            for n in names:
+                v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
+                if v is not None:
+                    return v
+            return default
+
+        return cls(task=pick("task"), vocab_size=int(pick("vocab_size", default=0)),
+                   max_length=int(pick("max_length", default=512)), image_size=int(pick("image_size", default=32)),
+                   channels=int(pick("channels", default=3)),
+                   pad_id=pick("pad_id", "pad_token_id", default=PAD_ID),
+                   bos_id=pick("bos_id", "bos_token_id", default=BOS_ID),
+                   eos_id=pick("eos_id", "eos_token_id", default=EOS_ID),
+                   tokenizer=pick("tokenizer", "tokenizer_path"))
+
 
 class ExampleDataset(torch.utils.data.Dataset):
     """An indexable list of examples; each example is a dict of tensors (1-D token tensors are unpadded).

@@ -1,0 +1,164 @@
+"""VTAB-1k (Zhai et al., 2019) in the folder layout the PEFT literature shares (VPT, NOAH, SSF, FacT, ...):
+
+    <root>/vtab-1k/<task>/train800val200.txt   the 1000 training images of the final protocol
+    <root>/vtab-1k/<task>/train800.txt          / val200.txt: the split used to tune hyperparameters
+    <root>/vtab-1k/<task>/test.txt              the test images
+    <root>/vtab-1k/<task>/images/...            image files (PNG / JPEG, or .npy arrays)
+
+Each list line is ``<path relative to the task folder> <integer label>``. ``eval_split`` ``test`` trains on
+``train800val200.txt`` and evaluates on ``test.txt`` (the reported protocol); ``validation`` (or ``val200``)
+trains on ``train800.txt`` and evaluates on ``val200.txt``.
+
+Images are read lazily (PIL for PNG/JPEG, a clear error when Pillow is missing; ``.npy`` with numpy), converted
+to RGB (or the model's channel count), resized to the model's ``image_size`` with antialiased bicubic
+interpolation (the papers resize to 224x224 with PIL's bicubic filter, no crop) and normalised with the ImageNet
+mean/std (``options.normalize``: ``imagenet`` (default), ``half`` (mean = std = 0.5, for checkpoints trained
+that way) or ``none``). No augmentation, as in the VTAB-1k protocol of these papers.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .common import data_root, options_of, spec_get, subset_indices
+from .errors import DatasetConfigError, DataError
+from .. import metrics as M
+
+NUM_CLASSES = {
+    "cifar": 100, "caltech101": 102, "dtd": 47, "oxford_flowers102": 102, "oxford_iiit_pet": 37, "svhn": 10,
+    "sun397": 397, "patch_camelyon": 2, "eurosat": 10, "resisc45": 45, "diabetic_retinopathy": 5,
+    "clevr_count": 8, "clevr_dist": 6, "dmlab": 6, "kitti": 4, "dsprites_loc": 16, "dsprites_ori": 16,
+    "smallnorb_azi": 18, "smallnorb_ele": 9,
+}
+GROUPS = M.VTAB_GROUPS
+GROUP_OF = {t: g for g, ts in GROUPS.items() for t in ts}
+ALIASES = {"cifar100": "cifar", "cifar_100": "cifar", "flowers102": "oxford_flowers102", "pets": "oxford_iiit_pet",
+           "camelyon": "patch_camelyon", "retinopathy": "diabetic_retinopathy"}
+TASKS_META = {t: ("img-cls", ["top1", "accuracy", "loss"], "top1") for t in NUM_CLASSES}
+SPLITS = {"test": ("train800val200.txt", "test.txt"), "validation": ("train800.txt", "val200.txt"),
+          "val200": ("train800.txt", "val200.txt")}
+NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5,) * 3, (0.5,) * 3),
+             "none": None}
+HOW_TO_GET = ("prepare VTAB-1k as in the VPT/NOAH repositories (NOAH's data preparation writes "
+              "<task>/train800val200.txt, test.txt and images/) under <data_root>/vtab-1k/")
+
+
+def task_dir(root: str, task: str) -> str:
+    candidates = [os.path.join(root, "vtab-1k", task), os.path.join(root, "vtab", task), os.path.join(root, task)]
+    for c in candidates:
+        if os.path.isdir(c):
+            return c
+    raise DataError(f"VTAB-1k task '{task}' not found: none of {', '.join(candidates)} exists", HOW_TO_GET)
+
+
+def read_list(path: str, folder: str, num_classes: int) -> list[tuple[str, int]]:
+    if not os.path.isfile(path):
+        raise DataError(f"VTAB-1k list '{path}' is missing", HOW_TO_GET)
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            rel, _, label_s = line.rpartition(" ")
+            try:
+                label = int(label_s)
+            except ValueError:
+                label = -1
+            if not rel or not 0 <= label < num_classes:
+                raise DataError(f"{path}:{lineno}: expected '<image path> <label in 0..{num_classes - 1}>', "
+                                f"got {line[:80]!r}", "re-create the list files (" + HOW_TO_GET + ")")
+            image = os.path.join(folder, rel.strip())
+            if not os.path.isfile(image):
+                raise DataError(f"{path}:{lineno}: image '{image}' is missing",
+                                "re-create the VTAB-1k images (" + HOW_TO_GET + ")")
+            out.append((image, label))
+    if not out:
+        raise DataError(f"VTAB-1k list '{path}' holds no images", HOW_TO_GET)
+    return out
+
+
+def decode_image(path: str) -> np.ndarray:
+    """An image file as a float32 ``[H, W, C]`` array in [0, 1]."""
+    if path.lower().endswith(".npy"):
+        arr = np.load(path)
+    else:
+        try:
+            from PIL import Image  # type: ignore
+        except ImportError:
+            raise DataError(f"reading '{path}' needs Pillow, which is not installed",
+                            "pip install pillow in the runtime venv, or convert the images to .npy") from None
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+        except OSError as exc:
+            raise DataError(f"cannot decode image '{path}': {exc}", "re-create the VTAB-1k images") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise DataError(f"image '{path}' has shape {arr.shape}, expected H x W (x C)", "store images as H x W x C")
+    if arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):  # a C x H x W array
+        arr = np.transpose(arr, (1, 2, 0))
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / 255.0
+    return np.ascontiguousarray(arr[:, :, :3], dtype=np.float32)
+
+
+class ImageLoader:
+    """Turns a ``(path, label)`` record into ``{"pixel_values": [C, S, S], "labels"}``. Picklable."""
+
+    def __init__(self, image_size: int, channels: int, normalize: str = "imagenet") -> None:
+        if normalize not in NORMALIZE:
+            raise DatasetConfigError(f"unknown dataset.options.normalize '{normalize}'",
+                                     f"use one of: {', '.join(NORMALIZE)}")
+        self.image_size, self.channels, self.normalize = int(image_size), int(channels), normalize
+
+    def pixels(self, arr: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(arr).permute(2, 0, 1)  # C, H, W
+        c = x.shape[0]
+        if c != self.channels:
+            if self.channels == 1:
+                x = x.mean(0, keepdim=True)
+            elif c == 1:
+                x = x.expand(self.channels, -1, -1)
+            elif c > self.channels:
+                x = x[: self.channels]
+            else:
+                raise DataError(f"an image has {c} channels, the model expects {self.channels}",
+                                "set the model's channels to match the images")
+        if tuple(x.shape[1:]) != (self.image_size, self.image_size):
+            x = F.interpolate(x[None].contiguous(), size=(self.image_size, self.image_size), mode="bicubic",
+                              align_corners=False, antialias=True)[0].clamp(0.0, 1.0)
+        stats = NORMALIZE[self.normalize]
+        if stats is not None:
+            mean, std = torch.tensor(stats[0]), torch.tensor(stats[1])
+            if self.channels != 3:  # one shared statistic per channel
+                mean, std = mean.mean().repeat(self.channels), std.mean().repeat(self.channels)
+            x = (x - mean[:, None, None]) / std[:, None, None]
+        return x.contiguous()
+
+    def __call__(self, record: tuple[str, int]) -> dict:
+        path, label = record
+        return {"pixel_values": self.pixels(decode_image(path)), "labels": torch.tensor(label, dtype=torch.long)}
+
+
+def load(task: str, spec: dict, model_info, seed: int):
+    root = data_root(spec, "vtab-1k")
+    folder = task_dir(root, task)
+    split = str(spec_get(spec, "eval_split", "test"))
+    if split not in SPLITS:
+        raise DatasetConfigError(f"dataset.eval_split '{split}' does not exist for vtab/{task}",
+                                 "use 'test' (train800val200 -> test) or 'validation' (train800 -> val200)")
+    train_file, eval_file = SPLITS[split]
+    n = NUM_CLASSES[task]
+    train = read_list(os.path.join(folder, train_file), folder, n)
+    evals = read_list(os.path.join(folder, eval_file), folder, n)
+    opts = options_of(spec)
+    sub_seed = int(opts.get("subset_seed", 0))
+    train = [train[i] for i in subset_indices(len(train), spec_get(spec, "train_size"), sub_seed)]
+    evals = [evals[i] for i in subset_indices(len(evals), spec_get(spec, "eval_size"), sub_seed + 1)]
+    loader = ImageLoader(model_info.image_size, model_info.channels, str(opts.get("normalize", "imagenet")))
+    return train, evals, n, split, loader
