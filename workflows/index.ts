@@ -30,16 +30,14 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities/index.js';
 import type { RunInput, RunOutcome, RunState, SweepInput, SweepStatus } from '../schemas/orchestration.js';
 
-export const CONTROL_QUEUE = 'rankflow-control';
-
 export const runFinished = defineSignal<[RunOutcome]>('runFinished');
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const cancelSignal = defineSignal('cancel');
 export const statusQuery = defineQuery<SweepStatus>('status');
 
+// Light activities and child workflows run on the workflow's own (control) task queue.
 const light = proxyActivities<Activities>({
-  taskQueue: CONTROL_QUEUE,
   startToCloseTimeout: '5 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20 },
@@ -161,7 +159,6 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
       await startChild(runWorkflow, {
         workflowId: runInput.run_id,
         args: [runInput],
-        taskQueue: CONTROL_QUEUE,
         parentClosePolicy: ParentClosePolicy.ABANDON,
         cancellationType: ChildWorkflowCancellationType.ABANDON,
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
@@ -224,7 +221,6 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
 /** Issue 2's smoke check: one activity that runs the runtime's smoke trainer and round-trips S3. */
 export async function smokeWorkflow(): Promise<{ losses: number[]; bytes: number; sha256: string; roundTrip: boolean }> {
   const { smoke } = proxyActivities<Activities>({
-    taskQueue: CONTROL_QUEUE,
     startToCloseTimeout: '5 minutes',
     retry: { maximumAttempts: 2 },
   });

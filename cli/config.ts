@@ -1,0 +1,152 @@
+/**
+ * Where rankflow's Temporal server and artifact store are. Resolution order: environment variables, then a
+ * config file (`$RANKFLOW_CONFIG` or `./rankflow.config.yaml`), then the embedded default: a local
+ * Temporal dev server (SQLite state) and a loopback SeaweedFS S3 server, started on demand and kept
+ * running under `.state/services` (`rankflow services stop` stops them).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { UserError } from './errors.js';
+import type { StoreConfig } from '../activities/store.js';
+import { checkServices, defaultStateDir, readServicesFile, startServices } from '../scripts/lib/services.js';
+
+export const ConfigFile = z.strictObject({
+  temporal: z.strictObject({ address: z.string(), namespace: z.string().default('default') }).optional(),
+  store: z
+    .union([
+      z.strictObject({ kind: z.literal('local'), root: z.string() }),
+      z.strictObject({
+        kind: z.literal('s3'),
+        bucket: z.string(),
+        endpoint: z.string().optional(),
+        prefix: z.string().optional(),
+        region: z.string().optional(),
+      }),
+    ])
+    .optional(),
+  /** Task queue of training activities per device class. */
+  queues: z.record(z.string(), z.string()).optional(),
+});
+export type ConfigFile = z.infer<typeof ConfigFile>;
+
+export interface Config {
+  temporalAddress: string;
+  namespace: string;
+  store: StoreConfig;
+  queues: Record<string, string>;
+  /** True when rankflow started (or reuses) its own local services. */
+  embedded: boolean;
+  source: string;
+}
+
+/** `control` serves workflows and light activities; the others serve training activities per device class. */
+export const DEFAULT_QUEUES: Record<string, string> = {
+  control: 'rankflow-control',
+  cpu: 'rankflow-cpu',
+  cuda: 'rankflow-gpu',
+  auto: 'rankflow-cpu',
+};
+
+export function controlQueue(config: { queues: Record<string, string> }): string {
+  return config.queues.control ?? 'rankflow-control';
+}
+
+function readConfigFile(): { file: ConfigFile; path: string } | null {
+  const path = process.env.RANKFLOW_CONFIG ?? resolve('rankflow.config.yaml');
+  if (!existsSync(path)) {
+    if (process.env.RANKFLOW_CONFIG) throw new UserError(`${path}: config file not found (RANKFLOW_CONFIG points to it)`);
+    return null;
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const r = ConfigFile.safeParse(raw ?? {});
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new UserError(`${path}: field \`${i.path.join('.') || '(root)'}\`: ${i.message}; see README "Configuration"`);
+  }
+  return { file: r.data, path };
+}
+
+function storeFromEnv(): StoreConfig | null {
+  const local = process.env.RANKFLOW_STORE;
+  if (local) {
+    if (!local.startsWith('file:')) throw new UserError(`RANKFLOW_STORE=${local}: expected file:<folder> (for S3 set RANKFLOW_S3_BUCKET)`);
+    return { kind: 'local', root: resolve(local.slice('file:'.length)) };
+  }
+  const bucket = process.env.RANKFLOW_S3_BUCKET;
+  if (!bucket) return null;
+  return {
+    kind: 's3',
+    bucket,
+    endpoint: process.env.RANKFLOW_S3_ENDPOINT,
+    prefix: process.env.RANKFLOW_S3_PREFIX,
+    region: process.env.AWS_REGION,
+    accessKeyId: process.env.AWS_ACCESS_KEY_ID,
+    secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY,
+  };
+}
+
+/**
+ * Resolves the configuration; with nothing configured, reuses the embedded services if they run and
+ * answer, or starts them (`start: false` makes that an error instead).
+ */
+export async function resolveConfig(opts: { start: boolean } = { start: true }): Promise<Config> {
+  const cf = readConfigFile();
+  const queues = { ...DEFAULT_QUEUES, ...(cf?.file.queues ?? {}) };
+  const address = process.env.RANKFLOW_TEMPORAL_ADDRESS ?? process.env.TEMPORAL_ADDRESS ?? cf?.file.temporal?.address;
+  const namespace = process.env.RANKFLOW_TEMPORAL_NAMESPACE ?? process.env.TEMPORAL_NAMESPACE ?? cf?.file.temporal?.namespace ?? 'default';
+  let store = storeFromEnv();
+  if (!store && cf?.file.store) {
+    const s = cf.file.store;
+    store =
+      s.kind === 'local'
+        ? { kind: 'local', root: resolve(s.root) }
+        : { ...s, accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY };
+  }
+  if (address && store) {
+    return { temporalAddress: address, namespace, store, queues, embedded: false, source: cf ? cf.path : 'environment' };
+  }
+  if (address && !store) {
+    throw new UserError(
+      `TEMPORAL_ADDRESS is set (${address}) but no artifact store is: set RANKFLOW_S3_BUCKET (and RANKFLOW_S3_ENDPOINT for S3-compatible servers) or RANKFLOW_STORE=file:<folder>`,
+    );
+  }
+  // The embedded default.
+  const stateDir = defaultStateDir();
+  let file = readServicesFile(stateDir);
+  if (file) {
+    const health = await checkServices(file, 5_000);
+    if (!health.every((h) => h.ok) || !file.temporal || !file.s3) file = null;
+  }
+  if (!file) {
+    if (!opts.start) {
+      throw new UserError('no rankflow services are running and none are configured; run `rankflow submit` (which starts them) or set TEMPORAL_ADDRESS');
+    }
+    process.stderr.write('rankflow: starting the embedded Temporal dev server and S3 server (state in .state/services) ...\n');
+    const services = await startServices({ stateDir });
+    file = services.file;
+  }
+  const t = file.temporal!;
+  const s = file.s3!;
+  return {
+    temporalAddress: t.address,
+    namespace: t.namespace,
+    store: store ?? {
+      kind: 's3',
+      endpoint: s.endpoint,
+      bucket: s.bucket,
+      region: s.region,
+      accessKeyId: s.accessKeyId,
+      secretAccessKey: s.secretAccessKey,
+    },
+    queues,
+    embedded: true,
+    source: `embedded services in ${stateDir}`,
+  };
+}

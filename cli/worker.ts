@@ -1,0 +1,116 @@
+/**
+ * A rankflow worker: one process that serves the control queue (workflows and light activities) and one
+ * hardware queue (training activities, one per device slot).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { cpus, hostname } from 'node:os';
+import { join } from 'node:path';
+import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
+import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { createActivities } from '../activities/index.js';
+import { openStore, S3Store } from '../activities/store.js';
+import { SlotPool } from '../activities/slots.js';
+import { PROJECT_ROOT } from '../activities/runner.js';
+import { controlQueue } from './config.js';
+import type { Config } from './config.js';
+
+export interface WorkerOptions {
+  /** GPU ids (`['0','1']`) or a number of CPU slots. */
+  slots: { gpus: string[] } | { cpu: number };
+  /** Training task queue; default from the config's queue for the device class. */
+  queue?: string;
+  /** Also serve the control queue (workflows); true for all but pure GPU-slot workers. */
+  control?: boolean;
+  /** Seconds the runtime gets to checkpoint when the worker shuts down. */
+  shutdownGraceS?: number;
+  workDir?: string;
+}
+
+export function rankflowVersions(): { rankflow: string; git: string | null } {
+  const pkg = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string };
+  let git: string | null = null;
+  try {
+    git = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+    if (dirty) git += '-dirty';
+  } catch {
+    git = null;
+  }
+  return { rankflow: pkg.version, git };
+}
+
+let bundle: Promise<WorkflowBundleWithSourceMap> | null = null;
+/** The workflow code bundle, built once per process. */
+export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+  bundle ??= bundleWorkflowCode({ workflowsPath: join(PROJECT_ROOT, 'workflows', 'index.ts'), logger: quietLogger });
+  return bundle;
+}
+
+const quietLogger = {
+  log: () => undefined,
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: (m: string) => process.stderr.write(`[bundler] ${m}\n`),
+  error: (m: string) => process.stderr.write(`[bundler] ${m}\n`),
+};
+
+export interface RunningWorker {
+  /** Resolves when the worker stops; rejects if it crashed. */
+  done: Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+export async function startWorker(config: Config, opts: WorkerOptions): Promise<RunningWorker> {
+  const store = openStore(config.store);
+  if (store instanceof S3Store) await store.ensureBucket();
+  const slots =
+    'gpus' in opts.slots
+      ? SlotPool.gpus(opts.slots.gpus)
+      : SlotPool.cpu(opts.slots.cpu, Math.max(1, Math.floor(cpus().length / opts.slots.cpu)));
+  const device = 'gpus' in opts.slots ? 'cuda' : 'cpu';
+  const queue = opts.queue ?? config.queues[device] ?? `rankflow-${device}`;
+  const workDir = opts.workDir ?? join(PROJECT_ROOT, '.state', 'work', `${hostname()}-${process.pid}`);
+  mkdirSync(workDir, { recursive: true });
+  const activities = createActivities({ store, workDir, slots, versions: rankflowVersions() });
+  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const grace = `${opts.shutdownGraceS ?? 60} seconds` as const;
+  const workers: Worker[] = [];
+  if (opts.control ?? true) {
+    workers.push(
+      await Worker.create({
+        connection,
+        namespace: config.namespace,
+        taskQueue: controlQueue(config),
+        workflowBundle: await workflowBundle(),
+        activities,
+        shutdownGraceTime: grace,
+      }),
+    );
+  }
+  workers.push(
+    await Worker.create({
+      connection,
+      namespace: config.namespace,
+      taskQueue: queue,
+      activities,
+      maxConcurrentActivityTaskExecutions: slots.size,
+      shutdownGraceTime: grace,
+    }),
+  );
+  const done = Promise.all(workers.map((w) => w.run())).then(async () => {
+    await connection.close();
+  });
+  return {
+    done,
+    async shutdown() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await done;
+    },
+  };
+}
