@@ -1,0 +1,60 @@
+/**
+ * The unit the tables and plots work on: one planned run, finished or not. A run of a sweep manifest with no
+ * result record is `missing`; a result record with `status: failed` is `failed`. Neither is ever dropped:
+ * cells count them and the renderers show them.
+ */
+import type { ResultRecord } from '../schemas/result.js';
+import type { RunLabels } from '../schemas/runspec.js';
+
+export type RunStatus = 'succeeded' | 'failed' | 'missing';
+
+export interface RunRow {
+  run_id: string;
+  /** Sweep that listed the run (or the record's own sweep id when read without a manifest). */
+  sweep_id: string | null;
+  labels: RunLabels;
+  status: RunStatus;
+  /** Final evaluation metrics (empty unless succeeded). */
+  metrics: Record<string, number>;
+  /** Metrics at the best checkpoint (empty unless succeeded). */
+  best_metrics: Record<string, number>;
+  /** The dataset's headline metric (`spec.dataset.metric`); null for a missing run. */
+  headline: string | null;
+  trainable: number | null;
+  total: number | null;
+  curve: { step: number; loss: number }[];
+  /** One line: the failure (`kind: message`) or, for a missing run, why it is missing when known. */
+  error: string | null;
+}
+
+export function runFromRecord(r: ResultRecord): RunRow {
+  return {
+    run_id: r.run_id,
+    sweep_id: r.sweep_id,
+    labels: r.labels,
+    status: r.status,
+    metrics: r.status === 'succeeded' ? r.metrics : {},
+    best_metrics: r.status === 'succeeded' ? r.best_metrics : {},
+    headline: r.spec.dataset.metric,
+    trainable: r.trainable_params,
+    total: r.total_params,
+    curve: r.curve,
+    error: r.error ? `${r.error.kind}: ${r.error.message}` : r.status === 'failed' ? 'failed (no error recorded)' : null,
+  };
+}
+
+export function missingRun(run_id: string, sweep_id: string | null, labels: RunLabels, why: string | null = null): RunRow {
+  return {
+    run_id,
+    sweep_id,
+    labels,
+    status: 'missing',
+    metrics: {},
+    best_metrics: {},
+    headline: null,
+    trainable: null,
+    total: null,
+    curve: [],
+    error: why,
+  };
+}
