@@ -19,6 +19,35 @@ _lock = threading.Lock()
 log = logging.getLogger("rankflow")
 
 
+class capture:
+    """Context manager collecting the emitted records in a list instead of writing them (in-process tests)."""
+
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def __enter__(self) -> list:
+        global _out
+        self._old = _out
+        outer = self
+
+        class _Sink:
+            def write(self, s: str) -> None:
+                for line in s.splitlines():
+                    if line.strip():
+                        outer.records.append(json.loads(line))
+
+            def flush(self) -> None:
+                pass
+
+        _out = _Sink()  # type: ignore[assignment]
+        return self.records
+
+    def __exit__(self, *exc) -> bool:
+        global _out
+        _out = self._old
+        return False
+
+
 def take_stdout() -> None:
     global _out
     if sys.stdout is not sys.stderr:

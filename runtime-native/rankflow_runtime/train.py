@@ -1,0 +1,351 @@
+"""The training loop: one function, `run_training`, readable top to bottom.
+
+Order of one optimizer step (what method hooks can rely on):
+  before_forward -> [forward, extra_loss, backward] x grad_accum -> (unscale) -> after_backward -> clip
+  -> optimizer.step -> scheduler.step -> after_step -> log / eval / checkpoint / preemption check.
+
+Exact resume: the data order of every epoch is a permutation drawn from a generator seeded by (seed, epoch);
+the checkpoint stores the optimizer, the scheduler, every RNG and the position (epoch, batch) at a step
+boundary, so a resumed run replays the same batches with the same dropout masks.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import __version__
+from .build import build, data_model_info, resolve_info
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, InternalError, NanError, did_you_mean
+from .events import emit, finite_metrics, log
+from .methods.base import TrainContext, adapter_state_dict
+from .spec import RunSpec
+
+KEEP_CHECKPOINTS = 2  # interval checkpoints kept on disk (the orchestrator uploads each one as it appears)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def pick_device(want: str) -> torch.device:
+    if want == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if want == "cuda":
+        raise InternalError("device: the spec asks for cuda but no CUDA device is available",
+                            hint="run it on a GPU worker (device class cuda)")
+    return torch.device("cpu")
+
+
+class Preemption:
+    """SIGTERM sets a flag; the loop checks it at every step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread (in-process tests): no handler
+            self._old = None
+        return self
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        log.warning("SIGTERM received: checkpointing at the end of this step")
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
+def make_optimizer(spec: RunSpec, model, method, head_name: Optional[str]) -> torch.optim.Optimizer:
+    """One parameter group per (lr group, decay / no decay). lr groups: the method's `lr_groups` and
+    `head` (the task head); `training.lr_groups` maps them to learning rates (default: training.lr)."""
+    t = spec.training
+    allowed = set(method.lr_groups) | {"head"}
+    for g in t["lr_groups"]:
+        if g not in allowed:
+            raise ConfigError(f"training.lr_groups.{g}: {method.name} has no parameter group {g!r}{did_you_mean(g, allowed)}",
+                              hint="remove it; `describe` lists each method's lr_groups")
+    groups: Dict[tuple, List[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if head_name and name.startswith(head_name + "."):
+            g = "head"
+        else:
+            g = method.group_of(name)
+        decay = p.ndim >= 2
+        groups.setdefault((g, decay), []).append(p)
+    param_groups = []
+    for (g, decay), params in groups.items():
+        param_groups.append({"params": params, "lr": float(t["lr_groups"].get(g, t["lr"])), "name": g,
+                             "weight_decay": float(t["weight_decay"]) if decay else 0.0})
+    if not param_groups:
+        raise ConfigError(f"method.name: {method.name} leaves nothing to train on this model",
+                          hint="check method.targets and training.train_head")
+    if t["optimizer"] == "sgd":
+        return torch.optim.SGD(param_groups, lr=t["lr"], momentum=0.9)
+    return torch.optim.AdamW(param_groups, lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """Linear warmup over `warmup` steps, then constant / linear decay to 0 / cosine decay to 0."""
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        progress = min(max(progress, 0.0), 1.0)
+        if schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return r / 1024.0 if sys.platform != "darwin" else r / 2**20
+    except Exception:  # pragma: no cover
+        return 0.0
+
+
+def _to(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _model_inputs(batch: Dict[str, Any]) -> Dict[str, Any]:
+    keys = ("input_ids", "attention_mask", "pixel_values", "labels", "token_type_ids")
+    return {k: v for k, v in batch.items() if k in keys}
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer steps done, epoch, next micro-batch index within the epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    best_value: Optional[float] = None
+    best_step: int = 0
+    best_metrics: Dict[str, float] = field(default_factory=dict)
+    last_metrics: Dict[str, float] = field(default_factory=dict)
+    last_eval_step: int = -1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------
+
+
+def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
+                 stop_at_step: Optional[int] = None) -> int:
+    """Train one run. `stop_at_step` (tests) behaves as if SIGTERM arrived during that step."""
+    t_start = time.time()
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt_root = os.path.join(out_dir, "checkpoints")
+    t = spec.training
+    with Preemption() as pre:
+        device = pick_device(spec.device)
+        info = resolve_info(spec)
+        from .data import evaluate, load_task_data
+        task_data = load_task_data(dict(spec.dataset), data_model_info(info), spec.seed)
+        built = build(spec, info, task_data.num_labels, device)
+        model, method = built.model, built.method
+        log.info("model %s + %s: %d trainable / %d total parameters on %s", info.name, method.name,
+                 built.trainable, built.total, device)
+
+        n_train = len(task_data.train)
+        if n_train == 0:
+            raise ConfigError(f"dataset {spec.dataset['name']}: the training split is empty",
+                              hint="raise dataset.train_size or check the data files")
+        bs = t["batch_size"]
+        batches_per_epoch = n_train // bs if n_train >= bs else 1
+        steps_per_epoch = max(1, batches_per_epoch // t["grad_accum"])
+        total_steps = t["max_steps"] or max(1, math.ceil(t["epochs"] * batches_per_epoch / t["grad_accum"]))
+        warmup = int(math.ceil(t["warmup_ratio"] * total_steps))
+
+        optimizer = make_optimizer(spec, model, method, info.head_name)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["schedule"], warmup, total_steps))
+        use_amp = device.type == "cuda" and t["precision"] in ("bf16", "fp16")
+        amp_dtype = torch.bfloat16 if t["precision"] == "bf16" else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if use_amp and t["precision"] == "fp16" else None
+        if device.type == "cpu" and t["precision"] != "fp32":
+            log.warning("precision %s requested on the CPU: training in fp32", t["precision"])
+        autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
+
+        seed_everything(spec.seed)  # the training RNG streams start here (model building consumed some)
+        pos = Position()
+        if resume:
+            loaded = load_checkpoint(resume, spec_identity=spec.identity(), model=model, method=method,
+                                     optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+            tr = loaded.manifest["trainer"]
+            pos = Position(step=loaded.step, epoch=tr["epoch"], batch=tr["batch"], best_value=tr["best_value"],
+                           best_step=tr["best_step"], best_metrics=tr["best_metrics"],
+                           last_metrics=tr["last_metrics"], last_eval_step=tr["last_eval_step"])
+            order = epoch_order(n_train, spec.seed, pos.epoch)
+            saved = loaded.state_tensors.get("data.order")
+            if saved is None or not torch.equal(saved, order):
+                raise ConfigError(f"--resume {resume}: the data order differs from the checkpoint's",
+                                  hint="resume with the same dataset (size, seed) as the run that wrote it")
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", resume, pos.step, pos.epoch, pos.batch)
+        order = epoch_order(n_train, spec.seed, pos.epoch)
+
+        emit("started", pid=os.getpid(), device=str(device), torch=torch.__version__,
+             python=platform.python_version(), runtime=__version__, step=pos.step, total_steps=total_steps,
+             trainable_params=built.trainable, total_params=built.total)
+
+        primary, greater = task_data.primary_metric, task_data.greater_is_better
+        trainer_state = lambda: {"epoch": pos.epoch, "batch": pos.batch, "best_value": pos.best_value,  # noqa: E731
+                                 "best_step": pos.best_step, "best_metrics": pos.best_metrics,
+                                 "last_metrics": pos.last_metrics, "last_eval_step": pos.last_eval_step}
+
+        def checkpoint(reason: str) -> str:
+            path = os.path.join(ckpt_root, f"step-{pos.step:08d}")
+            files = save_checkpoint(path, step=pos.step, spec_identity=spec.identity(), model=model, method=method,
+                                    optimizer=optimizer, scheduler=scheduler, trainer=trainer_state(),
+                                    data_order=order, scaler=scaler)
+            emit("checkpoint", step=pos.step, path=os.path.abspath(path), files=files,
+                 best=pos.best_step == pos.step and pos.best_value is not None, reason=reason)
+            _prune(ckpt_root, keep=KEEP_CHECKPOINTS)
+            return os.path.abspath(path)
+
+        def run_eval() -> None:
+            metrics = finite_metrics(evaluate(model, task_data, t["eval_batch_size"], device))
+            pos.last_metrics, pos.last_eval_step = metrics, pos.step
+            emit("eval", step=pos.step, split=task_data.eval_split, metrics=metrics)
+            value = metrics.get(primary)
+            if value is not None and (pos.best_value is None or (value > pos.best_value if greater else value < pos.best_value)):
+                pos.best_value, pos.best_step, pos.best_metrics = value, pos.step, metrics
+                _save_best(os.path.join(out_dir, "best"), model, pos.step, metrics)
+
+        ctx = TrainContext(model=model, step=pos.step, total_steps=total_steps, optimizer=optimizer,
+                           scheduler=scheduler, device=device)
+        method.on_train_start(ctx)
+        model.train()
+        window_t, window_n = time.time(), 0
+
+        while pos.step < total_steps:
+            if pre.requested:
+                path = checkpoint("preempt") if pos.step > 0 else None
+                emit("preempted", step=pos.step, path=path)
+                return EXIT_PREEMPTED
+            ctx.step, ctx.epoch = pos.step, pos.epoch + pos.batch / batches_per_epoch
+            method.before_forward(ctx)
+            step_loss = 0.0
+            for _ in range(t["grad_accum"]):
+                if pos.batch >= batches_per_epoch:
+                    pos.epoch, pos.batch = pos.epoch + 1, 0
+                    order = epoch_order(n_train, spec.seed, pos.epoch)
+                idx = order[pos.batch * bs:(pos.batch + 1) * bs].tolist()
+                pos.batch += 1
+                batch = _to(task_data.collate([task_data.train[i] for i in idx]), device)
+                ctx.batch = batch
+                with autocast():
+                    loss = model(**_model_inputs(batch)).loss
+                    extra = method.extra_loss(ctx)
+                    total = loss + extra if extra is not None else loss
+                if not torch.isfinite(total.detach()):
+                    raise NanError(f"loss is {float(total.detach())} at step {pos.step + 1}",
+                                   hint="lower training.lr, set training.max_grad_norm, or use fp32/bf16")
+                ctx.loss = total
+                scaled = total / t["grad_accum"]
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                step_loss += float(loss.detach()) / t["grad_accum"]
+                window_n += len(idx)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            method.after_backward(ctx)
+            if t["max_grad_norm"] is not None:
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                               t["max_grad_norm"])
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            pos.step += 1
+            ctx.step = pos.step
+            method.after_step(ctx)
+
+            if pos.step % t["log_every"] == 0 or pos.step == total_steps:
+                now = time.time()
+                emit("progress", step=pos.step, total_steps=total_steps,
+                     epoch=pos.epoch + pos.batch / batches_per_epoch, loss=step_loss,
+                     lr=float(optimizer.param_groups[0]["lr"]), throughput=window_n / max(now - window_t, 1e-9),
+                     peak_mem_mb=peak_mem_mb(device))
+                window_t, window_n = now, 0
+            if t["eval_every"] and pos.step % t["eval_every"] == 0 and pos.step < total_steps:
+                run_eval()
+                model.train()
+            if t["checkpoint_every"] and pos.step % t["checkpoint_every"] == 0 and pos.step < total_steps:
+                checkpoint("interval")
+            if stop_at_step is not None and pos.step >= stop_at_step:
+                pre.requested = True
+
+        if pos.last_eval_step != pos.step:
+            run_eval()
+        checkpoint("final")
+        emit("done", step=pos.step, metrics=pos.last_metrics, best_metrics=pos.best_metrics or pos.last_metrics,
+             best_step=pos.best_step if pos.best_value is not None else pos.step, trainable_params=built.trainable,
+             total_params=built.total, wall_time_s=time.time() - t_start)
+        return EXIT_OK
+
+
+def _save_best(path: str, model, step: int, metrics: Dict[str, float]) -> None:
+    """The adapter weights of the best evaluation so far (atomic replace), with their metrics."""
+    import json
+
+    from safetensors.torch import save_file
+    tmp = path + f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in adapter_state_dict(model).items()},
+              os.path.join(tmp, "adapter.safetensors"))
+    with open(os.path.join(tmp, "best.json"), "w") as f:
+        json.dump({"step": step, "metrics": metrics}, f)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _prune(root: str, keep: int) -> None:
+    steps = sorted(d for d in os.listdir(root) if d.startswith("step-"))
+    for d in steps[:-keep]:
+        shutil.rmtree(os.path.join(root, d), ignore_errors=True)
