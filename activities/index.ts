@@ -200,6 +200,10 @@ export function createActivities(deps: ActivityDeps) {
         }).catch((e: Error) => ctx.log.warn(`log upload failed: ${e.message}`));
 
         if (signal.aborted) {
+          if (ctx.cancellationDetails?.workerShutdown) {
+            // This worker is going away: the runner has checkpointed; another worker resumes the run.
+            throw ApplicationFailure.retryable('the worker shut down; the run resumes from its checkpoint', 'Preempted');
+          }
           throw signal.reason instanceof CancelledFailure ? signal.reason : new CancelledFailure('training cancelled');
         }
         const tail = async (): Promise<string> =>

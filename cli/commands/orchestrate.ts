@@ -1,0 +1,272 @@
+/**
+ * Orchestration commands: worker, status, ls, logs, cancel, pause, unpause, resume, services.
+ * (`submit` lives in submit.ts.)
+ */
+import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
+import type { SignalDefinition } from '@temporalio/common';
+import type { Command } from './index.js';
+import { UserError } from '../errors.js';
+import { intFlag, parseFlags } from '../args.js';
+import { resolveConfig } from '../config.js';
+import type { Config } from '../config.js';
+import { startWorker } from '../worker.js';
+import { openStore, S3Store } from '../../activities/store.js';
+import type { ArtifactStore } from '../../activities/store.js';
+import { cancelSignal, pauseSignal, resumeSignal } from '../../workflows/index.js';
+import { followSweep, formatCounts, readManifest, runProgress, startSweep, sweepStatus } from '../sweeps.js';
+import { ResultRecord } from '../../schemas/result.js';
+import { checkServices, defaultStateDir, readServicesFile, stopServices } from '../../scripts/lib/services.js';
+import { cpus } from 'node:os';
+
+export async function connect(config: Config): Promise<{ client: Client; close: () => Promise<void> }> {
+  let connection: Connection;
+  try {
+    connection = await Connection.connect({ address: config.temporalAddress, connectTimeout: '10 seconds' });
+  } catch (e) {
+    throw new UserError(`cannot reach the Temporal server at ${config.temporalAddress} (${config.source}): ${(e as Error).message}`);
+  }
+  return { client: new Client({ connection, namespace: config.namespace }), close: () => connection.close() };
+}
+
+export async function openConfiguredStore(config: Config): Promise<ArtifactStore> {
+  const store = openStore(config.store);
+  if (store instanceof S3Store) await store.ensureBucket();
+  return store;
+}
+
+function sweepArg(cmd: string, positionals: string[]): string {
+  const id = positionals[0];
+  if (!id || positionals.length > 1) throw new UserError(`${cmd}: expected one sweep id (see \`rankflow ls\`)`);
+  return id;
+}
+
+async function withSweep<T>(cmd: string, id: string, fn: (client: Client, config: Config) => Promise<T>): Promise<T> {
+  const config = await resolveConfig({ start: false });
+  const { client, close } = await connect(config);
+  try {
+    return await fn(client, config);
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw new UserError(`${cmd}: no sweep \`${id}\` on ${config.temporalAddress}; see \`rankflow ls\``);
+    throw e;
+  } finally {
+    await close();
+  }
+}
+
+/** Runs a worker in this process until SIGINT/SIGTERM. */
+export const workerCommand: Command = {
+  name: 'worker',
+  summary: 'run a worker: serves sweeps and trains runs on its CPU or GPU slots',
+  help: [
+    'Usage: rankflow worker [--cpu-slots N | --gpus 0,1,...] [--queue NAME] [--no-control]',
+    '',
+    'Starts a worker against the configured Temporal server and artifact store (or the embedded default).',
+    '  --cpu-slots N   train N runs at once on the CPU (default: 1)',
+    '  --gpus LIST     one slot per GPU id; each run sees only its GPU via CUDA_VISIBLE_DEVICES',
+    '  --queue NAME    training task queue (default: the queue of the device class, rankflow-cpu / rankflow-gpu)',
+    '  --no-control    do not serve the control queue (sweep and run workflows); for extra GPU hosts',
+  ].join('\n'),
+  async run(argv) {
+    const { values } = parseFlags('worker', argv, {
+      'cpu-slots': { type: 'string' },
+      gpus: { type: 'string' },
+      queue: { type: 'string' },
+      'no-control': { type: 'boolean' },
+    }, false);
+    if (values.gpus && values['cpu-slots']) throw new UserError('worker: give either --gpus or --cpu-slots, not both');
+    const gpus = values.gpus?.split(',').map((s) => s.trim()).filter(Boolean);
+    if (gpus && gpus.some((g) => !/^\d+$/.test(g))) throw new UserError(`worker: --gpus expects ids like 0,1,2, got \`${values.gpus}\``);
+    const slots: { gpus: string[] } | { cpu: number } = gpus ? { gpus } : { cpu: intFlag('worker', 'cpu-slots', values['cpu-slots'], 1) };
+    const config = await resolveConfig();
+    const w = await startWorker(config, { slots, queue: values.queue, control: !values['no-control'] });
+    const desc = 'gpus' in slots ? `GPUs ${slots.gpus.join(',')}` : `${slots.cpu} CPU slot(s)`;
+    console.error(`rankflow worker: ${desc} on ${config.temporalAddress} (${config.source}); Ctrl-C stops it`);
+    const stop = (): void => void w.shutdown();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    await w.done;
+    return 0;
+  },
+};
+
+export const statusCommand: Command = {
+  name: 'status',
+  summary: 'show a sweep\'s progress (counts by state, running runs with step and loss)',
+  help: 'Usage: rankflow status <sweep-id> [--json]\n\nWithout a sweep id, lists sweeps like `rankflow ls`.',
+  async run(argv) {
+    const { values, positionals } = parseFlags('status', argv, { json: { type: 'boolean' } });
+    if (positionals.length === 0) return await lsCommand.run(argv);
+    const id = sweepArg('status', positionals);
+    return await withSweep('status', id, async (client) => {
+      const { status, closed } = await sweepStatus(client, id);
+      const progress = await runProgress(client, status.running);
+      if (values.json) {
+        console.log(JSON.stringify({ ...status, closed, progress }, null, 2));
+        return 0;
+      }
+      console.log(`${id} (${closed ? closed.toLowerCase() : 'running'}): ${formatCounts(status)}`);
+      for (const p of progress) {
+        console.log(`  running ${p.run_id}  step ${p.step ?? '?'}/${p.total_steps ?? '?'}  loss ${p.loss?.toFixed(4) ?? '?'}${p.attempt && p.attempt > 1 ? `  attempt ${p.attempt}` : ''}`);
+      }
+      for (const f of status.failed) console.log(`  failed  ${f.run_id}  ${f.message?.split('\n')[0] ?? ''}`);
+      return 0;
+    });
+  },
+};
+
+export const lsCommand: Command = {
+  name: 'ls',
+  summary: 'list sweeps and their states',
+  help: 'Usage: rankflow ls [--json]',
+  async run(argv) {
+    const { values } = parseFlags('ls', argv, { json: { type: 'boolean' } }, false);
+    const config = await resolveConfig({ start: false });
+    const store = await openConfiguredStore(config);
+    const { client, close } = await connect(config);
+    try {
+      const keys = (await store.list('sweeps/')).filter((k) => k.endsWith('.json'));
+      const rows = [];
+      for (const key of keys) {
+        const id = key.slice('sweeps/'.length, -'.json'.length);
+        const m = await readManifest(store, id);
+        let state = 'not started';
+        let counts = '';
+        try {
+          const { status, closed } = await sweepStatus(client, id);
+          state = closed ? closed.toLowerCase() : 'running';
+          counts = formatCounts(status);
+        } catch {
+          /* no workflow (yet, or beyond retention) */
+        }
+        rows.push({ sweep_id: id, recipe: m?.recipe ?? null, runs: m?.runs.length ?? 0, created_at: m?.created_at ?? null, state, counts });
+      }
+      if (values.json) console.log(JSON.stringify(rows, null, 2));
+      else if (rows.length === 0) console.log('no sweeps yet; submit one with `rankflow submit <recipe.yaml>`');
+      else for (const r of rows) console.log(`${r.sweep_id}  ${r.state.padEnd(11)} ${String(r.runs).padStart(5)} runs  ${r.recipe ?? ''}  ${r.counts}`);
+      return 0;
+    } finally {
+      await close();
+    }
+  },
+};
+
+export const logsCommand: Command = {
+  name: 'logs',
+  summary: 'print the runtime logs of a run (every attempt)',
+  help: 'Usage: rankflow logs <run-id> [--attempt N]',
+  async run(argv) {
+    const { values, positionals } = parseFlags('logs', argv, { attempt: { type: 'string' } });
+    const id = positionals[0];
+    if (!id || positionals.length > 1) throw new UserError('logs: expected one run id (`run-...`, see `rankflow status <sweep>`)');
+    const config = await resolveConfig({ start: false });
+    const store = await openConfiguredStore(config);
+    let keys = await store.list(`logs/${id}/`);
+    if (values.attempt) keys = keys.filter((k) => k.endsWith(`/attempt-${values.attempt}.log`));
+    if (keys.length === 0) throw new UserError(`logs: no logs for \`${id}\` in ${store.description} (a run's log is stored when an attempt ends)`);
+    keys.sort((a, b) => Number(/attempt-(\d+)/.exec(a)?.[1]) - Number(/attempt-(\d+)/.exec(b)?.[1]));
+    for (const k of keys) {
+      process.stdout.write(`==> ${k} <==\n`);
+      process.stdout.write((await store.get(k)) ?? '');
+    }
+    const failed = await store.get(`failed/${id}.json`);
+    if (failed) {
+      const rec = ResultRecord.parse(JSON.parse(failed.toString('utf8')));
+      process.stdout.write(`==> failure <==\n${rec.error?.kind}: ${rec.error?.message}${rec.error?.hint ? `\nhint: ${rec.error.hint}` : ''}\n`);
+    }
+    return 0;
+  },
+};
+
+function signalCommand(name: string, summary: string, signal: SignalDefinition<[], string>, done: string): Command {
+  return {
+    name,
+    summary,
+    help: `Usage: rankflow ${name} <sweep-id>`,
+    async run(argv) {
+      const { positionals } = parseFlags(name, argv, {});
+      const id = sweepArg(name, positionals);
+      return await withSweep(name, id, async (client) => {
+        await client.workflow.getHandle(id).signal(signal);
+        console.log(`${id}: ${done}`);
+        return 0;
+      });
+    },
+  };
+}
+
+export const cancelCommand = signalCommand(
+  'cancel',
+  'cancel a sweep: running runs checkpoint and stop; `rankflow resume` continues later',
+  cancelSignal,
+  'cancel requested (running runs checkpoint, then stop)',
+);
+export const pauseCommand = signalCommand('pause', 'stop starting new runs of a sweep (running ones finish)', pauseSignal, 'paused');
+export const unpauseCommand = signalCommand('unpause', 'start new runs of a paused sweep again', resumeSignal, 'unpaused');
+
+export const resumeCommand: Command = {
+  name: 'resume',
+  summary: 're-run only the failed or unfinished runs of a sweep, each from its last checkpoint',
+  help: [
+    'Usage: rankflow resume <sweep-id> [--concurrency N] [--detach]',
+    '',
+    'Finished runs (with a recorded result) are skipped; failed, cancelled and interrupted runs start again',
+    'from their latest stored checkpoint.',
+  ].join('\n'),
+  async run(argv) {
+    const { values, positionals } = parseFlags('resume', argv, { concurrency: { type: 'string' }, detach: { type: 'boolean' } });
+    const id = sweepArg('resume', positionals);
+    const config = await resolveConfig();
+    const store = await openConfiguredStore(config);
+    const manifest = await readManifest(store, id);
+    if (!manifest) throw new UserError(`resume: no sweep \`${id}\` in ${store.description}; see \`rankflow ls\``);
+    const { client, close } = await connect(config);
+    let worker = null;
+    try {
+      if (config.embedded && !values.detach) worker = await startWorker(config, { slots: { cpu: defaultCpuSlots() } });
+      const fresh = await startSweep(client, config, {
+        sweepId: id,
+        recipe: manifest.recipe,
+        runs: manifest.runs,
+        concurrency: intFlag('resume', 'concurrency', values.concurrency, defaultCpuSlots()),
+      });
+      console.log(`${id}: ${fresh ? 'resumed' : 'already running; following it'}`);
+      if (values.detach) return 0;
+      const { status } = await followSweep(client, id);
+      return status.counts.failed > 0 ? 1 : 0;
+    } finally {
+      await close();
+      await worker?.shutdown();
+    }
+  },
+};
+
+export function defaultCpuSlots(): number {
+  return Math.max(1, Math.floor(cpus().length / 2));
+}
+
+export const servicesCommand: Command = {
+  name: 'services',
+  summary: 'status or stop of the embedded local services (Temporal dev server, S3 server)',
+  help: 'Usage: rankflow services status|stop',
+  async run(argv) {
+    const { positionals } = parseFlags('services', argv, {});
+    const sub = positionals[0];
+    const stateDir = defaultStateDir();
+    if (sub === 'stop') {
+      const r = await stopServices(stateDir);
+      console.log(r ? `stopped: ${JSON.stringify(r)}` : `no services recorded in ${stateDir}`);
+      return 0;
+    }
+    if (sub === 'status') {
+      const file = readServicesFile(stateDir);
+      if (!file) {
+        console.log(`no services recorded in ${stateDir} (they start with the first \`rankflow submit\`)`);
+        return 0;
+      }
+      const health = await checkServices(file);
+      for (const h of health) console.log(`${h.name.padEnd(8)} pid ${h.pid}  ${h.address}  ${h.ok ? 'ok' : `NOT OK: ${h.error}`}`);
+      return health.every((h) => h.ok) ? 0 : 1;
+    }
+    throw new UserError('services: expected `status` or `stop`');
+  },
+};

@@ -1,0 +1,167 @@
+/**
+ * Submitting and following sweeps: the manifest goes to the artifact store first, then the sweep
+ * workflow starts (or, if that sweep is already running, rankflow attaches to it).
+ */
+import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy, defaultPayloadConverter } from '@temporalio/common';
+import type { ArtifactStore } from '../activities/store.js';
+import { sweepKey } from '../activities/index.js';
+import { sweepWorkflow, statusQuery } from '../workflows/index.js';
+import type { PlannedRun } from '../schemas/runspec.js';
+import { SweepManifest } from '../schemas/orchestration.js';
+import type { RunInput, SweepInput, SweepStatus } from '../schemas/orchestration.js';
+import { TrainHeartbeat } from '../schemas/orchestration.js';
+import { controlQueue } from './config.js';
+import type { Config } from './config.js';
+
+export type RunPolicy = RunInput['policy'];
+
+export const DEFAULT_POLICY: RunPolicy = {
+  max_attempts: 5,
+  heartbeat_timeout_s: 60,
+  run_timeout_s: 7 * 24 * 3600,
+  keep_checkpoints: 2,
+  terminate_grace_s: 60,
+};
+
+export interface SubmitOptions {
+  sweepId: string;
+  recipe: string | null;
+  runs: PlannedRun[];
+  concurrency: number;
+  policy?: Partial<RunPolicy>;
+  pageSize?: number;
+  maxHistoryEvents?: number;
+}
+
+export async function writeManifest(store: ArtifactStore, config: Config, o: SubmitOptions): Promise<SweepManifest> {
+  const manifest: SweepManifest = {
+    schema: 'rankflow.sweep/v1',
+    sweep_id: o.sweepId,
+    recipe: o.recipe,
+    created_at: new Date().toISOString(),
+    queues: config.queues,
+    runs: o.runs,
+  };
+  await store.put(sweepKey(o.sweepId), JSON.stringify(SweepManifest.parse(manifest)));
+  return manifest;
+}
+
+export async function readManifest(store: ArtifactStore, sweepId: string): Promise<SweepManifest | null> {
+  const body = await store.get(sweepKey(sweepId));
+  return body ? SweepManifest.parse(JSON.parse(body.toString('utf8'))) : null;
+}
+
+/** Starts the sweep workflow; returns false when an execution with that id was already running (attached). */
+export async function startSweep(client: Client, config: Config, o: SubmitOptions): Promise<boolean> {
+  const input: SweepInput = {
+    sweep_id: o.sweepId,
+    total: o.runs.length,
+    concurrency: o.concurrency,
+    page_size: o.pageSize ?? 50,
+    max_history_events: o.maxHistoryEvents ?? 8000,
+    policy: { ...DEFAULT_POLICY, ...o.policy },
+    state: null,
+  };
+  try {
+    const handle = await client.workflow.start(sweepWorkflow, {
+      taskQueue: controlQueue(config),
+      workflowId: o.sweepId,
+      args: [input],
+      workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+      workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+    });
+    const d = await handle.describe();
+    return d.runId === handle.firstExecutionRunId;
+  } catch (e) {
+    if (e instanceof WorkflowExecutionAlreadyStartedError) return false;
+    throw e;
+  }
+}
+
+export interface RunProgress {
+  run_id: string;
+  step: number | null;
+  total_steps: number | null;
+  loss: number | null;
+  attempt: number | null;
+}
+
+/** Per-run step and loss of the running runs, from the heartbeats of their training activities. */
+export async function runProgress(client: Client, runIds: string[]): Promise<RunProgress[]> {
+  return await Promise.all(
+    runIds.map(async (id) => {
+      try {
+        const d = await client.workflow.getHandle(id).describe();
+        const act = d.raw.pendingActivities?.[0];
+        const payload = act?.heartbeatDetails?.payloads?.[0];
+        const hb = payload ? TrainHeartbeat.safeParse(defaultPayloadConverter.fromPayload(payload)) : null;
+        return {
+          run_id: id,
+          step: hb?.success ? hb.data.step : null,
+          total_steps: hb?.success ? hb.data.total_steps : null,
+          loss: hb?.success ? hb.data.loss : null,
+          attempt: act?.attempt ?? null,
+        };
+      } catch {
+        return { run_id: id, step: null, total_steps: null, loss: null, attempt: null };
+      }
+    }),
+  );
+}
+
+export async function sweepStatus(client: Client, sweepId: string): Promise<{ status: SweepStatus; closed: string | null }> {
+  const handle = client.workflow.getHandle(sweepId);
+  const d = await handle.describe();
+  const closed = d.status.name === 'RUNNING' ? null : d.status.name;
+  if (closed === 'COMPLETED') return { status: (await handle.result()) as SweepStatus, closed };
+  return { status: await handle.query(statusQuery), closed };
+}
+
+export function formatCounts(s: SweepStatus): string {
+  const c = s.counts;
+  const done = c.succeeded + c.skipped + c.failed + c.cancelled;
+  return (
+    `${done}/${s.total} done: ${c.succeeded} succeeded, ${c.skipped} skipped, ${c.failed} failed` +
+    (c.cancelled ? `, ${c.cancelled} cancelled` : '') +
+    `; ${c.running} running, ${c.pending} pending${s.paused ? ' (paused)' : ''}${s.cancelled ? ' (cancelling)' : ''}`
+  );
+}
+
+/** Follows a sweep until its workflow closes, printing progress; returns the final status. */
+export async function followSweep(
+  client: Client,
+  sweepId: string,
+  opts: { intervalMs?: number; out?: NodeJS.WriteStream; signal?: AbortSignal } = {},
+): Promise<{ status: SweepStatus; closed: string }> {
+  const out = opts.out ?? process.stderr;
+  const tty = Boolean(out.isTTY);
+  let last = '';
+  for (;;) {
+    let st;
+    try {
+      st = await sweepStatus(client, sweepId);
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) throw e;
+      await new Promise((r) => setTimeout(r, opts.intervalMs ?? 1000));
+      continue;
+    }
+    const progress = await runProgress(client, st.status.running.slice(0, 8));
+    const runs = progress
+      .map((p) => `  ${p.run_id.slice(0, 16)} step ${p.step ?? '?'}/${p.total_steps ?? '?'} loss ${p.loss?.toFixed(4) ?? '?'}${p.attempt && p.attempt > 1 ? ` (attempt ${p.attempt})` : ''}`)
+      .join('\n');
+    const text = `${sweepId}: ${formatCounts(st.status)}${runs ? '\n' + runs : ''}`;
+    if (tty) {
+      out.write(`\x1b[J${text}\n\x1b[${text.split('\n').length}A`);
+    } else if (text.split('\n')[0] !== last) {
+      out.write(text.split('\n')[0] + '\n');
+      last = text.split('\n')[0]!;
+    }
+    if (st.closed) {
+      if (tty) out.write(`\x1b[J${sweepId}: ${formatCounts(st.status)}\n`);
+      return { status: st.status, closed: st.closed };
+    }
+    if (opts.signal?.aborted) return { status: st.status, closed: 'DETACHED' };
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 1000));
+  }
+}
