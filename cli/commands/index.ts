@@ -6,4 +6,9 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-export const COMMANDS: Command[] = [];
+import { planCommand } from './plan.js';
+import { validateCommand } from './validate.js';
+import { tableCommand } from './table.js';
+import { plotCommand } from './plot.js';
+
+export const COMMANDS: Command[] = [planCommand, validateCommand, tableCommand, plotCommand];

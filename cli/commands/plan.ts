@@ -1,0 +1,132 @@
+/** `rankflow plan recipe.yaml`: the exact list of runs a recipe means, before any GPU time is spent. */
+import type { PlannedRun } from '../../schemas/runspec.js';
+import { UserError } from '../errors.js';
+import { fractionOfFull, planRecipeFile, type PlannedRecipe } from '../recipe-io.js';
+import type { Command } from './index.js';
+
+const HELP = `Usage: rankflow plan <recipe.yaml> [--json] [--no-count | --count] [--max-runs N]
+
+Expand a recipe into its runs and print them as a table (method, rank, dataset, seed, setting,
+trainable parameters, % of the full model) with totals.
+
+Options:
+  --json         print {sweep_id, recipe, runs: [{id, spec, labels, params}], percent_of_full, totals}
+  --no-count     do not start the runtime to count parameters (a recipe with \`budget\` then fails)
+  --count        require parameter counts (fail if the runtime is not installed)
+  --max-runs N   override the recipe's max_runs`;
+
+export interface PlanArgs {
+  file: string;
+  json: boolean;
+  count: 'auto' | 'always' | 'never';
+  maxRuns: number | undefined;
+}
+
+export function parsePlanArgs(argv: string[], command: string): PlanArgs {
+  let file: string | undefined;
+  let json = false;
+  let count: PlanArgs['count'] = 'auto';
+  let maxRuns: number | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') json = true;
+    else if (a === '--no-count') count = 'never';
+    else if (a === '--count') count = 'always';
+    else if (a === '--max-runs' || a.startsWith('--max-runs=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      const n = Number(v);
+      if (!v || !Number.isInteger(n) || n <= 0) throw new UserError(`--max-runs: expected a positive integer, got \`${v ?? ''}\``);
+      maxRuns = n;
+    } else if (a.startsWith('-')) throw new UserError(`${command}: unknown option \`${a}\`; see \`rankflow ${command} --help\``);
+    else if (file === undefined) file = a;
+    else throw new UserError(`${command}: one recipe file at a time (got \`${file}\` and \`${a}\`)`);
+  }
+  if (file === undefined) throw new UserError(`${command}: missing the recipe file; usage: rankflow ${command} <recipe.yaml>`);
+  return { file, json, count, maxRuns };
+}
+
+function fmtInt(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+function fmtPct(f: number | null): string {
+  if (f === null) return '-';
+  const p = f * 100;
+  return p >= 10 ? p.toFixed(1) + '%' : p >= 0.01 ? p.toFixed(3) + '%' : p.toExponential(1) + '%';
+}
+
+/** The plan as a plain-text table with totals (also used by tests as the golden output). */
+export function renderPlanTable(plan: PlannedRecipe): string {
+  const header = ['#', 'METHOD', 'RANK', 'DATASET', 'SEED', 'SETTING', 'TRAINABLE', '% FULL'];
+  const rows = plan.runs.map((r, i) => [
+    String(i + 1),
+    r.labels.method,
+    r.labels.rank === null ? '-' : String(r.labels.rank),
+    r.labels.dataset,
+    String(r.labels.seed),
+    r.labels.setting || '-',
+    r.params ? fmtInt(r.params.trainable) : '-',
+    fmtPct(fractionOfFull(r, plan.counts)),
+  ]);
+  const right = new Set([0, 2, 4, 6, 7]);
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((x, c) => (right.has(c) ? x.padStart(widths[c]!) : x.padEnd(widths[c]!))).join('  ').trimEnd();
+  const out = [line(header), ...rows.map(line)];
+  out.push('', ...totals(plan));
+  return out.join('\n');
+}
+
+function totals(plan: PlannedRecipe): string[] {
+  const runs = plan.runs;
+  const by = (f: (r: PlannedRun) => string) => {
+    const m = new Map<string, number>();
+    for (const r of runs) m.set(f(r), (m.get(f(r)) ?? 0) + 1);
+    return m;
+  };
+  const methods = [...by((r) => r.labels.method)].map(([k, n]) => `${k} ${n}`).join(', ');
+  const datasets = by((r) => r.labels.dataset).size;
+  const seeds = by((r) => String(r.labels.seed)).size;
+  const counted = runs.filter((r) => r.params).length;
+  const trainable = runs.reduce((s, r) => s + (r.params?.trainable ?? 0), 0);
+  const lines = [
+    `${runs.length} run${runs.length === 1 ? '' : 's'} (${methods}) on ${datasets} dataset${datasets === 1 ? '' : 's'} x ${seeds} seed${seeds === 1 ? '' : 's'}`,
+    counted === runs.length
+      ? `trainable parameters: ${fmtInt(trainable)} summed over runs`
+      : `trainable parameters: counted for ${counted} of ${runs.length} runs (install the runtime to count: bash scripts/setup-python.sh)`,
+    `recipe ${plan.recipe.name} · sweep ${plan.sweepId}` +
+      (plan.recipe.queue ? ` · queue ${plan.recipe.queue}` : '') +
+      ` · device ${plan.recipe.device ?? 'auto'}`,
+  ];
+  return lines;
+}
+
+export function planJson(plan: PlannedRecipe): unknown {
+  return {
+    sweep_id: plan.sweepId,
+    recipe: plan.recipe.name,
+    queue: plan.recipe.queue ?? null,
+    runs: plan.runs,
+    percent_of_full: Object.fromEntries(
+      plan.runs.map((r) => {
+        const f = fractionOfFull(r, plan.counts);
+        return [r.id, f === null ? null : f * 100];
+      }),
+    ),
+    totals: { runs: plan.runs.length, counted: plan.runs.filter((r) => r.params).length },
+  };
+}
+
+export const planCommand: Command = {
+  name: 'plan',
+  summary: 'expand a recipe into its runs (table, or --json)',
+  help: HELP,
+  async run(argv) {
+    const args = parsePlanArgs(argv, 'plan');
+    const plan = await planRecipeFile(args.file, { count: args.count, maxRuns: args.maxRuns });
+    for (const w of plan.warnings) console.error(`rankflow: warning: ${w}`);
+    if (args.json) console.log(JSON.stringify(planJson(plan), null, 2));
+    else console.log(renderPlanTable(plan));
+    return 0;
+  },
+};

@@ -1,0 +1,43 @@
+/** `rankflow validate recipe.yaml...`: check recipes (schema, names, options, axes) without planning or counting. */
+import { planRecipe } from '../../planning/planner.js';
+import { UserError } from '../errors.js';
+import { formatIssues, readRecipe, snapshotMethods } from '../recipe-io.js';
+import type { Command } from './index.js';
+
+const HELP = `Usage: rankflow validate <recipe.yaml> [more.yaml ...]
+
+Check recipes without counting parameters or planning for real: YAML syntax, unknown keys, types, method
+names and options (against schemas/methods.generated.json), datasets, axes and the run limit. Every
+problem is printed with file:line:col. Exit code 0 when all are valid, 2 otherwise.`;
+
+export const validateCommand: Command = {
+  name: 'validate',
+  summary: 'check recipes without planning',
+  help: HELP,
+  async run(argv) {
+    const files = argv.filter((a) => !a.startsWith('-'));
+    const bad = argv.find((a) => a.startsWith('-'));
+    if (bad) throw new UserError(`validate: unknown option \`${bad}\`; see \`rankflow validate --help\``);
+    if (files.length === 0) throw new UserError('validate: missing the recipe file; usage: rankflow validate <recipe.yaml>');
+    const methods = snapshotMethods();
+    const failures: string[] = [];
+    for (const f of files) {
+      try {
+        const { loaded, recipe } = readRecipe(f);
+        const r = planRecipe(recipe, { methods });
+        if (r.issues.length) {
+          failures.push(...formatIssues(r.issues, loaded.locate));
+          continue;
+        }
+        for (const w of formatIssues(r.warnings, loaded.locate)) console.error(`rankflow: warning: ${w}`);
+        const what = r.countRequests.length ? 'runs chosen by budget matching at plan time' : `${r.runs.length} run${r.runs.length === 1 ? '' : 's'}`;
+        console.log(`${f}: ok (${what})`);
+      } catch (e) {
+        if (!(e instanceof UserError)) throw e;
+        failures.push(e.message);
+      }
+    }
+    if (failures.length) throw new UserError(failures.join('\n'));
+    return 0;
+  },
+};
