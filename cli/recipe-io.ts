@@ -1,0 +1,382 @@
+/**
+ * Reading recipe files: YAML with positions, `preset:` and `extends:` composition, and errors that name the
+ * file, line and column of the offending field. Also `planRecipeFile`, the one call the orchestration code
+ * makes to turn a recipe file into runs.
+ *
+ * Composition: a recipe is its preset (if any), then each `extends` file in order (each resolved the same
+ * way, paths relative to the file that names them), then the file itself; later layers win. Mappings merge
+ * key by key; lists and scalars replace, except the top-level `overrides`, `include` and `exclude` lists,
+ * which concatenate (base first). A layer that changes `model.name` replaces the whole `model`. Setting
+ * `max_steps` in a `training` mapping clears an inherited `epochs`, and vice versa.
+ */
+import { readFileSync } from 'node:fs';
+import { basename, dirname, extname, relative, resolve } from 'node:path';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import { MethodsSnapshot, type MethodDescription } from '../schemas/describe.js';
+import { normalizeShorthands, type Recipe } from '../schemas/recipe.js';
+import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
+import { formatPath, type FieldPath, type PlanIssue } from '../planning/issues.js';
+import {
+  attachCounts,
+  countKey,
+  countRequestsFor,
+  fullModelSpec,
+  planRecipe,
+  sweepId as makeSweepId,
+  type CountResult,
+  type CountTable,
+} from '../planning/planner.js';
+import { PRESETS } from '../planning/presets.js';
+import { suggestHint } from '../planning/suggest.js';
+import { validateRecipe } from '../planning/validate.js';
+import snapshotJson from '../schemas/methods.generated.json' with { type: 'json' };
+import { UserError } from './errors.js';
+import { countSpecs, runtimeAvailable } from './runtime.js';
+
+/** The method registry of the committed `describe` snapshot. */
+export function snapshotMethods(): Record<string, MethodDescription> {
+  return MethodsSnapshot.parse(snapshotJson).methods;
+}
+
+interface FileLayer {
+  kind: 'file';
+  /** Path as shown in messages (relative to the working directory when inside it). */
+  display: string;
+  doc: Document;
+  lc: LineCounter;
+  data: Record<string, unknown>;
+}
+interface PresetLayer {
+  kind: 'preset';
+  display: string;
+  data: Record<string, unknown>;
+}
+type Layer = FileLayer | PresetLayer;
+
+export interface Location {
+  file: string;
+  line: number | null;
+  col: number | null;
+}
+
+export interface LoadedRecipe {
+  /** Absolute path of the recipe file. */
+  path: string;
+  /** The merged recipe before validation (shorthands expanded). */
+  raw: Record<string, unknown>;
+  layers: Layer[];
+  /** Where a field of the merged recipe was written. */
+  locate(path: FieldPath): Location;
+}
+
+const CONCAT_KEYS = ['overrides', 'include', 'exclude'] as const;
+
+function displayPath(abs: string): string {
+  const rel = relative(process.cwd(), abs);
+  return rel && !rel.startsWith('..') ? rel : abs;
+}
+
+function lineCol(lc: LineCounter, offset: number): { line: number; col: number } {
+  const p = lc.linePos(offset);
+  return { line: p.line, col: p.col };
+}
+
+/** The YAML node for `path` (or its deepest existing prefix) and how many segments were found. */
+function nodeAt(doc: Document, path: FieldPath): { node: YamlNode | null; keyNode: YamlNode | null; depth: number } {
+  let node = doc.contents as YamlNode | null;
+  let keyNode: YamlNode | null = null;
+  let depth = 0;
+  for (const seg of path) {
+    if (node && isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+      if (!pair) break;
+      keyNode = pair.key as YamlNode;
+      node = (pair.value as YamlNode | null) ?? null;
+    } else if (node && isSeq(node) && typeof seg === 'number') {
+      const item = node.items[seg] as YamlNode | undefined;
+      if (!item) break;
+      keyNode = null;
+      node = item;
+    } else break;
+    depth++;
+  }
+  return { node, keyNode, depth };
+}
+
+function hasPath(data: unknown, path: FieldPath): number {
+  let cur = data;
+  let depth = 0;
+  for (const seg of path) {
+    if (cur === null || typeof cur !== 'object') break;
+    const next = (cur as Record<string | number, unknown>)[seg];
+    if (next === undefined) break;
+    cur = next;
+    depth++;
+  }
+  return depth;
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function mergeInto(base: Record<string, unknown>, over: Record<string, unknown>, top: boolean): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (top && (k === 'extends' || k === 'preset')) continue;
+    const b = out[k];
+    if (top && (CONCAT_KEYS as readonly string[]).includes(k) && Array.isArray(b) && Array.isArray(v)) {
+      out[k] = [...b, ...v];
+    } else if (top && k === 'model' && isObj(b) && isObj(v) && v.name !== undefined && v.name !== b.name) {
+      out[k] = v;
+    } else if (isObj(b) && isObj(v)) {
+      const merged = mergeInto(b, v, false);
+      if (k === 'training') {
+        if (v.max_steps !== undefined && v.epochs === undefined) delete merged.epochs;
+        if (v.epochs !== undefined && v.max_steps === undefined) delete merged.max_steps;
+      }
+      out[k] = merged;
+    } else {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+/** Format issues as `file:line:col: path: message — hint` lines. */
+export function formatIssues(issues: readonly PlanIssue[], locate: (p: FieldPath) => Location): string[] {
+  return issues.map((i) => {
+    const loc = locate(i.path);
+    const where = loc.line !== null ? `${loc.file}:${loc.line}:${loc.col}` : loc.file;
+    return `${where}: ${formatPath(i.path)}: ${i.message}${i.hint ? ` — ${i.hint}` : ''}`;
+  });
+}
+
+function failWith(lines: string[], file: string): never {
+  if (lines.length === 1) throw new UserError(lines[0]!);
+  throw new UserError(`${lines.length} problems in ${file}:\n  ${lines.join('\n  ')}`);
+}
+
+/** Read a recipe file with its presets and `extends`, merged; parse errors are UserErrors with positions. */
+export function loadRecipeFile(file: string): LoadedRecipe {
+  const abs = resolve(file);
+  const layers: Layer[] = [];
+  const errors: string[] = [];
+
+  const readLayer = (path: string, stack: string[], from: { layer: FileLayer; at: FieldPath } | null): void => {
+    const display = displayPath(path);
+    const fromWhere = (): string => {
+      if (!from) return display;
+      const { node, keyNode } = nodeAt(from.layer.doc, from.at);
+      const n = node ?? keyNode;
+      if (!n?.range) return from.layer.display;
+      const p = lineCol(from.layer.lc, n.range[0]);
+      return `${from.layer.display}:${p.line}:${p.col}`;
+    };
+    if (stack.includes(path)) {
+      errors.push(`${fromWhere()}: extends: \`${display}\` extends itself (${[...stack, path].map(displayPath).join(' -> ')}) — remove one of the extends`);
+      return;
+    }
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      errors.push(
+        from
+          ? `${fromWhere()}: extends: cannot read \`${display}\` (${code === 'ENOENT' ? 'no such file' : code}) — paths are relative to the file that names them`
+          : `${display}: cannot read the recipe (${code === 'ENOENT' ? 'no such file' : code})`,
+      );
+      return;
+    }
+    const lc = new LineCounter();
+    const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+    if (doc.errors.length) {
+      for (const e of doc.errors) {
+        const p = e.linePos?.[0];
+        const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+        errors.push(`${display}${p ? `:${p.line}:${p.col}` : ''}: YAML: ${msg}`);
+      }
+      return;
+    }
+    const data = doc.toJS({ maxAliasCount: 1000 }) as unknown;
+    if (data === null || data === undefined) {
+      errors.push(`${display}: the recipe is empty — start from recipes/quickstart.yaml`);
+      return;
+    }
+    if (!isObj(data)) {
+      errors.push(`${display}:1:1: (recipe): expected a mapping of recipe fields, got ${Array.isArray(data) ? 'a list' : 'a scalar'}`);
+      return;
+    }
+    const layer: FileLayer = { kind: 'file', display, doc, lc, data: normalizeShorthands(data) as Record<string, unknown> };
+    const locOf = (p: FieldPath): string => {
+      const { node, keyNode } = nodeAt(doc, p);
+      const n = keyNode ?? node;
+      if (!n?.range) return display;
+      const lcp = lineCol(lc, n.range[0]);
+      return `${display}:${lcp.line}:${lcp.col}`;
+    };
+    if (data.preset !== undefined) {
+      if (typeof data.preset !== 'string') errors.push(`${locOf(['preset'])}: preset: expected a preset name — one of ${Object.keys(PRESETS).join(', ')}`);
+      else if (!PRESETS[data.preset]) errors.push(`${locOf(['preset'])}: preset: unknown preset \`${data.preset}\` — ${suggestHint(data.preset, Object.keys(PRESETS), 'presets')}`);
+      else layers.push({ kind: 'preset', display: `preset \`${data.preset}\``, data: normalizeShorthands(PRESETS[data.preset]!.recipe) as Record<string, unknown> });
+    }
+    if (data.extends !== undefined) {
+      const list = Array.isArray(data.extends) ? data.extends : [data.extends];
+      list.forEach((ext, i) => {
+        const at: FieldPath = Array.isArray(data.extends) ? ['extends', i] : ['extends'];
+        if (typeof ext !== 'string' || ext === '') {
+          errors.push(`${locOf(at)}: ${formatPath(at)}: expected a path to a recipe file`);
+          return;
+        }
+        readLayer(resolve(dirname(path), ext), [...stack, path], { layer, at });
+      });
+    }
+    layers.push(layer);
+  };
+
+  readLayer(abs, [], null);
+  if (errors.length) failWith(errors, displayPath(abs));
+
+  let raw: Record<string, unknown> = {};
+  const provenance: Record<string, { layer: number; index: number }[]> = {};
+  for (const key of CONCAT_KEYS) provenance[key] = [];
+  layers.forEach((l, li) => {
+    raw = mergeInto(raw, l.data, true);
+    for (const key of CONCAT_KEYS) {
+      const v = l.data[key];
+      if (Array.isArray(v)) {
+        // a non-list value replaced a list (validation reports it); otherwise the list was appended
+        v.forEach((_, index) => provenance[key]!.push({ layer: li, index }));
+      }
+    }
+  });
+  if (raw.name === undefined) raw.name = basename(abs, extname(abs));
+
+  const top = layers[layers.length - 1]!;
+  const locate = (path: FieldPath): Location => {
+    if (path.length >= 2 && (CONCAT_KEYS as readonly string[]).includes(path[0] as string) && typeof path[1] === 'number') {
+      const p = provenance[path[0] as string]![path[1]];
+      if (p) return locateIn(layers[p.layer]!, [path[0]!, p.index, ...path.slice(2)]);
+    }
+    let best: Layer = top;
+    let bestDepth = -1;
+    for (let i = layers.length - 1; i >= 0; i--) {
+      const d = hasPath(layers[i]!.data, path);
+      if (d > bestDepth) {
+        best = layers[i]!;
+        bestDepth = d;
+      }
+    }
+    return locateIn(best, path);
+  };
+  return { path: abs, raw, layers, locate };
+}
+
+function locateIn(layer: Layer, path: FieldPath): Location {
+  if (layer.kind === 'preset') return { file: layer.display, line: null, col: null };
+  // Point at the key of a mapping entry (or the item of a list); for a missing field, at its parent.
+  const { node, keyNode } = nodeAt(layer.doc, path);
+  const n = keyNode ?? node;
+  if (!n?.range) return { file: layer.display, line: 1, col: 1 };
+  const p = lineCol(layer.lc, n.range[0]);
+  return { file: layer.display, line: p.line, col: p.col };
+}
+
+/** Load and schema-check a recipe file; every problem is reported at once with its position. */
+export function readRecipe(file: string): { loaded: LoadedRecipe; recipe: Recipe } {
+  const loaded = loadRecipeFile(file);
+  const { recipe, issues } = validateRecipe(loaded.raw);
+  if (!recipe) failWith(formatIssues(issues, loaded.locate), displayPath(loaded.path));
+  return { loaded, recipe };
+}
+
+export interface PlanFileOptions {
+  /** Method registry (default: the committed `schemas/methods.generated.json`). */
+  methods?: Record<string, MethodDescription>;
+  /**
+   * Parameter counts from the runtime: `auto` (default) counts when the runtime is installed and always
+   * when budget matching needs it; `always` fails without the runtime; `never` never starts it (then a
+   * recipe with `budget` is an error).
+   */
+  count?: 'auto' | 'always' | 'never';
+  /** Counting function (default: the runtime's `count --specs`); tests may pass a table-backed one. */
+  countFn?: (specs: RunSpec[]) => Promise<(CountResult | null)[]>;
+  /** Overrides the recipe's max_runs. */
+  maxRuns?: number;
+}
+
+export interface PlannedRecipe {
+  recipe: Recipe;
+  runs: PlannedRun[];
+  sweepId: string;
+  /** Non-fatal remarks, formatted with positions. */
+  warnings: string[];
+  /** The parameter counts gathered (by `countKey`), including the full-model size per dataset. */
+  counts: CountTable;
+  /** Absolute path of the recipe file. */
+  path: string;
+}
+
+/** Trainable parameters of a run as a fraction of the full model it adapts (null without counts). */
+export function fractionOfFull(run: PlannedRun, counts: CountTable): number | null {
+  const full = counts[countKey(fullModelSpec(run.spec))];
+  if (!run.params || !full) return null;
+  return run.params.trainable / full.total;
+}
+
+/**
+ * Plan a recipe file: load (presets, extends), validate, expand, count parameters, deduplicate.
+ * Throws a UserError naming file:line:col for every problem. This is the API the orchestration code calls.
+ */
+export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): Promise<PlannedRecipe> {
+  const { loaded, recipe } = readRecipe(file);
+  const display = displayPath(loaded.path);
+  const methods = opts.methods ?? snapshotMethods();
+  const mode = opts.count ?? 'auto';
+  const canCount = opts.countFn !== undefined || (mode !== 'never' && runtimeAvailable());
+  const countFn = opts.countFn ?? countSpecs;
+  const counts: CountTable = {};
+  const fill = async (specs: RunSpec[]) => {
+    const res = await countFn(specs);
+    specs.forEach((s, i) => (counts[countKey(s)] = res[i] ?? null));
+  };
+
+  let result = planRecipe(recipe, { methods, counts, maxRuns: opts.maxRuns });
+  if (result.issues.length === 0 && result.countRequests.length > 0) {
+    if (!canCount) {
+      throw new UserError(
+        `${display}: budget: matching parameter budgets needs counts from the runtime — ` +
+          (mode === 'never' ? 'drop --no-count' : 'run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON'),
+      );
+    }
+    await fill(result.countRequests);
+    result = planRecipe(recipe, { methods, counts, maxRuns: opts.maxRuns });
+  }
+  if (result.issues.length) failWith(formatIssues(result.issues, loaded.locate), display);
+  if (result.countRequests.length) throw new UserError(`${display}: budget: the runtime did not count every candidate setting`);
+
+  if (canCount && (mode === 'always' || opts.countFn !== undefined || mode === 'auto')) {
+    const wanted = countRequestsFor(result.runs, counts, Boolean(methods.full));
+    if (wanted.length) {
+      try {
+        await fill(wanted);
+      } catch (e) {
+        if (mode === 'always' || !(e instanceof UserError)) throw e;
+        // auto: counting is a nicety when budget matching does not need it
+      }
+    }
+    attachCounts(result.runs, counts);
+  } else if (mode === 'always') {
+    throw new UserError('cannot count parameters: the runtime is not installed (run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON)');
+  }
+
+  return {
+    recipe,
+    runs: result.runs,
+    sweepId: makeSweepId(recipe.name, result.runs.map((r) => r.id)),
+    warnings: formatIssues(result.warnings, loaded.locate),
+    counts,
+    path: loaded.path,
+  };
+}

@@ -1,0 +1,138 @@
+/**
+ * Talking to the native runtime from the CLI: `python -m rankflow_runtime describe` and
+ * `count --specs FILE`. The interpreter is `$RANKFLOW_PYTHON` or `runtime-native/.venv/bin/python`; the
+ * process is spawned with an argument array (never a shell). Failures become UserErrors with a hint.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RuntimeDescription } from '../schemas/describe.js';
+import type { RunSpec } from '../schemas/runspec.js';
+import type { CountResult } from '../planning/planner.js';
+import { UserError } from './errors.js';
+
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const RUNTIME_DIR = join(REPO_ROOT, 'runtime-native');
+
+/** The Python interpreter that runs the runtime. */
+export function runtimePython(): string {
+  return process.env.RANKFLOW_PYTHON || join(RUNTIME_DIR, '.venv', 'bin', 'python');
+}
+
+/** True when the interpreter exists (a configured `RANKFLOW_PYTHON` is trusted as given). */
+export function runtimeAvailable(): boolean {
+  return Boolean(process.env.RANKFLOW_PYTHON) || existsSync(runtimePython());
+}
+
+interface Completed {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runPython(args: string[], timeoutMs: number): Promise<Completed> {
+  const python = runtimePython();
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, PYTHONPATH: [RUNTIME_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
+    const child = spawn(python, ['-m', 'rankflow_runtime', ...args], { cwd: RUNTIME_DIR, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new UserError(`cannot start the runtime interpreter \`${python}\`: ${err.message}; run \`bash scripts/setup-python.sh\` or set RANKFLOW_PYTHON`));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The last JSON `error` event on stdout, or the last stderr line: what to show when the runtime fails. */
+function failureText(r: Completed): string {
+  for (const line of r.stdout.trim().split('\n').reverse()) {
+    try {
+      const ev = JSON.parse(line) as { event?: string; message?: string; hint?: string | null };
+      if (ev && ev.event === 'error' && ev.message) return ev.message + (ev.hint ? ` (${ev.hint})` : '');
+    } catch {
+      /* not JSON */
+    }
+  }
+  const last = r.stderr.trim().split('\n').filter(Boolean).pop();
+  return last ?? `exit code ${r.code}`;
+}
+
+/** `describe`: the runtime's methods, models and datasets. */
+export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescription> {
+  const r = await runPython(['describe'], timeoutMs);
+  if (r.code !== 0) throw new UserError(`\`rankflow_runtime describe\` failed: ${failureText(r)}`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(r.stdout);
+  } catch {
+    throw new UserError('`rankflow_runtime describe` printed something that is not JSON; is the runtime up to date?');
+  }
+  const v = RuntimeDescription.safeParse(parsed);
+  if (!v.success) {
+    const i = v.error.issues[0]!;
+    throw new UserError(`\`rankflow_runtime describe\` output does not match schemas/describe.ts at ${i.path.join('.')}: ${i.message}`);
+  }
+  return v.data;
+}
+
+function asCount(x: unknown): CountResult | null {
+  if (x && typeof x === 'object') {
+    const o = x as Record<string, unknown>;
+    if (typeof o.trainable === 'number' && typeof o.total === 'number') return { trainable: o.trainable, total: o.total };
+  }
+  return null;
+}
+
+async function countBatch(specs: RunSpec[], timeoutMs: number): Promise<{ ok: true; results: (CountResult | null)[] } | { ok: false; error: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'rankflow-count-'));
+  try {
+    const file = join(dir, 'specs.json');
+    writeFileSync(file, JSON.stringify(specs));
+    const r = await runPython(['count', '--specs', file], timeoutMs);
+    if (r.code !== 0) return { ok: false, error: failureText(r) };
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
+    } catch {
+      return { ok: false, error: 'count printed something that is not a JSON array' };
+    }
+    if (!Array.isArray(parsed) || parsed.length !== specs.length) return { ok: false, error: `count returned ${Array.isArray(parsed) ? parsed.length : 'no'} results for ${specs.length} specs` };
+    return { ok: true, results: parsed.map(asCount) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Count trainable/total parameters of each spec on the meta device with one runtime call
+ * (`count --specs`). A spec the runtime refuses gets null (found by counting the failed batch one by one).
+ */
+export async function countSpecs(specs: RunSpec[], timeoutMs = 600_000): Promise<(CountResult | null)[]> {
+  if (specs.length === 0) return [];
+  const r = await countBatch(specs, timeoutMs);
+  if (r.ok) return r.results;
+  if (specs.length === 1) return [null];
+  // One bad spec fails a batch: count one by one to find which (rare; only then do we pay per process).
+  const out: (CountResult | null)[] = [];
+  let firstError: string | null = null;
+  for (const s of specs) {
+    const one = await countBatch([s], timeoutMs);
+    if (one.ok) out.push(one.results[0] ?? null);
+    else {
+      firstError ??= one.error;
+      out.push(null);
+    }
+  }
+  if (out.every((x) => x === null)) throw new UserError(`\`rankflow_runtime count\` failed: ${firstError ?? r.error}`);
+  return out;
+}

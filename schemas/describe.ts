@@ -1,0 +1,44 @@
+/**
+ * What `python -m rankflow_runtime describe` prints (the runtime's registry of methods, models and datasets),
+ * and the committed snapshot of it, `schemas/methods.generated.json`, that the planner validates method
+ * options against (so planning needs no Python). Objects are not strict: a newer runtime may add fields.
+ */
+import { z } from 'zod';
+
+export const OptionSchema = z.object({
+  type: z.enum(['number', 'integer', 'boolean', 'string', 'enum', 'list']),
+  default: z.unknown(),
+  help: z.string().default(''),
+  choices: z.array(z.unknown()).optional(),
+  min: z.number().optional(),
+  max: z.number().optional(),
+});
+export type OptionSchema = z.infer<typeof OptionSchema>;
+
+export const MethodDescription = z.object({
+  paper: z.string(),
+  needs_rank: z.boolean(),
+  init_is_identity: z.boolean(),
+  mergeable: z.boolean(),
+  lr_groups: z.array(z.string()),
+  options: z.record(z.string(), OptionSchema),
+});
+export type MethodDescription = z.infer<typeof MethodDescription>;
+
+export const RuntimeDescription = z.object({
+  runtime: z.string().optional(),
+  torch: z.string().optional(),
+  methods: z.record(z.string(), MethodDescription),
+  models: z.record(z.string(), z.unknown()).default({}),
+  datasets: z.record(z.string(), z.unknown()).default({}),
+});
+export type RuntimeDescription = z.infer<typeof RuntimeDescription>;
+
+/** The committed snapshot: `describe` without the machine-dependent version fields. */
+export const MethodsSnapshot = z.strictObject({
+  generated_by: z.string(),
+  methods: z.record(z.string(), MethodDescription),
+  models: z.record(z.string(), z.unknown()),
+  datasets: z.record(z.string(), z.unknown()),
+});
+export type MethodsSnapshot = z.infer<typeof MethodsSnapshot>;

@@ -1,0 +1,204 @@
+/**
+ * The recipe language: one YAML file that describes a whole comparison study. The planner
+ * (`planning/planner.ts`) expands a validated Recipe into fully resolved RunSpecs (`schemas/runspec.ts`).
+ *
+ * A value written as a list where the run spec has one value is a sweep axis (a grid): `lr: [1e-4, 5e-4]`.
+ * Shorthands: `model: tiny-encoder`, a dataset entry `glue/sst2` and a method entry `lora` stand for
+ * `{name: ...}`; the loader expands them before validation (`normalizeShorthands`).
+ * Every object is strict: an unknown key is an error, never silently ignored.
+ */
+import { z } from 'zod';
+import { TrainingSpec } from './runspec.js';
+
+/** `T` or a non-empty list of `T` (a sweep axis). */
+function axis<T extends z.ZodType>(t: T) {
+  return z.union([t, z.array(t).min(1)]);
+}
+
+const posInt = z.number().int().positive();
+const seedInt = z.number().int().nonnegative();
+const nameList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+
+const T = TrainingSpec.shape;
+
+/**
+ * Training settings; each field may be a list (a grid axis). Setting `max_steps` in a layer clears an
+ * inherited `epochs` and vice versa (exactly one of the two ends up in the run spec).
+ */
+export const TrainingLayer = z.strictObject({
+  optimizer: axis(T.optimizer).optional(),
+  lr: axis(T.lr).optional(),
+  /** Learning rates of the named parameter groups a method declares (e.g. DePT's `prompt`). */
+  lr_groups: z.record(z.string(), axis(z.number().positive())).optional(),
+  weight_decay: axis(T.weight_decay).optional(),
+  schedule: axis(T.schedule).optional(),
+  warmup_ratio: axis(T.warmup_ratio).optional(),
+  max_steps: axis(posInt).optional(),
+  epochs: axis(z.number().positive()).optional(),
+  batch_size: axis(T.batch_size).optional(),
+  eval_batch_size: axis(T.eval_batch_size).optional(),
+  grad_accum: axis(T.grad_accum).optional(),
+  max_grad_norm: axis(T.max_grad_norm).optional(),
+  precision: axis(T.precision).optional(),
+  eval_every: axis(T.eval_every).optional(),
+  checkpoint_every: axis(T.checkpoint_every).optional(),
+  log_every: axis(T.log_every).optional(),
+  train_head: axis(T.train_head).optional(),
+});
+export type TrainingLayer = z.infer<typeof TrainingLayer>;
+export const TRAINING_FIELDS = Object.keys(TrainingSpec.shape) as (keyof z.infer<typeof TrainingSpec>)[];
+
+export const ModelEntry = z.strictObject({
+  /** `tiny-encoder` | `tiny-vit` | `tiny-decoder`, a Hugging Face id (`FacebookAI/roberta-base`) or a local path. */
+  name: z.string().min(1),
+  /** Inferred: `builtin` for the built-in names, `hf` otherwise. */
+  source: z.enum(['builtin', 'hf']).optional(),
+  /** The task head; inferred from a built-in model or from the datasets when omitted. */
+  task: z.enum(['seq-cls', 'img-cls', 'causal-lm']).optional(),
+  config: z.record(z.string(), z.unknown()).optional(),
+  random_init: z.boolean().optional(),
+});
+export type ModelEntry = z.infer<typeof ModelEntry>;
+
+/** Per-dataset settings (everything but the name); also the value type of `dataset_settings`. */
+export const DatasetSettings = z.strictObject({
+  max_length: posInt.optional(),
+  train_size: posInt.nullable().optional(),
+  eval_size: posInt.nullable().optional(),
+  eval_split: z.string().min(1).optional(),
+  metric: z.string().min(1).optional(),
+  data_root: z.string().min(1).nullable().optional(),
+  options: z.record(z.string(), z.unknown()).optional(),
+  /** Training overrides for runs on this dataset (lists are grid axes). */
+  training: TrainingLayer.optional(),
+});
+export const DatasetEntry = DatasetSettings.extend({
+  /** `glue/<task>`, `vtab/<task>`, `gsm8k`, `synthetic/<seq-cls|img-cls|causal-lm>`. */
+  name: z.string().min(1),
+});
+export type DatasetEntry = z.infer<typeof DatasetEntry>;
+
+/** How budget matching varies a method: its rank (default), one numeric option, or not at all. */
+export const MatchBy = z.union([
+  z.enum(['rank', 'none']),
+  z.strictObject({ option: z.string().min(1), values: z.array(z.number()).min(1) }),
+]);
+
+export const MethodSettings = z.strictObject({
+  /** Method options, validated against the method's schema from the runtime; a list is a grid axis. */
+  options: z.record(z.string(), z.unknown()).optional(),
+  /** Ranks for this method (replaces the recipe's `ranks`); under `budget`, the candidates to match from. */
+  ranks: axis(posInt).optional(),
+  /** Module-name patterns to adapt (empty: the model's defaults for the method). */
+  targets: z.array(z.string().min(1)).optional(),
+  /** Training overrides for this method's runs (lists are grid axes). */
+  training: TrainingLayer.optional(),
+  /** Budget matching knob for this method (see `budget`). */
+  match_by: MatchBy.optional(),
+  /** Shown in tables to tell two entries of the same method apart (`lora-rs`). */
+  label: z.string().min(1).optional(),
+  tags: z.array(z.string()).optional(),
+});
+export const MethodEntry = MethodSettings.extend({
+  /** A method registered in the runtime (`lora`, `full`, `linear-probe`, `vera`, `randlora`, ...). */
+  name: z.string().min(1),
+});
+export type MethodEntry = z.infer<typeof MethodEntry>;
+
+/** Settings applied to the runs a `when` condition selects, after dataset and method settings. */
+export const Override = z.strictObject({
+  when: z.strictObject({
+    method: nameList.optional(),
+    /** Dataset names; `*` is a wildcard (`glue/*`). */
+    dataset: nameList.optional(),
+    rank: axis(posInt).optional(),
+  }),
+  training: TrainingLayer.optional(),
+  options: z.record(z.string(), z.unknown()).optional(),
+  targets: z.array(z.string().min(1)).optional(),
+});
+export type Override = z.infer<typeof Override>;
+
+/** Extra runs outside the grid: a method entry restricted to some datasets / ranks / seeds. */
+export const IncludeRule = MethodEntry.omit({ match_by: true }).extend({
+  datasets: nameList.optional(),
+  seeds: axis(seedInt).optional(),
+});
+export type IncludeRule = z.infer<typeof IncludeRule>;
+
+/** Runs to drop from the grid: every given field must match (lists mean "any of"). */
+export const ExcludeRule = z.strictObject({
+  method: nameList.optional(),
+  /** A method entry's label. */
+  label: nameList.optional(),
+  dataset: nameList.optional(),
+  rank: axis(posInt).optional(),
+  seed: axis(seedInt).optional(),
+  training: z.record(z.string(), z.unknown()).optional(),
+  options: z.record(z.string(), z.unknown()).optional(),
+});
+export type ExcludeRule = z.infer<typeof ExcludeRule>;
+
+/** Parameter-budget matching: every other method gets the setting whose trainable count is closest to `match` at `rank`. */
+export const Budget = z.strictObject({
+  match: z.string().min(1),
+  rank: axis(posInt),
+  /** Candidate ranks for methods matched by rank that give no `ranks` of their own. */
+  candidates: z.array(posInt).min(1).optional(),
+});
+export type Budget = z.infer<typeof Budget>;
+
+export const Recipe = z.strictObject({
+  /** Name of the study (part of the sweep id); defaults to the file name. */
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, `.`, `_` and `-`'),
+  description: z.string().optional(),
+  /** Recipe file(s) this one builds on, relative to this file; later ones and this file win. */
+  extends: nameList.optional(),
+  /** A built-in preset (`planning/presets.ts`) applied beneath this recipe. */
+  preset: z.string().min(1).optional(),
+  model: ModelEntry,
+  datasets: z.array(DatasetEntry).min(1),
+  /** Settings per dataset name, used whenever that dataset is in `datasets` (presets use this). */
+  dataset_settings: z.record(z.string(), DatasetSettings).optional(),
+  methods: z.array(MethodEntry).min(1),
+  /** Settings per method name, beneath the method entries' own settings (presets use this). */
+  method_settings: z.record(z.string(), MethodSettings).optional(),
+  ranks: axis(posInt).optional(),
+  seeds: axis(seedInt).optional(),
+  training: TrainingLayer.optional(),
+  /** Groups of training fields (or `rank`) that vary together: `{lr: [1e-4, 3e-4], warmup_ratio: [0.06, 0.1]}`. */
+  zip: z.array(z.record(z.string(), z.array(z.unknown()).min(1))).optional(),
+  overrides: z.array(Override).optional(),
+  include: z.array(IncludeRule).optional(),
+  exclude: z.array(ExcludeRule).optional(),
+  budget: Budget.optional(),
+  /** Refuse to plan more runs than this (default 2000). */
+  max_runs: posInt.optional(),
+  device: z.enum(['cpu', 'cuda', 'auto']).optional(),
+  /** Temporal task queue of the workers that should run this sweep (not part of a run's identity). */
+  queue: z.string().min(1).optional(),
+  /** Data root for every dataset (null: `$RANKFLOW_DATA`); part of the run spec, so prefer the environment. */
+  data_root: z.string().min(1).nullable().optional(),
+  tags: z.array(z.string()).optional(),
+});
+export type Recipe = z.infer<typeof Recipe>;
+
+export const DEFAULT_MAX_RUNS = 2000;
+
+/**
+ * Expand the shorthands (`model: name`, dataset and method entries given as strings) in place of their
+ * long forms, leaving everything else as written. Works on any partial recipe (a layer of `extends`).
+ */
+export function normalizeShorthands(raw: unknown): unknown {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const r = { ...(raw as Record<string, unknown>) };
+  if (typeof r.model === 'string') r.model = { name: r.model };
+  for (const key of ['datasets', 'methods'] as const) {
+    const v = r[key];
+    if (Array.isArray(v)) r[key] = v.map((e) => (typeof e === 'string' ? { name: e } : e));
+  }
+  if (Array.isArray(r.include)) {
+    r.include = r.include.map((e) => (typeof e === 'string' ? { name: e } : e));
+  }
+  return r;
+}
