@@ -1,9 +1,22 @@
 /**
  * Names, orderings and groupings that paper tables use: pretty dataset and method names, the GLUE and
- * VTAB-1k benchmark groups (from the planner's catalog, so tables and planner agree), metric direction
+ * VTAB-1k benchmark groups, metric direction
  * (higher or lower is better) and whether a metric is a ratio that papers print in percent. Pure data.
  */
-import { GLUE_TASKS, VTAB_GROUPS } from '../planning/catalog.js';
+
+/** The GLUE tasks (the names the planner and the runtime use). */
+export const GLUE_TASKS = ['cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli'] as const;
+
+/**
+ * The 19 VTAB-1k tasks by group, as the runtime's VTAB reader and `metrics.vtab_group_means` name them
+ * (the standard grouping of Zhai et al. 2019: 7 Natural, 4 Specialized, 8 Structured). The planner's catalog
+ * holds the same lists; a test checks that they agree.
+ */
+export const VTAB_GROUPS = {
+  natural: ['cifar', 'caltech101', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn', 'sun397'],
+  specialized: ['patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy'],
+  structured: ['clevr_count', 'clevr_dist', 'dmlab', 'kitti', 'dsprites_loc', 'dsprites_ori', 'smallnorb_azi', 'smallnorb_ele'],
+} as const;
 
 /** GLUE columns in the order the LoRA / AdaLoRA / DoRA papers print them; WNLI last (not averaged). */
 export const GLUE_ORDER = ['mnli', 'sst2', 'mrpc', 'cola', 'qnli', 'qqp', 'rte', 'stsb', 'wnli'] as const;

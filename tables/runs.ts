@@ -43,7 +43,13 @@ export function runFromRecord(r: ResultRecord): RunRow {
   };
 }
 
-export function missingRun(run_id: string, sweep_id: string | null, labels: RunLabels, why: string | null = null): RunRow {
+export function missingRun(
+  run_id: string,
+  sweep_id: string | null,
+  labels: RunLabels,
+  why: string | null = null,
+  params: { trainable: number; total: number } | null = null,
+): RunRow {
   return {
     run_id,
     sweep_id,
@@ -52,8 +58,8 @@ export function missingRun(run_id: string, sweep_id: string | null, labels: RunL
     metrics: {},
     best_metrics: {},
     headline: null,
-    trainable: null,
-    total: null,
+    trainable: params?.trainable ?? null,
+    total: params?.total ?? null,
     curve: [],
     error: why,
   };

@@ -1,0 +1,116 @@
+/**
+ * `rankflow plot <sweep|recipe>...`: training-loss curves, score vs trainable parameters, score vs rank, as
+ * SVG and PNG.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Command } from './index.js';
+import { UserError } from '../errors.js';
+import { openResultStore, readSelection } from '../results-reader.js';
+import { buildTable } from '../../tables/table.js';
+import type { RunRow } from '../../tables/runs.js';
+import { lossCurveSpec, paramsSpec, PLOT_KINDS, rankSpec, specToSvg, svgToPng, type PlotKind } from '../../tables/plots.js';
+import { TableInputError } from '../../tables/errors.js';
+import { filtersFrom, parseCli, SELECTION_OPTIONS, userErrors } from './table.js';
+
+const PLOT_OPTIONS = {
+  ...SELECTION_OPTIONS,
+  kind: { type: 'string' },
+  format: { type: 'string', short: 'f' },
+  out: { type: 'string', short: 'o' },
+  name: { type: 'string' },
+} as const;
+
+const HELP = `Usage: rankflow plot <sweep|recipe>... [options]
+
+Figures of one or more sweeps' results, written as <out>/<name>-<kind>.svg and .png:
+  loss    training-loss curves per run group (mean over seeds), one panel per dataset
+  params  score vs trainable parameters per method (log x): the PEFT efficiency plot
+  rank    score vs rank per method (mean ± std over seeds), one panel per dataset
+
+Options:
+  --kind loss,params,rank   (default: all three; a kind the data cannot support is skipped with a note)
+  -f, --format svg|png|both (default both)
+  -o, --out DIR             (default results)
+  --name NAME               file name prefix (default: the first sweep or recipe named)
+  --store, --method, --dataset, --rank, --tag, --model, --setting, --metric, --best: as for \`rankflow table\``;
+
+export interface PlotRequest {
+  dir: string;
+  name: string;
+  kinds: PlotKind[];
+  formats: ('svg' | 'png')[];
+  metric: string | null;
+  which: 'final' | 'best';
+  /** Fail on a kind the data cannot support (true when the user asked for that kind explicitly). */
+  strict: boolean;
+}
+
+/** Renders and writes the requested plots; returns the paths written and the kinds skipped (with why). */
+export async function writePlots(runs: RunRow[], req: PlotRequest): Promise<{ written: string[]; skipped: string[] }> {
+  await mkdir(req.dir, { recursive: true });
+  const written: string[] = [];
+  const skipped: string[] = [];
+  for (const kind of req.kinds) {
+    let spec;
+    try {
+      if (kind === 'loss') spec = lossCurveSpec(runs);
+      else if (kind === 'params') spec = paramsSpec(buildTable(runs, { metric: req.metric, which: req.which }));
+      else spec = rankSpec(runs, req.metric);
+    } catch (e) {
+      if (e instanceof TableInputError && !req.strict) {
+        skipped.push(`${kind}: ${e.message}`);
+        continue;
+      }
+      throw e;
+    }
+    const svg = await specToSvg(spec);
+    const base = join(req.dir, `${req.name}-${kind}`);
+    if (req.formats.includes('svg')) {
+      await writeFile(`${base}.svg`, svg);
+      written.push(`${base}.svg`);
+    }
+    if (req.formats.includes('png')) {
+      await writeFile(`${base}.png`, await svgToPng(svg));
+      written.push(`${base}.png`);
+    }
+  }
+  return { written, skipped };
+}
+
+export async function runPlot(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parseCli(argv, PLOT_OPTIONS, 'plot');
+  const kinds = (v.kind ? v.kind.split(',').map((k) => k.trim()) : [...PLOT_KINDS]) as PlotKind[];
+  for (const k of kinds) {
+    if (!(PLOT_KINDS as readonly string[]).includes(k)) throw new UserError(`--kind ${k}: use ${PLOT_KINDS.join(', ')}`);
+  }
+  const f = v.format ?? 'both';
+  if (!['svg', 'png', 'both'].includes(f)) throw new UserError(`--format ${f}: use svg, png or both`);
+  const formats: ('svg' | 'png')[] = f === 'both' ? ['svg', 'png'] : [f as 'svg' | 'png'];
+  const filters = filtersFrom(v);
+  const name = (v.name ?? positionals[0] ?? 'results').replace(/^.*\//, '').replace(/\.ya?ml$/, '');
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UserError(`--name ${name}: use letters, digits, '.', '_' and '-' only`);
+  const { written, skipped } = await userErrors(async () => {
+    const store = await openResultStore(v.store);
+    const sel = await readSelection(store, positionals, filters);
+    return writePlots(sel.runs, {
+      dir: resolve(v.out ?? 'results'),
+      name,
+      kinds,
+      formats,
+      metric: v.metric ?? null,
+      which: v.best ? 'best' : 'final',
+      strict: v.kind !== undefined,
+    });
+  });
+  for (const s of skipped) process.stderr.write(`rankflow: skipped ${s}\n`);
+  for (const w of written) process.stderr.write(`rankflow: wrote ${w}\n`);
+  return 0;
+}
+
+export const plotCommand: Command = {
+  name: 'plot',
+  summary: 'plots (SVG, PNG) of sweep results: loss curves, score vs parameters, score vs rank',
+  help: HELP,
+  run: runPlot,
+};
