@@ -205,3 +205,19 @@ def test_describe_datasets_lists_every_family():
     assert d["vtab"]["default_metric"] == "top1" and d["glue"]["default_metric"]["cola"] == "mcc"
     assert d["glue"]["per_task"]["stsb"]["metrics"][:2] == ["pearson", "spearman"]
     assert sum(len(v) for v in d["vtab"]["groups"].values()) == 19
+
+
+def test_dataset_options_are_validated():
+    with pytest.raises(DatasetConfigError, match=r"dataset.options.num_clases: unknown option .*did you mean") as e:
+        load_task_data(spec("synthetic/seq-cls", options={"num_clases": 3}), SEQ, seed=0)
+    assert "num_classes" in e.value.hint
+    with pytest.raises(DatasetConfigError, match="expected an integer"):
+        load_task_data(spec("synthetic/seq-cls", options={"num_classes": "3"}), SEQ, seed=0)
+    with pytest.raises(DatasetConfigError, match="expected one of"):
+        load_task_data(spec("synthetic/causal-lm", options={"tokenizer": "bpe"}), LM, seed=0)
+    with pytest.raises(DatasetConfigError, match="unknown option for glue"):
+        load_task_data(spec("glue/rte", options={"data_seed": 1}), SEQ, seed=0)
+    # null means "the default"
+    td = load_task_data(spec("synthetic/seq-cls", options={"num_classes": None, "data_seed": None}), SEQ, seed=0)
+    assert td.num_labels == 2
+    assert describe_datasets()["vtab"]["options"]["normalize"]["default"] == "imagenet"

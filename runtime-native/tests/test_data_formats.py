@@ -224,3 +224,35 @@ def test_long_prompts_are_cut_from_the_left():
     n = int(ex["prompt_length"])
     assert len(ex["input_ids"]) <= 40 and n >= 20
     assert CharTokenizer(300).decode(ex["input_ids"][:n].tolist()).endswith("\nAnswer:")
+
+
+def test_vtab_evaluate_with_worker_processes_matches_in_process():
+    from rankflow_runtime.data import evaluate
+
+    class Mean(torch.nn.Module):
+        def forward(self, pixel_values):
+            m = pixel_values.mean(dim=(2, 3))  # B, 3
+            return torch.cat([m, torch.zeros(m.shape[0], 44)], dim=1)
+
+    td = load_task_data(spec("vtab/dtd", eval_split="test"), IMG, seed=0)
+    a = evaluate(Mean(), td, batch_size=3)
+    b = evaluate(Mean(), td, batch_size=3, num_workers=1)
+    assert a == b and set(a) == {"top1", "accuracy", "loss"}
+
+
+def test_hf_tokenizer_from_a_local_folder(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="transformers is a test-only dependency")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "is", "water", "made", "of", "?", "."]
+    transformers.BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(str(tmp_path))
+    info = ModelInfo(task="seq-cls", vocab_size=len(words), max_length=64, tokenizer=str(tmp_path))
+    td = load_task_data(spec("glue/rte"), info, seed=0)
+    assert td.tokenizer.name == "hf"
+    # [CLS] what is water made of ? [SEP] water is made of [UNK] [UNK] [UNK] . [SEP]
+    assert td.eval[0]["input_ids"].tolist() == [2, 5, 6, 7, 8, 9, 10, 3, 7, 6, 8, 9, 1, 1, 1, 11, 3]
+    with pytest.raises(DataError, match="does not exist"):
+        load_task_data(spec("glue/rte", options={"tokenizer": "hf"}),
+                       ModelInfo(task="seq-cls", vocab_size=12, tokenizer=str(tmp_path / "missing")), seed=0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="cannot load a tokenizer from"):
+        load_task_data(spec("glue/rte", options={"tokenizer": "hf"}),
+                       ModelInfo(task="seq-cls", vocab_size=12, tokenizer=str(tmp_path / "empty")), seed=0)

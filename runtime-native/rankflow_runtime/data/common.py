@@ -21,7 +21,7 @@ def options_of(spec: dict) -> dict:
     opts = spec_get(spec, "options", {}) or {}
     if not isinstance(opts, dict):
         raise DatasetConfigError("dataset.options must be a mapping", "write dataset.options as key: value pairs")
-    return opts
+    return {k: v for k, v in opts.items() if v is not None}  # null = the option's default
 
 
 def data_root(spec: dict, family: str) -> str:

@@ -36,7 +36,12 @@ def _forward(model, batch: dict, device) -> torch.Tensor:
     return logits_of(out)
 
 
-def _batches(dataset, collate, batch_size: int):
+def _batches(dataset, collate, batch_size: int, num_workers: int = 0):
+    """Batches in dataset order; ``num_workers`` > 0 decodes examples (e.g. images) in worker processes."""
+    if num_workers > 0:
+        yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                                               num_workers=num_workers)
+        return
     for start in range(0, len(dataset), batch_size):
         yield collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
 
@@ -115,21 +120,22 @@ def _cut_at_stop(text: str, strings) -> str:
 
 @torch.no_grad()
 def evaluate(model, task_data: TaskData, batch_size: int, device="cpu", max_new_tokens: Optional[int] = None,
-             return_outputs: bool = False) -> dict:
+             return_outputs: bool = False, num_workers: int = 0) -> dict:
     """Evaluate ``model`` on ``task_data.eval`` and return ``{metric: value}`` for every name in
     ``task_data.metric_names`` (the model's train/eval mode is restored afterwards). For generative tasks
     ``max_new_tokens`` overrides the dataset's setting; with ``return_outputs`` the decoded generations are
-    returned too, as ``(metrics, outputs)``."""
+    returned too, as ``(metrics, outputs)``. ``num_workers`` > 0 loads examples in DataLoader workers (useful
+    for large image test sets)."""
     was_training = model.training
     model.eval()
     try:
-        result, outputs = _evaluate(model, task_data, int(batch_size), device, max_new_tokens)
+        result, outputs = _evaluate(model, task_data, int(batch_size), device, max_new_tokens, int(num_workers))
     finally:
         model.train(was_training)
     return (result, outputs) if return_outputs else result
 
 
-def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens):
+def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens, num_workers: int = 0):
     names = td.metric_names
     data = td.eval
     if len(data) == 0:
@@ -170,7 +176,7 @@ def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens):
         return {k: v for k, v in out.items() if k in names}, outputs
 
     preds, golds, loss_sum, count = [], [], 0.0, 0
-    for batch in _batches(data, td.collate, batch_size):
+    for batch in _batches(data, td.collate, batch_size, num_workers):
         logits = _forward(model, batch, device).float()
         labels = batch["labels"].to(logits.device)
         if td.num_labels == 1:

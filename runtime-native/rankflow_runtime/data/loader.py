@@ -5,6 +5,7 @@ from typing import Optional
 
 from .. import metrics as M
 from . import gsm8k, synthetic
+from .options import OPTIONS, validate as validate_options
 from .common import effective_max_length, options_of, require_tokenizer_fits, spec_get
 from .errors import DatasetConfigError
 from .tokenizer import PAD_ID, make_tokenizer
@@ -51,7 +52,8 @@ def describe_datasets() -> dict:
         out[fam] = {"tasks": sorted(tasks), "metrics": metrics,
                     "default_metric": uniq.pop() if len(uniq) == 1 else defaults,
                     "per_task": {t: {"model_task": mt, "metrics": list(ms), "default_metric": d}
-                                 for t, (mt, ms, d) in sorted(tasks.items())}}
+                                 for t, (mt, ms, d) in sorted(tasks.items())},
+                    "options": OPTIONS[fam]}
     if "vtab" in out:
         out["vtab"]["groups"] = {g: list(ts) for g, ts in M.VTAB_GROUPS.items()}
     return out
@@ -101,7 +103,8 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
         raise DatasetConfigError(f"dataset '{name}' needs a {model_task} model, the model is {model_info.task}",
                                  f"pick a {model_task} model (model.task) for this dataset")
     opts = options_of(spec)
-    data_seed = int(opts.get("data_seed", seed))
+    validate_options(fam, opts)
+    data_seed = int(opts["data_seed"]) if opts.get("data_seed") is not None else int(seed)
     primary = _primary(spec, names, default, name)
     eval_split = str(spec_get(spec, "eval_split", "validation"))
     vocab = int(model_info.vocab_size or 0)

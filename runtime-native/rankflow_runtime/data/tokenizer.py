@@ -86,10 +86,14 @@ class WordHashTokenizer(Tokenizer):
                 "use a model with a vocab_size of at least 64")
         self.vocab_size = vocab_size
         self.buckets = vocab_size - NUM_SPECIAL
+        self._cache: dict[str, int] = {}
 
     def token_id(self, word: str) -> int:
-        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
-        return NUM_SPECIAL + int.from_bytes(digest, "little") % self.buckets
+        tid = self._cache.get(word)
+        if tid is None:
+            digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+            tid = self._cache[word] = NUM_SPECIAL + int.from_bytes(digest, "little") % self.buckets
+        return tid
 
     def encode(self, text: str) -> list[int]:
         return [self.token_id(w) for w in _WORD_RE.findall(text.lower())]
@@ -142,6 +146,9 @@ class HFTokenizer(Tokenizer):
         except Exception as exc:  # pragma: no cover - depends on the environment
             raise DataError(f"tokenizer '{path}' needs the 'transformers' package, which is not installed ({exc})",
                             "install transformers in the runtime venv or use a built-in tokenizer") from None
+        if not os.path.isdir(path):
+            raise DataError(f"tokenizer folder '{path}' does not exist",
+                            "point the model at a local folder with tokenizer files (the runtime never downloads)")
         try:
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except Exception as exc:
