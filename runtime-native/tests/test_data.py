@@ -221,3 +221,16 @@ def test_dataset_options_are_validated():
     td = load_task_data(spec("synthetic/seq-cls", options={"num_classes": None, "data_seed": None}), SEQ, seed=0)
     assert td.num_labels == 2
     assert describe_datasets()["vtab"]["options"]["normalize"]["default"] == "imagenet"
+
+
+def test_num_labels_without_loading():
+    from rankflow_runtime.data import num_labels_for
+    cases = {"glue/stsb": 1, "glue/mnli": 3, "glue/SST-2": 2, "vtab/sun397": 397, "synthetic/seq-cls": 2,
+             "synthetic/img-cls": 4, "synthetic/regression": 1, "synthetic/causal-lm": None, "gsm8k": None}
+    for name, n in cases.items():
+        assert num_labels_for(spec(name, data_root="/nonexistent")) == n, name
+    assert num_labels_for(spec("synthetic/seq-cls", options={"num_classes": 5})) == 5
+    # and it agrees with what loading gives
+    assert load_task_data(spec("synthetic/img-cls"), ModelInfo(task="img-cls", image_size=8), 0).num_labels == 4
+    with pytest.raises(DatasetConfigError):
+        num_labels_for(spec("glue/nope"))

@@ -183,3 +183,24 @@ def _gsm8k_encode(train_recs, eval_recs, tok, max_len: int, opts: dict, default_
         "max_length": None,
     }
     return train, evals, generation
+
+
+def num_labels_for(dataset_spec: dict) -> Optional[int]:
+    """The number of labels of a dataset without reading or generating it (for ``count``): classes, 1 for
+    regression, None for causal-LM datasets. Raises the same config errors as ``load_task_data`` for unknown
+    names or options."""
+    spec = dict(dataset_spec)
+    fam, task, (model_task, _, _) = parse_name(str(spec_get(spec, "name", "")))
+    opts = options_of(spec)
+    validate_options(fam, opts)
+    if model_task == "causal-lm":
+        return None
+    if fam == "synthetic":
+        if task == "regression":
+            return 1
+        return int(opts.get("num_classes", 2 if task == "seq-cls" else 4))
+    if fam == "glue":
+        from . import glue
+        return glue.NUM_LABELS[task]
+    from . import vtab
+    return vtab.NUM_CLASSES[task]
