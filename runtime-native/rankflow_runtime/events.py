@@ -40,16 +40,24 @@ class capture:
                 pass
 
         _out = _Sink()  # type: ignore[assignment]
+        global _capturing
+        _capturing = True
         return self.records
 
     def __exit__(self, *exc) -> bool:
-        global _out
+        global _out, _capturing
         _out = self._old
+        _capturing = False
         return False
+
+
+_capturing = False
 
 
 def take_stdout() -> None:
     global _out
+    if _capturing:
+        return
     if sys.stdout is not sys.stderr:
         _out = sys.stdout
         sys.stdout = sys.stderr
