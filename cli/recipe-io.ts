@@ -33,9 +33,14 @@ import snapshotJson from '../schemas/methods.generated.json' with { type: 'json'
 import { UserError } from './errors.js';
 import { countSpecs, runtimeAvailable } from './runtime.js';
 
+/** The committed `describe` snapshot (`schemas/methods.generated.json`). */
+export function snapshot(): MethodsSnapshot {
+  return MethodsSnapshot.parse(snapshotJson);
+}
+
 /** The method registry of the committed `describe` snapshot. */
 export function snapshotMethods(): Record<string, MethodDescription> {
-  return MethodsSnapshot.parse(snapshotJson).methods;
+  return snapshot().methods;
 }
 
 interface FileLayer {
@@ -294,6 +299,8 @@ export function readRecipe(file: string): { loaded: LoadedRecipe; recipe: Recipe
 export interface PlanFileOptions {
   /** Method registry (default: the committed `schemas/methods.generated.json`). */
   methods?: Record<string, MethodDescription>;
+  /** Dataset families of `describe` (default: the committed snapshot's). */
+  datasets?: Record<string, unknown>;
   /**
    * Parameter counts from the runtime: `auto` (default) counts when the runtime is installed and always
    * when budget matching needs it; `always` fails without the runtime; `never` never starts it (then a
@@ -332,7 +339,9 @@ export function fractionOfFull(run: PlannedRun, counts: CountTable): number | nu
 export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): Promise<PlannedRecipe> {
   const { loaded, recipe } = readRecipe(file);
   const display = displayPath(loaded.path);
-  const methods = opts.methods ?? snapshotMethods();
+  const snap = snapshot();
+  const methods = opts.methods ?? snap.methods;
+  const datasets = opts.datasets ?? snap.datasets;
   const mode = opts.count ?? 'auto';
   const canCount = opts.countFn !== undefined || (mode !== 'never' && runtimeAvailable());
   const countFn = opts.countFn ?? countSpecs;
@@ -342,7 +351,7 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
     specs.forEach((s, i) => (counts[countKey(s)] = res[i] ?? null));
   };
 
-  let result = planRecipe(recipe, { methods, counts, maxRuns: opts.maxRuns });
+  let result = planRecipe(recipe, { methods, datasets, counts, maxRuns: opts.maxRuns });
   if (result.issues.length === 0 && result.countRequests.length > 0) {
     if (!canCount) {
       throw new UserError(
@@ -351,7 +360,7 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
       );
     }
     await fill(result.countRequests);
-    result = planRecipe(recipe, { methods, counts, maxRuns: opts.maxRuns });
+    result = planRecipe(recipe, { methods, datasets, counts, maxRuns: opts.maxRuns });
   }
   if (result.issues.length) failWith(formatIssues(result.issues, loaded.locate), display);
   if (result.countRequests.length) throw new UserError(`${display}: budget: the runtime did not count every candidate setting`);

@@ -3,6 +3,7 @@
  * the dataset families with their tasks, and the per-dataset defaults (split sizes, max length, metric,
  * evaluated split) that a recipe may override. Pure data.
  */
+import type { OptionSchema } from '../schemas/describe.js';
 import type { RunSpec } from '../schemas/runspec.js';
 
 type Task = RunSpec['model']['task'];
@@ -26,7 +27,7 @@ export const VTAB_GROUPS = {
 } as const;
 export const VTAB_TASKS: readonly string[] = [...VTAB_GROUPS.natural, ...VTAB_GROUPS.specialized, ...VTAB_GROUPS.structured];
 
-export const SYNTHETIC_KINDS = ['seq-cls', 'img-cls', 'causal-lm'] as const;
+export const SYNTHETIC_KINDS = ['seq-cls', 'img-cls', 'causal-lm', 'regression', 'gsm8k-like'] as const;
 
 /** The defaults of one dataset: everything in a DatasetSpec except name, data_root and options. */
 export interface DatasetDefaults {
@@ -38,11 +39,13 @@ export interface DatasetDefaults {
   metric: string;
   /** Metrics this dataset can report (a recipe's `metric` must be one of them). */
   metrics: readonly string[];
+  /** Schema of `dataset.options` (from the runtime's `describe`), or null when unknown. */
+  options: Record<string, OptionSchema> | null;
 }
 
 const GLUE_METRIC: Record<string, { metric: string; metrics: string[] }> = {
   cola: { metric: 'mcc', metrics: ['mcc', 'accuracy'] },
-  stsb: { metric: 'pearson', metrics: ['pearson', 'spearman', 'mse'] },
+  stsb: { metric: 'pearson', metrics: ['pearson', 'spearman'] },
   mrpc: { metric: 'accuracy', metrics: ['accuracy', 'f1'] },
   qqp: { metric: 'accuracy', metrics: ['accuracy', 'f1'] },
 };
@@ -51,7 +54,7 @@ const GLUE_METRIC: Record<string, { metric: string; metrics: string[] }> = {
  * Defaults for a dataset name, or null when the name is not one the runtime reads.
  * For image datasets `max_length` is the image resolution in pixels.
  */
-export function datasetDefaults(name: string): DatasetDefaults | null {
+function staticDefaults(name: string): Omit<DatasetDefaults, 'options'> | null {
   const slash = name.indexOf('/');
   const family = slash < 0 ? name : name.slice(0, slash);
   const task = slash < 0 ? '' : name.slice(slash + 1);
@@ -77,27 +80,61 @@ export function datasetDefaults(name: string): DatasetDefaults | null {
       if (slash >= 0) return null;
       return { task: 'causal-lm', max_length: 512, train_size: null, eval_size: null, eval_split: 'test', metric: 'exact_match', metrics: ['exact_match', 'exact_match_strict'] };
     case 'synthetic': {
-      if (!(SYNTHETIC_KINDS as readonly string[]).includes(task)) return null;
-      const t = task as Task;
-      return {
-        task: t,
-        max_length: t === 'img-cls' ? 32 : t === 'seq-cls' ? 32 : 64,
-        train_size: 512,
-        eval_size: 128,
-        eval_split: 'validation',
-        metric: t === 'causal-lm' ? 'loss' : 'accuracy',
-        metrics: t === 'causal-lm' ? ['loss', 'perplexity', 'accuracy'] : ['accuracy'],
+      const kinds: Record<string, Omit<DatasetDefaults, 'options'>> = {
+        'seq-cls': { task: 'seq-cls', max_length: 32, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'accuracy', metrics: ['accuracy', 'f1', 'mcc', 'loss'] },
+        regression: { task: 'seq-cls', max_length: 32, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'pearson', metrics: ['pearson', 'spearman', 'mse', 'loss'] },
+        'img-cls': { task: 'img-cls', max_length: 32, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'accuracy', metrics: ['accuracy', 'top1', 'loss'] },
+        'causal-lm': { task: 'causal-lm', max_length: 64, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'perplexity', metrics: ['loss', 'perplexity', 'token_accuracy'] },
+        'gsm8k-like': { task: 'causal-lm', max_length: 64, train_size: 512, eval_size: 64, eval_split: 'validation', metric: 'exact_match', metrics: ['exact_match', 'exact_match_strict', 'loss', 'perplexity', 'token_accuracy'] },
       };
+      return kinds[task] ?? null;
     }
     default:
       return null;
   }
 }
 
-/** Every dataset name the planner accepts (for "did you mean" hints). */
+/** Every dataset name the planner knows statically (for "did you mean" hints). */
 export const ALL_DATASETS: readonly string[] = [
   ...GLUE_TASKS.map((t) => `glue/${t}`),
   ...VTAB_TASKS.map((t) => `vtab/${t}`),
   'gsm8k',
   ...SYNTHETIC_KINDS.map((k) => `synthetic/${k}`),
 ];
+
+interface DescribedFamily {
+  tasks?: string[];
+  per_task?: Record<string, { model_task?: Task; metrics?: string[]; default_metric?: string }>;
+  options?: Record<string, OptionSchema>;
+}
+
+/**
+ * Defaults for a dataset name, or null when the name is not one the runtime reads. With the `datasets`
+ * section of the runtime's `describe` (the committed snapshot), its task list, metrics, default metric,
+ * model task and option schema win over the static table; split sizes, max length and the evaluated split
+ * come from the static table. For image datasets `max_length` is the image resolution in pixels.
+ */
+export function datasetDefaults(name: string, described?: Record<string, unknown>): DatasetDefaults | null {
+  const st = staticDefaults(name);
+  const slash = name.indexOf('/');
+  const family = slash < 0 ? name : name.slice(0, slash);
+  const task = slash < 0 ? name : name.slice(slash + 1);
+  const fam = described && Object.keys(described).length ? (described[family] as DescribedFamily | undefined) : undefined;
+  if (!fam) return st ? { ...st, options: null } : null;
+  if (fam.tasks && !fam.tasks.includes(task)) return null;
+  if (!st) return null; // the runtime knows it but we have no defaults for it: refuse rather than guess
+  const pt = fam.per_task?.[task];
+  return {
+    ...st,
+    task: pt?.model_task ?? st.task,
+    metric: pt?.default_metric ?? st.metric,
+    metrics: pt?.metrics ?? st.metrics,
+    options: fam.options ?? null,
+  };
+}
+
+/** Every dataset name known to the runtime description (or the static table without one). */
+export function knownDatasets(described?: Record<string, unknown>): string[] {
+  if (!described || Object.keys(described).length === 0) return [...ALL_DATASETS];
+  return ALL_DATASETS.filter((n) => datasetDefaults(n, described) !== null);
+}

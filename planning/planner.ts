@@ -29,7 +29,7 @@ import {
 import type { DatasetSpec, MethodSpec, ModelSpec, PlannedRun, RunLabels, RunSpec } from '../schemas/runspec.js';
 type TrainingSpec = z.infer<typeof TrainingSpecSchema>;
 import { canonicalJson, hashValue } from './canonical.js';
-import { ALL_DATASETS, BUILTIN_MODELS, datasetDefaults } from './catalog.js';
+import { BUILTIN_MODELS, datasetDefaults as catalogDefaults, knownDatasets } from './catalog.js';
 import { formatPath, IssueList, type FieldPath, type PlanIssue } from './issues.js';
 import { Sha256 } from './sha256.js';
 import { suggestHint } from './suggest.js';
@@ -52,6 +52,8 @@ export interface PlanOptions {
   counts?: CountTable;
   /** Overrides the recipe's `max_runs`. */
   maxRuns?: number;
+  /** Dataset families of `describe` (the snapshot's `datasets`): tasks, metrics, option schemas. */
+  datasets?: Record<string, unknown>;
 }
 
 export interface PlanResult {
@@ -188,6 +190,7 @@ function fmtValue(v: unknown): string {
 
 /** Check one method option value against its schema; returns the normalised value or an error message. */
 function checkOption(s: OptionSchema, v: unknown): { ok: true; value: unknown } | { ok: false; message: string; hint?: string } {
+  if (v === null && s.default === null) return { ok: true, value: null }; // "use the method's own default"
   const bad = (expected: string) => ({ ok: false as const, message: `expected ${expected}, got ${describeValue(v)}`, hint: s.help ? `${s.help} (default ${fmtValue(s.default)})` : undefined });
   switch (s.type) {
     case 'boolean':
@@ -358,6 +361,8 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   const registry = opts.methods;
   const methodNames = Object.keys(registry);
   const maxRuns = opts.maxRuns ?? recipe.max_runs ?? DEFAULT_MAX_RUNS;
+  const datasetDefaults = (name: string) => catalogDefaults(name, opts.datasets);
+  const ALL_DATASETS = knownDatasets(opts.datasets);
   const empty = (): PlanResult => ({ runs: [], issues: issues.items, warnings: warnings.items, countRequests: [], gridSize: 0 });
 
   // ---- model -------------------------------------------------------------------------------------
@@ -431,6 +436,22 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       metric,
       options: { ...(st.options ?? {}), ...(e.options ?? {}) },
     };
+    if (defs.options) {
+      const filled: Record<string, unknown> = {};
+      for (const [k, sch] of Object.entries(defs.options)) filled[k] = sch.default;
+      for (const [k, v] of Object.entries(spec.options)) {
+        const p = e.options && k in e.options ? [...path, 'options', k] : ['dataset_settings', entry.name, 'options', k];
+        const sch = defs.options[k];
+        if (!sch) {
+          issues.add(p, `unknown option \`${k}\` for dataset \`${entry.name}\``, suggestHint(k, Object.keys(defs.options), `options of ${entry.name}`));
+          continue;
+        }
+        const r = checkOption(sch, v);
+        if (!r.ok) issues.add(p, r.message, r.hint);
+        else filled[k] = r.value;
+      }
+      spec.options = Object.fromEntries(Object.entries(filled).sort(([a], [b]) => (a < b ? -1 : 1)));
+    }
     return {
       name: entry.name,
       path,

@@ -1,7 +1,7 @@
 /** `rankflow validate recipe.yaml...`: check recipes (schema, names, options, axes) without planning or counting. */
 import { planRecipe } from '../../planning/planner.js';
 import { UserError } from '../errors.js';
-import { formatIssues, readRecipe, snapshotMethods } from '../recipe-io.js';
+import { formatIssues, readRecipe, snapshot } from '../recipe-io.js';
 import type { Command } from './index.js';
 
 const HELP = `Usage: rankflow validate <recipe.yaml> [more.yaml ...]
@@ -19,12 +19,12 @@ export const validateCommand: Command = {
     const bad = argv.find((a) => a.startsWith('-'));
     if (bad) throw new UserError(`validate: unknown option \`${bad}\`; see \`rankflow validate --help\``);
     if (files.length === 0) throw new UserError('validate: missing the recipe file; usage: rankflow validate <recipe.yaml>');
-    const methods = snapshotMethods();
+    const { methods, datasets } = snapshot();
     const failures: string[] = [];
     for (const f of files) {
       try {
         const { loaded, recipe } = readRecipe(f);
-        const r = planRecipe(recipe, { methods });
+        const r = planRecipe(recipe, { methods, datasets });
         if (r.issues.length) {
           failures.push(...formatIssues(r.issues, loaded.locate));
           continue;

@@ -1,0 +1,58 @@
+/**
+ * Regenerate `schemas/methods.generated.json` from the runtime's registry
+ * (`python -m rankflow_runtime describe`), so the planner can validate method and dataset options without
+ * starting Python. Run after adding or changing a method:  npx tsx scripts/gen-method-schemas.ts
+ * (`--check` exits 1 instead of writing when the committed snapshot is stale).
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describeRuntime, REPO_ROOT } from '../cli/runtime.js';
+import { UserError } from '../cli/errors.js';
+import { MethodsSnapshot, type RuntimeDescription } from '../schemas/describe.js';
+
+export const SNAPSHOT_PATH = join(REPO_ROOT, 'schemas', 'methods.generated.json');
+
+/** The snapshot text for a `describe` output: machine-dependent version fields dropped, stable formatting. */
+export function snapshotText(d: RuntimeDescription): string {
+  const snap: MethodsSnapshot = {
+    generated_by: 'python -m rankflow_runtime describe; regenerate with `npx tsx scripts/gen-method-schemas.ts`',
+    methods: d.methods,
+    models: d.models,
+    datasets: d.datasets,
+  };
+  return JSON.stringify(MethodsSnapshot.parse(snap), null, 2) + '\n';
+}
+
+async function main(): Promise<number> {
+  const check = process.argv.includes('--check');
+  const text = snapshotText(await describeRuntime());
+  const current = (() => {
+    try {
+      return readFileSync(SNAPSHOT_PATH, 'utf8');
+    } catch {
+      return '';
+    }
+  })();
+  if (check) {
+    if (current !== text) {
+      console.error('schemas/methods.generated.json is stale: run `npx tsx scripts/gen-method-schemas.ts`');
+      return 1;
+    }
+    console.log('schemas/methods.generated.json is up to date');
+    return 0;
+  }
+  writeFileSync(SNAPSHOT_PATH, text);
+  const n = Object.keys(JSON.parse(text).methods).length;
+  console.log(`wrote schemas/methods.generated.json (${n} methods)`);
+  return 0;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().then(
+    (c) => (process.exitCode = c),
+    (e: unknown) => {
+      console.error(e instanceof UserError ? `gen-method-schemas: ${e.message}` : e);
+      process.exitCode = e instanceof UserError ? 2 : 1;
+    },
+  );
+}
