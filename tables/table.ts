@@ -332,12 +332,23 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   const colKeys = [...colValues.keys()];
   colKeys.sort((a, b) => compareValues(colDim, colValues.get(a)!, colValues.get(b)!));
   const rowKeys = [...rowInfo.keys()];
+  // Rows: by dataset when datasets are rows, then methods in order of first appearance (the recipe's order),
+  // ranks ascending within a method, then first appearance.
+  const methodOrder = new Map<string, number>();
+  for (const r of uniq) if (!methodOrder.has(r.labels.method)) methodOrder.set(r.labels.method, methodOrder.size);
   rowKeys.sort((a, b) => {
     const da = rowInfo.get(a)!.dims;
     const db = rowInfo.get(b)!.dims;
-    // Order by dataset / rank where those are row dimensions; otherwise by first appearance (recipe order).
-    for (const d of rowDims) {
-      const c = compareValues(d, da[d] ?? null, db[d] ?? null);
+    if (rowDims.includes('dataset')) {
+      const c = compareValues('dataset', da.dataset ?? null, db.dataset ?? null);
+      if (c !== 0) return c;
+    }
+    if (rowDims.includes('method')) {
+      const c = methodOrder.get(String(da.method))! - methodOrder.get(String(db.method))!;
+      if (c !== 0) return c;
+    }
+    if (rowDims.includes('rank')) {
+      const c = compareValues('rank', da.rank ?? null, db.rank ?? null);
       if (c !== 0) return c;
     }
     return rowInfo.get(a)!.order - rowInfo.get(b)!.order;
