@@ -740,9 +740,10 @@ function referenceRows(refs: ReferenceRow[], results: TableRow[], columns: Table
       source: first.source,
       is_baseline: false,
     });
-    const candidates = results.filter(
-      (r) => r.dims.method === first.method && (!first.setting || r.dims.setting === first.setting),
-    );
+    // The reproduced row of the same method (and setting, when the reference gives one that matches).
+    const sameMethod = results.filter((r) => r.dims.method === first.method);
+    const sameSetting = sameMethod.filter((r) => first.setting !== '' && r.dims.setting === first.setting);
+    const candidates = sameSetting.length > 0 ? sameSetting : sameMethod;
     if (candidates.length === 1) {
       const repro = candidates[0]!;
       out.push({

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { ResultRecord } from '../schemas/result.js';
 import type { RunLabels, RunSpec } from '../schemas/runspec.js';
+import { missingRun, runFromRecord, type RunRow } from '../tables/runs.js';
 
 export interface RecordOptions {
   method: string;
@@ -128,3 +129,39 @@ export function rng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * Three methods on three GLUE tasks, three seeds each: a tie for the best CoLA value (Full FT and LoRA),
+ * one failed LoRA run on RTE, one missing run of the third method on RTE, and names needing LaTeX escapes.
+ */
+export function glueRuns(): RunRow[] {
+  const datasets = ['glue/sst2', 'glue/cola', 'glue/rte'];
+  const base: Record<string, number[]> = { full: [0.9, 0.6, 0.7], lora: [0.91, 0.6, 0.68], my_method: [0.85, 0.55, 0.71] };
+  const runs: RunRow[] = [];
+  for (const method of Object.keys(base)) {
+    for (const [i, dataset] of datasets.entries()) {
+      for (const seed of [0, 1, 2]) {
+        const metric = dataset === 'glue/cola' ? 'mcc' : 'accuracy';
+        const o: RecordOptions = {
+          method,
+          rank: method === 'full' ? null : 8,
+          dataset,
+          seed,
+          metric,
+          setting: method === 'my_method' ? 'lr=1e-3 & 50% #2' : '',
+          metrics: { [metric]: base[method]![i]! + 0.01 * seed },
+          trainable: method === 'full' ? 125_000_000 : method === 'lora' ? 800_000 : 300_000,
+          total: 125_000_000 + (method === 'full' ? 0 : method === 'lora' ? 800_000 : 300_000),
+          status: method === 'lora' && dataset === 'glue/rte' && seed === 1 ? 'failed' : 'succeeded',
+        };
+        if (method === 'my_method' && dataset === 'glue/rte' && seed === 2) {
+          runs.push(missingRun(`run-missing-${seed}`, 'sweep-test', labelsFor(o)));
+          continue;
+        }
+        runs.push(runFromRecord(makeRecord(o)));
+      }
+    }
+  }
+  return runs;
+}
+

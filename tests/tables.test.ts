@@ -13,7 +13,7 @@ import { render, latexEscape, FORMATS, formatCount } from '../tables/render.js';
 import { parseReferences } from '../tables/reference.js';
 import { VTAB_GROUPS as TABLE_VTAB, GLUE_TASKS as TABLE_GLUE, metricDirection } from '../tables/names.js';
 import { VTAB_GROUPS as PLANNER_VTAB, GLUE_TASKS as PLANNER_GLUE } from '../planning/catalog.js';
-import { labelsFor, makeRecord, type RecordOptions } from './tables-fixtures.js';
+import { glueRuns, labelsFor, makeRecord, type RecordOptions } from './tables-fixtures.js';
 
 const GOLDEN = join(import.meta.dirname, 'golden', 'tables');
 
@@ -29,40 +29,6 @@ function golden(name: string, text: string): void {
 
 const run = (o: RecordOptions): RunRow => runFromRecord(makeRecord(o));
 
-/**
- * Three methods on three GLUE tasks, three seeds each: a tie for the best CoLA value (Full FT and LoRA),
- * one failed LoRA run on RTE, one missing run of the third method on RTE, and names needing LaTeX escapes.
- */
-export function glueRuns(): RunRow[] {
-  const datasets = ['glue/sst2', 'glue/cola', 'glue/rte'];
-  const base: Record<string, number[]> = { full: [0.9, 0.6, 0.7], lora: [0.91, 0.6, 0.68], my_method: [0.85, 0.55, 0.71] };
-  const runs: RunRow[] = [];
-  for (const method of Object.keys(base)) {
-    for (const [i, dataset] of datasets.entries()) {
-      for (const seed of [0, 1, 2]) {
-        const metric = dataset === 'glue/cola' ? 'mcc' : 'accuracy';
-        const o: RecordOptions = {
-          method,
-          rank: method === 'full' ? null : 8,
-          dataset,
-          seed,
-          metric,
-          setting: method === 'my_method' ? 'lr=1e-3 & 50% #2' : '',
-          metrics: { [metric]: base[method]![i]! + 0.01 * seed },
-          trainable: method === 'full' ? 125_000_000 : method === 'lora' ? 800_000 : 300_000,
-          total: 125_000_000 + (method === 'full' ? 0 : method === 'lora' ? 800_000 : 300_000),
-          status: method === 'lora' && dataset === 'glue/rte' && seed === 1 ? 'failed' : 'succeeded',
-        };
-        if (method === 'my_method' && dataset === 'glue/rte' && seed === 2) {
-          runs.push(missingRun(`run-missing-${seed}`, 'sweep-test', labelsFor(o)));
-          continue;
-        }
-        runs.push(run(o));
-      }
-    }
-  }
-  return runs;
-}
 
 function cellOf(model: TableModel, rowLabelPrefix: string, colKey: string) {
   const row = model.rows.find((r) => r.label.startsWith(rowLabelPrefix));
