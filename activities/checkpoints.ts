@@ -34,7 +34,8 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-export class ChecksumError extends Error {}
+/** A checkpoint whose local files are wrong or gone (the runtime prunes old ones): retrying cannot help. */
+export class CheckpointFileError extends Error {}
 
 /** Uploads one checkpoint the runtime reported; returns the key of its marker. */
 export async function uploadCheckpoint(
@@ -46,9 +47,14 @@ export async function uploadCheckpoint(
   const prefix = checkpointPrefix(runId, ev.step);
   for (const f of ev.files) {
     const local = join(ev.path, f.name);
-    const sha = await sha256File(local);
+    let sha: string;
+    try {
+      sha = await sha256File(local);
+    } catch (e) {
+      throw new CheckpointFileError(`checkpoint file ${local} is gone (${(e as Error).message}); a newer checkpoint supersedes it`);
+    }
     if (sha !== f.sha256) {
-      throw new ChecksumError(`checkpoint file ${local} has sha256 ${sha}, the runtime reported ${f.sha256}`);
+      throw new CheckpointFileError(`checkpoint file ${local} has sha256 ${sha}, the runtime reported ${f.sha256}`);
     }
     await store.putFile(prefix + f.name, local);
   }

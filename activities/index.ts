@@ -12,7 +12,7 @@ import { Context, getClient } from '@temporalio/activity';
 import type { ArtifactStore } from './store.js';
 import type { SlotPool } from './slots.js';
 import { spawnRuntime } from './runner.js';
-import { downloadLatestCheckpoint, pruneCheckpoints, uploadCheckpoint } from './checkpoints.js';
+import { CheckpointFileError, downloadLatestCheckpoint, pruneCheckpoints, uploadCheckpoint } from './checkpoints.js';
 import { withRetries } from './retry.js';
 import { EXIT } from '../schemas/events.js';
 import type { DoneEvent, RunnerEvent } from '../schemas/events.js';
@@ -161,6 +161,7 @@ export function createActivities(deps: ActivityDeps) {
                   try {
                     const key = await withRetries(() => uploadCheckpoint(deps.store, input.run_id, ev), {
                       what: `uploading checkpoint step ${ev.step}`,
+                      fatal: (e) => e instanceof CheckpointFileError,
                     });
                     hb.checkpoint = key;
                     ctx.heartbeat(hb);

@@ -1,7 +1,15 @@
 /** Retry an I/O step with exponential backoff (an S3 server that is briefly unreachable, say). */
 export async function withRetries<T>(
   fn: () => Promise<T>,
-  opts: { what: string; attempts?: number; firstDelayMs?: number; maxDelayMs?: number; signal?: AbortSignal },
+  opts: {
+    what: string;
+    attempts?: number;
+    firstDelayMs?: number;
+    maxDelayMs?: number;
+    signal?: AbortSignal;
+    /** Errors for which a retry cannot help (default: retry everything). */
+    fatal?: (e: unknown) => boolean;
+  },
 ): Promise<T> {
   const attempts = opts.attempts ?? 8;
   let delay = opts.firstDelayMs ?? 500;
@@ -9,7 +17,7 @@ export async function withRetries<T>(
     try {
       return await fn();
     } catch (e) {
-      if (i >= attempts || opts.signal?.aborted) {
+      if (i >= attempts || opts.signal?.aborted || opts.fatal?.(e)) {
         throw new Error(`${opts.what} failed after ${i} attempt(s): ${(e as Error).message}`, { cause: e });
       }
       await new Promise((r) => setTimeout(r, delay));

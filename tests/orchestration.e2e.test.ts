@@ -1,0 +1,163 @@
+/**
+ * Sweeps on the real parts (Temporal dev server, SeaweedFS S3, the Python runtime): results are recorded
+ * once, resubmitting runs nothing, an edited axis runs only the new runs, an invalid run fails once
+ * without retries while the rest of the sweep continues, and a runner killed with SIGKILL resumes from
+ * its last checkpoint to the same final metrics as an uninterrupted run.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Client } from '@temporalio/client';
+import { startWorker } from '../cli/worker.js';
+import type { RunningWorker } from '../cli/worker.js';
+import type { Config } from '../cli/config.js';
+import { startSweep, writeManifest } from '../cli/sweeps.js';
+import type { SubmitOptions } from '../cli/sweeps.js';
+import { ResultRecord } from '../schemas/result.js';
+import type { SweepStatus } from '../schemas/orchestration.js';
+import type { DoneEvent } from '../schemas/events.js';
+import { spawnRuntime } from '../activities/runner.js';
+import { listCheckpoints } from '../activities/checkpoints.js';
+import type { S3Store } from '../activities/store.js';
+import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
+import { testClient, testConfig, testStore, uniqueId } from './helpers/cluster.js';
+import { planned, tinySpec } from './helpers/runs.js';
+
+let config: Config;
+let store: S3Store;
+let client: Client;
+let closeClient: () => Promise<void>;
+let worker: RunningWorker;
+
+beforeAll(async () => {
+  config = testConfig();
+  store = testStore(config);
+  await store.ensureBucket();
+  ({ client, close: closeClient } = await testClient(config));
+  worker = await startWorker(config, { slots: { cpu: 2 }, shutdownGraceS: 5 });
+});
+
+afterAll(async () => {
+  await closeClient?.();
+  await worker?.shutdown();
+});
+
+async function runSweep(runs: PlannedRun[], extra: Partial<SubmitOptions> = {}): Promise<SweepStatus> {
+  const sweepId = uniqueId('sweep-test');
+  const opts: SubmitOptions = { sweepId, recipe: 'test', runs, concurrency: 2, policy: { heartbeat_timeout_s: 20, max_attempts: 4 }, ...extra };
+  await writeManifest(store, config, opts);
+  expect(await startSweep(client, config, opts)).toBe(true);
+  return (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
+}
+
+async function record(runId: string): Promise<ResultRecord | null> {
+  const body = await store.get(`results/${runId}.json`);
+  return body ? ResultRecord.parse(JSON.parse(body.toString('utf8'))) : null;
+}
+
+/** The same spec trained directly by the runtime, never interrupted: the reference for exact resume. */
+async function uninterrupted(spec: RunSpec): Promise<DoneEvent> {
+  const dir = await mkdtemp(join(tmpdir(), 'rankflow-ref-'));
+  await writeFile(join(dir, 'spec.json'), JSON.stringify(spec));
+  let done: DoneEvent | null = null;
+  const p = spawnRuntime({
+    args: ['run', '--spec', join(dir, 'spec.json'), '--out', join(dir, 'out')],
+    logFile: join(dir, 'log'),
+    env: { CUDA_VISIBLE_DEVICES: '' },
+    onEvent: (e) => {
+      if (e.event === 'done') done = e;
+    },
+  });
+  const exit = await p.exit;
+  expect(exit.code).toBe(0);
+  return done!;
+}
+
+function pids(pattern: string): number[] {
+  try {
+    return execFileSync('pgrep', ['-f', pattern]).toString().trim().split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const v = await fn();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+describe('sweeps on real Temporal + S3 + runtime', () => {
+  it('records each result once; an invalid run fails once without retries; resubmission runs only new runs', async () => {
+    const a = planned(tinySpec({ method: 'lora', rank: 2 }));
+    const b = planned(tinySpec({ method: 'vera', rank: 4 }));
+    const bad = planned(tinySpec({ method: 'lora', rank: 2, options: { alpha: 'sixteen' } }));
+    const first = await runSweep([a, bad, b]);
+    expect(first.counts.succeeded).toBe(2);
+    expect(first.counts.failed).toBe(1);
+    expect(first.failed[0]!.run_id).toBe(bad.id);
+
+    // The invalid run was tried exactly once (config errors are never retried) and says why.
+    const history = await client.workflow.getHandle(bad.id).fetchHistory();
+    const trainAttempts = (history.events ?? []).filter(
+      (e) => e.activityTaskStartedEventAttributes && e.activityTaskStartedEventAttributes.attempt !== undefined,
+    );
+    const scheduled = (history.events ?? []).filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'train',
+    );
+    expect(scheduled).toHaveLength(1);
+    expect(trainAttempts.filter((e) => e.activityTaskStartedEventAttributes!.attempt! > 1)).toHaveLength(0);
+    const failure = JSON.parse((await store.get(`failed/${bad.id}.json`))!.toString('utf8')) as ResultRecord;
+    expect(failure.status).toBe('failed');
+    expect(failure.error!.message).toMatch(/alpha/);
+    expect(await record(bad.id)).toBeNull();
+
+    const ra = (await record(a.id))!;
+    const rb = (await record(b.id))!;
+    for (const [r, p] of [[ra, a], [rb, b]] as const) {
+      expect(r.status).toBe('succeeded');
+      expect(r.run_id).toBe(p.id);
+      expect(r.spec).toEqual(p.spec);
+      expect(r.metrics.accuracy).toBeGreaterThanOrEqual(0);
+      expect(r.trainable_params).toBeGreaterThan(0);
+      expect(r.curve.length).toBeGreaterThan(0);
+      expect(r.versions.torch).toMatch(/^\d+\.\d+/);
+    }
+    expect(rb.trainable_params!).toBeLessThan(ra.trainable_params!); // VeRA trains fewer parameters than LoRA
+
+    // Resubmitting the finished runs plus one new seed runs only the new one; old records are untouched.
+    const c = planned({ ...a.spec, seed: a.spec.seed + 1 });
+    const second = await runSweep([a, b, c]);
+    expect(second.counts.skipped).toBe(2);
+    expect(second.counts.succeeded).toBe(1);
+    expect((await record(a.id))!.timings.finished_at).toBe(ra.timings.finished_at);
+    expect(await record(c.id)).not.toBeNull();
+  }, 400_000);
+
+  it('a runner killed with SIGKILL is retried and resumes from its last checkpoint to the same metrics', async () => {
+    const spec = tinySpec({ steps: 24, checkpointEvery: 4 });
+    const run = planned(spec);
+    const reference = uninterrupted(spec);
+    const sweep = runSweep([run], { concurrency: 1 });
+    // Wait until a checkpoint is fully stored, then kill the runner (its command line holds the run id).
+    await waitFor('a stored checkpoint', async () => (await listCheckpoints(store, run.id)).length > 0, 240_000);
+    const victims = pids(`rankflow_runtime.*${run.id}|${run.id}.*spec.json`);
+    expect(victims.length).toBeGreaterThan(0);
+    for (const pid of victims) process.kill(pid, 'SIGKILL');
+    const status = await sweep;
+    expect(status.counts.succeeded).toBe(1);
+    const rec = (await record(run.id))!;
+    expect(rec.timings.attempts).toBeGreaterThanOrEqual(2);
+    const ref = await reference;
+    expect(rec.metrics).toEqual(ref.metrics);
+    // The second attempt resumed: its log says so.
+    const log2 = (await store.get(`logs/${run.id}/attempt-2.log`))?.toString('utf8') ?? '';
+    expect(log2).toMatch(/resum/i);
+  }, 400_000);
+});
