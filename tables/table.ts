@@ -360,6 +360,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   const blockOf = (dims: Partial<Record<Dim, string | number | null>>): string =>
     rowDims.includes('dataset') ? String(dims.dataset) : '';
   const params = new Map<string, { tr: number[]; tot: number[] }>();
+  const plannedParams = new Map<string, { tr: number[]; tot: number[] }>();
   const seedSeen = new Map<string, Set<number>>();
   let duplicateSeeds = 0;
   const failures: string[] = [];
@@ -373,8 +374,10 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     if (!a) row.set(ck, (a = { values: [], seeds: [], failed: 0, missing: 0, runIds: new Set() }));
     a.runIds.add(r.run_id);
     if (r.trainable !== null) {
-      let p = params.get(rk);
-      if (!p) params.set(rk, (p = { tr: [], tot: [] }));
+      // Counts recorded by finished or failed runs; the planner's counts of missing runs only as a fallback.
+      const target = r.status === 'missing' ? plannedParams : params;
+      let p = target.get(rk);
+      if (!p) target.set(rk, (p = { tr: [], tot: [] }));
       p.tr.push(r.trainable);
       if (r.total !== null) p.tot.push(r.total);
     }
@@ -535,7 +538,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
       }
       out.push(cell);
     }
-    const p = params.get(rk);
+    const p = params.get(rk) ?? plannedParams.get(rk);
     const dims = info.dims;
     return {
       key: rk,

@@ -1,0 +1,194 @@
+/**
+ * Reading results through the real local-folder artifact store, and the `rankflow table` / `rankflow plot`
+ * commands end to end (the real CLI in a child process): sweep and recipe targets, joined sweeps, filters,
+ * missing and failed runs, corrupt records, and one-line errors with exit code 2.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalStore } from '../activities/store.js';
+import { SweepManifest } from '../schemas/orchestration.js';
+import { readSelection, resolveTargets } from '../cli/results-reader.js';
+import { TableInputError } from '../tables/errors.js';
+import { labelsFor, makeRecord, runIdFor, specFor, type RecordOptions } from './tables-fixtures.js';
+
+const root = join(import.meta.dirname, '..');
+let dir: string;
+let store: LocalStore;
+
+function planned(o: RecordOptions): SweepManifest['runs'][number] {
+  return { id: runIdFor(o), spec: specFor(o), labels: labelsFor(o), params: { trainable: o.trainable ?? 1000, total: 100000 } };
+}
+
+async function writeSweep(sweep_id: string, recipe: string, runs: RecordOptions[]): Promise<void> {
+  const m: SweepManifest = {
+    schema: 'rankflow.sweep/v1',
+    sweep_id,
+    recipe,
+    created_at: '2026-01-01T00:00:00Z',
+    queues: {},
+    runs: runs.map(planned),
+  };
+  await store.put(`sweeps/${sweep_id}.json`, JSON.stringify(SweepManifest.parse(m)));
+}
+
+const sweepA: RecordOptions[] = [];
+for (const method of ['full', 'lora']) {
+  for (const dataset of ['glue/sst2', 'glue/rte']) {
+    for (const seed of [0, 1]) {
+      sweepA.push({
+        method,
+        rank: method === 'full' ? null : 8,
+        dataset,
+        seed,
+        sweep_id: 'sweep-a',
+        recipe: 'recipes/glue.yaml',
+        tags: method === 'lora' ? ['peft'] : [],
+        metrics: { accuracy: (method === 'lora' ? 0.8 : 0.7) + 0.01 * seed + (dataset === 'glue/rte' ? -0.1 : 0) },
+        trainable: method === 'lora' ? 2000 : 100000,
+        curve: [
+          { step: 10, loss: 1 - 0.1 * seed },
+          { step: 20, loss: 0.7 - 0.1 * seed },
+        ],
+      });
+    }
+  }
+}
+// Sweep B shares one LoRA run with sweep A and adds DoRA.
+const sweepB: RecordOptions[] = [
+  sweepA.find((o) => o.method === 'lora')!,
+  ...[0, 1].map((seed) => ({ method: 'dora', rank: 8, dataset: 'glue/sst2', seed, sweep_id: 'sweep-b', recipe: 'recipes/glue-dora.yaml', metrics: { accuracy: 0.82 + 0.01 * seed } })),
+];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'rankflow-tables-'));
+  store = new LocalStore(dir);
+  await writeSweep('sweep-a', 'recipes/glue.yaml', sweepA);
+  await writeSweep('sweep-b', 'recipes/glue-dora.yaml', sweepB);
+  for (const o of [...sweepA, ...sweepB]) {
+    const isMissing = o.method === 'full' && o.dataset === 'glue/rte' && o.seed === 1;
+    if (isMissing) continue;
+    const failed = o.method === 'lora' && o.dataset === 'glue/rte' && o.seed === 1;
+    await store.put(`results/${runIdFor(o)}.json`, JSON.stringify(makeRecord({ ...o, status: failed ? 'failed' : 'succeeded' })));
+  }
+  // The missing run's last attempt failed and will be retried.
+  const miss = sweepA.find((o) => o.method === 'full' && o.dataset === 'glue/rte' && o.seed === 1)!;
+  await store.put(`failed/${runIdFor(miss)}.json`, JSON.stringify({ error: { kind: 'oom', message: 'CUDA out of memory' } }));
+});
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('results reader', () => {
+  it('reads a sweep: results, failed runs, and missing runs with their last failure', async () => {
+    const sel = await readSelection(store, ['sweep-a']);
+    expect(sel.runs).toHaveLength(8);
+    const byStatus = (s: string) => sel.runs.filter((r) => r.status === s);
+    expect(byStatus('succeeded')).toHaveLength(6);
+    expect(byStatus('failed')).toHaveLength(1);
+    expect(byStatus('missing')).toHaveLength(1);
+    expect(byStatus('missing')[0]!.error).toBe('last attempt failed (oom: CUDA out of memory), not final');
+    expect(byStatus('missing')[0]!.trainable).toBe(100000); // from the manifest's planned parameter count
+  });
+
+  it('resolves recipes by path or name and joins sweeps, counting a shared run once', async () => {
+    expect((await resolveTargets(store, ['recipes/glue.yaml'])).map((m) => m.sweep_id)).toEqual(['sweep-a']);
+    expect((await resolveTargets(store, ['glue-dora'])).map((m) => m.sweep_id)).toEqual(['sweep-b']);
+    const sel = await readSelection(store, ['sweep-a', 'glue-dora']);
+    expect(sel.runs).toHaveLength(10); // 8 + 3 - 1 shared
+    expect(new Set(sel.runs.map((r) => r.run_id)).size).toBe(10);
+  });
+
+  it('filters by method, dataset family, rank and tag', async () => {
+    const f = async (filters: Parameters<typeof readSelection>[2]) => (await readSelection(store, ['sweep-a', 'sweep-b'], filters)).runs;
+    expect((await f({ methods: ['LoRA'] })).every((r) => r.labels.method === 'lora')).toBe(true);
+    expect(await f({ datasets: ['glue'] })).toHaveLength(10);
+    expect(await f({ datasets: ['glue/rte'] })).toHaveLength(4);
+    expect((await f({ ranks: [null] })).map((r) => r.labels.method)).toEqual(['full', 'full', 'full', 'full']);
+    expect(await f({ tags: ['peft'] })).toHaveLength(4);
+    await expect(f({ methods: ['vera'] })).rejects.toThrow(/^--method vera matches no run in the selection; it has dora, full, lora$/);
+  });
+
+  it('names what exists when a target is unknown, and the file when a record is corrupt', async () => {
+    await expect(readSelection(store, ['nope'])).rejects.toThrow(
+      /^no sweep or recipe named `nope` in file:\/\/.*; sweeps: sweep-a, sweep-b; recipes: recipes\/glue-dora\.yaml, recipes\/glue\.yaml$/,
+    );
+    const bad = new LocalStore(mkdtempSync(join(tmpdir(), 'rankflow-tables-bad-')));
+    try {
+      const o = sweepA[0]!;
+      await bad.put('sweeps/s.json', JSON.stringify({ schema: 'rankflow.sweep/v1', sweep_id: 's', recipe: null, created_at: 'x', queues: {}, runs: [planned(o)] }));
+      await bad.put(`results/${runIdFor(o)}.json`, '{"schema": "rankflow.result/v1", "run_id": 3');
+      await expect(readSelection(bad, ['s'])).rejects.toThrow(new RegExp(`^results/${runIdFor(o)}\\.json: not valid JSON`));
+      await bad.put(`results/${runIdFor(o)}.json`, JSON.stringify({ ...makeRecord(o), status: 'done' }));
+      await expect(readSelection(bad, ['s'])).rejects.toThrow(/not a valid result record \(field `status`/);
+      await expect(readSelection(bad, ['s'])).rejects.toBeInstanceOf(TableInputError);
+    } finally {
+      rmSync(bad.root, { recursive: true, force: true });
+    }
+  });
+});
+
+function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(root, 'cli', 'bin.mjs'), ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('rankflow table / plot (CLI)', () => {
+  it('prints a Markdown table of joined sweeps with missing and failed cells', () => {
+    const r = cli(['table', 'sweep-a', 'sweep-b', '--store', dir, '--baseline', 'lora']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('| Method / Rank | Params | SST-2 | RTE | GLUE Avg |');
+    expect(r.stdout).toMatch(/\| Full FT \| 100K \(100%\) \| 70\.5 ± 0\.7 \(-10\.0\) \| <u>60\.0<\/u> \(1\/2\) \(-10\.0\) \| <u>65\.3<\/u> \(\*\) \(-10\.0\) \|/);
+    expect(r.stdout).toMatch(/\| DoRA \(r=8\) \| 1K \(1\.00%\) \| \*\*82\.5\*\* ± 0\.7 \(\+2\.0\) \| – \| n\/a \|/);
+    expect(r.stdout).toContain('planned run(s) have no result yet: full on glue/rte seed 1');
+  });
+
+  it('writes LaTeX (format from the extension) and CSV files', () => {
+    const tex = join(dir, 'out', 'glue.tex');
+    const r = cli(['table', 'recipes/glue.yaml', '--store', dir, '--out', tex, '--title', 'GLUE & co']);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain('wrote');
+    const text = readFileSync(tex, 'utf8');
+    expect(text).toContain('\\caption{GLUE \\& co}');
+    expect(text).toContain('\\toprule');
+    const csv = cli(['table', 'sweep-a', '--store', dir, '--format', 'csv', '--dataset', 'glue/sst2']);
+    expect(csv.status).toBe(0);
+    expect(csv.stdout.split('\n')[1]).toMatch(/^Full FT,result,,full,,,glue\/sst2,glue\/sst2,SST-2,data,accuracy,100,70\.5,0\.707106781187,2,2,0,0,0;1,ok,second,/);
+  });
+
+  it('fails with one line and exit code 2 on bad input', () => {
+    const cases: [string[], RegExp][] = [
+      [['table', 'sweep-a', '--store', dir, '--metric', 'bleu'], /^rankflow: unknown metric `bleu`: no run reports it; available final metrics: accuracy\n$/],
+      [['table', 'sweep-a', '--store', dir, '--rows', 'seed'], /^rankflow: --rows seed: unknown dimension `seed`; use model, method, rank, setting, dataset\n$/],
+      [['table', 'sweep-a', '--store', dir, '--format', 'docx'], /^rankflow: --format docx: use one of md, latex, csv, html, json\n$/],
+      [['table', 'nope', '--store', dir], /^rankflow: no sweep or recipe named `nope`/],
+      [['table', 'sweep-a', '--store', dir, '--dataset', 'glue/mnli'], /^rankflow: --dataset glue\/mnli matches no run in the selection; it has glue\/rte, glue\/sst2\n$/],
+      [['table', 'sweep-a', '--store', dir, '--bogus'], /^rankflow: table: Unknown option '--bogus'.*; run `rankflow table --help`\n$/],
+      [['plot', 'sweep-a', '--store', dir, '--kind', 'pie'], /^rankflow: --kind pie: use loss, params, rank\n$/],
+    ];
+    for (const [args, re] of cases) {
+      const r = cli(args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(re);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
+
+  it('plots loss curves, score vs parameters and score vs rank as SVG and PNG', () => {
+    const out = join(dir, 'plots');
+    const r = cli(['plot', 'sweep-a', 'sweep-b', '--store', dir, '--out', out, '--name', 'glue']);
+    expect(r.status, r.stderr).toBe(0);
+    for (const kind of ['loss', 'params', 'rank']) {
+      const svg = readFileSync(join(out, `glue-${kind}.svg`), 'utf8');
+      expect(svg.startsWith('<svg')).toBe(true);
+      const png = readFileSync(join(out, `glue-${kind}.png`));
+      expect(png.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))).toBe(true);
+    }
+    expect(readFileSync(join(out, 'glue-params.svg'), 'utf8')).toContain('trainable parameters (log scale)');
+    expect(existsSync(join(out, 'glue-loss.png'))).toBe(true);
+  });
+});
