@@ -10,5 +10,32 @@ import { planCommand } from './plan.js';
 import { validateCommand } from './validate.js';
 import { tableCommand } from './table.js';
 import { plotCommand } from './plot.js';
+import { submitCommand } from './submit.js';
+import {
+  cancelCommand,
+  logsCommand,
+  lsCommand,
+  pauseCommand,
+  resumeCommand,
+  servicesCommand,
+  statusCommand,
+  unpauseCommand,
+  workerCommand,
+} from './orchestrate.js';
 
-export const COMMANDS: Command[] = [planCommand, validateCommand, tableCommand, plotCommand];
+export const COMMANDS: Command[] = [
+  planCommand,
+  validateCommand,
+  submitCommand,
+  statusCommand,
+  lsCommand,
+  logsCommand,
+  cancelCommand,
+  pauseCommand,
+  unpauseCommand,
+  resumeCommand,
+  workerCommand,
+  tableCommand,
+  plotCommand,
+  servicesCommand,
+];

@@ -1,0 +1,123 @@
+/** `rankflow submit recipe.yaml`: plan, store the sweep manifest, start the sweep, follow it, print the table. */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from './index.js';
+import { COMMANDS } from './index.js';
+import { UserError } from '../errors.js';
+import { intFlag, parseFlags } from '../args.js';
+import { resolveConfig } from '../config.js';
+import { startWorker } from '../worker.js';
+import type { RunningWorker } from '../worker.js';
+import { planRecipeFile } from '../recipe-io.js';
+import { followSweep, formatCounts, startSweep, writeManifest } from '../sweeps.js';
+import { connect, defaultCpuSlots, openConfiguredStore } from './orchestrate.js';
+import { PROJECT_ROOT } from '../../activities/runner.js';
+import { pidAlive } from '../../scripts/lib/services.js';
+
+/** A background worker for `submit --detach` on the embedded default (one per machine, recorded by pid). */
+function ensureBackgroundWorker(slots: number): string {
+  const dir = join(PROJECT_ROOT, '.state');
+  mkdirSync(dir, { recursive: true });
+  const pidFile = join(dir, 'worker.pid');
+  if (existsSync(pidFile)) {
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    if (Number.isInteger(pid) && pidAlive(pid)) return `a background worker (pid ${pid}) is already running`;
+  }
+  const logFile = join(dir, 'worker.log');
+  const fd = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), 'worker', '--cpu-slots', String(slots)], {
+    detached: true,
+    stdio: ['ignore', fd, fd],
+    env: process.env,
+  });
+  closeSync(fd);
+  child.unref();
+  writeFileSync(pidFile, String(child.pid));
+  return `started a background worker (pid ${child.pid}, log .state/worker.log; stop it with \`kill ${child.pid}\`)`;
+}
+
+export const submitCommand: Command = {
+  name: 'submit',
+  summary: 'plan a recipe and run its sweep (finished runs are never run again)',
+  help: [
+    'Usage: rankflow submit <recipe.yaml> [--detach] [--concurrency N] [--max-attempts N] [--heartbeat-timeout S] [--no-table]',
+    '',
+    'Plans the recipe (like `rankflow plan`), stores the sweep manifest, starts the sweep workflow and follows',
+    'its progress, then prints the comparison table. Runs whose result is already recorded are skipped, so',
+    'resubmitting a recipe after editing one axis runs only the new runs.',
+    '',
+    'With no TEMPORAL_ADDRESS / config file, uses the embedded default: a local Temporal dev server and S3',
+    'server (started on first use, kept running; `rankflow services stop`) and a worker in this process.',
+    '',
+    '  --detach              return after starting the sweep (embedded default: starts a background worker)',
+    '  --concurrency N       runs at once (default: CPU cores / 2 on the embedded default, else 8)',
+    '  --max-attempts N      attempts per run for retryable failures (default 5; config errors never retry)',
+    '  --heartbeat-timeout S seconds without a heartbeat before a run is declared lost and retried (default 60)',
+    '  --no-table            do not print the table at the end',
+  ].join('\n'),
+  async run(argv) {
+    const { values, positionals } = parseFlags('submit', argv, {
+      detach: { type: 'boolean' },
+      concurrency: { type: 'string' },
+      'max-attempts': { type: 'string' },
+      'heartbeat-timeout': { type: 'string' },
+      'no-table': { type: 'boolean' },
+    });
+    const file = positionals[0];
+    if (!file || positionals.length > 1) throw new UserError('submit: expected one recipe file, e.g. `rankflow submit recipes/quickstart.yaml`');
+    const plan = await planRecipeFile(file);
+    for (const w of plan.warnings) console.error(w);
+    const config = await resolveConfig();
+    if (plan.recipe.queue) {
+      for (const device of ['cpu', 'cuda', 'auto']) config.queues[device] = plan.recipe.queue;
+    }
+    const store = await openConfiguredStore(config);
+    const slots = defaultCpuSlots();
+    const opts = {
+      sweepId: plan.sweepId,
+      recipe: plan.path,
+      runs: plan.runs,
+      concurrency: intFlag('submit', 'concurrency', values.concurrency, config.embedded ? slots : 8),
+      policy: {
+        max_attempts: intFlag('submit', 'max-attempts', values['max-attempts'], 5),
+        heartbeat_timeout_s: intFlag('submit', 'heartbeat-timeout', values['heartbeat-timeout'], 60),
+      },
+    };
+    await writeManifest(store, config, opts);
+    const { client, close } = await connect(config);
+    let worker: RunningWorker | null = null;
+    try {
+      if (config.embedded) {
+        if (values.detach) console.error(`rankflow: ${ensureBackgroundWorker(slots)}`);
+        else worker = await startWorker(config, { slots: { cpu: slots } });
+      }
+      const fresh = await startSweep(client, config, opts);
+      console.log(`${plan.sweepId}: ${plan.runs.length} runs (${fresh ? 'started' : 'already running; following it'})`);
+      if (values.detach) {
+        console.log(`follow it with \`rankflow status ${plan.sweepId}\``);
+        return 0;
+      }
+      const stop = new AbortController();
+      const onInt = (): void => {
+        console.error('\nrankflow: stopping; running runs checkpoint and continue with `rankflow resume ' + plan.sweepId + '`');
+        stop.abort();
+      };
+      process.once('SIGINT', onInt);
+      const { status, closed } = await followSweep(client, plan.sweepId, { signal: stop.signal });
+      process.removeListener('SIGINT', onInt);
+      if (closed === 'DETACHED') return 130;
+      console.log(`${plan.sweepId} ${closed.toLowerCase()}: ${formatCounts(status)}`);
+      for (const f of status.failed) console.log(`  failed ${f.run_id}: ${f.message?.split('\n')[0] ?? ''} (see \`rankflow logs ${f.run_id}\`)`);
+      const table = COMMANDS.find((c) => c.name === 'table');
+      if (!values['no-table'] && table && status.counts.succeeded + status.counts.skipped > 0) {
+        console.log('');
+        await table.run([plan.sweepId]);
+      }
+      return status.counts.failed > 0 ? 1 : 0;
+    } finally {
+      await close();
+      await worker?.shutdown();
+    }
+  },
+};
