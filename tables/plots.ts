@@ -129,7 +129,11 @@ export function paramsData(model: TableModel): { label: string; method: string; 
 export function paramsSpec(model: TableModel, title?: string): TopLevelSpec {
   const values = paramsData(model);
   const col = model.columns[rowScoreColumn(model)]!;
-  const yTitle = `${col.label} (${col.metric}${(model.scales[col.metric] ?? 1) !== 1 ? ` ×${model.scales[col.metric]}` : ''})`;
+  const scaled = Object.values(model.scales).some((x) => x !== 1);
+  const yTitle =
+    col.metric === 'mixed'
+      ? `${col.label}${scaled ? ' (×100)' : ''}`
+      : `${col.label} (${col.metric}${(model.scales[col.metric] ?? 1) !== 1 ? ` ×${model.scales[col.metric]}` : ''})`;
   const enc = {
     x: { field: 'params', type: 'quantitative' as const, scale: { type: 'log' as const }, title: 'trainable parameters (log scale)', axis: { format: '~s' } },
     y: { field: 'score', type: 'quantitative' as const, scale: { zero: false, padding: 12 }, title: yTitle },

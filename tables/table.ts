@@ -17,6 +17,7 @@ import {
   prettyDataset,
   prettyMethod,
   VTAB_GROUP_NAMES,
+  VTAB_GROUPS,
   type Direction,
 } from './names.js';
 import type { ReferenceRow } from './reference.js';
@@ -688,7 +689,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     scales,
     columns: withGroups,
     rows,
-    notes,
+    notes: [...new Set(notes)],
   };
 }
 
@@ -710,13 +711,22 @@ function referenceRows(refs: ReferenceRow[], results: TableRow[], columns: Table
   const groups = new Map<string, ReferenceRow[]>();
   for (const ref of refs) {
     if (!methods.has(ref.method) || !colIndex.has(ref.benchmark)) continue;
-    const k = JSON.stringify([ref.method, ref.setting, ref.backbone, ref.source]);
+    const k = JSON.stringify([ref.method, ref.setting, ref.backbone]);
     let l = groups.get(k);
     if (!l) groups.set(k, (l = []));
     l.push(ref);
   }
   const out: TableRow[] = [];
   let skippedMetric = 0;
+  const partialAverages = new Set<string>();
+  // A published benchmark average is comparable only with an average over the same (complete) task set.
+  const fullSize: Record<string, number> = {
+    glue: 8,
+    'vtab:natural': VTAB_GROUPS.natural.length,
+    'vtab:specialized': VTAB_GROUPS.specialized.length,
+    'vtab:structured': VTAB_GROUPS.structured.length,
+    vtab: 3,
+  };
   for (const [k, list] of groups) {
     const first = list[0]!;
     const cells = columns.map(() => emptyCell());
@@ -725,6 +735,10 @@ function referenceRows(refs: ReferenceRow[], results: TableRow[], columns: Table
       const col = columns[ci]!;
       if (col.kind === 'data' && col.metric !== ref.metric) {
         skippedMetric++;
+        continue;
+      }
+      if (col.kind !== 'data' && col.members.length !== (fullSize[col.key] ?? -1)) {
+        partialAverages.add(col.label);
         continue;
       }
       const cell = cells[ci]!;
@@ -740,7 +754,7 @@ function referenceRows(refs: ReferenceRow[], results: TableRow[], columns: Table
       dims: { method: first.method },
       cells,
       params: first.params !== null ? { trainable: first.params, trainable_max: first.params, total: null } : null,
-      source: first.source,
+      source: [...new Set(list.map((r) => r.source))].join('; '),
       is_baseline: false,
     });
     // The reproduced row of the same method (and setting, when the reference gives one that matches).
@@ -771,7 +785,10 @@ function referenceRows(refs: ReferenceRow[], results: TableRow[], columns: Table
       notes.push(`No difference row for ${label}: ${candidates.length} reproduced rows match; give the reference a setting.`);
     }
   }
+  if (partialAverages.size > 0) {
+    notes.push(`Published ${[...partialAverages].join(', ')} values are not shown: this table averages fewer tasks than the papers do.`);
+  }
   if (skippedMetric > 0) notes.push(`${skippedMetric} reference value(s) skipped: their metric differs from the column's.`);
-  if (out.length > 0) notes.push('Reference rows: numbers reported in papers (see the source column); their backbones differ from the reproduction\'s.');
+  if (out.length > 0) notes.push('Reference rows: numbers reported in papers (sources listed below); their backbones differ from the reproduction\'s.');
   return out;
 }
