@@ -195,7 +195,7 @@ export function loadRecipeFile(file: string): LoadedRecipe {
       return;
     }
     const lc = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+    const doc = parseDocument(text, { lineCounter: lc, prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length) {
       for (const e of doc.errors) {
         const p = e.linePos?.[0];

@@ -41,9 +41,8 @@ export const PRESETS: Record<string, Preset> = {
         Object.entries(LORA_GLUE_TASKS).map(([name, t]) => [name, { max_length: 512, training: { epochs: t.epochs, lr: t.lr } }]),
       ),
       method_settings: {
-        lora: { options: { alpha: 8 }, targets: ['query', 'value'] },
+        lora: { options: { alpha: 8 }, targets: ['query', 'value'], ranks: [8] },
       },
-      ranks: [8],
       seeds: [0, 1, 2, 3, 4],
       training: {
         optimizer: 'adamw',

@@ -31,6 +31,8 @@ export function closest(name: string, candidates: Iterable<string>): string | nu
     let dist = editDistance(lower, cl);
     // A name that is a suffix/prefix of a candidate (`sst2` for `glue/sst2`) is a strong hint.
     if (cl.endsWith('/' + lower) || cl.startsWith(lower + '/')) dist = Math.min(dist, 1);
+    // A truncated name (`warmup` for `warmup_ratio`) is a strong hint too.
+    if (lower.length >= 4 && cl.startsWith(lower)) dist = Math.min(dist, 2);
     if (dist < bestD || (dist === bestD && best !== null && c < best)) {
       best = c;
       bestD = dist;
