@@ -156,9 +156,7 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
                         greater_is_better=M.greater_is_better(primary), eval_split=eval_split, tokenizer=None,
                         kind=kind, generation=None, info=info)
 
-    if num_labels == 2 or kind != "classification":
-        pass
-    else:  # f1 is the positive-class F1 of binary tasks only
+    if kind == "classification" and num_labels != 2:  # f1 is the positive-class F1 of binary tasks only
         names = [n for n in names if n != "f1"]
         if primary == "f1":
             raise DatasetConfigError(f"dataset.metric 'f1' needs a binary task, {name} has {num_labels} classes",
