@@ -134,7 +134,7 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
             num_labels, kind = 0, "lm"
         else:  # gsm8k-like
             tr, ev = synthetic.gsm8k_like(spec, data_seed)
-            train, evals, generation = _gsm8k_encode(tr, ev, tok, max_len, opts, default_new=48)
+            train, evals, generation = _gsm8k_encode(tr, ev, tok, max_len, opts, default_new=32)
             generation["max_length"] = int(model_info.max_length) if model_info.max_length else None
             num_labels, kind = 0, "generation"
     elif fam == "gsm8k":

@@ -19,7 +19,7 @@ TOKENIZER = _opt("enum", "auto", "tokenizer for built-in models: auto (an HF tok
 PAD = _opt("boolean", False, "pad every batch to max_length (static shapes) instead of the longest example")
 SUBSET_SEED = _opt("integer", 0, "seed of the random train_size / eval_size subsets (independent of the run "
                    "seed, so all seeds of a sweep see the same examples)", min=0)
-MAX_NEW = _opt("integer", None, "greedy decoding budget per answer (gsm8k 256, gsm8k-like 48)", min=1)
+MAX_NEW = _opt("integer", None, "greedy decoding budget per answer (gsm8k 256, gsm8k-like 32)", min=1)
 KEEP_CALC = _opt("boolean", False, "keep GSM8k's <<a*b=c>> calculator annotations in training targets")
 
 OPTIONS: dict[str, dict[str, dict]] = {

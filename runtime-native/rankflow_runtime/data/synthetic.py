@@ -11,7 +11,7 @@ eval draw from independent streams of it. Sizes: ``dataset.train_size`` / ``eval
   ``num_classes`` (4, at most 16).
 * ``causal-lm``: arithmetic progressions ``a, a+s, a+2s, ...`` (mod the alphabet) with step ``s`` in 1..3; the
   first three tokens are the prompt, the rest (and EOS) the target. Options: ``seq_len`` (<= 24), ``alphabet`` (64).
-* ``gsm8k-like``: one-line word problems over small integers in GSM8k's format (``Question: ...\\nAnswer:``,
+* ``gsm8k-like``: one-step arithmetic questions over small integers in GSM8k's format (``Question: ...\\nAnswer:``,
   answer ending in ``#### N``), evaluated by greedy generation and exact match like GSM8k.
 """
 from __future__ import annotations
@@ -131,24 +131,19 @@ def causal_lm(spec: dict, vocab_size: int, max_length: int, tok: Tokenizer, seed
     return make(r_train, n_train), make(r_eval, n_eval)
 
 
-_NAMES = ("Tom", "Ana", "Li", "Sara", "Omar", "Mia")
-_ITEMS = ("apples", "books", "coins", "shells", "pens", "cards")
-
-
 def gsm8k_like_records(rng: np.random.Generator, n: int) -> list[dict]:
-    """GSM8k-format records ``{"question", "answer"}`` with answers ending in ``#### N``."""
+    """GSM8k-format records ``{"question", "answer"}``: one-step additions and subtractions of small integers,
+    with GSM8k's calculator annotation and ``#### N`` ending, short enough for ``max_length`` 64 with the byte
+    tokenizer (about 60 tokens with BOS and EOS)."""
     out = []
     for _ in range(n):
-        who, item = _NAMES[int(rng.integers(len(_NAMES)))], _ITEMS[int(rng.integers(len(_ITEMS)))]
         a, b = int(rng.integers(2, 20)), int(rng.integers(1, 10))
         if rng.random() < 0.5:
-            q = f"{who} has {a} {item} and gets {b} more. How many {item} does {who} have now?"
-            ans = f"{who} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item}.\n#### {a + b}"
+            op, c = "+", a + b
         else:
-            a = a + b
-            q = f"{who} has {a} {item} and gives away {b}. How many {item} does {who} have left?"
-            ans = f"{who} has {a} - {b} = <<{a}-{b}={a - b}>>{a - b} {item} left.\n#### {a - b}"
-        out.append({"question": q, "answer": ans})
+            a, op, c = a + b, "-", a
+        out.append({"question": f"What is {a} {op} {b}?",
+                    "answer": f"{a} {op} {b} = <<{a}{op}{b}={c}>>{c}.\n#### {c}"})
     return out
 
 
