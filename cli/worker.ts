@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { cpus, hostname } from 'node:os';
 import { join } from 'node:path';
-import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { openStore, S3Store } from '../activities/store.js';
@@ -60,6 +60,19 @@ const quietLogger = {
   error: (m: string) => process.stderr.write(`[bundler] ${m}\n`),
 };
 
+let runtimeInstalled = false;
+/** Worker logs at WARN (or $RANKFLOW_LOG_LEVEL): state changes of every worker are noise for users. */
+function installRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  const level = (process.env.RANKFLOW_LOG_LEVEL ?? 'WARN').toUpperCase() as 'WARN';
+  try {
+    Runtime.install({ logger: new DefaultLogger(level) });
+  } catch {
+    /* already installed by the embedding process */
+  }
+}
+
 export interface RunningWorker {
   /** Resolves when the worker stops; rejects if it crashed. */
   done: Promise<void>;
@@ -67,6 +80,7 @@ export interface RunningWorker {
 }
 
 export async function startWorker(config: Config, opts: WorkerOptions): Promise<RunningWorker> {
+  installRuntime();
   const store = openStore(config.store);
   if (store instanceof S3Store) await store.ensureBucket();
   const slots =

@@ -1,8 +1,9 @@
 /**
  * Starts the real Temporal dev server and the real S3 server once for the whole test run (state under
- * `.state/test-services`), and hands their addresses to tests through `inject('services')`. With
+ * `.state/test-services-<pid>`, removed afterwards), and hands their addresses to tests through `inject('services')`. With
  * RANKFLOW_TEST_REUSE_SERVICES=1 it reuses services already recorded in that folder.
  */
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type {} from 'vitest';
 import type { TestProject } from 'vitest/node';
@@ -24,8 +25,10 @@ declare module 'vitest' {
 let started: Services | null = null;
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const stateDir = join(projectRoot, '.state', 'test-services');
-  let file = process.env.RANKFLOW_TEST_REUSE_SERVICES ? readServicesFile(stateDir) : null;
+  // One state folder per test process, so that two test runs on one machine never collide.
+  const reuse = Boolean(process.env.RANKFLOW_TEST_REUSE_SERVICES);
+  const stateDir = join(projectRoot, '.state', reuse ? 'test-services' : `test-services-${process.pid}`);
+  let file = reuse ? readServicesFile(stateDir) : null;
   if (file && !(await checkServices(file)).every((h) => h.ok)) file = null;
   if (!file) {
     started = await startServices({ stateDir });
@@ -39,6 +42,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     s3: { endpoint: s.endpoint, bucket: s.bucket, region: s.region, accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey },
   });
   return async () => {
-    if (started && !process.env.RANKFLOW_TEST_REUSE_SERVICES) await started.stop();
+    if (started && !reuse) {
+      await started.stop();
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   };
 }
