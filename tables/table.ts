@@ -320,14 +320,16 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   };
   const rowInfo = new Map<string, { dims: Partial<Record<Dim, string | number | null>>; order: number }>();
   const colValues = new Map<string, string | number | null>();
+  const rks: string[] = new Array(uniq.length);
+  const cks: string[] = new Array(uniq.length);
   uniq.forEach((r, i) => {
-    const rk = rowKeyOf(r);
+    const rk = (rks[i] = rowKeyOf(r));
     if (!rowInfo.has(rk)) {
       const dims: Partial<Record<Dim, string | number | null>> = {};
       for (const d of rowDims) dims[d] = dimValue(r, d);
       rowInfo.set(rk, { dims, order: i });
     }
-    const ck = colKeyOf(r);
+    const ck = (cks[i] = colKeyOf(r));
     if (!colValues.has(ck)) colValues.set(ck, dimValue(r, colDim));
   });
   const colKeys = [...colValues.keys()];
@@ -366,9 +368,10 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   let duplicateSeeds = 0;
   const failures: string[] = [];
   const missingRuns: RunRow[] = [];
-  for (const r of uniq) {
-    const rk = rowKeyOf(r);
-    const ck = colKeyOf(r);
+  for (let i = 0; i < uniq.length; i++) {
+    const r = uniq[i]!;
+    const rk = rks[i]!;
+    const ck = cks[i]!;
     let row = acc.get(rk);
     if (!row) acc.set(rk, (row = new Map()));
     let a = row.get(ck);
