@@ -195,3 +195,21 @@ def test_planted_signal_is_learnable_by_the_builtin_encoder():
             opt.step()
     after = evaluate(model, td, batch_size=64)
     assert after["loss"] < before["loss"] and after["accuracy"] >= 0.9
+
+
+def test_hf_generate_backend_gives_the_same_answers_as_the_greedy_decoder():
+    transformers = pytest.importorskip("transformers", reason="transformers is a test-only dependency")
+    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                                   pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    info = ModelInfo(task="causal-lm", vocab_size=300, max_length=128)
+    ours = load_task_data(spec("synthetic/gsm8k-like", max_length=64, eval_size=6, options={"max_new_tokens": 12}),
+                          info, seed=0)
+    theirs = load_task_data(spec("synthetic/gsm8k-like", max_length=64, eval_size=6,
+                                 options={"max_new_tokens": 12, "generation": "hf"}), info, seed=0)
+    a, out_a = evaluate(model, ours, batch_size=4, return_outputs=True)
+    b, out_b = evaluate(model, theirs, batch_size=4, return_outputs=True)
+    assert out_a == out_b and a == pytest.approx(b)
+    assert any(len(o) > 0 for o in out_a)

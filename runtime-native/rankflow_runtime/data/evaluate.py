@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics as M
+from .errors import DataError
 from .types import IGNORE_INDEX, TaskData
 
 
@@ -102,6 +103,31 @@ def greedy_generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int
     return generated
 
 
+@torch.no_grad()
+def hf_generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_id: Optional[int],
+                pad_id: int = 0, device="cpu") -> list[list[int]]:
+    """Greedy decoding through a ``transformers`` model's own ``generate`` (KV cache; left-padded prompts).
+    Gives the same tokens as ``greedy_generate`` (stop strings are applied afterwards, which for greedy
+    decoding is the same as stopping early); opt in with ``dataset.options.generation: hf``."""
+    if not hasattr(model, "generate"):
+        raise DataError("dataset.options.generation='hf' needs a model with a generate() method",
+                        "use generation 'greedy' (the default) for built-in models")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                         do_sample=False, eos_token_id=eos_id, pad_token_id=int(pad_id))
+    result = []
+    for row in out[:, width:].tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[: row.index(eos_id)]
+        result.append(row)
+    return result
+
+
 def _stop_on_strings(tokenizer, strings):
     def stop(ids: list[int]) -> bool:
         text = tokenizer.decode(ids)
@@ -168,9 +194,13 @@ def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens, num_
             prompts = [data[i]["input_ids"][: int(data[i]["prompt_length"])].tolist() for i in range(len(data))]
             outputs = []
             for start in range(0, len(prompts), batch_size):
-                ids = greedy_generate(model, prompts[start:start + batch_size], steps, tok.eos_id,
-                                      pad_id=td.collate.pad_id, device=device, stop=stop_fn,
-                                      max_length=gen.get("max_length"))
+                if gen.get("backend") == "hf":
+                    ids = hf_generate(model, prompts[start:start + batch_size], steps, tok.eos_id,
+                                      pad_id=td.collate.pad_id, device=device)
+                else:
+                    ids = greedy_generate(model, prompts[start:start + batch_size], steps, tok.eos_id,
+                                          pad_id=td.collate.pad_id, device=device, stop=stop_fn,
+                                          max_length=gen.get("max_length"))
                 outputs.extend(_cut_at_stop(tok.decode(g), stops) for g in ids)
             out.update(M.gsm8k_exact_match(outputs, gen["references"]))
         return {k: v for k, v in out.items() if k in names}, outputs

@@ -179,6 +179,7 @@ def _gsm8k_encode(train_recs, eval_recs, tok, max_len: int, opts: dict, default_
         "stop": list(gsm8k.STOP_STRINGS),
         "references": [r["answer"] for r in eval_recs],
         "max_length": None,
+        "backend": str(opts.get("generation", "greedy")),
     }
     return train, evals, generation
 

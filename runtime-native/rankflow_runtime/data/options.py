@@ -20,6 +20,9 @@ PAD = _opt("boolean", False, "pad every batch to max_length (static shapes) inst
 SUBSET_SEED = _opt("integer", 0, "seed of the random train_size / eval_size subsets (independent of the run "
                    "seed, so all seeds of a sweep see the same examples)", min=0)
 MAX_NEW = _opt("integer", None, "greedy decoding budget per answer (gsm8k 256, gsm8k-like 32)", min=1)
+GENERATION = _opt("enum", "greedy", "decoder for generative evaluation: greedy (the runtime's own, any model) or hf "
+                  "(the transformers model's generate() with a KV cache: faster, same greedy tokens)",
+                  choices=["greedy", "hf"])
 KEEP_CALC = _opt("boolean", False, "keep GSM8k's <<a*b=c>> calculator annotations in training targets")
 
 OPTIONS: dict[str, dict[str, dict]] = {
@@ -30,13 +33,14 @@ OPTIONS: dict[str, dict[str, dict]] = {
         "seq_len": _opt("integer", None, "causal-lm sequence length (default min(max_length - 2, 24))", min=5),
         "alphabet": _opt("integer", None, "causal-lm alphabet size (default min(64, vocab_size - 7))", min=8),
         "tokenizer": TOKENIZER, "pad_to_max_length": PAD, "max_new_tokens": MAX_NEW, "keep_calculator": KEEP_CALC,
+        "generation": GENERATION,
     },
     "glue": {"tokenizer": TOKENIZER, "pad_to_max_length": PAD, "subset_seed": SUBSET_SEED},
     "vtab": {"subset_seed": SUBSET_SEED,
              "normalize": _opt("enum", "imagenet", "pixel normalisation: imagenet mean/std, half (0.5/0.5) or none",
                                choices=["imagenet", "half", "none"])},
     "gsm8k": {"tokenizer": TOKENIZER, "pad_to_max_length": PAD, "subset_seed": SUBSET_SEED,
-              "max_new_tokens": MAX_NEW, "keep_calculator": KEEP_CALC},
+              "max_new_tokens": MAX_NEW, "keep_calculator": KEEP_CALC, "generation": GENERATION},
 }
 
 
