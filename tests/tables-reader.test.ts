@@ -178,6 +178,25 @@ describe('rankflow table / plot (CLI)', () => {
     }
   });
 
+  it('regenerates a results folder in one command (npm run results)', () => {
+    const out = join(dir, 'results');
+    const r = spawnSync(join(root, 'node_modules', '.bin', 'tsx'), [join(root, 'scripts', 'make-results.ts'), 'recipes/glue.yaml', 'sweep-b', '--store', dir, '--out', out, '--reference'], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    for (const ext of ['md', 'tex', 'csv', 'html', 'json']) expect(existsSync(join(out, `glue.${ext}`)), ext).toBe(true);
+    for (const kind of ['loss', 'params', 'rank']) {
+      expect(existsSync(join(out, `glue-${kind}.svg`)), kind).toBe(true);
+      expect(existsSync(join(out, `glue-${kind}.png`)), kind).toBe(true);
+    }
+    const md = readFileSync(join(out, 'glue.md'), 'utf8');
+    expect(md).toContain('**Results of sweep-a, sweep-b**');
+    expect(md).toMatch(/\| _LoRA, paper: RoBERTa-base_ \| 800K \| 95\.1 \| 86\.6 \| – \|/);
+    expect(md).toMatch(/\| Δ LoRA \(r=8\) − paper \| – \| -14\.6 \| -16\.6 \| – \|/);
+  });
+
   it('plots loss curves, score vs parameters and score vs rank as SVG and PNG', () => {
     const out = join(dir, 'plots');
     const r = cli(['plot', 'sweep-a', 'sweep-b', '--store', dir, '--out', out, '--name', 'glue']);
