@@ -249,6 +249,17 @@ def test_hf_tokenizer_from_a_local_folder(tmp_path):
     assert td.tokenizer.name == "hf"
     # [CLS] what is water made of ? [SEP] water is made of [UNK] [UNK] [UNK] . [SEP]
     assert td.eval[0]["input_ids"].tolist() == [2, 5, 6, 7, 8, 9, 10, 3, 7, 6, 8, 9, 1, 1, 1, 11, 3]
+    # BERT-style models get segment ids: 0 for [CLS] a [SEP], 1 for b [SEP]; padded with 0 by the collator
+    assert td.eval[0]["token_type_ids"].tolist() == [0] * 8 + [1] * 9
+    batch = td.collate([td.eval[0], td.eval[1]])
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape
+
+    class SegmentsSeen(torch.nn.Module):  # evaluate passes token_type_ids through to the model
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return torch.stack([token_type_ids.sum(1).float(), torch.zeros(len(input_ids))], dim=1)
+
+    from rankflow_runtime.data import evaluate
+    assert evaluate(SegmentsSeen(), td, batch_size=2)["accuracy"] == 0.5  # predicts 0; labels are [0, 1]
     with pytest.raises(DataError, match="does not exist"):
         load_task_data(spec("glue/rte", options={"tokenizer": "hf"}),
                        ModelInfo(task="seq-cls", vocab_size=12, tokenizer=str(tmp_path / "missing")), seed=0)

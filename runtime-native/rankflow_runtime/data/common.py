@@ -50,14 +50,18 @@ def effective_max_length(spec: dict, model_max: int) -> int:
     return min(want, model_max) if model_max else want
 
 
-def classification_example(ids: Sequence[int], label, regression: bool) -> dict:
+def classification_example(ids: Sequence[int], label, regression: bool,
+                           token_type_ids: Optional[Sequence[int]] = None) -> dict:
     ids_t = torch.tensor(list(ids), dtype=torch.long)
-    return {
+    ex = {
         "input_ids": ids_t,
         "attention_mask": torch.ones_like(ids_t),
         "labels": torch.tensor(float(label), dtype=torch.float32) if regression
         else torch.tensor(int(label), dtype=torch.long),
     }
+    if token_type_ids is not None:
+        ex["token_type_ids"] = torch.tensor(list(token_type_ids), dtype=torch.long)
+    return ex
 
 
 def lm_example(prompt: Sequence[int], target: Sequence[int], max_length: int, keep_prompt_length: bool = False,

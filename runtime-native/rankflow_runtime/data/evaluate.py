@@ -33,7 +33,9 @@ def _forward(model, batch: dict, device) -> torch.Tensor:
     if "pixel_values" in batch:
         out = model(pixel_values=batch["pixel_values"].to(device))
     else:
-        out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        extra = {"token_type_ids": batch["token_type_ids"].to(device)} if "token_type_ids" in batch else {}
+        out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                    **extra)
     return logits_of(out)
 
 

@@ -27,6 +27,8 @@ number of fields are skipped for QQP (its train file has a few broken rows, whic
 and are an error elsewhere. Label ids follow the Hugging Face ``glue`` dataset: MNLI entailment/neutral/
 contradiction = 0/1/2; QNLI and RTE entailment/not_entailment = 0/1.
 
+With a Hugging Face tokenizer whose model takes segment ids (BERT), examples also carry ``token_type_ids``.
+
 Subsets: ``train_size`` / ``eval_size`` take a random subset drawn with ``options.subset_seed`` (default 0,
 independent of the run seed, so every seed of a sweep sees the same examples), kept in file order.
 """
@@ -174,7 +176,13 @@ def load(task: str, spec: dict, tok, max_length: int, seed: int):
     regression = NUM_LABELS[task] == 1
 
     def encode(rows):
-        return [classification_example(tok.encode_for_classification(a, b, max_length), y, regression)
-                for a, b, y in rows]
+        out = []
+        for a, b, y in rows:
+            if hasattr(tok, "encode_pair"):  # HF tokenizers: their specials, plus segment ids for BERT-style models
+                ids, types = tok.encode_pair(a, b, max_length)
+            else:
+                ids, types = tok.encode_for_classification(a, b, max_length), None
+            out.append(classification_example(ids, y, regression, types))
+        return out
 
     return encode(train), encode(evals), NUM_LABELS[task], split

@@ -169,9 +169,19 @@ class HFTokenizer(Tokenizer):
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
+    @property
+    def uses_token_types(self) -> bool:
+        """Whether the model family expects segment ids (BERT-style ``token_type_ids``)."""
+        return "token_type_ids" in getattr(self.tok, "model_input_names", ())
+
     def encode_for_classification(self, text_a: str, text_b: Optional[str], max_length: int) -> list[int]:
+        return self.encode_pair(text_a, text_b, max_length)[0]
+
+    def encode_pair(self, text_a: str, text_b: Optional[str], max_length: int):
+        """``(input_ids, token_type_ids or None)`` with the tokenizer's own special tokens and truncation."""
         enc = self.tok(text_a, text_b, truncation=True, max_length=max_length, add_special_tokens=True)
-        return list(enc["input_ids"])
+        types = enc.get("token_type_ids") if self.uses_token_types else None
+        return list(enc["input_ids"]), (list(types) if types is not None else None)
 
 
 def make_tokenizer(kind: Optional[str], vocab_size: int, task: str, hf_path: Optional[str] = None,
