@@ -1,5 +1,5 @@
-"""Command line: `python -m rankflow_runtime run|count|describe|smoke` (see the package README section in
-the docstring of `rankflow_runtime/__init__.py`). stdout carries JSON only; logs go to stderr. User errors
+"""Command line: `python -m rankflow_runtime run|count|describe|smoke` (the contract is in the
+docstring of `rankflow_runtime/__init__.py`). stdout carries JSON only; logs go to stderr. User errors
 become one `error` event and exit code 2, never a stack trace."""
 from __future__ import annotations
 
