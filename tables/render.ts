@@ -3,6 +3,7 @@
  * precision, for machines), HTML (a standalone page) and JSON (the model itself). Pure string functions.
  */
 import type { TableCell, TableColumn, TableModel, TableRow } from './table.js';
+import { VTAB_GROUPS } from './names.js';
 
 export const FORMATS = ['md', 'latex', 'csv', 'html', 'json'] as const;
 export type Format = (typeof FORMATS)[number];
@@ -208,6 +209,7 @@ export function renderLatex(model: TableModel, label = 'tab:results'): string {
   lines.push('\\small');
   lines.push(`\\begin{tabular}{${spec}}`);
   lines.push('\\toprule');
+  lines.push(...latexGroupHeader(model));
   lines.push(`${h.map(latexEscape).join(' & ')} \\\\`);
   lines.push('\\midrule');
   let prevKind: TableRow['kind'] = 'result';
@@ -230,6 +232,36 @@ export function renderLatex(model: TableModel, label = 'tab:results'): string {
   }
   lines.push('\\end{table}');
   return lines.join('\n') + '\n';
+}
+
+/** VTAB-1k tables get a spanning header per group (Natural / Specialized / Structured), as the papers print. */
+function latexGroupHeader(model: TableModel): string[] {
+  const groupOf = (c: TableColumn): string => {
+    if (c.key.startsWith('vtab:')) return c.key.slice(5);
+    const m = /^vtab\/(.+)$/.exec(c.key);
+    if (!m || c.kind !== 'data') return '';
+    for (const [g, tasks] of Object.entries(VTAB_GROUPS)) if ((tasks as readonly string[]).includes(m[1]!)) return g;
+    return '';
+  };
+  const groups = model.columns.map(groupOf);
+  if (!groups.some((g) => g !== '')) return [];
+  const lead = 1 + (model.show_params ? 1 : 0);
+  const cells: string[] = Array.from({ length: lead }, () => '');
+  const rules: string[] = [];
+  let i = 0;
+  while (i < groups.length) {
+    let j = i;
+    while (j + 1 < groups.length && groups[j + 1] === groups[i]) j++;
+    const g = groups[i]!;
+    const n = j - i + 1;
+    if (g === '') cells.push(...Array.from({ length: n }, () => ''));
+    else {
+      cells.push(`\\multicolumn{${n}}{c}{${g[0]!.toUpperCase()}${g.slice(1)}}`);
+      rules.push(`\\cmidrule(lr){${lead + i + 1}-${lead + j + 1}}`);
+    }
+    i = j + 1;
+  }
+  return [`${cells.join(' & ')} \\\\`, rules.join(' ')];
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -344,7 +376,7 @@ export function renderHtml(model: TableModel): string {
   out.push('th:first-child,td:first-child{text-align:left}');
   out.push('thead th{border-bottom:1px solid #000}');
   out.push('tr.reference td,tr.reference-delta td{font-style:italic;color:#444}');
-  out.push('tr.reference:first-of-type td{border-top:1px solid #000}');
+  out.push('tr.first td{border-top:1px solid #000}');
   out.push('.std,.note,.delta{font-size:80%;color:#555}.status{color:#a00}');
   out.push('</style>');
   out.push('</head>');
@@ -353,11 +385,14 @@ export function renderHtml(model: TableModel): string {
   out.push('<table>');
   out.push(`<thead><tr>${header(model).map((h) => `<th>${htmlEscape(h)}</th>`).join('')}</tr></thead>`);
   out.push('<tbody>');
+  let firstRef = true;
   for (const row of model.rows) {
     const label = htmlEscape(row.label) + (row.is_baseline ? ' (baseline)' : '');
+    const cls = row.kind === 'reference' && firstRef ? `${row.kind} first` : row.kind;
+    if (row.kind === 'reference') firstRef = false;
     const cells = model.columns.map((c, i) => `<td>${htmlCell(cellParts(model, row, c, row.cells[i]!))}</td>`);
     const params = model.show_params ? [`<td>${htmlEscape(paramsText(row))}</td>`] : [];
-    out.push(`<tr class="${row.kind}"><td>${label}</td>${params.join('')}${cells.join('')}</tr>`);
+    out.push(`<tr class="${cls}"><td>${label}</td>${params.join('')}${cells.join('')}</tr>`);
   }
   out.push('</tbody>');
   out.push('</table>');

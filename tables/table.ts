@@ -702,7 +702,7 @@ function describeRun(r: RunRow): string {
 }
 
 export function rowLabel(dims: Dim[], values: Partial<Record<Dim, string | number | null>>): string {
-  const parts = dims.map((d) => dimText(d, values[d] ?? null)).filter((s) => s !== '');
+  const parts = dims.map((d) => dimText(d, values[d] ?? null)).filter((s, i, a) => s !== '' && a.indexOf(s) === i);
   if (parts.length === 0) return '(all)';
   const [first, ...rest] = parts;
   return rest.length ? `${first} (${rest.join(', ')})` : first!;

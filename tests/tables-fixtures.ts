@@ -165,3 +165,21 @@ export function glueRuns(): RunRow[] {
   return runs;
 }
 
+
+/** Three methods on six VTAB-1k tasks (two per group), two seeds each. */
+export function vtabRuns(): RunRow[] {
+  const runs: RunRow[] = [];
+  const tasks = ['vtab/cifar', 'vtab/caltech101', 'vtab/eurosat', 'vtab/resisc45', 'vtab/dmlab', 'vtab/kitti'];
+  for (const [mi, method] of ['lora', 'vera', 'linear-probe'].entries()) {
+    for (const [ti, t] of tasks.entries()) {
+      for (const seed of [0, 1]) {
+        runs.push(
+          runFromRecord(
+            makeRecord({ method, rank: method === 'linear-probe' ? null : 8, dataset: t, seed, metric: 'top1', metrics: { top1: 0.5 + 0.05 * ti - 0.03 * mi + 0.002 * seed } }),
+          ),
+        );
+      }
+    }
+  }
+  return runs;
+}

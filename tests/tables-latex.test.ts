@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { buildTable } from '../tables/table.js';
 import { renderLatex } from '../tables/render.js';
 import { parseReferences } from '../tables/reference.js';
-import { glueRuns } from './tables-fixtures.js';
+import { glueRuns, vtabRuns } from './tables-fixtures.js';
 
 function hasTex(): boolean {
   try {
@@ -32,12 +32,14 @@ describe('LaTeX output', () => {
       'reference/paper-numbers.csv',
     );
     const model = buildTable(glueRuns(), { baseline: 'lora', references: refs, title: 'GLUE dev: 50% & more_than #1 $' });
+    const vtab = buildTable(vtabRuns(), { title: 'VTAB-1k' });
     const doc = [
       '\\documentclass{article}',
       '\\usepackage[T1]{fontenc}',
       '\\usepackage{booktabs}',
       '\\begin{document}',
       renderLatex(model),
+      renderLatex(vtab, 'tab:vtab'),
       '\\end{document}',
       '',
     ].join('\n');
