@@ -498,7 +498,9 @@ export async function startS3(opts: { stateDir: string; bucket?: string }): Prom
     }, null, 2) + '\n',
     { mode: 0o600 },
   );
-  const names = ['s3', 's3Grpc', 'master', 'masterGrpc', 'volume', 'volumeGrpc', 'filer', 'filerGrpc'] as const;
+  const names = [
+    's3', 's3Grpc', 'master', 'masterGrpc', 'volume', 'volumeGrpc', 'filer', 'filerGrpc', 'admin', 'adminGrpc',
+  ] as const;
   const list = await freePorts(names.length);
   const ports = Object.fromEntries(names.map((n, i) => [n, list[i]!])) as Record<(typeof names)[number], number>;
   const args = [
@@ -518,7 +520,10 @@ export async function startS3(opts: { stateDir: string; bucket?: string }): Prom
     '-s3.port.iceberg=0',
     '-s3.port.lance=0',
     '-webdav=false',
-    '-admin.ui=false',
+    '-admin.ui=false', // mini still runs its admin server and maintenance worker: give them free ports too
+    `-admin.port=${ports.admin}`,
+    `-admin.port.grpc=${ports.adminGrpc}`,
+    '-admin.port.legacy=0',
     '-master.telemetry=false',
   ];
   const spawned = spawnLogged('seaweedfs', bin, args, log, opts.stateDir);

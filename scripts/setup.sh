@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One-shot set-up of everything rankflow needs on this machine, idempotent and cached:
+#   1. Node packages      npm ci, when node_modules is missing or package-lock.json changed (stamp)
+#   2. Python runtime     scripts/setup-python.sh (project venv runtime-native/.venv, stamped)
+#   3. Temporal CLI       scripts/install-tools.sh temporal  -> .tools/bin/temporal (stamped)
+#   4. SeaweedFS          scripts/install-tools.sh seaweedfs -> .tools/bin/weed (stamped)
+# Prints how long each step took. Needs: Node 20.19+ with npm, Python 3.10+, Go 1.26+.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+names=()
+secs=()
+now() { date +%s.%N; }
+step() { # step NAME command...
+  local name="$1"; shift
+  local t0; t0="$(now)"
+  echo "setup: == $name"
+  if ! "$@"; then
+    echo "setup: step '$name' failed after $(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}') s" >&2
+    exit 1
+  fi
+  local dt; dt="$(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')"
+  names+=("$name")
+  secs+=("$dt")
+  echo "setup: $name took $dt s"
+}
+
+check_tools() {
+  local missing=()
+  command -v node >/dev/null 2>&1 || missing+=("node (20.19+)")
+  command -v npm >/dev/null 2>&1 || missing+=("npm")
+  command -v go >/dev/null 2>&1 || missing+=("go (1.26+)")
+  command -v "${RANKFLOW_BASE_PYTHON:-python3}" >/dev/null 2>&1 || missing+=("python3 (3.10+)")
+  if ((${#missing[@]})); then
+    echo "setup: missing on PATH: ${missing[*]}; install them and re-run 'bash scripts/setup.sh'" >&2
+    exit 1
+  fi
+}
+
+node_packages() {
+  local want stamp=node_modules/.rankflow-stamp
+  want="$( (cat package-lock.json; node --version) | sha256sum | cut -c1-16)"
+  if [[ -d node_modules && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "setup: node_modules is up to date"
+    return
+  fi
+  npm ci --no-audit --no-fund
+  echo "$want" > "$stamp"
+}
+
+t_all="$(now)"
+check_tools
+step "node packages (npm ci)" node_packages
+step "python runtime (venv)" bash scripts/setup-python.sh
+step "temporal cli (go build)" bash scripts/install-tools.sh temporal
+step "seaweedfs (go build)" bash scripts/install-tools.sh seaweedfs
+
+total="$(awk -v a="$t_all" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')"
+echo "setup: done in $total s"
+for i in "${!names[@]}"; do
+  printf 'setup:   %-26s %8s s\n' "${names[$i]}" "${secs[$i]}"
+done
