@@ -74,6 +74,13 @@ def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any
         model = build_model(spec.model, info, num_labels)
     targets = spec.method["targets"] or info.default_targets
     shapes, formula = adapt_model(model, method, targets, info.head_name, spec.training["train_head"])
+    if torch.device(device).type == "cuda" and spec.training["precision"] in ("bf16", "fp16"):
+        # Mixed precision on the GPU: the frozen backbone is stored in half precision (autocast runs the
+        # matmuls in it anyway); trainable parameters and method buffers stay fp32.
+        half = torch.bfloat16 if spec.training["precision"] == "bf16" else torch.float16
+        for p in model.parameters():
+            if not p.requires_grad and p.is_floating_point():
+                p.data = p.data.to(half)
     if str(device) != "meta":
         model.to(device)
     return Built(model, method, info, shapes, formula, trainable_numel(model), total_numel(model))
