@@ -344,7 +344,8 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
   const datasets = opts.datasets ?? snap.datasets;
   const mode = opts.count ?? 'auto';
   const canCount = opts.countFn !== undefined || (mode !== 'never' && runtimeAvailable());
-  const countFn = opts.countFn ?? countSpecs;
+  const countErrors: string[] = [];
+  const countFn = opts.countFn ?? ((specs: RunSpec[]) => countSpecs(specs, undefined, countErrors));
   const counts: CountTable = {};
   const fill = async (specs: RunSpec[]) => {
     const res = await countFn(specs);
@@ -380,11 +381,16 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
     throw new UserError('cannot count parameters: the runtime is not installed (run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON)');
   }
 
+  const warnings = formatIssues(result.warnings, loaded.locate);
+  const uncounted = result.runs.filter((r) => r.params === null).length;
+  if (canCount && uncounted > 0 && countErrors.length > 0) {
+    warnings.push(`${display}: the runtime could not count ${uncounted} run(s); first error: ${countErrors[0]}`);
+  }
   return {
     recipe,
     runs: result.runs,
     sweepId: makeSweepId(recipe.name, result.runs.map((r) => r.id)),
-    warnings: formatIssues(result.warnings, loaded.locate),
+    warnings,
     counts,
     path: loaded.path,
   };

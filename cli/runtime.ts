@@ -115,13 +115,17 @@ async function countBatch(specs: RunSpec[], timeoutMs: number): Promise<{ ok: tr
 
 /**
  * Count trainable/total parameters of each spec on the meta device with one runtime call
- * (`count --specs`). A spec the runtime refuses gets null (found by counting the failed batch one by one).
+ * (`count --specs`). A spec the runtime refuses gets null (found by counting the failed batch one by one)
+ * and its error is appended to `errors`.
  */
-export async function countSpecs(specs: RunSpec[], timeoutMs = 600_000): Promise<(CountResult | null)[]> {
+export async function countSpecs(specs: RunSpec[], timeoutMs = 600_000, errors?: string[]): Promise<(CountResult | null)[]> {
   if (specs.length === 0) return [];
   const r = await countBatch(specs, timeoutMs);
   if (r.ok) return r.results;
-  if (specs.length === 1) return [null];
+  if (specs.length === 1) {
+    errors?.push(r.error);
+    return [null];
+  }
   // One bad spec fails a batch: count one by one to find which (rare; only then do we pay per process).
   const out: (CountResult | null)[] = [];
   let firstError: string | null = null;
@@ -130,6 +134,7 @@ export async function countSpecs(specs: RunSpec[], timeoutMs = 600_000): Promise
     if (one.ok) out.push(one.results[0] ?? null);
     else {
       firstError ??= one.error;
+      errors?.push(`${s.method.name}${s.method.rank !== null ? ` r=${s.method.rank}` : ''}: ${one.error}`);
       out.push(null);
     }
   }

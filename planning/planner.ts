@@ -243,7 +243,9 @@ function resolveOptions(
   const fixed: Record<string, unknown> = {};
   const axes: OptionAxis[] = [];
   if (withDefaults) {
-    for (const [k, s] of Object.entries(desc.options)) fixed[k] = s.default;
+    // Options whose default is null mean "computed by the method" (e.g. RandLoRA's α = 20·r): they are left
+    // out of the spec (the runtime refuses an explicit null), everything else is written out.
+    for (const [k, s] of Object.entries(desc.options)) if (s.default !== null) fixed[k] = s.default;
   }
   for (const [k, v] of Object.entries(raw ?? {})) {
     const s = desc.options[k];
@@ -438,7 +440,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     };
     if (defs.options) {
       const filled: Record<string, unknown> = {};
-      for (const [k, sch] of Object.entries(defs.options)) filled[k] = sch.default;
+      for (const [k, sch] of Object.entries(defs.options)) if (sch.default !== null) filled[k] = sch.default;
       for (const [k, v] of Object.entries(spec.options)) {
         const p = e.options && k in e.options ? [...path, 'options', k] : ['dataset_settings', entry.name, 'options', k];
         const sch = defs.options[k];
@@ -448,6 +450,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
         }
         const r = checkOption(sch, v);
         if (!r.ok) issues.add(p, r.message, r.hint);
+        else if (r.value === null) delete filled[k];
         else filled[k] = r.value;
       }
       spec.options = Object.fromEntries(Object.entries(filled).sort(([a], [b]) => (a < b ? -1 : 1)));
@@ -501,13 +504,17 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     }
     const matchBy = entry.match_by ?? st.match_by;
     if (matchBy !== undefined && typeof matchBy === 'object') {
-      const s = desc.options[matchBy.option];
-      const p = entry.match_by !== undefined ? [...path, 'match_by', 'option'] : ['method_settings', entry.name, 'match_by', 'option'];
-      if (!s) issues.add(p, `unknown option \`${matchBy.option}\` for method \`${entry.name}\``, suggestHint(matchBy.option, Object.keys(desc.options), `options of ${entry.name}`));
-      else if (s.type !== 'integer' && s.type !== 'number') issues.add(p, `option \`${matchBy.option}\` is ${s.type}; budget matching needs a numeric option`);
-      else matchBy.values.forEach((v, i) => {
-        const r = checkOption(s, v);
-        if (!r.ok) issues.add([...p.slice(0, -1), 'values', i], r.message, r.hint);
+      const names = asList(matchBy.option)!;
+      const base = entry.match_by !== undefined ? [...path, 'match_by'] : ['method_settings', entry.name, 'match_by'];
+      names.forEach((name, k) => {
+        const s = desc.options[name];
+        const p = Array.isArray(matchBy.option) ? [...base, 'option', k] : [...base, 'option'];
+        if (!s) issues.add(p, `unknown option \`${name}\` for method \`${entry.name}\``, suggestHint(name, Object.keys(desc.options), `options of ${entry.name}`));
+        else if (s.type !== 'integer' && s.type !== 'number') issues.add(p, `option \`${name}\` is ${s.type}; budget matching needs a numeric option`);
+        else matchBy.values.forEach((v, i) => {
+          const r = checkOption(s, v);
+          if (!r.ok) issues.add([...base, 'values', i], r.message, r.hint);
+        });
       });
     } else if (matchBy === 'rank' && !desc.needs_rank) {
       issues.add(entry.match_by !== undefined ? [...path, 'match_by'] : ['method_settings', entry.name, 'match_by'], `method \`${entry.name}\` takes no rank to match by`, 'use `match_by: none` or a numeric option');
@@ -772,7 +779,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       if (overrides[i]!.targets) targets = overrides[i]!.targets!;
     }
     if (optionPatch) apply({ fixed: optionPatch, axes: [] });
-    fixed = Object.fromEntries(Object.entries(fixed).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    fixed = Object.fromEntries(Object.entries(fixed).filter(([, v]) => v !== null).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     return { mm, d, rank, trainAxes, trainFixed, evalBatchFollows, options: { fixed, axes }, targets, seeds: mm.seeds ?? seeds };
   };
 
@@ -799,7 +806,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     if (c.options.axes.length === 0) return c.options.fixed;
     const o: Record<string, unknown> = { ...c.options.fixed };
     c.options.axes.forEach((a, i) => (o[a.key] = pick[i]));
-    return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   };
   const firstSpec = (c: Cell): RunSpec => ({
     schema: SPEC_SCHEMA,
@@ -862,7 +869,11 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       const candidates: RankChoice[] =
         by === 'rank'
           ? (mm.ranks ?? budget.candidates ?? DEFAULT_RANK_LADDER).map((r) => ({ rank: r, tag }))
-          : by.values.map((v) => ({ rank: mm.desc.needs_rank ? (mm.ranks?.length === 1 ? mm.ranks[0]! : level) : null, patch: { [by.option]: v }, tag }));
+          : by.values.map((v) => ({
+              rank: mm.desc.needs_rank ? (mm.ranks?.length === 1 ? mm.ranks[0]! : level) : null,
+              patch: Object.fromEntries(asList(by.option)!.map((o) => [o, v])),
+              tag,
+            }));
       const specs = candidates.map((c) => firstSpec(buildCell(mm, d, c.rank, z, c.patch)));
       let missing = false;
       for (const s of [refSpec, ...specs]) {

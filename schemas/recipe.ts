@@ -78,10 +78,16 @@ export const DatasetEntry = DatasetSettings.extend({
 });
 export type DatasetEntry = z.infer<typeof DatasetEntry>;
 
-/** How budget matching varies a method: its rank (default), one numeric option, or not at all. */
+/**
+ * How budget matching varies a method: its rank (default), numeric option(s) set together to each of
+ * `values` (NOLA: `{option: [num_basis_a, num_basis_b], values: [...]}`), or not at all.
+ */
 export const MatchBy = z.union([
   z.enum(['rank', 'none']),
-  z.strictObject({ option: z.string().min(1), values: z.array(z.number()).min(1) }),
+  z.strictObject({
+    option: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    values: z.array(z.number()).min(1),
+  }),
 ]);
 
 export const MethodSettings = z.strictObject({

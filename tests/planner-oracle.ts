@@ -43,6 +43,8 @@ function perLayer(spec: RunSpec, dOut: number, dIn: number): number | null {
     case 'loldu':
     case 'svfit':
       return r;
+    case 'nola':
+      return (o.num_basis_a ?? 512) + (o.num_basis_b ?? 512);
     case 'bone':
       return r * dOut;
     case 'salt': {

@@ -1,0 +1,70 @@
+/**
+ * The planner against the real Python runtime (no oracle): the committed method-schema snapshot is current,
+ * `count --specs` fills the plan's parameter counts, and budget matching picks from real counts.
+ * These need `runtime-native/.venv` (built by scripts/setup-python.sh, which the test command runs first);
+ * without it they are skipped, since nothing here can be checked without the runtime.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { fractionOfFull, planRecipeFile } from '../cli/recipe-io.js';
+import { countSpecs, describeRuntime, runtimeAvailable } from '../cli/runtime.js';
+import { countKey } from '../planning/planner.js';
+import { snapshotText, SNAPSHOT_PATH } from '../scripts/gen-method-schemas.js';
+
+const haveRuntime = runtimeAvailable();
+const ROOT = join(import.meta.dirname, '..');
+const tmp = mkdtempSync(join(tmpdir(), 'rankflow-rt-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe.skipIf(!haveRuntime)('planner with the real runtime', () => {
+  it('schemas/methods.generated.json matches `describe` of the current runtime', async () => {
+    const fresh = snapshotText(await describeRuntime());
+    const committed = readFileSync(SNAPSHOT_PATH, 'utf8');
+    expect(committed, 'stale snapshot: run `npx tsx scripts/gen-method-schemas.ts` and commit it').toBe(fresh);
+  }, 120_000);
+
+  it('plan counts every quickstart run on the meta device; counts follow the LoRA formula', async () => {
+    const plan = await planRecipeFile(join(ROOT, 'recipes', 'quickstart.yaml'), { count: 'always' });
+    expect(plan.warnings).toEqual([]);
+    expect(plan.runs.every((r) => r.params !== null)).toBe(true);
+    const p = (m: string, rank: number | null) => plan.runs.find((r) => r.labels.method === m && r.labels.rank === rank)!;
+    // tiny-encoder: 2 layers x (query, value), each 64x64: LoRA adds r*(64+64) per matrix
+    expect(p('lora', 8).params!.trainable - p('lora', 4).params!.trainable).toBe(4 * 128 * 4);
+    expect(p('full', null).params!.trainable).toBe(p('full', null).params!.total);
+    expect(fractionOfFull(p('full', null), plan.counts)).toBe(1);
+    for (const r of plan.runs) expect(fractionOfFull(r, plan.counts)).toBeLessThanOrEqual(1);
+  }, 180_000);
+
+  it('budget matching picks the candidate whose real count is closest to LoRA at the budget rank', async () => {
+    const f = join(tmp, 'budget.yaml');
+    writeFileSync(
+      f,
+      `name: budget
+model: tiny-encoder
+datasets: [synthetic/seq-cls]
+methods:
+  - lora
+  - name: randlora
+    ranks: [2, 4, 8, 16, 32]
+  - name: vera
+    ranks: [4, 64, 256]
+  - full
+budget: {match: lora, rank: 4}
+training: {max_steps: 5}
+`,
+    );
+    const plan = await planRecipeFile(f, { count: 'always' });
+    const lora = plan.runs.find((r) => r.labels.method === 'lora')!;
+    expect(lora.labels.rank).toBe(4);
+    const rl = plan.runs.find((r) => r.labels.method === 'randlora')!;
+    const candidates = [2, 4, 8, 16, 32].map((rank) => ({ ...rl.spec, method: { ...rl.spec.method, rank } }));
+    const counts = await countSpecs(candidates);
+    const ref = lora.params!.trainable;
+    const dists = counts.map((c) => Math.abs(c!.trainable - ref));
+    expect(rl.labels.rank).toBe([2, 4, 8, 16, 32][dists.indexOf(Math.min(...dists))]);
+    expect(plan.counts[countKey(rl.spec)]!.trainable).toBe(rl.params!.trainable);
+    expect(plan.runs.map((r) => r.labels.method)).toEqual(['lora', 'randlora', 'vera', 'full']);
+  }, 240_000);
+});
