@@ -103,7 +103,7 @@ describe('services: start-up and hand-over', () => {
 describe('services: S3 behaviour that the artifact store relies on', () => {
   const bucket = () => services.s3Bucket;
 
-  it('requires the configured keys (a wrong secret is refused)', async () => {
+  it('requires the configured keys (a wrong secret and an unsigned request are refused)', async () => {
     const bad = new S3Client(s3ClientConfig({
       endpoint: services.s3Endpoint!, region: services.s3Region,
       accessKeyId: services.accessKeyId, secretAccessKey: 'not-the-secret',
@@ -114,6 +114,8 @@ describe('services: S3 behaviour that the artifact store relies on', () => {
     } finally {
       bad.destroy();
     }
+    const anonymous = await fetch(`${services.s3Endpoint}/${bucket()}?list-type=2`, { signal: AbortSignal.timeout(10_000) });
+    expect(anonymous.status).toBe(403);
   });
 
   it('round-trips a streamed upload byte for byte (no aws-chunked framing stored)', async () => {

@@ -241,6 +241,14 @@ interface Spawned {
   exitedPromise: Promise<void>;
 }
 
+/**
+ * The servers get the caller's environment minus AWS_* and TEMPORAL_*: SeaweedFS would otherwise add the
+ * caller's AWS keys as an extra admin identity, and the Temporal CLI reads TEMPORAL_* as client settings.
+ */
+function serviceEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(AWS_|TEMPORAL_)/.test(k)));
+}
+
 function spawnLogged(name: string, cmd: string, args: string[], log: string, cwd: string): Spawned {
   if (!fs.existsSync(cmd)) {
     throw new ServiceError(`${name}: ${cmd} not found; run 'bash scripts/setup.sh' first`);
@@ -252,7 +260,7 @@ function spawnLogged(name: string, cmd: string, args: string[], log: string, cwd
   try {
     // detached: a new process group, so stop() reaches every child the server spawned, and the
     // service outlives a short-lived CLI that started it.
-    child = spawn(cmd, args, { cwd, detached: true, stdio: ['ignore', fd, fd], env: { ...process.env } });
+    child = spawn(cmd, args, { cwd, detached: true, stdio: ['ignore', fd, fd], env: serviceEnv() });
   } finally {
     fs.closeSync(fd);
   }
