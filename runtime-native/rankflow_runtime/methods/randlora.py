@@ -23,10 +23,17 @@ Update of a (d_out, d_in) layer, with d_min = min(d_out, d_in), d_max = max(d_ou
 
 Trainable parameters per layer: **N·(r + d_min)**, N = ⌈d_min / r⌉ (decreasing in r, unlike LoRA).
 
-Memory-efficient autograd (`_RandLoRAFunction`): the forward builds the scaled bases Ã = λ ⊙ A ⊙ γ
-(r·N × d_min) only transiently; backward rebuilds Ã and computes the gradients of λ and γ from the
-r·N × d_min gradient of Ã, so no materialised copy of the N scaled bases is kept between forward and backward
-(PEFT's `UniqueBaseGrad` saves the bases but still keeps Ã alive for the following matmul).
+Memory-efficient autograd: the forward builds the scaled bases Ã = λ ⊙ A ⊙ γ (r·N × d_min) only transiently;
+backward rebuilds Ã and computes the gradients of λ and γ from the r·N × d_min gradient of Ã, so no
+materialised copy of the N scaled bases is kept between forward and backward (PEFT's `UniqueBaseGrad` saves the
+bases but still keeps Ã alive for the following matmul). Two numerically equivalent paths (`compute`):
+* factored (`_RandLoRAFunction`): y = W0 x + s·B (Ã x), five token-sized matmuls with width r·N ≈ d_min per
+  step, the dominant cost of RandLoRA (r·N ≈ d_min makes each as costly as the base matmul);
+* dense (`_RandLoRADenseFunction`): y = (W0 + ΔW) x with ΔW = s·B Ã rebuilt in forward and in backward, which
+  replaces the token-sized adapter matmuls by two d_out×d_in×r·N products plus one token-sized product for the
+  gradient of ΔW; nothing but x is saved.
+`auto` (default) picks the one with fewer multiply-adds for the current number of tokens (dense once the
+tokens exceed about 3/4 of the layer width, i.e. for nearly every training batch).
 
 Deviations and choices:
 * Pairing of B columns with Ã rows follows PEFT: B is flattened as (basis, rank) and Ã as (rank, basis). This
@@ -62,6 +69,9 @@ class RandLoRAOptions:
                                             "default: the run seed", min=0)
     save_bases: bool = option(False, help="store the shared bases in checkpoints (regenerated from the seed "
                                           "otherwise)")
+    compute: str = option("auto", help="factored: x·Ã^T·B^T (cheap for few tokens); dense: x·(W0 + ΔW)^T with ΔW "
+                                       "rebuilt in forward and backward (cheap for many tokens); auto: the one "
+                                       "with fewer multiply-adds for the batch at hand", choices=["auto", "factored", "dense"])
 
 
 def num_bases(d_out: int, d_in: int, r: int) -> int:
@@ -128,12 +138,15 @@ def _scaled_a(lam: torch.Tensor, gam: torch.Tensor, a: torch.Tensor) -> torch.Te
 
 
 class _RandLoRAFunction(torch.autograd.Function):
-    """s · x Ã^T B^T (d_min = d_in) or s · x B Ã (d_min = d_out), without keeping Ã for backward."""
+    """s · x Ã^T B^T (d_min = d_in) or s · x B Ã (d_min = d_out), without keeping Ã for backward.
+
+    The scaling s is folded into λ (an r×N tensor) instead of multiplying the (tokens × d_out) output, and the
+    gradients of λ and γ are contractions of the r·N × d_min gradient of Ã."""
 
     @staticmethod
     def forward(ctx, x2, lam, gam, a, b_flat, scaling: float, in_is_min: bool):
         with torch.autocast(device_type=x2.device.type, enabled=False):
-            w = _scaled_a(lam, gam, a)
+            w = _scaled_a(lam * scaling, gam, a)
             if in_is_min:
                 out = (x2 @ w.t()) @ b_flat.t()
                 ctx.save_for_backward(x2, lam, gam, a, b_flat)
@@ -142,28 +155,65 @@ class _RandLoRAFunction(torch.autograd.Function):
                 out = h @ w
                 ctx.save_for_backward(h, lam, gam, a, b_flat)
         ctx.scaling, ctx.in_is_min = scaling, in_is_min
-        return out * scaling
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
         saved, lam, gam, a, b_flat = ctx.saved_tensors
-        g = grad_out.to(lam.dtype) * ctx.scaling
-        w = _scaled_a(lam, gam, a)
+        g = grad_out.to(lam.dtype)
+        lam_s = lam * ctx.scaling
         grad_x = None
         if ctx.in_is_min:
             gh = g @ b_flat  # (M, r·N)
             if ctx.needs_input_grad[0]:
-                grad_x = gh @ w
-            gw = gh.t() @ saved  # (r·N, d_min)
+                grad_x = gh @ _scaled_a(lam_s, gam, a)
+            gw = gh.t() @ saved  # (r·N, d_min): gradient of Ã (unscaled)
         else:
-            gw = saved.t() @ g  # (r·N, d_min): h^T g
+            gw = saved.t() @ g  # h^T g
             if ctx.needs_input_grad[0]:
-                grad_x = (g @ w.t()) @ b_flat.t()
+                grad_x = (g @ _scaled_a(lam_s, gam, a).t()) @ b_flat.t()
         r, n = lam.shape
         t = gw.view(r, n, -1) * a[:, None, :]
-        grad_lam = (t * gam[None, :, :]).sum(-1) if ctx.needs_input_grad[1] else None
-        grad_gam = (t * lam[:, :, None]).sum(0) if ctx.needs_input_grad[2] else None
+        grad_lam = torch.einsum("ind,nd->in", t, gam) * ctx.scaling if ctx.needs_input_grad[1] else None
+        grad_gam = torch.einsum("ind,in->nd", t, lam_s) if ctx.needs_input_grad[2] else None
         return grad_x, grad_lam, grad_gam, None, None, None, None
+
+
+class _RandLoRADenseFunction(torch.autograd.Function):
+    """x (W0 + ΔW)^T + bias with ΔW = s·B Ã built transiently in forward and rebuilt in backward.
+
+    Cheaper than the factored path when the layer sees more tokens than ~3/4 of its width (one d_out×d_in×r·N
+    product per pass instead of matmuls with the token dimension), and it keeps nothing but x for backward."""
+
+    @staticmethod
+    def _delta(lam_s, gam, a, b_flat, in_is_min):
+        d = b_flat @ _scaled_a(lam_s, gam, a)  # (d_max, d_min)
+        return d if in_is_min else d.t()
+
+    @staticmethod
+    def forward(ctx, x2, lam, gam, a, b_flat, w0, bias, scaling: float, in_is_min: bool):
+        with torch.autocast(device_type=x2.device.type, enabled=False):
+            w = w0.to(lam.dtype) + _RandLoRADenseFunction._delta(lam * scaling, gam, a, b_flat, in_is_min)
+            out = torch.nn.functional.linear(x2, w, None if bias is None else bias.to(lam.dtype))
+        ctx.save_for_backward(x2, lam, gam, a, b_flat, w0)  # w0: the frozen parameter itself, not a copy
+        ctx.scaling, ctx.in_is_min = scaling, in_is_min
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, lam, gam, a, b_flat, w0 = ctx.saved_tensors
+        g = grad_out.to(lam.dtype)
+        lam_s = lam * ctx.scaling
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = g @ (w0.to(lam.dtype) + _RandLoRADenseFunction._delta(lam_s, gam, a, b_flat, ctx.in_is_min))
+        g_w = g.t() @ x2  # (d_out, d_in): gradient of ΔW
+        gw = b_flat.t() @ (g_w if ctx.in_is_min else g_w.t())  # (r·N, d_min): gradient of Ã
+        r, n = lam.shape
+        t = gw.view(r, n, -1) * a[:, None, :]
+        grad_lam = torch.einsum("ind,nd->in", t, gam) * ctx.scaling if ctx.needs_input_grad[1] else None
+        grad_gam = torch.einsum("ind,in->nd", t, lam_s) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_lam, grad_gam, None, None, None, None, None, None
 
 
 def _compute_dtype(x: torch.Tensor, default: torch.dtype) -> torch.dtype:
@@ -198,6 +248,34 @@ class RandLoRALinear(AdaptedLinear):
         a = a[:, 0, : self.d_min]  # (r, d_min), a view
         b = b[: self.d_max, : self.n_bases, :].reshape(self.d_max, self.n_bases * self.r)  # view: (n, i) merge
         return a, b
+
+    def use_dense(self, tokens: int) -> bool:
+        """Dense when its extra multiply-adds (3·K·d_in·d_out + M·d_in·d_out, K = r·N) are fewer than the factored
+        path's (M·K·(3·d_in + 2·d_out), case d_min = d_in; symmetric otherwise), M = tokens."""
+        mode = self.method.options.compute
+        if mode != "auto":
+            return mode == "dense"
+        if self.training and not isinstance(self.dropout, nn.Identity):
+            return False  # the adapter path sees dropout(x), the base x: cannot be fused
+        k, di, do = self.r * self.n_bases, self.in_features, self.out_features
+        factored = tokens * k * ((3 * di + 2 * do) if self.in_is_min else (2 * di + 3 * do))
+        dense = 3 * k * di * do + tokens * di * do
+        return dense < factored
+
+    def forward(self, x):
+        if self.merged:
+            return self.base(x)
+        tokens = x.numel() // self.in_features
+        if not self.use_dense(tokens):
+            return self.adapter_forward(x, self.base(x))
+        autocast_dtype = _compute_dtype(x, None)
+        cd = autocast_dtype or self.randlora_lambda.dtype
+        a, b = self._sliced(cd)
+        out = _RandLoRADenseFunction.apply(x.reshape(-1, self.in_features).to(cd), self.randlora_lambda.to(cd),
+                                           self.randlora_gamma.to(cd), a, b, self.base.weight, self.base.bias,
+                                           self.scaling, self.in_is_min)
+        # the dtype the base layer would have returned (autocast's, else the weight's)
+        return out.reshape(*x.shape[:-1], self.out_features).to(autocast_dtype or self.base.weight.dtype)
 
     def adapter_forward(self, x, base_out):
         cd = _compute_dtype(x, self.randlora_lambda.dtype)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rankflow_runtime.methods.base import SHARED_ATTR, adapt_model, adapter_state_dict
-from rankflow_runtime.methods.randlora import RandLoRA, _RandLoRAFunction, _scaled_a, num_bases
+from rankflow_runtime.methods.randlora import RandLoRA, _RandLoRADenseFunction, _RandLoRAFunction, num_bases
 
 
 class _Net(nn.Module):
@@ -80,11 +80,12 @@ def test_init_is_zero_update_and_scaling():
     assert net2.l0.scaling == pytest.approx(160.0)
 
 
+@pytest.mark.parametrize("compute", ["factored", "dense"])
 @pytest.mark.parametrize("d_out,d_in", [(12, 20), (20, 12), (8, 8)])
-def test_custom_backward_matches_plain_autograd(d_out, d_in):
-    """Gradients of λ, γ and x from the memory-efficient Function equal those of the dense ΔW path."""
+def test_custom_backward_matches_plain_autograd(d_out, d_in, compute):
+    """Gradients of λ, γ and x from the memory-efficient Functions equal plain autograd through W0 + ΔW."""
     torch.manual_seed(0)
-    net, _, _ = _adapted([(d_out, d_in)], r=3, options={"alpha": 3.0}, dtype=torch.float64)
+    net, _, _ = _adapted([(d_out, d_in)], r=3, options={"alpha": 3.0, "compute": compute}, dtype=torch.float64)
     layer = net.l0
     _randomize(net, scale=0.3)
     x = torch.randn(5, 2, d_in, dtype=torch.float64, requires_grad=True)
@@ -112,30 +113,38 @@ def test_function_gradcheck():
     assert torch.autograd.gradcheck(lambda x, l, c: _RandLoRAFunction.apply(x, l, c, a, b, 0.7, True), (x_in, lam, gam))
     x_in = torch.randn(4, d_max, dtype=torch.float64, generator=g, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, l, c: _RandLoRAFunction.apply(x, l, c, a, b, 0.7, False), (x_in, lam, gam))
+    # dense path: (W0 + ΔW) with W0 (d_out, d_in) for both orientations
+    for in_is_min, (d_out, d_in) in [(True, (d_max, d_min)), (False, (d_min, d_max))]:
+        w0 = torch.randn(d_out, d_in, dtype=torch.float64, generator=g)
+        bias = torch.randn(d_out, dtype=torch.float64, generator=g)
+        x_in = torch.randn(4, d_in, dtype=torch.float64, generator=g, requires_grad=True)
+        assert torch.autograd.gradcheck(
+            lambda x, l, c: _RandLoRADenseFunction.apply(x, l, c, a, b, w0, bias, 0.7, in_is_min), (x_in, lam, gam))
 
 
+@pytest.mark.parametrize("compute,tokens", [("auto", 3), ("auto", 64), ("factored", 64), ("dense", 3)])
 @pytest.mark.parametrize("d_out,d_in", [(24, 40), (40, 24)])
-def test_backward_keeps_no_scaled_basis(d_out, d_in):
-    """No tensor of the size of the scaled bases Ã (r·N × d_min) is saved for backward."""
-    net, _, _ = _adapted([(d_out, d_in)], r=4)
+def test_backward_keeps_no_scaled_basis(d_out, d_in, compute, tokens):
+    """Backward keeps only activations (tokens × ·) besides the frozen tensors: never the scaled bases Ã
+    (r·N × d_min), nor ΔW / W0 + ΔW (d_out × d_in)."""
+    net, _, _ = _adapted([(d_out, d_in)], r=4, options={"compute": compute})
     layer = net.l0
-    r, n, d_min = 4, layer.n_bases, layer.d_min
     saved = []
 
     def pack(t):
         saved.append(t)
         return t
 
-    x = torch.randn(3, d_in, requires_grad=True)
+    x = torch.randn(tokens, d_in, requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         y = layer(x)
     y.sum().backward()
     # Views of existing tensors (the shared frozen bases, the weights, the input) cost no memory.
     existing = {t.untyped_storage().data_ptr() for t in [*net.parameters(), *net.buffers(), x]}
-    for t in saved:
-        if t.untyped_storage().data_ptr() in existing:
-            continue
-        assert t.numel() < r * n * d_min, f"saved a {tuple(t.shape)} tensor"
+    new = [t for t in saved if t.untyped_storage().data_ptr() not in existing]
+    for t in new:
+        assert t.dim() == 2 and t.shape[0] == tokens, f"saved a {tuple(t.shape)} tensor"
+        assert t.numel() <= tokens * max(d_in, d_out)
 
 
 def test_bases_shared_generated_once_and_seeded():
@@ -180,3 +189,29 @@ def test_meta_device_setup():
     _, formula = adapt_model(net, meth, net.names, None, False)
     assert formula == 3 * (4 + 12) + 3 * (4 + 12)
     assert getattr(net, SHARED_ATTR).randlora_B.is_meta
+
+
+def test_auto_picks_dense_for_many_tokens_and_paths_agree():
+    net, _, _ = _adapted([(24, 40)], r=4, dtype=torch.float64)
+    layer = net.l0
+    assert not layer.use_dense(4) and layer.use_dense(64)
+    _randomize(net, scale=0.01)
+    x = torch.randn(64, 40, dtype=torch.float64)
+    dense = layer(x)
+    layer.method.options.compute = "factored"
+    torch.testing.assert_close(layer(x), dense)
+    # dropout on the adapter path cannot be fused: auto falls back to factored while training
+    net2, _, _ = _adapted([(24, 40)], r=4, options={"dropout": 0.1})
+    net2.train()
+    assert not net2.l0.use_dense(10_000)
+    net2.eval()
+    assert net2.l0.use_dense(10_000)
+
+
+@pytest.mark.parametrize("compute", ["factored", "dense"])
+def test_output_dtype_follows_the_base_layer(compute):
+    net, _, _ = _adapted([(12, 20)], r=4, options={"compute": compute})
+    x = torch.randn(3, 20)
+    assert net.l0(x).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net.l0(x).dtype == net.l0.base(x).dtype == torch.bfloat16
