@@ -6,11 +6,13 @@ as ratios measured in one run.
     runtime-native/.venv/bin/python bench/runtime_bench.py --methods all      # every registered method
     runtime-native/.venv/bin/python bench/runtime_bench.py --methods lora,vera --models tiny-decoder --json out.json
 
-Each (model, method) is measured in its own child process, so peak memory is not polluted by earlier
+Memory: each (model, method) runs in its own child process, so peak memory is not polluted by earlier
 measurements: the child builds the model and a batch, resets the kernel's peak-RSS counter
-(/proc/self/clear_refs), runs warm-up steps and timed steps, and reports the fastest step time (robust on
-a shared machine; the median is kept in --json) and the peak RSS growth over the pre-training baseline (activations, gradients, optimizer state). "frozen" is
-a forward pass of the un-adapted model under no_grad: the floor any method pays.
+(/proc/self/clear_refs), runs three steps and reports the peak RSS growth over the pre-training baseline
+(activations, gradients, optimizer state). Time: one child per model builds every method's model and
+interleaves their steps (A, B, C, A, B, C, ...), so load changes on a shared machine hit all methods alike;
+it reports the fastest step (the median is kept in --json). "frozen" is a forward pass of the un-adapted
+model under no_grad: the floor any method pays.
 Ratios are printed against LoRA and against full fine-tuning. Threads are pinned (default 1) because the
 machine may be shared; absolute numbers are only comparable within one run.
 """
@@ -48,7 +50,8 @@ def _rss_kb(field: str) -> int:
     return 0
 
 
-def child(model_name: str, method_name: str, rank: int, steps: int, warmup: int) -> dict:
+def setup(model_name: str, method_name: str, rank: int):
+    """(step function, trainable, total) for one (model, method)."""
     import torch
 
     from rankflow_runtime.methods import get_method
@@ -93,7 +96,13 @@ def child(model_name: str, method_name: str, rank: int, steps: int, warmup: int)
         opt.zero_grad(set_to_none=True)
 
     model.train(not frozen)
+    return step, (0 if frozen else trainable_numel(model)), total_numel(model)
+
+
+def child_memory(model_name: str, method_name: str, rank: int, steps: int) -> dict:
+    """Peak RSS growth of training steps over the built model (own process, so nothing else pollutes it)."""
     import gc
+    step, trainable, total = setup(model_name, method_name, rank)
     gc.collect()
     rss0 = _rss_kb("VmRSS")
     try:
@@ -102,18 +111,28 @@ def child(model_name: str, method_name: str, rank: int, steps: int, warmup: int)
         peak_ok = True
     except OSError:
         peak_ok = False
-    for _ in range(warmup):
-        step()
-    times = []
     for _ in range(steps):
-        t0 = time.perf_counter()
         step()
-        times.append(time.perf_counter() - t0)
     peak = _rss_kb("VmHWM")
-    return {"model": model_name, "method": method_name, "step_ms": 1000 * min(times),
-            "median_ms": 1000 * statistics.median(times),
-            "peak_extra_mb": (peak - rss0) / 1024 if peak_ok else float("nan"),
-            "trainable": 0 if frozen else trainable_numel(model), "total": total_numel(model)}
+    return {"model": model_name, "method": method_name, "peak_extra_mb": (peak - rss0) / 1024 if peak_ok else float("nan"),
+            "trainable": trainable, "total": total}
+
+
+def child_time(model_name: str, methods: list, rank: int, steps: int, warmup: int) -> list:
+    """Step times of all methods in one process, interleaved step by step (A, B, C, A, B, C, ...), so a
+    load change on a shared machine hits every method alike."""
+    fns = {m: setup(model_name, m, rank)[0] for m in methods}
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times = {m: [] for m in methods}
+    for _ in range(steps):
+        for m, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[m].append(time.perf_counter() - t0)
+    return [{"model": model_name, "method": m, "step_ms": 1000 * min(t), "median_ms": 1000 * statistics.median(t)}
+            for m, t in times.items()]
 
 
 def main() -> int:
@@ -126,13 +145,18 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="also write the results to this file")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--child-mem", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--child-time", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    if args.child:
+    if args.child_mem or args.child_time:
         import torch
         torch.set_num_threads(args.threads)
-        print(json.dumps(child(args.child[0], args.child[1], args.rank, args.steps, args.warmup)))
+        if args.child_mem:
+            print(json.dumps(child_memory(args.child_mem[0], args.child_mem[1], args.rank, 3)))
+        else:
+            print(json.dumps(child_time(args.child_time[0], args.child_time[1].split(","), args.rank, args.steps,
+                                        args.warmup)))
         return 0
 
     if args.methods == "all":
@@ -142,16 +166,23 @@ def main() -> int:
         methods = args.methods.split(",")
     rows = []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    common = ["--rank", str(args.rank), "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--threads", str(args.threads)]
+
+    def child(flag, a, b):
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), flag, a, b, *common], capture_output=True,
+                           text=True, env=env)
+        if p.returncode != 0:
+            print(f"# {a} {b}: failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
+            return None
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
     for model_name in args.models.split(","):
-        for m in methods:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, m, "--rank", str(args.rank),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if p.returncode != 0:
-                err = (p.stderr.strip().splitlines() or ["?"])[-1]
-                print(f"# {model_name} {m}: failed: {err}", file=sys.stderr)
-                continue
-            rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+        mem = {m: child("--child-mem", model_name, m) for m in methods}
+        ok = [m for m in methods if mem[m] is not None]
+        timed = child("--child-time", model_name, ",".join(ok)) or []
+        for t in timed:
+            rows.append({**mem[t["method"]], **t})
 
     print(f"# runtime_bench: batch {BATCH}, seq {SEQ}, rank {args.rank}, {args.threads} thread(s), "
           f"fastest of {args.steps} steps after {args.warmup} warm-up; ratios within this run")
