@@ -940,6 +940,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     return hit;
   };
 
+  const scratch = new Sha256();
   const expandCell = (c: Cell, tag: string | null, applyExclude: boolean): void => {
     gridSize += cellSize(c);
     const datasetCanon = canonicalJson(c.d.spec);
@@ -960,7 +961,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
             excluded++;
             continue;
           }
-          const id = 'run-' + prefix.clone().update(`${seed},"training":${trainingCanons[ti]}}`).hex().slice(0, 32);
+          const id = 'run-' + scratch.copyFrom(prefix).update(String(seed)).update(',"training":').update(trainingCanons[ti]!).update('}').hex().slice(0, 32);
           if (byId.has(id)) continue;
           if (runs.length >= maxRuns) throw new TooManyRuns();
           byId.set(id, runs.length);
@@ -1057,10 +1058,19 @@ function assignSettings(runs: PlannedRun[], metas: RunMeta[], recipeTags: string
     }
     return out;
   };
-  // (entry, dataset) -> field -> first value seen, plus the set of varying fields per entry
+  // (entry, dataset) -> field -> first value seen, plus the set of varying fields per entry. Runs that differ
+  // only by seed share their training and method objects and come one after another: each such group is
+  // looked at once.
   const first = new Map<string, Map<string, string>>();
   const varying = new Map<string, Set<string>>();
+  const sameAsPrevious = (i: number): boolean => {
+    if (i === 0) return false;
+    const a = runs[i]!.spec;
+    const b = runs[i - 1]!.spec;
+    return a.training === b.training && a.method === b.method && a.dataset === b.dataset && metas[i]!.entry === metas[i - 1]!.entry;
+  };
   runs.forEach((r, i) => {
+    if (sameAsPrevious(i)) return;
     const ek = entryKey(i);
     const gk = ek + '\u0000' + r.spec.dataset.name;
     let f = first.get(gk);
@@ -1080,15 +1090,20 @@ function assignSettings(runs: PlannedRun[], metas: RunMeta[], recipeTags: string
       else if (prev !== c) vs.add(k);
     }
   });
+  let setting = '';
+  let tags: string[] = [];
   runs.forEach((r, i) => {
-    const meta = metas[i]!;
-    const vs = varying.get(entryKey(i))!;
-    const parts: string[] = [];
-    if (meta.entry.label) parts.push(meta.entry.label);
-    if (vs.size) for (const [k, v] of fieldsOf(r)) if (vs.has(k)) parts.push(`${k}=${fmtValue(v)}`);
-    const tags = [...new Set([...recipeTags, ...meta.entry.tags, ...(meta.budgetTag ? [meta.budgetTag] : [])])].sort();
-    (r.labels as RunLabels).setting = parts.join(' ');
-    (r.labels as RunLabels).tags = tags;
+    if (!sameAsPrevious(i) || metas[i]!.budgetTag !== metas[i - 1]!.budgetTag) {
+      const meta = metas[i]!;
+      const vs = varying.get(entryKey(i))!;
+      const parts: string[] = [];
+      if (meta.entry.label) parts.push(meta.entry.label);
+      if (vs.size) for (const [k, v] of fieldsOf(r)) if (vs.has(k)) parts.push(`${k}=${fmtValue(v)}`);
+      setting = parts.join(' ');
+      tags = [...new Set([...recipeTags, ...meta.entry.tags, ...(meta.budgetTag ? [meta.budgetTag] : [])])].sort();
+    }
+    (r.labels as RunLabels).setting = setting;
+    (r.labels as RunLabels).tags = tags.slice();
   });
 }
 

@@ -6,7 +6,7 @@
  * once and finish each run from a copy of that state.
  */
 
-const K = new Uint32Array([
+const K = new Int32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
   0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
   0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
@@ -19,34 +19,40 @@ const K = new Uint32Array([
 
 const IV = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
 
-const W = new Uint32Array(64);
+const W = new Int32Array(64);
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 export class Sha256 {
-  private readonly h = new Uint32Array(IV);
-  private readonly block = new Uint8Array(64);
-  private blockLen = 0;
+  private readonly h = new Int32Array(IV);
+  /** The current block as 16 big-endian words (Int32Array keeps values as small integers in V8). */
+  private readonly buf = new Int32Array(16);
+  private pos = 0; // bytes in the current block
   private bytes = 0; // total bytes processed (messages stay far below 2^53)
 
   /** A copy of the current state: hashing more into the copy leaves this one unchanged. */
   clone(): Sha256 {
-    const c = new Sha256();
-    c.h.set(this.h);
-    c.block.set(this.block);
-    c.blockLen = this.blockLen;
-    c.bytes = this.bytes;
-    return c;
+    return new Sha256().copyFrom(this);
+  }
+
+  /** Make this instance a copy of `other`'s state (no allocation; for hashing many messages with one prefix). */
+  copyFrom(other: Sha256): this {
+    this.h.set(other.h);
+    this.buf.set(other.buf);
+    this.pos = other.pos;
+    this.bytes = other.bytes;
+    return this;
   }
 
   /** Feed a string (encoded as UTF-8). */
   update(s: string): this {
-    for (let i = 0; i < s.length; i++) {
+    const n = s.length;
+    for (let i = 0; i < n; i++) {
       let c = s.charCodeAt(i);
       if (c < 0x80) {
         this.byte(c);
         continue;
       }
-      if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      if (c >= 0xd800 && c <= 0xdbff && i + 1 < n) {
         const d = s.charCodeAt(i + 1);
         if (d >= 0xdc00 && d <= 0xdfff) {
           c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
@@ -82,7 +88,7 @@ export class Sha256 {
     const bitsHi = Math.floor((this.bytes * 8) / 0x100000000);
     const bitsLo = (this.bytes * 8) >>> 0;
     this.byte(0x80);
-    while (this.blockLen !== 56) this.byte(0);
+    while (this.pos !== 56) this.byte(0);
     for (const w of [bitsHi, bitsLo]) {
       this.byte(w >>> 24);
       this.byte((w >>> 16) & 255);
@@ -98,19 +104,21 @@ export class Sha256 {
   }
 
   private byte(b: number): void {
-    this.block[this.blockLen++] = b;
+    const p = this.pos;
+    const shift = (3 - (p & 3)) << 3;
+    if (shift === 24) this.buf[p >> 2] = b << 24;
+    else this.buf[p >> 2]! |= b << shift;
     this.bytes++;
-    if (this.blockLen === 64) {
+    if (p === 63) {
       this.compress();
-      this.blockLen = 0;
+      this.pos = 0;
+    } else {
+      this.pos = p + 1;
     }
   }
 
   private compress(): void {
-    const b = this.block;
-    for (let t = 0; t < 16; t++) {
-      W[t] = (b[4 * t]! << 24) | (b[4 * t + 1]! << 16) | (b[4 * t + 2]! << 8) | b[4 * t + 3]!;
-    }
+    W.set(this.buf);
     for (let t = 16; t < 64; t++) {
       const w15 = W[t - 15]!;
       const w2 = W[t - 2]!;

@@ -1,0 +1,145 @@
+/**
+ * Planner benchmark: plan a 100,000-run recipe and compare with the floor, a plain nested-loop cartesian
+ * product over the same axes that builds one small object per combination (no defaults, validation,
+ * canonical JSON, hashing or deduplication). Prints runs/second, peak memory and the ratio, measured in
+ * one process:  node --expose-gc --import tsx bench/plan_bench.ts [--repeat 5]
+ */
+import { canonicalJson } from '../planning/canonical.js';
+import { planRecipe } from '../planning/planner.js';
+import { sha256Hex } from '../planning/sha256.js';
+import { validateRecipe } from '../planning/validate.js';
+import { MethodsSnapshot } from '../schemas/describe.js';
+import snapshotJson from '../schemas/methods.generated.json' with { type: 'json' };
+
+const snap = MethodsSnapshot.parse(snapshotJson);
+
+const AXES = {
+  datasets: ['synthetic/seq-cls', 'synthetic/regression'],
+  methods: ['lora', 'dora', 'vera', 'randlora', 'nola'],
+  ranks: [1, 2, 4, 8, 16],
+  lr: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+  batch_size: [8, 16, 32, 64],
+  warmup_ratio: [0, 0.1],
+  weight_decay: [0, 1e-3, 1e-2, 5e-2, 1e-1],
+  seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+};
+const N = Object.values(AXES).reduce((n, a) => n * a.length, 1);
+
+const recipe = {
+  name: 'bench-100k',
+  model: 'tiny-encoder',
+  datasets: AXES.datasets,
+  methods: AXES.methods,
+  ranks: AXES.ranks,
+  seeds: AXES.seeds,
+  training: { max_steps: 100, lr: AXES.lr, batch_size: AXES.batch_size, warmup_ratio: AXES.warmup_ratio, weight_decay: AXES.weight_decay },
+  max_runs: N,
+};
+
+function planOnce(): number {
+  const v = validateRecipe(recipe);
+  if (!v.recipe) throw new Error(JSON.stringify(v.issues));
+  const r = planRecipe(v.recipe, { methods: snap.methods, datasets: snap.datasets });
+  if (r.issues.length) throw new Error(JSON.stringify(r.issues));
+  keep = r.runs;
+  return r.runs.length;
+}
+
+/** The floor: the same axes in nested loops, one plain object per combination. */
+function floorOnce(): number {
+  const out: object[] = [];
+  for (const dataset of AXES.datasets)
+    for (const method of AXES.methods)
+      for (const rank of AXES.ranks)
+        for (const lr of AXES.lr)
+          for (const batch_size of AXES.batch_size)
+            for (const warmup_ratio of AXES.warmup_ratio)
+              for (const weight_decay of AXES.weight_decay)
+                for (const seed of AXES.seeds) out.push({ dataset, method, rank, lr, batch_size, warmup_ratio, weight_decay, seed });
+  keep = out;
+  return out.length;
+}
+
+let keep: unknown = null;
+
+/**
+ * A second reference: the same nested loops, but each combination becomes a full RunSpec-shaped object
+ * whose id is SHA-256 (pure JS) of its canonical JSON: the least work any planner producing ids must do.
+ */
+function floorWithIdsOnce(): number {
+  const model = { name: 'tiny-encoder', source: 'builtin', task: 'seq-cls', config: {}, random_init: false };
+  const out: { id: string; spec: object }[] = [];
+  for (const dsName of AXES.datasets) {
+    const dataset = { name: dsName, data_root: null, max_length: 32, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'accuracy', options: {} };
+    for (const name of AXES.methods)
+      for (const rank of AXES.ranks) {
+        const method = { name, rank, options: {}, targets: [] };
+        for (const lr of AXES.lr)
+          for (const batch_size of AXES.batch_size)
+            for (const warmup_ratio of AXES.warmup_ratio)
+              for (const weight_decay of AXES.weight_decay)
+                for (const seed of AXES.seeds) {
+                  const training = {
+                    optimizer: 'adamw', lr, lr_groups: {}, weight_decay, schedule: 'linear', warmup_ratio, max_steps: 100, epochs: null,
+                    batch_size, eval_batch_size: batch_size, grad_accum: 1, max_grad_norm: 1, precision: 'fp32', eval_every: null,
+                    checkpoint_every: null, log_every: 10, train_head: true,
+                  };
+                  const spec = { schema: 'rankflow.run/v1', model, dataset, method, training, seed, device: 'auto' };
+                  out.push({ id: 'run-' + sha256Hex(canonicalJson(spec)).slice(0, 32), spec });
+                }
+      }
+  }
+  keep = out;
+  return out.length;
+}
+
+function time(f: () => number): { ms: number; n: number } {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  keep = null;
+  gc?.();
+  const t0 = performance.now();
+  const n = f();
+  return { ms: performance.now() - t0, n };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+const repeatArg = process.argv.indexOf('--repeat');
+const repeat = repeatArg > 0 ? Number(process.argv[repeatArg + 1]) : 5;
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) console.log('(run with `node --expose-gc --import tsx bench/plan_bench.ts` for steadier figures)');
+
+// Warm-up (JIT) on every path, then interleaved measurements so machine load hits all three alike.
+floorOnce();
+floorWithIdsOnce();
+planOnce();
+keep = null;
+gc?.();
+const heap0 = process.memoryUsage().heapUsed;
+planOnce();
+const heapRetained = process.memoryUsage().heapUsed - heap0;
+const floorMs: number[] = [];
+const idsMs: number[] = [];
+const planMs: number[] = [];
+for (let i = 0; i < repeat; i++) {
+  floorMs.push(time(floorOnce).ms);
+  idsMs.push(time(floorWithIdsOnce).ms);
+  const t = time(planOnce);
+  if (t.n !== N) throw new Error(`planned ${t.n} runs, expected ${N}`);
+  planMs.push(t.ms);
+}
+const peakRssMiB = process.resourceUsage().maxRSS / 1024;
+
+const p = median(planMs);
+const f = median(floorMs);
+const h = median(idsMs);
+const rate = (ms: number) => Math.round(N / (ms / 1000)).toLocaleString('en-US');
+console.log(`plan_bench: ${N.toLocaleString('en-US')} runs (${Object.entries(AXES).map(([k, v]) => `${k} ${v.length}`).join(' x ')}), median of ${repeat}`);
+console.log(`  planner (validate + expand + canonical JSON + SHA-256 ids + dedup + labels): ${p.toFixed(0)} ms = ${rate(p)} runs/s`);
+console.log(`  floor, nested-loop cartesian product of the same axes: ${f.toFixed(1)} ms = ${rate(f)} combos/s`);
+console.log(`  floor + full spec objects + canonical JSON + pure SHA-256 id each: ${h.toFixed(0)} ms = ${rate(h)} runs/s`);
+console.log(`  ratio planner / floor: ${(p / f).toFixed(0)}x; planner / (floor with ids): ${(p / h).toFixed(2)}x`);
+console.log(`  peak RSS of the process: ${peakRssMiB.toFixed(0)} MiB; heap retained by 100k planned runs: ${(heapRetained / 2 ** 20).toFixed(0)} MiB (${(heapRetained / N).toFixed(0)} B/run)`);
