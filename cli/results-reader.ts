@@ -2,8 +2,8 @@
  * Reads result records for tables and plots through the `ArtifactStore` (local folder or S3): resolves
  * sweep ids and recipe names to sweep manifests (`sweeps/<sweep_id>.json`), joins several sweeps, applies
  * filters (method, dataset, rank, tag, model, setting) and turns each planned run into a `RunRow`: the
- * result record (`results/<run_id>.json`) when there is one, else a `missing` row (annotated with the last
- * failure from `failed/<run_id>.json` when a retry is pending). Nothing is dropped silently.
+ * result record (`results/<run_id>.json`) when there is one, else the failure record the orchestrator writes
+ * for a run that failed (`failed/<run_id>.json`, status `failed`), else a `missing` row. Nothing is dropped.
  */
 import { basename, extname, resolve } from 'node:path';
 import { LocalStore, openStore, type ArtifactStore } from '../activities/store.js';
@@ -182,20 +182,18 @@ export async function readSelection(
   const runs = await mapPool(selected, opts.concurrency ?? 32, async ({ sweep, run }) => {
     const rec = await readResult(store, run.id);
     if (rec) return runFromRecord(rec);
-    let why: string | null = null;
+    // The orchestrator records a run that failed (after its retries) under failed/<run_id>.json, as a result
+    // record with status `failed`; `rankflow resume` may still turn it into a success.
     const fk = `${FAILED}${run.id}.json`;
     if (failedKeys.has(fk)) {
       const body = await store.get(fk);
       if (body) {
-        try {
-          const j = JSON.parse(body.toString('utf8')) as { error?: { kind?: string; message?: string } };
-          why = `last attempt failed (${j.error?.kind ?? 'error'}: ${j.error?.message ?? 'no message'}), not final`;
-        } catch {
-          why = 'last attempt failed, not final';
-        }
+        const parsed = ResultRecord.safeParse(parseJson(body, fk));
+        if (parsed.success) return runFromRecord({ ...parsed.data, status: 'failed' });
+        return missingRun(run.id, sweep, run.labels, `${fk} is not a valid result record (${firstIssue(parsed.error)})`, run.params);
       }
     }
-    return missingRun(run.id, sweep, run.labels, why, run.params);
+    return missingRun(run.id, sweep, run.labels, null, run.params);
   });
   return { runs, sweeps, store: store.description };
 }

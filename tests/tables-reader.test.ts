@@ -14,6 +14,10 @@ import { readSelection, resolveTargets } from '../cli/results-reader.js';
 import { TableInputError } from '../tables/errors.js';
 import { labelsFor, makeRecord, runIdFor, specFor, type RecordOptions } from './tables-fixtures.js';
 import { testConfig, testStore } from './helpers/cluster.js';
+import { tableCommand } from '../cli/commands/table.js';
+import { plotCommand } from '../cli/commands/plot.js';
+import type { Command } from '../cli/commands/index.js';
+import { UserError } from '../cli/errors.js';
 
 const root = join(import.meta.dirname, '..');
 let dir: string;
@@ -74,9 +78,13 @@ beforeAll(async () => {
     const failed = o.method === 'lora' && o.dataset === 'glue/rte' && o.seed === 1;
     await store.put(`results/${runIdFor(o)}.json`, JSON.stringify(makeRecord({ ...o, status: failed ? 'failed' : 'succeeded' })));
   }
-  // The missing run's last attempt failed and will be retried.
-  const miss = sweepA.find((o) => o.method === 'full' && o.dataset === 'glue/rte' && o.seed === 1)!;
-  await store.put(`failed/${runIdFor(miss)}.json`, JSON.stringify({ error: { kind: 'oom', message: 'CUDA out of memory' } }));
+  // A DoRA run failed after its retries: the orchestrator's failure record (a result record, status failed).
+  const doraFailed: RecordOptions = { method: 'dora', rank: 8, dataset: 'glue/sst2', seed: 1, sweep_id: 'sweep-b' };
+  await store.delete(`results/${runIdFor(doraFailed)}.json`);
+  await store.put(
+    `failed/${runIdFor(doraFailed)}.json`,
+    JSON.stringify(makeRecord({ ...doraFailed, status: 'failed', error: { kind: 'oom', message: 'CUDA out of memory', hint: null } })),
+  );
 });
 
 afterAll(() => {
@@ -84,15 +92,23 @@ afterAll(() => {
 });
 
 describe('results reader', () => {
-  it('reads a sweep: results, failed runs, and missing runs with their last failure', async () => {
+  it('reads a sweep: results, failed runs, and missing runs', async () => {
     const sel = await readSelection(store, ['sweep-a']);
     expect(sel.runs).toHaveLength(8);
     const byStatus = (s: string) => sel.runs.filter((r) => r.status === s);
     expect(byStatus('succeeded')).toHaveLength(6);
     expect(byStatus('failed')).toHaveLength(1);
     expect(byStatus('missing')).toHaveLength(1);
-    expect(byStatus('missing')[0]!.error).toBe('last attempt failed (oom: CUDA out of memory), not final');
+    expect(byStatus('missing')[0]!.error).toBeNull();
     expect(byStatus('missing')[0]!.trainable).toBe(100000); // from the manifest's planned parameter count
+  });
+
+  it('reads the failure records the orchestrator writes under failed/', async () => {
+    const sel = await readSelection(store, ['sweep-b']);
+    const failed = sel.runs.filter((r) => r.status === 'failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.labels).toMatchObject({ method: 'dora', seed: 1 });
+    expect(failed[0]!.error).toBe('oom: CUDA out of memory');
   });
 
   it('resolves recipes by path or name and joins sweeps, counting a shared run once', async () => {
@@ -143,7 +159,7 @@ describe('results reader over S3', () => {
     const local = await readSelection(store, ['sweep-a', 'glue-dora']);
     const remote = await readSelection(s3, ['sweep-a', 'glue-dora']);
     expect(remote.runs).toEqual(local.runs);
-    expect(remote.runs.filter((r) => r.status === 'missing')[0]!.error).toMatch(/last attempt failed \(oom/);
+    expect(remote.runs.filter((r) => r.status === 'failed').map((r) => r.error)).toContain('oom: CUDA out of memory');
     const sc = config.store as Extract<typeof config.store, { kind: 's3' }>;
     const env = {
       ...process.env,
@@ -172,7 +188,8 @@ describe('rankflow table / plot (CLI)', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('| Method / Rank | Params | SST-2 | RTE | GLUE Avg |');
     expect(r.stdout).toMatch(/\| Full FT \| 100K \(100%\) \| 70\.5 ± 0\.7 \(-10\.0\) \| <u>60\.0<\/u> \(1\/2\) \(-10\.0\) \| <u>65\.3<\/u> \(\*\) \(-10\.0\) \|/);
-    expect(r.stdout).toMatch(/\| DoRA \(r=8\) \| 1K \(1\.00%\) \| \*\*82\.5\*\* ± 0\.7 \(\+2\.0\) \| – \| n\/a \|/);
+    expect(r.stdout).toMatch(/\| DoRA \(r=8\) \| 1K \(1\.00%\) \| \*\*82\.0\*\* \(1\/2\) \(\+1\.5\) \| – \| n\/a \|/);
+    expect(r.stdout).toContain('2 failed run(s): lora r=8 on glue/rte seed 1: nan: loss became NaN at step 7, dora r=8 on glue/sst2 seed 1: oom: CUDA out of memory.');
     expect(r.stdout).toContain('planned run(s) have no result yet: full on glue/rte seed 1');
   });
 
@@ -189,21 +206,33 @@ describe('rankflow table / plot (CLI)', () => {
     expect(csv.stdout.split('\n')[1]).toMatch(/^Full FT,result,,full,,,glue\/sst2,glue\/sst2,SST-2,data,accuracy,100,70\.5,0\.707106781187,2,2,0,0,0;1,ok,second,/);
   });
 
-  it('fails with one line and exit code 2 on bad input', () => {
-    const cases: [string[], RegExp][] = [
-      [['table', 'sweep-a', '--store', dir, '--metric', 'bleu'], /^rankflow: unknown metric `bleu`: no run reports it; available final metrics: accuracy\n$/],
-      [['table', 'sweep-a', '--store', dir, '--rows', 'seed'], /^rankflow: --rows seed: unknown dimension `seed`; use model, method, rank, setting, dataset\n$/],
-      [['table', 'sweep-a', '--store', dir, '--format', 'docx'], /^rankflow: --format docx: use one of md, latex, csv, html, json\n$/],
-      [['table', 'nope', '--store', dir], /^rankflow: no sweep or recipe named `nope`/],
-      [['table', 'sweep-a', '--store', dir, '--dataset', 'glue/mnli'], /^rankflow: --dataset glue\/mnli matches no run in the selection; it has glue\/rte, glue\/sst2\n$/],
-      [['table', 'sweep-a', '--store', dir, '--bogus'], /^rankflow: table: Unknown option '--bogus'.*; run `rankflow table --help`\n$/],
-      [['plot', 'sweep-a', '--store', dir, '--kind', 'pie'], /^rankflow: --kind pie: use loss, params, rank\n$/],
+  it('fails with one line and exit code 2 on bad input', async () => {
+    // The CLI's wiring (stderr, exit code) once in a child process ...
+    const r = cli(['table', 'sweep-a', '--store', dir, '--metric', 'bleu']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe('rankflow: unknown metric `bleu`: no run reports it; available final metrics: accuracy\n');
+    expect(r.stdout).toBe('');
+    // ... and the messages in process (each one line, a UserError, naming the fix).
+    const cases: [Command, string[], RegExp][] = [
+      [tableCommand, ['sweep-a', '--store', dir, '--rows', 'seed'], /^--rows seed: unknown dimension `seed`; use model, method, rank, setting, dataset$/],
+      [tableCommand, ['sweep-a', '--store', dir, '--format', 'docx'], /^--format docx: use one of md, latex, csv, html, json$/],
+      [tableCommand, ['nope', '--store', dir], /^no sweep or recipe named `nope` in file:\/\/.*; sweeps: sweep-a, sweep-b; recipes: /],
+      [tableCommand, ['sweep-a', '--store', dir, '--dataset', 'glue/mnli'], /^--dataset glue\/mnli matches no run in the selection; it has glue\/rte, glue\/sst2$/],
+      [tableCommand, ['sweep-a', '--store', dir, '--bogus'], /^table: Unknown option '--bogus'.*; run `rankflow table --help`$/],
+      [tableCommand, ['sweep-a', '--store', dir, '--digits', 'x'], /^--digits x: expected an integer from 0 to 6$/],
+      [tableCommand, ['sweep-a', '--store', dir, '--baseline', 'vera'], /^--baseline `vera` matches no row; rows are: Full FT, LoRA \(r=8\)$/],
+      [tableCommand, ['sweep-a', '--store', dir, '--reference', join(dir, 'none.csv')], /^--reference .*none\.csv: file not found; give a CSV with columns /],
+      [plotCommand, ['sweep-a', '--store', dir, '--kind', 'pie'], /^--kind pie: use loss, params, rank$/],
+      [plotCommand, ['sweep-a', '--store', dir, '--kind', 'rank', '--method', 'full', '--out', join(dir, 'p')], /^no run in the selection has a rank; the rank plot needs methods with a rank$/],
     ];
-    for (const [args, re] of cases) {
-      const r = cli(args);
-      expect(r.status, args.join(' ')).toBe(2);
-      expect(r.stderr, args.join(' ')).toMatch(re);
-      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    for (const [cmd, args, re] of cases) {
+      const err = await cmd.run(args).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err, args.join(' ')).toBeInstanceOf(UserError);
+      expect((err as Error).message, args.join(' ')).toMatch(re);
+      expect((err as Error).message).not.toContain('\n');
     }
   });
 
