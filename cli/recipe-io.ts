@@ -7,7 +7,8 @@
  * way, paths relative to the file that names them), then the file itself; later layers win. Mappings merge
  * key by key; lists and scalars replace, except the top-level `overrides`, `include` and `exclude` lists,
  * which concatenate (base first). A layer that changes `model.name` replaces the whole `model`. Setting
- * `max_steps` in a `training` mapping clears an inherited `epochs`, and vice versa.
+ * `max_steps` in a `training` mapping clears an inherited `epochs`, and vice versa. `name` is not
+ * inherited: it is the file's own `name`, or its file name without the extension.
  */
 import { readFileSync } from 'node:fs';
 import { basename, dirname, extname, relative, resolve } from 'node:path';
@@ -256,7 +257,9 @@ export function loadRecipeFile(file: string): LoadedRecipe {
       }
     }
   });
-  if (raw.name === undefined) raw.name = basename(abs, extname(abs));
+  // The name is the study's own: not inherited from a base file (two studies on one base stay apart).
+  const topName = layers[layers.length - 1]!.data.name;
+  raw.name = topName !== undefined ? topName : basename(abs, extname(abs));
 
   const top = layers[layers.length - 1]!;
   const locate = (path: FieldPath): Location => {
