@@ -35,6 +35,8 @@ export interface Selection {
   runs: RunRow[];
   sweeps: SweepManifest[];
   store: string;
+  /** What the reader chose on the user's behalf (printed on stderr by the commands). */
+  notes: string[];
 }
 
 function short(xs: string[], max = 10): string {
@@ -75,8 +77,12 @@ export async function listSweeps(store: ArtifactStore): Promise<SweepManifest[]>
 
 const stem = (p: string): string => basename(p, extname(p));
 
-/** Sweep manifests named by sweep id or by recipe (path or file stem); several targets are joined. */
-export async function resolveTargets(store: ArtifactStore, targets: string[]): Promise<SweepManifest[]> {
+/**
+ * Sweep manifests named by sweep id or by recipe (path or file stem); several targets are joined. A recipe
+ * names its latest sweep (a changed recipe gets a new sweep id; older sweeps can be joined by id); `notes`
+ * receives a line when older sweeps of a recipe were left out.
+ */
+export async function resolveTargets(store: ArtifactStore, targets: string[], notes: string[] = []): Promise<SweepManifest[]> {
   if (targets.length === 0) throw new TableInputError('name at least one sweep id or recipe (`rankflow table <sweep|recipe>`)');
   const chosen = new Map<string, SweepManifest>();
   let all: SweepManifest[] | null = null;
@@ -96,7 +102,13 @@ export async function resolveTargets(store: ArtifactStore, targets: string[]): P
         `no sweep or recipe named \`${t}\` in ${store.description}; sweeps: ${short(all.map((m) => m.sweep_id).sort())}; recipes: ${short(recipes)}`,
       );
     }
-    for (const m of byRecipe) chosen.set(m.sweep_id, m);
+    const latest = [...byRecipe].sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0))[0]!;
+    chosen.set(latest.sweep_id, latest);
+    if (byRecipe.length > 1) {
+      notes.push(
+        `recipe ${t} has ${byRecipe.length} sweeps; using the latest, ${latest.sweep_id} (${latest.created_at}); name sweep ids to join others: ${byRecipe.filter((m) => m !== latest).map((m) => m.sweep_id).join(', ')}`,
+      );
+    }
   }
   return [...chosen.values()];
 }
@@ -168,7 +180,8 @@ export async function readSelection(
   filters: RunFilters = {},
   opts: { concurrency?: number } = {},
 ): Promise<Selection> {
-  const sweeps = await resolveTargets(store, targets);
+  const notes: string[] = [];
+  const sweeps = await resolveTargets(store, targets, notes);
   const planned = new Map<string, { sweep: string; run: SweepManifest['runs'][number] }>();
   for (const m of sweeps) for (const run of m.runs) if (!planned.has(run.id)) planned.set(run.id, { sweep: m.sweep_id, run });
   const selected = filterLabels(
@@ -195,7 +208,7 @@ export async function readSelection(
     }
     return missingRun(run.id, sweep, run.labels, null, run.params);
   });
-  return { runs, sweeps, store: store.description };
+  return { runs, sweeps, store: store.description, notes };
 }
 
 /**

@@ -54,6 +54,7 @@ async function main(argv: string[]): Promise<void> {
   const written = await userErrors(async () => {
     const store = await openResultStore(v.store);
     const sel = await readSelection(store, positionals);
+    for (const n of sel.notes) process.stderr.write(`rankflow: note: ${n}\n`);
     const references = v.reference ? await loadReferences(v.reference) : undefined;
     const model = buildTable(sel.runs, {
       digits,

@@ -111,6 +111,21 @@ describe('results reader', () => {
     expect(failed[0]!.error).toBe('oom: CUDA out of memory');
   });
 
+  it('takes the latest sweep of a recipe, and says so', async () => {
+    const old = new LocalStore(mkdtempSync(join(tmpdir(), 'rankflow-tables-old-')));
+    try {
+      for (const [id, at] of [['sweep-old', '2026-01-01T00:00:00Z'], ['sweep-new', '2026-02-01T00:00:00Z']] as const) {
+        await old.put(`sweeps/${id}.json`, JSON.stringify({ schema: 'rankflow.sweep/v1', sweep_id: id, recipe: 'recipes/q.yaml', created_at: at, queues: {}, runs: [planned(sweepA[0]!)] }));
+      }
+      const notes: string[] = [];
+      expect((await resolveTargets(old, ['q'], notes)).map((m) => m.sweep_id)).toEqual(['sweep-new']);
+      expect(notes).toEqual(['recipe q has 2 sweeps; using the latest, sweep-new (2026-02-01T00:00:00Z); name sweep ids to join others: sweep-old']);
+      expect((await resolveTargets(old, ['q', 'sweep-old'])).map((m) => m.sweep_id).sort()).toEqual(['sweep-new', 'sweep-old']);
+    } finally {
+      rmSync(old.root, { recursive: true, force: true });
+    }
+  });
+
   it('resolves recipes by path or name and joins sweeps, counting a shared run once', async () => {
     expect((await resolveTargets(store, ['recipes/glue.yaml'])).map((m) => m.sweep_id)).toEqual(['sweep-a']);
     expect((await resolveTargets(store, ['glue-dora'])).map((m) => m.sweep_id)).toEqual(['sweep-b']);

@@ -93,6 +93,7 @@ export async function runPlot(argv: string[]): Promise<number> {
   const { written, skipped } = await userErrors(async () => {
     const store = await openResultStore(v.store);
     const sel = await readSelection(store, positionals, filters);
+    for (const n of sel.notes) process.stderr.write(`rankflow: note: ${n}\n`);
     return writePlots(sel.runs, {
       dir: resolve(v.out ?? 'results'),
       name,

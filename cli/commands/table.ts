@@ -174,6 +174,7 @@ export async function runTable(argv: string[]): Promise<number> {
     const references = v.reference ? await loadReferences(v.reference) : undefined;
     const store = await openResultStore(v.store);
     const sel = await readSelection(store, positionals, filters);
+    for (const n of sel.notes) process.stderr.write(`rankflow: note: ${n}\n`);
     const model = buildTable(sel.runs, {
       rows,
       cols: cols?.[0],
