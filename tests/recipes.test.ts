@@ -177,6 +177,27 @@ overrides:
     expect(await planError(g)).toEqual([`${g}:1:1: preset: unknown preset \`lora-glue-roberta\` — did you mean \`lora-glue-roberta-base\`?`]);
   });
 
+  it('every preset plans on its own with one method', async () => {
+    const { PRESETS } = await import('../planning/presets.js');
+    for (const name of Object.keys(PRESETS)) {
+      const extra = name === 'cpu-tiny' ? 'model: tiny-encoder\ndatasets: [synthetic/seq-cls]\n' : '';
+      const f = write(`preset-${name}.yaml`, `preset: ${name}\nmethods: [lora]\nranks: [8]\n${extra}`);
+      const p = await planRecipeFile(f, ORACLE);
+      expect(p.runs.length, name).toBeGreaterThan(0);
+      expect(p.warnings, name).toEqual([]);
+      expect(p.runs.every((r) => r.labels.rank === 8), name).toBe(true);
+    }
+  });
+
+  it('include may add a dataset outside `datasets`', async () => {
+    const f = write('inc.yaml', GOOD + 'include:\n  - {name: lora, ranks: [16], datasets: [synthetic/regression]}\n');
+    const p = await planRecipeFile(f, ORACLE);
+    expect(p.runs.map((r) => [r.labels.dataset, r.labels.rank, r.spec.dataset.metric])).toEqual([
+      ['synthetic/seq-cls', 4, 'accuracy'],
+      ['synthetic/regression', 16, 'pearson'],
+    ]);
+  });
+
   it('errors in a preset-provided field name the preset', async () => {
     const f = write('p3.yaml', 'preset: gsm8k-llama\nmethods: [lora]\nmodel: tiny-encoder\n');
     const errs = await planError(f);
