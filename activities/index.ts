@@ -169,7 +169,7 @@ export function createActivities(deps: ActivityDeps) {
                       what: 'pruning checkpoints',
                     });
                   } catch (e) {
-                    uploadFailure = e as Error;
+                    if (!(e instanceof CheckpointFileError)) uploadFailure = e as Error;
                     warn(`checkpoint step ${ev.step} was not stored: ${(e as Error).message}`);
                   }
                 });

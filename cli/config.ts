@@ -99,6 +99,10 @@ function storeFromEnv(): StoreConfig | null {
 export async function resolveConfig(opts: { start: boolean } = { start: true }): Promise<Config> {
   const cf = readConfigFile();
   const queues = { ...DEFAULT_QUEUES, ...(cf?.file.queues ?? {}) };
+  // RANKFLOW_QUEUE_<CLASS> (RANKFLOW_QUEUE_CPU, RANKFLOW_QUEUE_CUDA, RANKFLOW_QUEUE_CONTROL) override the file.
+  for (const [k, v] of Object.entries(process.env)) {
+    if (k.startsWith('RANKFLOW_QUEUE_') && v) queues[k.slice('RANKFLOW_QUEUE_'.length).toLowerCase()] = v;
+  }
   const address = process.env.RANKFLOW_TEMPORAL_ADDRESS ?? process.env.TEMPORAL_ADDRESS ?? cf?.file.temporal?.address;
   const namespace = process.env.RANKFLOW_TEMPORAL_NAMESPACE ?? process.env.TEMPORAL_NAMESPACE ?? cf?.file.temporal?.namespace ?? 'default';
   let store = storeFromEnv();

@@ -98,7 +98,9 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
     const a = planned(tinySpec({ method: 'lora', rank: 2 }));
     const b = planned(tinySpec({ method: 'vera', rank: 4 }));
     const bad = planned(tinySpec({ method: 'lora', rank: 2, options: { alpha: 'sixteen' } }));
-    const first = await runSweep([a, bad, b]);
+    // A tiny history limit forces continue-as-new while children run: they report to the new run.
+    const first = await runSweep([a, bad, b], { maxHistoryEvents: 25, pageSize: 1 });
+    expect(first.generation).toBeGreaterThan(0);
     expect(first.counts.succeeded).toBe(2);
     expect(first.counts.failed).toBe(1);
     expect(first.failed[0]!.run_id).toBe(bad.id);
