@@ -6,7 +6,7 @@
 import type { TopLevelSpec } from 'vega-lite';
 import type { RunRow } from './runs.js';
 import { buildTable, rowLabel, DIMS, type Dim, type TableModel } from './table.js';
-import { prettyDataset, prettyMethod } from './names.js';
+import { datasetOrder, prettyDataset, prettyMethod } from './names.js';
 import { TableInputError } from './errors.js';
 
 export const PLOT_KINDS = ['loss', 'params', 'rank'] as const;
@@ -23,6 +23,16 @@ const CONFIG = {
   header: { labelFontSize: 12, titleFontSize: 12 },
   title: { fontSize: 14 },
 };
+
+/** Facet order: GLUE in paper order, then VTAB-1k by group, then the rest (pretty names). */
+function datasetSort(runs: RunRow[]): string[] {
+  return [...new Set(runs.map((r) => r.labels.dataset))].sort(datasetOrder).map(prettyDataset);
+}
+
+/** Series in order of first appearance (the recipe's order), for the legend. */
+function seriesSort(values: { series: string }[]): string[] {
+  return [...new Set(values.map((v) => v.series))];
+}
 
 /** Identity dimensions other than `dataset` that vary among the runs (they name a curve or series). */
 function seriesDims(runs: RunRow[], exclude: Dim[]): Dim[] {
@@ -69,13 +79,14 @@ export function lossCurveData(runs: RunRow[]): { series: string; dataset: string
 
 export function lossCurveSpec(runs: RunRow[], title = 'Training loss (mean over seeds)'): TopLevelSpec {
   const values = lossCurveData(runs);
+  const order = seriesSort(values);
   const datasets = new Set(values.map((v) => v.dataset));
   const layer = {
     mark: { type: 'line' as const, strokeWidth: 1.5 },
     encoding: {
       x: { field: 'step', type: 'quantitative' as const, title: 'optimizer step' },
       y: { field: 'loss', type: 'quantitative' as const, title: 'training loss', scale: { zero: false } },
-      color: { field: 'series', type: 'nominal' as const, title: null },
+      color: { field: 'series', type: 'nominal' as const, title: null, sort: order },
       tooltip: [
         { field: 'series', type: 'nominal' as const },
         { field: 'step', type: 'quantitative' as const },
@@ -92,7 +103,7 @@ export function lossCurveSpec(runs: RunRow[], title = 'Training loss (mean over 
     title,
     config: CONFIG,
     data: { values },
-    facet: { field: 'dataset', type: 'nominal', title: null },
+    facet: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs) },
     columns: Math.min(3, datasets.size),
     resolve: { scale: { y: 'independent' } },
     spec: { width: 260, height: 180, ...layer },
@@ -150,7 +161,7 @@ export function paramsSpec(model: TableModel, title?: string): TopLevelSpec {
         mark: { type: 'point', filled: true, size: 70 },
         encoding: {
           ...enc,
-          color: { field: 'method', type: 'nominal', title: null },
+          color: { field: 'method', type: 'nominal', title: null, sort: [...new Set(values.map((v) => v.method))] },
           tooltip: [
             { field: 'label', type: 'nominal' },
             { field: 'params', type: 'quantitative', format: ',' },
@@ -192,6 +203,7 @@ export function rankData(runs: RunRow[], metric: string | null = null): { series
 
 export function rankSpec(runs: RunRow[], metric: string | null = null, title = 'Score vs rank (mean ± std over seeds)'): TopLevelSpec {
   const values = rankData(runs, metric);
+  const order = seriesSort(values);
   const datasets = new Set(values.map((v) => v.dataset));
   const x = { field: 'rank', type: 'quantitative' as const, scale: { type: 'log' as const, base: 2 }, title: 'rank r (log2 scale)', axis: { format: 'd' } };
   const layers = [
@@ -201,7 +213,7 @@ export function rankSpec(runs: RunRow[], metric: string | null = null, title = '
         x,
         y: { field: 'lo', type: 'quantitative' as const, title: 'score', scale: { zero: false } },
         y2: { field: 'hi' },
-        color: { field: 'series', type: 'nominal' as const, title: null },
+        color: { field: 'series', type: 'nominal' as const, title: null, sort: order },
       },
     },
     {
@@ -209,7 +221,7 @@ export function rankSpec(runs: RunRow[], metric: string | null = null, title = '
       encoding: {
         x,
         y: { field: 'mean', type: 'quantitative' as const, title: 'score' },
-        color: { field: 'series', type: 'nominal' as const, title: null },
+        color: { field: 'series', type: 'nominal' as const, title: null, sort: order },
         tooltip: [
           { field: 'series', type: 'nominal' as const },
           { field: 'rank', type: 'quantitative' as const },
@@ -227,7 +239,7 @@ export function rankSpec(runs: RunRow[], metric: string | null = null, title = '
     title,
     config: CONFIG,
     data: { values },
-    facet: { field: 'dataset', type: 'nominal', title: null },
+    facet: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs) },
     columns: Math.min(3, datasets.size),
     resolve: { scale: { y: 'independent' } },
     spec: { width: 260, height: 180, layer: layers },
