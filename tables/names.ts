@@ -157,6 +157,7 @@ const RATIO_METRICS = new Set([
   'iou',
   'miou',
   'pass@1',
+  'token_accuracy',
 ]);
 
 export function isRatioMetric(metric: string): boolean {
