@@ -201,3 +201,33 @@ def test_kill9_after_periodic_checkpoint_resume_is_exact(tmp_path):
     got = {**{s: l for s, l in losses(recs).items() if s <= ck["step"]}, **losses(resumed)}
     assert got == ref_losses
     assert only(resumed, "done")[0]["metrics"] == only(ref, "done")[0]["metrics"]
+
+
+def test_schedules():
+    from rankflow_runtime.train import lr_lambda
+    lin, cos, const = (lr_lambda(s, 2, 10) for s in ("linear", "cosine", "constant"))
+    assert [lin(i) for i in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    assert cos(2) == 1.0 and cos(6) == pytest.approx(0.5) and cos(10) == pytest.approx(0.0)
+    assert [const(i) for i in (0, 1, 5, 10)] == [0.5, 1.0, 1.0, 1.0]
+
+
+def test_epochs_sgd_and_head_lr_group(tmp_path):
+    spec = resume_spec(**{"training.max_steps": None, "training.epochs": 1.5, "training.optimizer": "sgd",
+                          "training.lr_groups": {"head": 0.05}, "training.eval_every": None,
+                          "training.schedule": "constant", "training.warmup_ratio": 0.0})
+    rc, recs = run_inproc(spec, tmp_path)
+    assert rc == EXIT_OK
+    # 64 examples / batch 8 = 8 batches per epoch, grad_accum 2 -> 4 steps per epoch; 1.5 epochs -> 6 steps
+    assert only(recs, "started")[0]["total_steps"] == 6 and max(losses(recs)) == 6
+    assert only(recs, "progress")[-1]["epoch"] == pytest.approx(1.5)
+
+
+def test_adapter_shape_mismatch_is_refused():
+    from rankflow_runtime.methods.base import adapter_state_dict, load_adapter_state_dict
+    from rankflow_runtime.testing import adapted_model
+    m4, _, _, _ = adapted_model("tiny-encoder", "lora", rank=4)
+    m2, _, _, _ = adapted_model("tiny-encoder", "lora", rank=2)
+    with pytest.raises(ConfigError, match=r"has shape \(2, 32\), the model expects \(4, 32\)"):
+        load_adapter_state_dict(m4, adapter_state_dict(m2))
+    with pytest.raises(ConfigError, match="missing"):
+        load_adapter_state_dict(m4, {})
