@@ -15,7 +15,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -25,7 +24,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, signals
 from .build import build, data_model_info, resolve_info
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, InternalError, NanError, did_you_mean
@@ -59,26 +58,24 @@ def pick_device(want: str) -> torch.device:
 
 
 class Preemption:
-    """SIGTERM sets a flag; the loop checks it at every step boundary."""
+    """SIGTERM (see signals.py) or `stop_at_step` request a checkpoint and exit at the next step boundary."""
 
     def __init__(self) -> None:
-        self.requested = False
-        self._old = None
+        self._local = False
 
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread (in-process tests): no handler
-            self._old = None
+        signals.install()
         return self
 
-    def _handler(self, signum, frame):
-        self.requested = True
-        log.warning("SIGTERM received: checkpointing at the end of this step")
+    @property
+    def requested(self) -> bool:
+        return self._local or signals.requested()
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        self._local = value
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
         return False
 
 

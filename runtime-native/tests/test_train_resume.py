@@ -231,3 +231,17 @@ def test_adapter_shape_mismatch_is_refused():
         load_adapter_state_dict(m4, adapter_state_dict(m2))
     with pytest.raises(ConfigError, match="missing"):
         load_adapter_state_dict(m4, {})
+
+
+def test_sigterm_during_startup_is_not_lost(tmp_path):
+    spec, path = _long_spec(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "rankflow_runtime", "run", "--spec", str(path), "--out",
+                             str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=_env(), cwd=ROOT)
+    time.sleep(2.0)  # the handler is installed before torch is imported (which takes longer than this)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    recs = [json.loads(l) for l in out.splitlines() if l.strip()]
+    assert proc.returncode == EXIT_PREEMPTED
+    pre = only(recs, "preempted")[0]
+    assert pre["path"] is None or os.path.isdir(pre["path"])
