@@ -291,11 +291,22 @@ function locateIn(layer: Layer, path: FieldPath): Location {
   return { file: layer.display, line: p.line, col: p.col };
 }
 
-/** Load and schema-check a recipe file; every problem is reported at once with its position. */
-export function readRecipe(file: string): { loaded: LoadedRecipe; recipe: Recipe } {
+/**
+ * Load and schema-check a recipe file; every problem is reported at once with its position. When the only
+ * schema problems are unknown keys, the planner's checks (names, options, axes) run too, so they are
+ * reported in the same pass.
+ */
+export function readRecipe(
+  file: string,
+  registry: { methods: Record<string, MethodDescription>; datasets: Record<string, unknown> } = snapshot(),
+): { loaded: LoadedRecipe; recipe: Recipe } {
   const loaded = loadRecipeFile(file);
-  const { recipe, issues } = validateRecipe(loaded.raw);
-  if (!recipe) failWith(formatIssues(issues, loaded.locate), displayPath(loaded.path));
+  const { recipe, issues, partial } = validateRecipe(loaded.raw);
+  if (!recipe) {
+    const all = [...issues];
+    if (partial) all.push(...planRecipe(partial, { methods: registry.methods, datasets: registry.datasets }).issues);
+    failWith(formatIssues(all, loaded.locate), displayPath(loaded.path));
+  }
   return { loaded, recipe };
 }
 
@@ -340,11 +351,11 @@ export function fractionOfFull(run: PlannedRun, counts: CountTable): number | nu
  * Throws a UserError naming file:line:col for every problem. This is the API the orchestration code calls.
  */
 export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): Promise<PlannedRecipe> {
-  const { loaded, recipe } = readRecipe(file);
-  const display = displayPath(loaded.path);
   const snap = snapshot();
   const methods = opts.methods ?? snap.methods;
   const datasets = opts.datasets ?? snap.datasets;
+  const { loaded, recipe } = readRecipe(file, { methods, datasets });
+  const display = displayPath(loaded.path);
   const mode = opts.count ?? 'auto';
   const canCount = opts.countFn !== undefined || (mode !== 'never' && runtimeAvailable());
   const countErrors: string[] = [];

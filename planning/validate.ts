@@ -178,10 +178,36 @@ function objectRoot(def: Def, prefix: FieldPath): Def {
   return d;
 }
 
-/** Validate a merged raw recipe (shorthands allowed); returns the parsed Recipe or the issues. */
-export function validateRecipe(raw: unknown): { recipe: Recipe | null; issues: PlanIssue[] } {
+function withoutKeys(value: unknown, path: readonly PropertyKey[], keys: readonly string[]): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (path.length === 0) {
+    if (Array.isArray(value)) return value;
+    const out = { ...(value as Record<string, unknown>) };
+    for (const k of keys) delete out[k];
+    return out;
+  }
+  const [head, ...rest] = path;
+  if (Array.isArray(value)) return value.map((v, i) => (i === head ? withoutKeys(v, rest, keys) : v));
+  const obj = value as Record<string, unknown>;
+  return { ...obj, [head as string]: withoutKeys(obj[head as string], rest, keys) };
+}
+
+/**
+ * Validate a merged raw recipe (shorthands allowed); returns the parsed Recipe or the issues. When the only
+ * problems are unknown keys, `partial` is the recipe without them, so the planner's own checks can still
+ * run and every problem is reported in one pass.
+ */
+export function validateRecipe(raw: unknown): { recipe: Recipe | null; issues: PlanIssue[]; partial: Recipe | null } {
   const norm = normalizeShorthands(raw);
   const r = Recipe.safeParse(norm);
-  if (r.success) return { recipe: r.data, issues: [] };
-  return { recipe: null, issues: zodIssues(r.error.issues, norm, Recipe) };
+  if (r.success) return { recipe: r.data, issues: [], partial: null };
+  const issues = zodIssues(r.error.issues, norm, Recipe);
+  let partial: Recipe | null = null;
+  if (r.error.issues.every((i) => i.code === 'unrecognized_keys')) {
+    let stripped: unknown = norm;
+    for (const i of r.error.issues) if (i.code === 'unrecognized_keys') stripped = withoutKeys(stripped, i.path, i.keys);
+    const again = Recipe.safeParse(stripped);
+    if (again.success) partial = again.data;
+  }
+  return { recipe: null, issues, partial };
 }

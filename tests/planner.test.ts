@@ -27,7 +27,10 @@ const BASE = {
 
 function plan(raw: Record<string, unknown>, counts?: CountTable, maxRuns?: number): PlanResult {
   const v = validateRecipe(raw);
-  if (!v.recipe) return { runs: [], issues: v.issues, warnings: [], countRequests: [], gridSize: 0 };
+  if (!v.recipe) {
+    const more = v.partial ? planRecipe(v.partial, { methods: SNAP.methods, datasets: SNAP.datasets }).issues : [];
+    return { runs: [], issues: [...v.issues, ...more], warnings: [], countRequests: [], gridSize: 0 };
+  }
   return planRecipe(v.recipe, { methods: SNAP.methods, datasets: SNAP.datasets, counts, maxRuns });
 }
 
@@ -347,6 +350,13 @@ describe('errors', () => {
     expect(errors({ ...BASE, methods: ['randlroa', { name: 'lora', options: { alpah: 1 } }] })).toEqual([
       'methods[0].name: unknown method `randlroa` — did you mean `randlora`?',
       'methods[1].options.alpah: unknown option `alpah` for method `lora` — did you mean `alpha`?',
+    ]);
+  });
+
+  it('unknown keys and planner problems are reported together', () => {
+    expect(errors({ ...BASE, methods: ['lorra'], seed: [1] })).toEqual([
+      'seed: unknown key `seed` — did you mean `seeds`?',
+      'methods[0].name: unknown method `lorra` — did you mean `lora`?',
     ]);
   });
 

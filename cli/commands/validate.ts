@@ -23,7 +23,7 @@ export const validateCommand: Command = {
     const failures: string[] = [];
     for (const f of files) {
       try {
-        const { loaded, recipe } = readRecipe(f);
+        const { loaded, recipe } = readRecipe(f, { methods, datasets });
         const r = planRecipe(recipe, { methods, datasets });
         if (r.issues.length) {
           failures.push(...formatIssues(r.issues, loaded.locate));
