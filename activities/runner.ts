@@ -26,7 +26,8 @@ export function runtimePython(): string {
 }
 
 /**
- * Starts `python -m rankflow_runtime` so that the runtime gets SIGTERM when the worker process dies
+ * Starts `python -m rankflow_runtime` (or `$RANKFLOW_RUNTIME_MODULE`, which the orchestration benchmark
+ * points at a no-op runtime) so that the runtime gets SIGTERM when the worker process dies
  * (Linux PR_SET_PDEATHSIG): a worker killed with SIGKILL leaves no orphaned training process behind.
  */
 const BOOT = [
@@ -35,7 +36,8 @@ const BOOT = [
   '    ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl(1, signal.SIGTERM)',
   'except Exception:',
   '    pass',
-  'runpy.run_module("rankflow_runtime", run_name="__main__", alter_sys=True)',
+  'import os',
+  'runpy.run_module(os.environ.get("RANKFLOW_RUNTIME_MODULE") or "rankflow_runtime", run_name="__main__", alter_sys=True)',
 ].join('\n');
 
 export interface RunnerExit {
