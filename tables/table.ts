@@ -438,7 +438,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     for (const [, bm] of colMetric) for (const mm of bm.get(ck) ?? []) dirs.add(directionOf(mm));
     return {
       key: ck,
-      label: colDim === 'dataset' ? prettyDataset(ck) : dimText(colDim, colValues.get(ck) ?? null),
+      label: colDim === 'dataset' ? prettyDataset(ck) : dimText(colDim, colValues.get(ck) ?? null) || `no ${colDim}`,
       kind: 'data',
       metric: m,
       direction: dirs.size === 1 ? [...dirs][0]! : directionOf(m),
@@ -582,7 +582,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
         .filter((cell) => cell.mean !== null)
         .map((cell) => roundTo(cell.mean!, digits));
       const distinct = [...new Set(vals)].sort((a, b) => (direction === 'max' ? b - a : a - b));
-      if (brows.length < 2 || distinct.length === 0) continue;
+      if (vals.length < 2) continue; // a lone value is not "best" of anything
       const best = distinct[0]!;
       const second = distinct[1];
       for (const r of brows) {

@@ -145,6 +145,18 @@ describe('marks', () => {
     expect(cellOf(m, 'my_method', 'glue/sst2').mark).toBeNull();
   });
 
+  it('marks nothing in a column with a single value', () => {
+    const runs = [
+      run({ method: 'lora', rank: 8, dataset: 'glue/sst2', seed: 0, metrics: { accuracy: 0.8 } }),
+      run({ method: 'lora', rank: 8, dataset: 'glue/rte', seed: 0, metrics: { accuracy: 0.6 } }),
+      run({ method: 'vera', rank: 8, dataset: 'glue/sst2', seed: 0, metrics: { accuracy: 0.7 } }),
+    ];
+    const m = buildTable(runs);
+    expect(cellOf(m, 'LoRA', 'glue/rte').mark).toBeNull();
+    expect(cellOf(m, 'LoRA', 'glue/sst2').mark).toBe('best');
+    expect(cellOf(m, 'VeRA', 'glue/sst2').mark).toBe('second');
+  });
+
   it('ties on the printed value: 70.04 and 69.96 both print 70.0', () => {
     const runs = [
       run({ method: 'a', dataset: 'glue/sst2', seed: 0, metrics: { accuracy: 0.7004 } }),
