@@ -25,6 +25,10 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 
+// The SDK warns on every process start that releases after January 2027 need Node 22; the pinned SDK
+// runs on Node 20, so the warning is noise for rankflow's users.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 export interface ArtifactStore {
   /** A short human description (`s3://bucket/prefix at http://...` or `file:///...`). */
   readonly description: string;

@@ -67,7 +67,14 @@ function installRuntime(): void {
   runtimeInstalled = true;
   const level = (process.env.RANKFLOW_LOG_LEVEL ?? 'WARN').toUpperCase() as 'WARN';
   try {
-    Runtime.install({ logger: new DefaultLogger(level) });
+    const plain = new DefaultLogger(level);
+    Runtime.install({
+      logger: new DefaultLogger(level, (entry) => {
+        // A training-only worker registers no workflows on purpose.
+        if (entry.message.startsWith('No workflows registered')) return;
+        plain.log(entry.level, entry.message, entry.meta);
+      }),
+    });
   } catch {
     /* already installed by the embedding process */
   }
