@@ -662,9 +662,11 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   notes.unshift(statText);
   const metricText = columns
     .map((c) => c.metric)
-    .filter((m, i, a) => a.indexOf(m) === i)
+    .filter((m, i, a) => a.indexOf(m) === i && m !== 'none')
     .map((m) => `${m}${(scales[m] ?? 1) !== 1 ? ` ×${scales[m]}` : ''} (${metricDirection(m) === 'max' ? 'higher' : 'lower'} is better)`);
-  notes.splice(1, 0, `Metric${metricText.length > 1 ? 's' : ''}: ${metricText.join('; ')}${which === 'best' ? ', at the best checkpoint' : ''}. Bold: best per column; underlined: second best (ties share the mark).`);
+  if (metricText.length > 0) {
+    notes.splice(1, 0, `Metric${metricText.length > 1 ? 's' : ''}: ${metricText.join('; ')}${which === 'best' ? ', at the best checkpoint' : ''}. Bold: best per column; underlined: second best (ties share the mark).`);
+  }
   if (rows.some((r) => r.cells.some((c) => c.status === 'partial' || c.partial_members))) {
     notes.push('(k/n): only k of the n planned runs of that cell finished; an average marked (*) includes such a cell.');
   }
