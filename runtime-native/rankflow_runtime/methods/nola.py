@@ -30,8 +30,11 @@ Deviations:
   (same spec) derives the same seeds, hence the same bases and A0.
 * `alpha` defaults to r (s = 1), as the official GPT-2 E2E scripts (r = 8, α = 8); k_A = k_B = 512 as those
   scripts (`NUM_BASIS=512`).
-* `cache_bases` (off by default) keeps the generated bases in memory (not in checkpoints) to trade memory for
-  speed.
+* `cache_mb`: a layer whose bases take at most this much memory (k_A·r·d_in + k_B·d_out·r floats) keeps
+  them in memory after the first generation instead of regenerating them twice per step (the official code
+  always regenerates). Same numbers, same checkpoints (the cache is never saved); it only trades memory for
+  speed, which matters for small layers on the CPU where the hash generator dominates the step time. Set 0 to
+  always regenerate.
 """
 from __future__ import annotations
 
@@ -53,14 +56,17 @@ def _signed32(v: int) -> int:
     return v - (1 << 32) if v >= (1 << 31) else v
 
 
-def _fmix32(h: torch.Tensor) -> torch.Tensor:
-    """murmur3's 32-bit finaliser on int32 tensors (multiplication wraps modulo 2^32; shifts are made
-    logical by masking)."""
-    h = h ^ ((h >> 16) & 0xFFFF)
-    h = h * _signed32(0x85EBCA6B)
-    h = h ^ ((h >> 13) & 0x7FFFF)
-    h = h * _signed32(0xC2B2AE35)
-    return h ^ ((h >> 16) & 0xFFFF)
+def _fmix32_(h: torch.Tensor, t: torch.Tensor) -> None:
+    """murmur3's 32-bit finaliser, in place on an int32 tensor `h` (scratch `t`): multiplication wraps modulo
+    2^32, right shifts are made logical by masking."""
+    torch.bitwise_right_shift(h, 16, out=t)
+    h.bitwise_xor_(t.bitwise_and_(0xFFFF))
+    h.mul_(_signed32(0x85EBCA6B))
+    torch.bitwise_right_shift(h, 13, out=t)
+    h.bitwise_xor_(t.bitwise_and_(0x7FFFF))
+    h.mul_(_signed32(0xC2B2AE35))
+    torch.bitwise_right_shift(h, 16, out=t)
+    h.bitwise_xor_(t.bitwise_and_(0xFFFF))
 
 
 def _keys(seed: int, hi: int):
@@ -72,26 +78,43 @@ def _keys(seed: int, hi: int):
     return _signed32(z), _signed32(z >> 32)
 
 
-def hash_uniform(seed: int, start: int, count: int, device, dtype=torch.float32) -> torch.Tensor:
-    """`count` numbers in [−1, 1) for the element indices start..start+count−1 of the stream `seed`:
-    a pure function of (seed, index) in integer arithmetic, hence identical on every device."""
-    parts, pos, end = [], start, start + count
+def default_work(device) -> int:
+    """Elements hashed per pass: small enough to stay in the CPU caches, large for GPU kernels."""
+    return 1 << 16 if torch.device(device).type == "cpu" else 1 << 22
+
+
+def hash_uniform(seed: int, start: int, count: int, device, dtype=torch.float32, work: int = 0) -> torch.Tensor:
+    """`count` numbers in [−1, 1) for the element indices start..start+count−1 of the stream `seed`: a pure
+    function of (seed, index) in integer arithmetic, hence identical on every device. For index i with
+    hi = i >> 32, lo = i mod 2^32 and (k1, k2) = keys(seed, hi): h = fmix32(fmix32(lo ^ k1) + k2), and the
+    value is (h >> 8) · 2^-23 − 1 (24 random bits)."""
+    work = work or default_work(device)
+    out = torch.empty(count, dtype=torch.float32, device=device)
+    h = torch.empty(min(work, count), dtype=torch.int32, device=device)
+    t = torch.empty_like(h)
+    pos, end, o = start, start + count, 0
     while pos < end:
-        hi = pos >> 32
-        seg_end = min(end, (hi + 1) << 32)
+        hi, lo = pos >> 32, pos & _M32
+        boundary = (hi << 32) + ((1 << 31) if lo < (1 << 31) else (1 << 32))  # int32 sign boundary
+        n = min(work, end - pos, boundary - pos)
         k1, k2 = _keys(seed, hi)
-        lo = torch.arange(pos - (hi << 32), seg_end - (hi << 32), dtype=torch.int64, device=device)
-        lo = torch.where(lo >= (1 << 31), lo - (1 << 32), lo).to(torch.int32)
-        h = _fmix32(_fmix32(lo ^ k1) + k2)
-        parts.append(((h >> 8) & 0xFFFFFF).to(torch.float32))  # 24 random bits
-        pos = seg_end
-    u = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return (u * (2.0 / 16777216.0) - 1.0).to(dtype)
+        hh, tt = h[:n], t[:n]
+        torch.arange(n, out=hh)
+        hh.add_(_signed32(lo))  # no overflow: the run stops at the sign boundary
+        hh.bitwise_xor_(k1)
+        _fmix32_(hh, tt)
+        hh.add_(k2)
+        _fmix32_(hh, tt)
+        hh.bitwise_right_shift_(8).bitwise_and_(0xFFFFFF)
+        out[o:o + n].copy_(hh)
+        pos, o = pos + n, o + n
+    out.mul_(2.0 / 16777216.0).sub_(1.0)
+    return out.to(dtype)
 
 
 def basis_chunk(seed: int, k: int, numel: int, first: int, n: int, device, dtype) -> torch.Tensor:
     """Bases first..first+n−1 of a k-basis family, as an (n, numel) matrix: U(−1, 1) / √k."""
-    return hash_uniform(seed, first * numel, n * numel, device, dtype).view(n, numel) * (1.0 / math.sqrt(k))
+    return hash_uniform(seed, first * numel, n * numel, device, dtype).view(n, numel).mul_(1.0 / math.sqrt(k))
 
 
 class _Combine(torch.autograd.Function):
@@ -130,8 +153,9 @@ class NOLAOptions:
                                  min=0)
     chunk_elements: int = option(1 << 22, help="bound on the number of basis entries generated at once",
                                  min=1)
-    cache_bases: bool = option(False, help="keep the generated bases in memory between steps (faster, more "
-                                           "memory; never checkpointed)")
+    cache_mb: float = option(16.0, help="keep a layer's generated bases in memory when they take at most this "
+                                        "many MB (0: always regenerate, as the official code; never checkpointed)",
+                             min=0.0)
 
 
 class NOLALinear(AdaptedLinear):
@@ -147,7 +171,8 @@ class NOLALinear(AdaptedLinear):
         self.scaling = method.alpha() / r
         self.dropout = nn.Dropout(opts.dropout) if opts.dropout > 0 else nn.Identity()
         self.chunk_elements = opts.chunk_elements
-        self.cache_bases = opts.cache_bases
+        floats = opts.num_basis_a * r * self.in_features + opts.num_basis_b * self.out_features * r
+        self.cache_bases = floats * 4 <= opts.cache_mb * 2 ** 20
         self._cache: Dict[tuple, torch.Tensor] = {}
         if not self.on_meta:
             self.reset_offset()
@@ -167,7 +192,7 @@ class NOLALinear(AdaptedLinear):
                 self._cache[key] = basis_chunk(seed, coeffs.shape[0], numel, 0, coeffs.shape[0],
                                                coeffs.device, coeffs.dtype)
             return (coeffs @ self._cache[key]).view(shape)
-        chunk = max(1, self.chunk_elements // numel)
+        chunk = max(1, (self.chunk_elements or default_work(coeffs.device)) // numel)
         return _Combine.apply(coeffs, seed, shape, chunk)
 
     def factors(self) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -64,8 +64,9 @@ def test_frozen_offset_gives_beta_a_gradient_at_start():
 
 
 def test_regenerating_backward_matches_cached_autograd():
-    net_regen, _ = _adapted(dtype=torch.float64)
-    net_cache, _ = _adapted(dtype=torch.float64, options={"cache_bases": True})
+    net_regen, _ = _adapted(dtype=torch.float64, options={"cache_mb": 0.0})
+    net_cache, _ = _adapted(dtype=torch.float64, options={"cache_mb": 1.0})
+    assert not net_regen.a.cache_bases and net_cache.a.cache_bases
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():
         for (n1, p1), (n2, p2) in zip(net_regen.named_parameters(), net_cache.named_parameters()):
@@ -140,3 +141,12 @@ def test_meta_device_setup():
         net = _Net()
     _, formula = adapt_model(net, NOLA(4, {"num_basis_a": 10, "num_basis_b": 20}), ["a", "b"], None, False)
     assert formula == 60 and net.a.nola_alpha.is_meta
+
+
+def test_cache_only_for_small_layers():
+    # (32·4·12 + 24·20·4) floats = 13,824 B for layer a
+    net, _ = _adapted(options={"cache_mb": 13_824 / 2 ** 20})
+    assert net.a.cache_bases
+    net, _ = _adapted(options={"cache_mb": 13_000 / 2 ** 20})
+    assert not net.a.cache_bases
+    assert NOLA(8, {}).options.cache_mb == 16.0
