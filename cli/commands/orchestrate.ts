@@ -240,8 +240,9 @@ export const resumeCommand: Command = {
   },
 };
 
+/** CPU slots of the embedded worker: one per core (each run then uses one thread), at most 4. */
 export function defaultCpuSlots(): number {
-  return Math.max(1, Math.floor(cpus().length / 2));
+  return Math.max(1, Math.min(4, cpus().length));
 }
 
 export const servicesCommand: Command = {

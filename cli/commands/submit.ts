@@ -51,7 +51,7 @@ export const submitCommand: Command = {
     'server (started on first use, kept running; `rankflow services stop`) and a worker in this process.',
     '',
     '  --detach              return after starting the sweep (embedded default: starts a background worker)',
-    '  --concurrency N       runs at once (default: CPU cores / 2 on the embedded default, else 8)',
+    '  --concurrency N       runs at once (default: one per CPU core (at most 4) on the embedded default, else 8)',
     '  --max-attempts N      attempts per run for retryable failures (default 5; config errors never retry)',
     '  --heartbeat-timeout S seconds without a heartbeat before a run is declared lost and retried (default 60)',
     '  --no-table            do not print the table at the end',
