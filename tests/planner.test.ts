@@ -123,6 +123,16 @@ describe('run ids', () => {
     expect(ok({ ...BASE, methods: [{ name: 'lora', options: { dropout: 0.1 } }] }).runs[0]!.id).not.toBe(base);
   });
 
+  it('editing one axis value keeps the ids of the runs it does not touch', () => {
+    const before = ok({ ...BASE, ranks: [4, 8], seeds: [0, 1], training: { max_steps: 10, lr: [1e-3, 1e-2] } }).runs;
+    const after = ok({ ...BASE, ranks: [4, 8], seeds: [0, 1, 2], training: { max_steps: 10, lr: [1e-3, 3e-3] } }).runs;
+    const kept = before.filter((r) => r.spec.training.lr === 1e-3).map((r) => r.id);
+    const afterIds = new Set(after.map((r) => r.id));
+    expect(kept).toHaveLength(4);
+    for (const id of kept) expect(afterIds.has(id)).toBe(true);
+    expect(after.filter((r) => !before.some((b) => b.id === r.id))).toHaveLength(12 - 4);
+  });
+
   it('sweep id hashes the recipe name and the sorted run ids', () => {
     const r = ok({ ...BASE, seeds: [0, 1, 2] });
     const ids = r.runs.map((x) => x.id);
