@@ -189,6 +189,8 @@ class NOLALinear(AdaptedLinear):
         if self.cache_bases:
             key = (seed, coeffs.device, coeffs.dtype, coeffs.shape[0])
             if key not in self._cache:
+                for stale in [k for k in self._cache if k[0] == seed]:  # moved to another device or dtype
+                    del self._cache[stale]
                 self._cache[key] = basis_chunk(seed, coeffs.shape[0], numel, 0, coeffs.shape[0],
                                                coeffs.device, coeffs.dtype)
             return (coeffs @ self._cache[key]).view(shape)
