@@ -67,8 +67,13 @@ function readConfigFile(): { file: ConfigFile; path: string } | null {
   }
   const r = ConfigFile.safeParse(raw ?? {});
   if (!r.success) {
-    const i = r.error.issues[0]!;
-    throw new UserError(`${path}: field \`${i.path.join('.') || '(root)'}\`: ${i.message}; see README "Configuration"`);
+    const what = r.error.issues
+      .map((i) => {
+        const keys = 'keys' in i && Array.isArray(i.keys) ? ` (unknown key ${i.keys.map((k) => `\`${String(k)}\``).join(', ')})` : '';
+        return `field \`${i.path.join('.') || '(root)'}\`: ${i.message}${keys}`;
+      })
+      .join('; ');
+    throw new UserError(`${path}: ${what}; see README "Where things run"`);
   }
   return { file: r.data, path };
 }
