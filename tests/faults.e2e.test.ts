@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { createServer, connect as netConnect } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,31 +17,19 @@ import type { Config } from '../cli/config.js';
 import { startSweep, writeManifest, runProgress } from '../cli/sweeps.js';
 import type { SubmitOptions } from '../cli/sweeps.js';
 import { cancelSignal } from '../workflows/index.js';
-import { ResultRecord } from '../schemas/result.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
-import type { DoneEvent } from '../schemas/events.js';
-import { spawnRuntime, PROJECT_ROOT } from '../activities/runner.js';
+import { PROJECT_ROOT } from '../activities/runner.js';
 import { listCheckpoints, checkpointPrefix, sha256File } from '../activities/checkpoints.js';
 import { S3Store } from '../activities/store.js';
 import { freePort, probeTemporal, startTemporal, stopProcessGroup } from '../scripts/lib/services.js';
-import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
+import type { PlannedRun } from '../schemas/runspec.js';
 import { testClient, testConfig, uniqueId } from './helpers/cluster.js';
-import { planned, tinySpec } from './helpers/runs.js';
+import { planned, readRecord, tinySpec, uninterrupted, waitFor } from './helpers/runs.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
 });
-
-async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const v = await fn().catch(() => null);
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 async function submit(client: Client, config: Config, store: S3Store, runs: PlannedRun[], extra: Partial<SubmitOptions> = {}): Promise<string> {
   const opts: SubmitOptions = {
@@ -55,27 +43,6 @@ async function submit(client: Client, config: Config, store: S3Store, runs: Plan
   await writeManifest(store, config, opts);
   await startSweep(client, config, opts);
   return opts.sweepId;
-}
-
-async function record(store: S3Store, runId: string): Promise<ResultRecord | null> {
-  const body = await store.get(`results/${runId}.json`);
-  return body ? ResultRecord.parse(JSON.parse(body.toString('utf8'))) : null;
-}
-
-async function uninterrupted(spec: RunSpec): Promise<DoneEvent> {
-  const dir = await mkdtemp(join(tmpdir(), 'rankflow-ref-'));
-  await writeFile(join(dir, 'spec.json'), JSON.stringify(spec));
-  let done: DoneEvent | null = null;
-  const p = spawnRuntime({
-    args: ['run', '--spec', join(dir, 'spec.json'), '--out', join(dir, 'out')],
-    logFile: join(dir, 'log'),
-    env: { CUDA_VISIBLE_DEVICES: '' },
-    onEvent: (e) => {
-      if (e.event === 'done') done = e;
-    },
-  });
-  expect((await p.exit).code).toBe(0);
-  return done!;
 }
 
 /** Every checkpoint that has its `stored.json` marker must have all its files, with the right bytes. */
@@ -162,7 +129,7 @@ describe('fault tolerance on the real parts', () => {
     cleanups.push(async () => second.kill('SIGTERM'));
     const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
     expect(status.counts.succeeded).toBe(1);
-    const rec = (await record(store, run.id))!;
+    const rec = (await readRecord(store, run.id))!;
     expect(rec.timings.attempts).toBeGreaterThanOrEqual(2);
     expect(rec.metrics).toEqual((await reference).metrics);
   }, 480_000);
@@ -193,7 +160,7 @@ describe('fault tolerance on the real parts', () => {
     const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
     await connection.close();
     expect(status.counts.succeeded).toBe(2);
-    for (const r of runs) expect((await record(store, r.id))?.status).toBe('succeeded');
+    for (const r of runs) expect((await readRecord(store, r.id))?.status).toBe('succeeded');
   }, 480_000);
 
   it('S3 unreachable for a while: uploads retry and no stored checkpoint is incomplete', async () => {
@@ -218,7 +185,7 @@ describe('fault tolerance on the real parts', () => {
     const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
     expect(status.counts.succeeded).toBe(1);
     expect(await assertStoredCheckpointsComplete(direct, run.id)).toBeGreaterThan(0);
-    expect((await record(direct, run.id))?.status).toBe('succeeded');
+    expect((await readRecord(direct, run.id))?.status).toBe('succeeded');
   }, 480_000);
 
   it('cancel: the runner checkpoints on SIGTERM, the run is cancelled, and resume finishes it from there', async () => {
@@ -249,13 +216,13 @@ describe('fault tolerance on the real parts', () => {
     expect(cks[0]!.reason).toBe('preempt');
     expect(cks[0]!.step).toBeGreaterThanOrEqual(2);
     expect(cks[0]!.step).toBeLessThan(120);
-    expect(await record(store, run.id)).toBeNull();
+    expect(await readRecord(store, run.id)).toBeNull();
 
     // Resume: the same sweep id again; the run continues from the preemption checkpoint.
     await startSweep(client, config, { sweepId, recipe: 'faults', runs: [run], concurrency: 1 });
     const resumed = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
     expect(resumed.counts.succeeded).toBe(1);
-    const rec = (await record(store, run.id))!;
+    const rec = (await readRecord(store, run.id))!;
     expect(rec.metrics).toEqual((await reference).metrics);
     const logs = await store.list(`logs/${run.id}/`);
     const last = (await store.get(logs.at(-1)!))!.toString('utf8');

@@ -6,9 +6,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { startWorker } from '../cli/worker.js';
 import type { RunningWorker } from '../cli/worker.js';
@@ -17,13 +14,11 @@ import { startSweep, writeManifest } from '../cli/sweeps.js';
 import type { SubmitOptions } from '../cli/sweeps.js';
 import { ResultRecord } from '../schemas/result.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
-import type { DoneEvent } from '../schemas/events.js';
-import { spawnRuntime } from '../activities/runner.js';
 import { listCheckpoints } from '../activities/checkpoints.js';
 import type { S3Store } from '../activities/store.js';
-import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
+import type { PlannedRun } from '../schemas/runspec.js';
 import { testClient, testConfig, testStore, uniqueId } from './helpers/cluster.js';
-import { planned, tinySpec } from './helpers/runs.js';
+import { planned, readRecord, tinySpec, uninterrupted, waitFor } from './helpers/runs.js';
 
 let config: Config;
 let store: S3Store;
@@ -52,45 +47,12 @@ async function runSweep(runs: PlannedRun[], extra: Partial<SubmitOptions> = {}):
   return (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
 }
 
-async function record(runId: string): Promise<ResultRecord | null> {
-  const body = await store.get(`results/${runId}.json`);
-  return body ? ResultRecord.parse(JSON.parse(body.toString('utf8'))) : null;
-}
-
-/** The same spec trained directly by the runtime, never interrupted: the reference for exact resume. */
-async function uninterrupted(spec: RunSpec): Promise<DoneEvent> {
-  const dir = await mkdtemp(join(tmpdir(), 'rankflow-ref-'));
-  await writeFile(join(dir, 'spec.json'), JSON.stringify(spec));
-  let done: DoneEvent | null = null;
-  const p = spawnRuntime({
-    args: ['run', '--spec', join(dir, 'spec.json'), '--out', join(dir, 'out')],
-    logFile: join(dir, 'log'),
-    env: { CUDA_VISIBLE_DEVICES: '' },
-    onEvent: (e) => {
-      if (e.event === 'done') done = e;
-    },
-  });
-  const exit = await p.exit;
-  expect(exit.code).toBe(0);
-  return done!;
-}
-
 function pids(pattern: string): number[] {
   try {
     return execFileSync('pgrep', ['-f', pattern]).toString().trim().split('\n').filter(Boolean).map(Number);
   } catch {
     return [];
   }
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
 describe('sweeps on real Temporal + S3 + runtime', () => {
@@ -118,10 +80,10 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
     const failure = JSON.parse((await store.get(`failed/${bad.id}.json`))!.toString('utf8')) as ResultRecord;
     expect(failure.status).toBe('failed');
     expect(failure.error!.message).toMatch(/alpha/);
-    expect(await record(bad.id)).toBeNull();
+    expect(await readRecord(store, bad.id)).toBeNull();
 
-    const ra = (await record(a.id))!;
-    const rb = (await record(b.id))!;
+    const ra = (await readRecord(store, a.id))!;
+    const rb = (await readRecord(store, b.id))!;
     for (const [r, p] of [[ra, a], [rb, b]] as const) {
       expect(r.status).toBe('succeeded');
       expect(r.run_id).toBe(p.id);
@@ -138,8 +100,8 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
     const second = await runSweep([a, b, c]);
     expect(second.counts.skipped).toBe(2);
     expect(second.counts.succeeded).toBe(1);
-    expect((await record(a.id))!.timings.finished_at).toBe(ra.timings.finished_at);
-    expect(await record(c.id)).not.toBeNull();
+    expect((await readRecord(store, a.id))!.timings.finished_at).toBe(ra.timings.finished_at);
+    expect(await readRecord(store, c.id)).not.toBeNull();
   }, 400_000);
 
   it('a runner killed with SIGKILL is retried and resumes from its last checkpoint to the same metrics', async () => {
@@ -154,7 +116,7 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
     for (const pid of victims) process.kill(pid, 'SIGKILL');
     const status = await sweep;
     expect(status.counts.succeeded).toBe(1);
-    const rec = (await record(run.id))!;
+    const rec = (await readRecord(store, run.id))!;
     expect(rec.timings.attempts).toBeGreaterThanOrEqual(2);
     const ref = await reference;
     expect(rec.metrics).toEqual(ref.metrics);

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { LocalStore, S3Store } from '../activities/store.js';
+import { LocalStore } from '../activities/store.js';
 import type { ArtifactStore } from '../activities/store.js';
 import {
   checkpointPrefix,

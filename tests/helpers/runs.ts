@@ -1,5 +1,12 @@
 /** Small, fast run specs for orchestration tests (the real runtime trains them on the CPU). */
 import { randomInt } from 'node:crypto';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnRuntime } from '../../activities/runner.js';
+import type { ArtifactStore } from '../../activities/store.js';
+import type { DoneEvent } from '../../schemas/events.js';
+import { ResultRecord } from '../../schemas/result.js';
 import { runId } from '../../planning/planner.js';
 import type { PlannedRun, RunSpec } from '../../schemas/runspec.js';
 
@@ -64,4 +71,39 @@ export function planned(spec: RunSpec): PlannedRun {
     },
     params: null,
   };
+}
+
+/** Polls `fn` until it returns something truthy (errors count as "not yet"). */
+export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const v = await fn().catch(() => null);
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** The same spec trained directly by the runtime, never interrupted: the reference for exact resume. */
+export async function uninterrupted(spec: RunSpec): Promise<DoneEvent> {
+  const dir = await mkdtemp(join(tmpdir(), 'rankflow-ref-'));
+  await writeFile(join(dir, 'spec.json'), JSON.stringify(spec));
+  let done: DoneEvent | null = null;
+  const p = spawnRuntime({
+    args: ['run', '--spec', join(dir, 'spec.json'), '--out', join(dir, 'out')],
+    logFile: join(dir, 'log'),
+    env: { CUDA_VISIBLE_DEVICES: '' },
+    onEvent: (e) => {
+      if (e.event === 'done') done = e;
+    },
+  });
+  const exit = await p.exit;
+  if (exit.code !== 0 || !done) throw new Error(`reference run failed (exit ${exit.code}); log in ${dir}/log`);
+  return done;
+}
+
+/** The result record of a run, or null. */
+export async function readRecord(store: ArtifactStore, runId: string): Promise<ResultRecord | null> {
+  const body = await store.get(`results/${runId}.json`);
+  return body ? ResultRecord.parse(JSON.parse(body.toString('utf8'))) : null;
 }
