@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   GetObjectCommand,
   HeadObjectCommand,
@@ -60,10 +60,17 @@ beforeAll(async () => {
   }, { requestTimeoutMs: 30_000 }));
 }, 180_000);
 
+let failed = false;
+afterEach((ctx) => {
+  if (ctx.task.result?.state === 'fail') failed = true;
+});
+
 afterAll(async () => {
   s3?.destroy();
   await services?.stop();
-  fs.rmSync(stateDir, { recursive: true, force: true });
+  // Logs are kept when something failed (or start-up did), and removed after a clean run.
+  if (failed || !services) console.log(`[services.test] kept state and logs in ${stateDir}`);
+  else fs.rmSync(stateDir, { recursive: true, force: true });
 }, 60_000);
 
 describe('services: start-up and hand-over', () => {
