@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import type { Client } from '@temporalio/client';
-import { startWorker } from '../cli/worker.js';
+import { Worker } from '@temporalio/worker';
+import { startWorker, workflowBundle } from '../cli/worker.js';
 import type { RunningWorker } from '../cli/worker.js';
 import type { Config } from '../cli/config.js';
 import { startSweep, writeManifest } from '../cli/sweeps.js';
@@ -94,6 +95,11 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
       expect(r.versions.torch).toMatch(/^\d+\.\d+/);
     }
     expect(rb.trainable_params!).toBeLessThan(ra.trainable_params!); // VeRA trains fewer parameters than LoRA
+
+    // Determinism: the recorded histories replay against the current workflow code.
+    for (const id of [a.id, bad.id]) {
+      await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, await client.workflow.getHandle(id).fetchHistory());
+    }
 
     // Resubmitting the finished runs plus one new seed runs only the new one; old records are untouched.
     const c = planned({ ...a.spec, seed: a.spec.seed + 1 });

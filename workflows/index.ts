@@ -174,8 +174,10 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
     }
   };
 
+  // workflowInfo() is read afresh each time: its history length grows with every activation.
   const rollOver = (): boolean =>
-    externalWaits === 0 && (info.historyLength > input.max_history_events || workflowInfo().continueAsNewSuggested);
+    externalWaits === 0 &&
+    (workflowInfo().historyLength > input.max_history_events || workflowInfo().continueAsNewSuggested);
 
   for (;;) {
     if (cancelled) {
@@ -186,7 +188,7 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
       return status();
     }
     if (nextIndex >= input.total && running.size === 0) return status();
-    if (workflowInfo().historyLength > input.max_history_events && rollOver()) {
+    if (rollOver()) {
       await continueAsNew<typeof sweepWorkflow>({
         ...input,
         state: {
@@ -213,7 +215,7 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
         cancelled ||
         (nextIndex >= input.total && running.size === 0) ||
         (!paused && running.size < input.concurrency && nextIndex < input.total) ||
-        (workflowInfo().historyLength > input.max_history_events && rollOver()),
+        rollOver(),
     );
   }
 }
