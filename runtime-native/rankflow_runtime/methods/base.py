@@ -18,7 +18,8 @@ How to add a method (one file, no central list to edit)
    `super().__init__(base, method, shared)`), and implement `adapter_forward(x, base_out)`
    (the output of the adapted layer; `base_out = self.base(x)` is passed in so additive methods do
    `base_out + delta(x)`), and, if `mergeable`, `delta_weight()` (the dense ΔW, shape (d_out, d_in)).
-   Return an instance from `Method.wrap(name, base, shared)`.
+   Return an instance from `Method.wrap(name, base, shared)`. For an additive low-rank update
+   y = W0 x + s·B A dropout(x), subclass `LowRankLinear` instead and only provide the factors (see lora.py).
    * Meta device: `count` builds the model on `torch.device("meta")`. Create parameters with the right
      shapes there and skip numeric initialisation that needs values (SVD, QR, ...): test `self.on_meta`.
    * Randomness for fixed bases must come from `self.method.generator()` (a CPU generator seeded by
@@ -282,6 +283,27 @@ class AdaptedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, method={self.method.name}"
+
+
+class LowRankLinear(AdaptedLinear):
+    """An additive low-rank update, y = W0 x + s·B A dropout(x) with ΔW = s·B A, for methods that differ only in
+    where A ∈ R^{r×d_in} and B ∈ R^{d_out×r} come from (LoRA, PiSSA: parameters; NOLA: combinations of random
+    bases; MoS: shards gathered from shared pools). Subclasses set `self.scaling` (s) and `self.dropout` and,
+    unless A and B are the parameters `lora_A` and `lora_B`, override `factors()`."""
+
+    def factors(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(A, B): A of shape (r, d_in), B of shape (d_out, r)."""
+        return self.lora_A, self.lora_B
+
+    def adapter_forward(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        a, b = self.factors()
+        h = self.dropout(x).to(a.dtype)
+        delta = (h @ a.t()) @ b.t()
+        return base_out + (delta * self.scaling).to(base_out.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        a, b = self.factors()
+        return (b @ a) * self.scaling
 
 
 # --------------------------------------------------------------------------------------------------

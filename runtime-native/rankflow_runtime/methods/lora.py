@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import AdaptedLinear, Method, option, register
+from .base import LowRankLinear, Method, option, register
 
 
 @dataclass
@@ -25,7 +25,7 @@ class LoRAOptions:
     use_rslora: bool = option(False, help="rank-stabilised scaling s = α/√r (rsLoRA)")
 
 
-class LoRALinear(AdaptedLinear):
+class LoRALinear(LowRankLinear):
     def __init__(self, base: nn.Linear, method: "LoRA", shared=None):
         super().__init__(base, method, shared)
         r, opts = method.rank, method.options
@@ -36,14 +36,6 @@ class LoRALinear(AdaptedLinear):
         self.scaling = opts.alpha / (math.sqrt(r) if opts.use_rslora else r)
         if not self.on_meta:
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-
-    def adapter_forward(self, x, base_out):
-        h = self.dropout(x).to(self.lora_A.dtype)
-        delta = (h @ self.lora_A.t()) @ self.lora_B.t()
-        return base_out + (delta * self.scaling).to(base_out.dtype)
-
-    def delta_weight(self):
-        return (self.lora_B @ self.lora_A) * self.scaling
 
 
 @register

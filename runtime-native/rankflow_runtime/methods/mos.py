@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import AdaptedLinear, Method, find_targets, option, register
+from .base import LowRankLinear, Method, find_targets, option, register
 
 
 @dataclass
@@ -93,7 +93,7 @@ class MoSPools(nn.Module):
             self.pool_B[key] = nn.Parameter(torch.zeros(n, d_out // c, device=device, dtype=adt))
 
 
-class MoSLinear(AdaptedLinear):
+class MoSLinear(LowRankLinear):
     def __init__(self, base: nn.Linear, method: "MoS", shared: MoSPools, key: str, layer_idx: int, t: dict):
         super().__init__(base, method, shared)
         o = method.options
@@ -112,16 +112,6 @@ class MoSLinear(AdaptedLinear):
         a = self.shared.pool_A[self.key][self.index_A].reshape(r, self.in_features)
         b = self.shared.pool_B[self.key][self.index_B].reshape(r, self.out_features).t()
         return a, b
-
-    def adapter_forward(self, x, base_out):
-        a, b = self.factors()
-        h = self.dropout(x).to(a.dtype)
-        delta = (h @ a.t()) @ b.t()
-        return base_out + (delta * self.scaling).to(base_out.dtype)
-
-    def delta_weight(self):
-        a, b = self.factors()
-        return (b @ a) * self.scaling
 
 
 @register

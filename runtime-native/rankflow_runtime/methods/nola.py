@@ -46,7 +46,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from .base import AdaptedLinear, Method, option, register
+from .base import LowRankLinear, Method, option, register
 
 _M32 = 0xFFFFFFFF
 
@@ -158,7 +158,7 @@ class NOLAOptions:
                              min=0.0)
 
 
-class NOLALinear(AdaptedLinear):
+class NOLALinear(LowRankLinear):
     def __init__(self, base: nn.Linear, method: "NOLA", name: str):
         super().__init__(base, method, None)
         r, opts = method.rank, method.options
@@ -201,16 +201,6 @@ class NOLALinear(AdaptedLinear):
         a = self.lora_A0 + self._combine(self.nola_alpha, self.seeds[0], (self.r, self.in_features))
         b = self._combine(self.nola_beta, self.seeds[1], (self.out_features, self.r))
         return a, b
-
-    def adapter_forward(self, x, base_out):
-        a, b = self.factors()
-        h = self.dropout(x).to(a.dtype)
-        delta = (h @ a.t()) @ b.t()
-        return base_out + (delta * self.scaling).to(base_out.dtype)
-
-    def delta_weight(self):
-        a, b = self.factors()
-        return (b @ a) * self.scaling
 
 
 @register

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import AdaptedLinear, Method, option, register
+from .base import LowRankLinear, Method, option, register
 
 
 @dataclass
@@ -49,7 +49,7 @@ class PiSSAOptions:
                                       min=0)
 
 
-class PiSSALinear(AdaptedLinear):
+class PiSSALinear(LowRankLinear):
     def __init__(self, base: nn.Linear, method: "PiSSA", name: str):
         super().__init__(base, method, None)
         r, opts = method.rank, method.options
@@ -89,14 +89,6 @@ class PiSSALinear(AdaptedLinear):
         self.init_A.copy_(a)
         self.init_B.copy_(b)
         self.base.weight.copy_((w32 - self.scaling * (b @ a)).to(dtype))
-
-    def adapter_forward(self, x, base_out):
-        h = self.dropout(x).to(self.lora_A.dtype)
-        delta = (h @ self.lora_A.t()) @ self.lora_B.t()
-        return base_out + (delta * self.scaling).to(base_out.dtype)
-
-    def delta_weight(self):
-        return (self.lora_B @ self.lora_A) * self.scaling
 
 
 @register

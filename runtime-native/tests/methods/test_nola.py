@@ -152,30 +152,7 @@ def test_cache_only_for_small_layers():
     assert NOLA(8, {}).options.cache_mb == 16.0
 
 
-def test_resume_through_the_training_loop_is_bit_identical(tmp_path):
+def test_resume_through_the_training_loop_is_bit_identical(assert_resume_is_bit_identical):
     """Stop after 3 of 6 steps, resume from the checkpoint: the losses equal an uninterrupted run bit for bit
     (the frozen state (A0 and the bases regenerated from the per-module seeds) is rebuilt from the spec, not stored)."""
-    import json
-
-    from rankflow_runtime import events
-    from rankflow_runtime.spec import example_spec, parse_spec
-    from rankflow_runtime.train import run_training
-
-    tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 48, "vocab_size": 256,
-            "max_position": 32, "dropout": 0.1}
-    spec = example_spec(**{"model.config": tiny, "dataset.train_size": 32, "dataset.eval_size": 16,
-                           "dataset.max_length": 16, "method.options": {"dropout": 0.1, "cache_mb": 0.0}, "training.batch_size": 8,
-                           "training.max_steps": 6, "training.eval_every": 6, "training.log_every": 1})
-    spec["method"].update(name="nola", rank=4)
-
-    def run(out, resume=None, stop=None):
-        with events.capture() as recs:
-            rc = run_training(parse_spec(json.loads(json.dumps(spec))), str(out), resume=resume, stop_at_step=stop)
-        return rc, {r["step"]: r["loss"] for r in recs if r["event"] == "progress"}, recs
-
-    _, ref, _ = run(tmp_path / "ref")
-    rc, first, recs = run(tmp_path / "a", stop=3)
-    assert rc == 4 and sorted(first) == [1, 2, 3]
-    path = [r for r in recs if r["event"] == "preempted"][0]["path"]
-    rc, second, _ = run(tmp_path / "b", resume=path)
-    assert rc == 0 and {**first, **second} == ref
+    assert_resume_is_bit_identical("nola", {"dropout": 0.1, "cache_mb": 0.0})
