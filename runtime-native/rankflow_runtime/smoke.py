@@ -2,7 +2,6 @@
 stream and its file output work on a machine, in about a second, with no data and no model files."""
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import sys
@@ -13,17 +12,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
+from .checkpoint import sha256_file
 from .events import emit
 
 SMOKE_FILE = "smoke.safetensors"
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def run_smoke(out_dir: str, steps: int = 20) -> int:
@@ -58,7 +50,7 @@ def run_smoke(out_dir: str, steps: int = 20) -> int:
               metadata={"rankflow": "smoke", "runtime": __version__})
     os.replace(tmp, path)
     emit("checkpoint", step=steps, path=os.path.abspath(out_dir),
-         files=[{"name": SMOKE_FILE, "sha256": _sha256(path), "bytes": os.path.getsize(path)}], best=True,
+         files=[{"name": SMOKE_FILE, "sha256": sha256_file(path), "bytes": os.path.getsize(path)}], best=True,
          reason="final")
     metrics = {"accuracy": acc, "loss": final_loss}
     emit("done", step=steps, metrics=metrics, best_metrics=metrics, best_step=steps, trainable_params=n_params,

@@ -75,14 +75,18 @@ def _load_config(spec: Dict[str, Any]):
         cfg = tf.AutoConfig.from_pretrained(name, local_files_only=True)
         return cfg, name, _has_weights(name)
     key, raw = _find_bundled(name)
-    if raw is None:  # maybe in the local HF cache
+    # A hub id in the local HF cache (a bundled one included) loads from there, weights and all.
+    hub_ids = [name] if raw is None else [a for a in [name, *raw.get("_aliases", [])] if "/" in a]
+    for hub_id in hub_ids:
         try:
-            cfg = tf.AutoConfig.from_pretrained(name, local_files_only=True)
+            cfg = tf.AutoConfig.from_pretrained(hub_id, local_files_only=True)
         except Exception:
-            raise ConfigError(f"model.name: {name!r} is not a bundled architecture, a local directory, or in the "
-                              f"local Hugging Face cache{did_you_mean(name, bundled())}",
-                              hint="rankflow never downloads: use a bundled name with random_init, or a local path") from None
-        return cfg, None, True
+            continue
+        return cfg, hub_id, True
+    if raw is None:
+        raise ConfigError(f"model.name: {name!r} is not a bundled architecture, a local directory, or in the "
+                          f"local Hugging Face cache{did_you_mean(name, bundled())}",
+                          hint="rankflow never downloads: use a bundled name with random_init, or a local path")
     fields = {k: v for k, v in raw.items() if not k.startswith("_")}
     model_type = fields.pop("model_type")
     cfg = tf.AutoConfig.for_model(model_type, **fields)
