@@ -19,6 +19,7 @@ import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
 import { formatPath, type FieldPath, type PlanIssue } from '../planning/issues.js';
 import {
   attachCounts,
+  countableSpec,
   countKey,
   countRequestsFor,
   fullModelSpec,
@@ -362,7 +363,7 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
   const countFn = opts.countFn ?? ((specs: RunSpec[]) => countSpecs(specs, undefined, countErrors));
   const counts: CountTable = {};
   const fill = async (specs: RunSpec[]) => {
-    const res = await countFn(specs);
+    const res = await countFn(specs.map(countableSpec));
     specs.forEach((s, i) => (counts[countKey(s)] = res[i] ?? null));
   };
 

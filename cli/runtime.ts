@@ -126,18 +126,32 @@ export async function countSpecs(specs: RunSpec[], timeoutMs = 600_000, errors?:
     errors?.push(r.error);
     return [null];
   }
-  // One bad spec fails a batch: count one by one to find which (rare; only then do we pay per process).
-  const out: (CountResult | null)[] = [];
-  let firstError: string | null = null;
-  for (const s of specs) {
-    const one = await countBatch([s], timeoutMs);
-    if (one.ok) out.push(one.results[0] ?? null);
-    else {
-      firstError ??= one.error;
-      errors?.push(`${s.method.name}${s.method.rank !== null ? ` r=${s.method.rank}` : ''}: ${one.error}`);
-      out.push(null);
+  // One bad spec fails a batch, and the runtime names it (`specs.json[i]: ...`): mark it, count the rest
+  // again. Without an index, fall back to one process per spec.
+  const out: (CountResult | null)[] = new Array(specs.length).fill(null);
+  let pending = specs.map((_, i) => i);
+  let last: Awaited<ReturnType<typeof countBatch>> = r;
+  for (let guard = 0; pending.length > 0 && guard <= specs.length; guard++) {
+    if (last.ok) {
+      last.results.forEach((c, k) => (out[pending[k]!] = c));
+      break;
     }
+    const m = /specs\.json\[(\d+)\]/.exec(last.error);
+    const bad = m ? Number(m[1]) : -1;
+    if (bad < 0 || bad >= pending.length) {
+      for (const i of pending) {
+        const one = await countBatch([specs[i]!], timeoutMs);
+        if (one.ok) out[i] = one.results[0] ?? null;
+        else errors?.push(`${specs[i]!.method.name}${specs[i]!.method.rank !== null ? ` r=${specs[i]!.method.rank}` : ''}: ${one.error}`);
+      }
+      break;
+    }
+    const s = specs[pending[bad]!]!;
+    errors?.push(`${s.method.name}${s.method.rank !== null ? ` r=${s.method.rank}` : ''}: ${last.error.replace(/^specs\.json\[\d+\]: /, '')}`);
+    pending = pending.filter((_, k) => k !== bad);
+    if (pending.length === 0) break;
+    last = await countBatch(pending.map((i) => specs[i]!), timeoutMs);
   }
-  if (out.every((x) => x === null)) throw new UserError(`\`rankflow_runtime count\` failed: ${firstError ?? r.error}`);
+  if (out.every((x) => x === null)) throw new UserError(`\`rankflow_runtime count\` failed: ${errors?.[0] ?? r.error}`);
   return out;
 }

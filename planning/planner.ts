@@ -68,17 +68,25 @@ export interface PlanResult {
   gridSize: number;
 }
 
-/** The key of the parameter count of a spec: what the count depends on (model, dataset shape, method, head). */
+/**
+ * The key of the parameter count of a spec: what the count depends on (model architecture, dataset shape,
+ * method, head). Whether weights are loaded (`random_init`) does not change a count.
+ */
 export function countKey(spec: RunSpec): string {
   return hashValue(
     {
-      model: spec.model,
+      model: { ...spec.model, random_init: true },
       dataset: { name: spec.dataset.name, max_length: spec.dataset.max_length, options: spec.dataset.options },
       method: spec.method,
       train_head: spec.training.train_head,
     },
     24,
   );
+}
+
+/** The spec to send to `count`: the architecture only (random init), since counting needs no weights. */
+export function countableSpec(spec: RunSpec): RunSpec {
+  return spec.model.random_init ? spec : { ...spec, model: { ...spec.model, random_init: true } };
 }
 
 /** The spec whose `total` count is the size of the full model a run adapts (for "% of full model"). */
@@ -991,10 +999,15 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
 
   // First pass: rank choices for every (entry, dataset, zip) -- this is where count requests arise.
   const plans: { mm: ResolvedMethod; d: ResolvedDataset; z: ZipCombo; choices: RankChoice[] }[] = [];
+  // Budget matching compares counts on the entry's first dataset: the task head adds the same count to
+  // every method, so the closest setting there is the closest on every dataset (and the runtime is asked
+  // for a fraction of the counts).
   for (const mm of [...methods, ...includes]) {
-    for (const d of entryDatasets(mm)) {
-      for (const z of zipCombos) plans.push({ mm, d, z, choices: rankChoices(mm, d, z) });
-    }
+    const ds = entryDatasets(mm);
+    zipCombos.forEach((z) => {
+      const choices = ds.length ? rankChoices(mm, ds[0]!, z) : [];
+      for (const d of ds) plans.push({ mm, d, z, choices });
+    });
   }
   if (issues.length) return empty();
   if (requests.size) {

@@ -37,6 +37,19 @@ describe.skipIf(!haveRuntime)('planner with the real runtime', () => {
     for (const r of plan.runs) expect(fractionOfFull(r, plan.counts)).toBeLessThanOrEqual(1);
   }, 180_000);
 
+  it('count --specs: a spec the runtime refuses gets null and its error, the others their counts', async () => {
+    const plan = await planRecipeFile(join(ROOT, 'recipes', 'quickstart.yaml'), { count: 'never' });
+    const good = plan.runs[0]!.spec;
+    const bad = { ...good, method: { ...good.method, name: 'no-such-method' } };
+    const errors: string[] = [];
+    const res = await countSpecs([good, bad, { ...good, method: { ...good.method, rank: 8 } }], undefined, errors);
+    expect(res[0]!.trainable).toBeGreaterThan(0);
+    expect(res[1]).toBeNull();
+    expect(res[2]!.trainable - res[0]!.trainable).toBe(4 * 128 * 4);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^no-such-method r=4: .*unknown method/);
+  }, 180_000);
+
   it('budget matching picks the candidate whose real count is closest to LoRA at the budget rank', async () => {
     const f = join(tmp, 'budget.yaml');
     writeFileSync(
