@@ -224,7 +224,7 @@ describe('the rankflow CLI on recipes', () => {
     const f = write('cli-good.yaml', GOOD.replace('ranks: [4]', 'ranks: [4, 8]\nseeds: [0, 1]'));
     const t = cli('plan', f);
     expect(t.status).toBe(0);
-    expect(t.stdout.split('\n')[0]).toBe('#  METHOD  RANK  DATASET            SEED  SETTING  TRAINABLE  % FULL');
+    expect(t.stdout.split('\n')[0]).toBe('#  METHOD  RANK  DATASET            SEED  SETTING  OVERRIDES  TRAINABLE  % FULL');
     expect(t.stdout).toContain('4 runs (lora 4) on 1 dataset x 2 seeds');
     const j = cli('plan', f, '--json');
     expect(j.status).toBe(0);

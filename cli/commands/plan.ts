@@ -6,8 +6,9 @@ import type { Command } from './index.js';
 
 const HELP = `Usage: rankflow plan <recipe.yaml> [--json] [--no-count | --count] [--max-runs N]
 
-Expand a recipe into its runs and print them as a table (method, rank, dataset, seed, setting,
-trainable parameters, % of the full model) with totals.
+Expand a recipe into its runs and print them as a table (method, rank, dataset, seed, setting, training
+overrides (values that differ from the sweep's most common ones), trainable parameters, % of the full
+model) with totals.
 
 Options:
   --json         print {sweep_id, recipe, runs: [{id, spec, labels, params}], percent_of_full, totals}
@@ -55,9 +56,48 @@ function fmtPct(f: number | null): string {
   return p >= 10 ? p.toFixed(1) + '%' : p >= 0.01 ? p.toFixed(3) + '%' : p.toExponential(1) + '%';
 }
 
+function fmtValue(v: unknown): string {
+  if (typeof v === 'number') return v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential().replace(/\.?0+e/, 'e') : String(v);
+  if (v === null) return 'none';
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
+}
+
+/**
+ * Per run, the training settings that differ from the sweep's most common value (per-dataset learning rates,
+ * a method's own schedule, ...) and are not already named by the run's setting label.
+ */
+export function trainingOverrides(runs: readonly PlannedRun[]): string[] {
+  const fields = (r: PlannedRun): [string, string][] => {
+    const out: [string, string][] = [];
+    for (const [k, v] of Object.entries(r.spec.training)) {
+      if (k === 'lr_groups') for (const [g, x] of Object.entries(v as Record<string, number>)) out.push([`lr.${g}`, fmtValue(x)]);
+      else out.push([k, fmtValue(v)]);
+    }
+    return out;
+  };
+  const tally = new Map<string, Map<string, number>>();
+  for (const r of runs) {
+    for (const [k, v] of fields(r)) {
+      let m = tally.get(k);
+      if (!m) tally.set(k, (m = new Map()));
+      m.set(v, (m.get(v) ?? 0) + 1);
+    }
+  }
+  const mode = new Map<string, string>();
+  for (const [k, m] of tally) mode.set(k, [...m.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]![0]);
+  return runs.map((r) => {
+    const named = new Set(r.labels.setting.split(' ').map((p) => p.split('=')[0]));
+    return fields(r)
+      .filter(([k, v]) => mode.get(k) !== v && !named.has(k))
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
+  });
+}
+
 /** The plan as a plain-text table with totals (also used by tests as the golden output). */
 export function renderPlanTable(plan: PlannedRecipe): string {
-  const header = ['#', 'METHOD', 'RANK', 'DATASET', 'SEED', 'SETTING', 'TRAINABLE', '% FULL'];
+  const header = ['#', 'METHOD', 'RANK', 'DATASET', 'SEED', 'SETTING', 'OVERRIDES', 'TRAINABLE', '% FULL'];
+  const overrides = trainingOverrides(plan.runs);
   const rows = plan.runs.map((r, i) => [
     String(i + 1),
     r.labels.method,
@@ -65,10 +105,11 @@ export function renderPlanTable(plan: PlannedRecipe): string {
     r.labels.dataset,
     String(r.labels.seed),
     r.labels.setting || '-',
+    overrides[i] || '-',
     r.params ? fmtInt(r.params.trainable) : '-',
     fmtPct(fractionOfFull(r, plan.counts)),
   ]);
-  const right = new Set([0, 2, 4, 6, 7]);
+  const right = new Set([0, 2, 4, 7, 8]);
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
   const line = (cells: string[]) =>
     cells.map((x, c) => (right.has(c) ? x.padStart(widths[c]!) : x.padEnd(widths[c]!))).join('  ').trimEnd();
