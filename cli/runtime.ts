@@ -1,7 +1,9 @@
 /**
  * Talking to the native runtime from the CLI: `python -m rankflow_runtime describe` and
  * `count --specs FILE`. The interpreter is `$RANKFLOW_PYTHON` or `runtime-native/.venv/bin/python`; the
- * process is spawned with an argument array (never a shell). Failures become UserErrors with a hint.
+ * process is spawned with an argument array (never a shell), in the caller's working directory (so local
+ * model paths in specs mean what they mean to the user), with the package on PYTHONPATH. Failures become
+ * UserErrors with a hint.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,7 +38,7 @@ function runPython(args: string[], timeoutMs: number): Promise<Completed> {
   const python = runtimePython();
   return new Promise((resolve, reject) => {
     const env = { ...process.env, PYTHONPATH: [RUNTIME_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
-    const child = spawn(python, ['-m', 'rankflow_runtime', ...args], { cwd: RUNTIME_DIR, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(python, ['-m', 'rankflow_runtime', ...args], { cwd: process.cwd(), env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
