@@ -201,15 +201,17 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
         },
       });
     }
-    while (!paused && !cancelled && running.size < input.concurrency && nextIndex < input.total) {
+    // Fill the free slots; the children of one batch start together (one workflow task, not one each).
+    const batch: (typeof buffer)[number][] = [];
+    while (!paused && !cancelled && running.size + batch.length < input.concurrency && nextIndex < input.total) {
       if (buffer.length === 0) buffer = await light.loadSweepPage(input.sweep_id, nextIndex, input.page_size);
       const entry = buffer.shift();
       if (!entry) break;
       nextIndex++;
       if (entry.done) outcomes.skipped = (outcomes.skipped ?? 0) + 1;
-      else await launch(entry);
-      if (workflowInfo().historyLength > input.max_history_events) break;
+      else batch.push(entry);
     }
+    await Promise.all(batch.map(launch));
     await condition(
       () =>
         cancelled ||
