@@ -150,7 +150,10 @@ export async function countSpecs(specs: RunSpec[], timeoutMs = 600_000, errors?:
     }
     const s = specs[pending[bad]!]!;
     errors?.push(`${s.method.name}${s.method.rank !== null ? ` r=${s.method.rank}` : ''}: ${last.error.replace(/^specs\.json\[\d+\]: /, '')}`);
-    pending = pending.filter((_, k) => k !== bad);
+    // The same model and method on another dataset fails the same way (a dataset changes only the head):
+    // drop those too, so k distinct failures cost k+1 processes, not one per spec.
+    const sig = JSON.stringify([s.model, s.method]);
+    pending = pending.filter((i, k) => k !== bad && JSON.stringify([specs[i]!.model, specs[i]!.method]) !== sig);
     if (pending.length === 0) break;
     last = await countBatch(pending.map((i) => specs[i]!), timeoutMs);
   }

@@ -62,9 +62,7 @@ export const PRESETS: Record<string, Preset> = {
     recipe: {
       model: { name: 'google/vit-base-patch16-224-in21k', task: 'img-cls' },
       datasets: VTAB_ALL,
-      method_settings: {
-        lora: { targets: ['query', 'value'] },
-      },
+      // targets: the runtime's default for the model (the attention q/v projections)
       ranks: [8],
       seeds: [0],
       training: {

@@ -171,7 +171,7 @@ overrides:
     expect(p.runs).toHaveLength(1);
     const s = p.runs[0]!.spec;
     expect([s.model.name, s.training.lr, s.training.epochs, s.training.batch_size, s.training.schedule, s.method.targets]).toEqual([
-      'google/vit-base-patch16-224-in21k', 1e-3, 5, 64, 'cosine', ['query', 'value'],
+      'google/vit-base-patch16-224-in21k', 1e-3, 5, 64, 'cosine', [],
     ]);
     const g = write('p2.yaml', 'preset: lora-glue-roberta\nmethods: [lora]\n');
     expect(await planError(g)).toEqual([`${g}:1:1: preset: unknown preset \`lora-glue-roberta\` — did you mean \`lora-glue-roberta-base\`?`]);

@@ -134,7 +134,9 @@ function totals(plan: PlannedRecipe): string[] {
     `${runs.length} run${runs.length === 1 ? '' : 's'} (${methods}) on ${datasets} dataset${datasets === 1 ? '' : 's'} x ${seeds} seed${seeds === 1 ? '' : 's'}`,
     counted === runs.length
       ? `trainable parameters: ${fmtInt(trainable)} summed over runs`
-      : `trainable parameters: counted for ${counted} of ${runs.length} runs (install the runtime to count: bash scripts/setup-python.sh)`,
+      : counted === 0
+        ? 'trainable parameters: not counted (no runtime, or --no-count; set up with bash scripts/setup-python.sh)'
+        : `trainable parameters: counted for ${counted} of ${runs.length} runs (the runtime refused the rest: see the warning)`,
     `recipe ${plan.recipe.name} · sweep ${plan.sweepId}` +
       (plan.recipe.queue ? ` · queue ${plan.recipe.queue}` : '') +
       ` · device ${plan.recipe.device ?? 'auto'}`,
