@@ -378,7 +378,11 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
     await fill(result.countRequests);
     result = planRecipe(recipe, { methods, datasets, counts, maxRuns: opts.maxRuns });
   }
-  if (result.issues.length) failWith(formatIssues(result.issues, loaded.locate), display);
+  if (result.issues.length) {
+    const lines = formatIssues(result.issues, loaded.locate);
+    if (countErrors.length) lines.push(`${display}: the runtime said: ${countErrors[0]}`);
+    failWith(lines, display);
+  }
   if (result.countRequests.length) throw new UserError(`${display}: budget: the runtime did not count every candidate setting`);
 
   if (canCount && (mode === 'always' || opts.countFn !== undefined || mode === 'auto')) {
