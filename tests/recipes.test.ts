@@ -189,6 +189,23 @@ overrides:
     }
   });
 
+  it('counts are asked for the architecture only (random_init), once per distinct count key', async () => {
+    const seen: boolean[] = [];
+    let asked = 0;
+    const f = write('cnt.yaml', 'preset: gsm8k-llama\nmethods: [lora, {name: dora, ranks: [16, 32]}]\nseeds: [0, 1, 2]\n');
+    const p = await planRecipeFile(f, {
+      countFn: async (specs) => {
+        asked += specs.length;
+        for (const s of specs) seen.push(s.model.random_init);
+        return oracleCountFn()(specs);
+      },
+    });
+    expect(p.runs).toHaveLength(9);
+    expect(p.runs.every((r) => r.spec.model.random_init === false && r.params !== null)).toBe(true);
+    expect(seen.every((x) => x === true)).toBe(true);
+    expect(asked).toBe(3 + 1); // lora r32, dora r16, dora r32, and the full model for "% full"
+  });
+
   it('include may add a dataset outside `datasets`', async () => {
     const f = write('inc.yaml', GOOD + 'include:\n  - {name: lora, ranks: [16], datasets: [synthetic/regression]}\n');
     const p = await planRecipeFile(f, ORACLE);
