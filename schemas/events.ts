@@ -92,6 +92,21 @@ export const PreemptedEvent = z.strictObject({
   path: z.string().nullable(),
 });
 
+/** `export`: the checkpoint's adapter written in Hugging Face PEFT format (the command's only event). */
+export const ExportedEvent = z.strictObject({
+  event: z.literal('exported'),
+  ...base,
+  /** Step of the exported checkpoint. */
+  step: z.number().int().nonnegative(),
+  method: z.string(),
+  /** PEFT's `peft_type` in adapter_config.json (LORA, VERA, RANDLORA, MISS) and its rank `r`. */
+  peft_type: z.string(),
+  r: z.number().int().positive(),
+  /** The output directory (absolute). */
+  path: z.string().min(1),
+  files: z.array(CheckpointFile).min(1),
+});
+
 export const RunnerEvent = z.discriminatedUnion('event', [
   StartedEvent,
   ProgressEvent,
@@ -100,6 +115,7 @@ export const RunnerEvent = z.discriminatedUnion('event', [
   DoneEvent,
   ErrorEvent,
   PreemptedEvent,
+  ExportedEvent,
 ]);
 export type RunnerEvent = z.infer<typeof RunnerEvent>;
 export type CheckpointEvent = z.infer<typeof CheckpointEvent>;
