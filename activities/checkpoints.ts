@@ -84,6 +84,24 @@ export async function listCheckpoints(store: ArtifactStore, runId: string): Prom
 }
 
 /**
+ * Downloads the files of one stored checkpoint into the folder `path`, each verified against its sha256.
+ * Returns null when all verify, else the name of the first file that is missing or differs.
+ */
+export async function downloadCheckpoint(
+  store: ArtifactStore,
+  runId: string,
+  ck: StoredCheckpoint,
+  path: string,
+): Promise<string | null> {
+  const prefix = checkpointPrefix(runId, ck.step);
+  for (const f of ck.files) {
+    const local = join(path, f.name);
+    if (!(await store.getFile(prefix + f.name, local)) || (await sha256File(local)) !== f.sha256) return f.name;
+  }
+  return null;
+}
+
+/**
  * Downloads the newest complete checkpoint whose files verify into `dir/<step>`; a checkpoint that fails
  * verification is skipped (logged through `warn`) in favour of the one before it.
  */
@@ -96,17 +114,9 @@ export async function downloadLatestCheckpoint(
   const all = await listCheckpoints(store, runId);
   for (const ck of all.reverse()) {
     const path = join(dir, String(ck.step));
-    const prefix = checkpointPrefix(runId, ck.step);
-    let ok = true;
-    for (const f of ck.files) {
-      const local = join(path, f.name);
-      if (!(await store.getFile(prefix + f.name, local)) || (await sha256File(local)) !== f.sha256) {
-        warn(`checkpoint ${prefix} is damaged (${f.name} missing or its sha256 differs); trying an older one`);
-        ok = false;
-        break;
-      }
-    }
-    if (ok) return { step: ck.step, path };
+    const bad = await downloadCheckpoint(store, runId, ck, path);
+    if (bad === null) return { step: ck.step, path };
+    warn(`checkpoint ${checkpointPrefix(runId, ck.step)} is damaged (${bad} missing or its sha256 differs); trying an older one`);
   }
   return null;
 }
