@@ -10,6 +10,9 @@ Command line (`python -m rankflow_runtime ...`); stdout carries JSON only, logs 
 * `describe` -> `{runtime, torch, methods, models, datasets}` with every option schema.
 * `smoke --out DIR`: a two-layer MLP, 20 steps on the CPU; events started, progress x4, checkpoint, done;
   writes DIR/smoke.safetensors.
+* `export --spec run.json --checkpoint CKPT_DIR --out DIR [--pissa-mode lora|residual]`: the checkpoint's
+  adapter in Hugging Face PEFT format (`export_peft.py`); one `exported` event (step, method, peft_type, r,
+  path, files).
 
 Exit codes: 0 ok; 2 config/data/nan error (never retried); 3 retryable (oom, internal); 4 preempted
 (SIGTERM: checkpoint written at the end of the current step, `preempted` event, exit).

@@ -201,12 +201,12 @@ def save_checkpoint(path: str, *, step: int, spec_identity: Dict[str, Any], mode
     return files
 
 
-def read_manifest(path: str) -> Dict[str, Any]:
+def read_manifest(path: str, flag: str = "--resume") -> Dict[str, Any]:
     mp = os.path.join(path, MANIFEST)
     if not os.path.isdir(path):
-        raise ConfigError(f"--resume {path}: not a directory", hint="pass a checkpoint directory (it holds manifest.json)")
+        raise ConfigError(f"{flag} {path}: not a directory", hint="pass a checkpoint directory (it holds manifest.json)")
     if not os.path.exists(mp):
-        raise ConfigError(f"--resume {path}: no {MANIFEST}", hint="pass a checkpoint directory written by rankflow")
+        raise ConfigError(f"{flag} {path}: no {MANIFEST}", hint="pass a checkpoint directory written by rankflow")
     try:
         with open(mp, "r", encoding="utf-8") as f:
             manifest = json.load(f)
@@ -228,23 +228,34 @@ def verify_files(path: str, manifest: Dict[str, Any]) -> None:
                               hint="the checkpoint is corrupt; resume from an older one")
 
 
-def load_checkpoint(path: str, *, spec_identity: Dict[str, Any], model: torch.nn.Module, method,
-                    optimizer: torch.optim.Optimizer, scheduler, scaler=None) -> Loaded:
-    """Verify and load a checkpoint into the model/optimizer/scheduler and restore the RNG states."""
-    manifest = read_manifest(path)
+def load_trained_state(path: str, *, spec_identity: Dict[str, Any], model: torch.nn.Module, method,
+                       flag: str = "--resume") -> Dict[str, Any]:
+    """Verify a checkpoint (every sha256, the method, the spec identity) and load only what was trained (the
+    adapter tensors and the method's extra state) into the model; returns the manifest. Read-only: the
+    optimizer, scheduler and RNG files are checked but not used (export, evaluation). `flag` names the
+    command-line option in error messages."""
+    manifest = read_manifest(path, flag)
     verify_files(path, manifest)
     if manifest.get("method") != method.name:
-        raise ConfigError(f"--resume {path}: written by method {manifest.get('method')!r}, this run uses {method.name!r}",
-                          hint="resume a checkpoint of the same run")
+        raise ConfigError(f"{flag} {path}: written by method {manifest.get('method')!r}, this run uses {method.name!r}",
+                          hint="resume a checkpoint of the same run" if flag == "--resume" else "pass a checkpoint of this run")
     want, got = _comparable_spec(spec_identity), _comparable_spec(manifest.get("spec", {}))
     if _canonical(want) != _canonical(got):
         diff = _diff_fields(got, want)
-        raise ConfigError(f"--resume {path}: written by a different run spec (differs in {', '.join(diff[:4])})",
-                          hint="resume with the spec that wrote the checkpoint, or start without --resume")
+        raise ConfigError(f"{flag} {path}: written by a different run spec (differs in {', '.join(diff[:4])})",
+                          hint="resume with the spec that wrote the checkpoint, or start without --resume"
+                          if flag == "--resume" else "pass the spec of the run that wrote the checkpoint")
     adapter = load_file(os.path.join(path, "adapter.safetensors"))
     method.load_extra_state(manifest.get("method_extra") or {})
     method.prepare_load(model, adapter)
     load_adapter_state_dict(model, adapter)
+    return manifest
+
+
+def load_checkpoint(path: str, *, spec_identity: Dict[str, Any], model: torch.nn.Module, method,
+                    optimizer: torch.optim.Optimizer, scheduler, scaler=None) -> Loaded:
+    """Verify and load a checkpoint into the model/optimizer/scheduler and restore the RNG states."""
+    manifest = load_trained_state(path, spec_identity=spec_identity, model=model, method=method)
     opt_t = load_file(os.path.join(path, "optimizer.safetensors"))
     try:
         optimizer.load_state_dict(optimizer_from_files(manifest["optimizer"], opt_t))

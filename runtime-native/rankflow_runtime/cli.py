@@ -1,4 +1,4 @@
-"""Command line: `python -m rankflow_runtime run|count|describe|smoke` (the contract is in the
+"""Command line: `python -m rankflow_runtime run|count|describe|smoke|export` (the contract is in the
 docstring of `rankflow_runtime/__init__.py`). stdout carries JSON only; logs go to stderr. User errors
 become one `error` event and exit code 2, never a stack trace."""
 from __future__ import annotations
@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("describe", help="methods, models and datasets with their option schemas")
     s = sub.add_parser("smoke", help="train a two-layer MLP for a few steps on the CPU")
     s.add_argument("--out", required=True, help="directory to write the smoke file into")
+    e = sub.add_parser("export", help="write a checkpoint's adapter in Hugging Face PEFT format")
+    e.add_argument("--spec", required=True, help="the run spec that trained the checkpoint")
+    e.add_argument("--checkpoint", required=True, help="checkpoint directory (it holds manifest.json)")
+    e.add_argument("--out", required=True, help="directory for adapter_config.json + adapter_model.safetensors")
+    e.add_argument("--pissa-mode", default="lora", choices=["lora", "residual"],
+                   help="PiSSA only: lora (rank-2r LoRA on the original weights) or residual")
     return p
 
 
@@ -95,6 +101,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             return run_smoke(args.out)
         if args.command == "count":
             return _count(args)
+        if args.command == "export":
+            from .export_peft import export_checkpoint
+            from .spec import load_spec
+            emit("exported", **export_checkpoint(load_spec(args.spec), args.checkpoint, args.out,
+                                                 pissa_mode=args.pissa_mode))
+            return 0
         from .spec import load_spec
         from .train import run_training
         return run_training(load_spec(args.spec), args.out, resume=args.resume)

@@ -39,6 +39,10 @@ rank-r LoRA of (A, B) would be wrong on the original model. Two modes:
 
 NOLA and the other rankflow methods have no PEFT implementation: exporting them raises a ConfigError.
 A merged model is refused (unmerge first) because the adapter tensors no longer describe the base.
+
+`export_checkpoint(spec, checkpoint_dir, out_dir)` is the command `python -m rankflow_runtime export`: it
+rebuilds the model from the run spec exactly as training does (`build.py`, on the CPU), loads the checkpoint's
+trained state read-only (every sha256, the method and the spec identity verified), and calls `export_peft`.
 """
 from __future__ import annotations
 
@@ -207,3 +211,33 @@ def export_peft(model: nn.Module, method: Method, out_dir: str, *, head_name: Op
     if "residual_weights" in extra:
         save_file(extra["residual_weights"], os.path.join(out_dir, "residual_weights.safetensors"))
     return config
+
+
+def export_checkpoint(spec, checkpoint_dir: str, out_dir: str, *, pissa_mode: str = "lora") -> Dict[str, Any]:
+    """Rebuild the run's model from `spec` (a RunSpec), load the trained state of the checkpoint in
+    `checkpoint_dir` and export it to `out_dir`. Returns the fields of the `exported` event."""
+    from .build import build, num_labels_for, resolve_info
+    from .checkpoint import load_trained_state, sha256_file
+
+    name = spec.method["name"]
+    if name not in EXPORTERS:  # before any model is built or file read
+        raise ConfigError(f"export: method {name!r} has no Hugging Face PEFT implementation to export to",
+                          hint=f"PEFT-format export supports {', '.join(sorted(EXPORTERS))}")
+    if pissa_mode != "lora" and name != "pissa":
+        raise ConfigError(f"export: --pissa-mode applies to PiSSA runs only, this run uses {name!r}",
+                          hint="leave out --pissa-mode")
+    info = resolve_info(spec)
+    num_labels, _ = num_labels_for(spec, info, spec.seed)
+    built = build(spec, info, num_labels, device="cpu")
+    manifest = load_trained_state(checkpoint_dir, spec_identity=spec.identity(), model=built.model,
+                                  method=built.method, flag="--checkpoint")
+    built.model.eval()
+    config = export_peft(built.model, built.method, out_dir, head_name=info.head_name,
+                         base_model_name_or_path=spec.model["name"], pissa_mode=pissa_mode)
+    files = []
+    for fname in sorted(os.listdir(out_dir)):
+        if fname in ("adapter_config.json", "adapter_model.safetensors", "residual_weights.safetensors"):
+            p = os.path.join(out_dir, fname)
+            files.append({"name": fname, "sha256": sha256_file(p), "bytes": os.path.getsize(p)})
+    return {"step": int(manifest["step"]), "method": name, "peft_type": config["peft_type"], "r": int(config["r"]),
+            "path": os.path.abspath(out_dir), "files": files}
