@@ -11,6 +11,7 @@ import { validateCommand } from './validate.js';
 import { tableCommand } from './table.js';
 import { plotCommand } from './plot.js';
 import { submitCommand } from './submit.js';
+import { exportCommand } from './export.js';
 import {
   cancelCommand,
   logsCommand,
@@ -37,5 +38,6 @@ export const COMMANDS: Command[] = [
   workerCommand,
   tableCommand,
   plotCommand,
+  exportCommand,
   servicesCommand,
 ];
