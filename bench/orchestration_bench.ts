@@ -46,7 +46,7 @@ function spec(seed: number): RunSpec {
 async function main(): Promise<void> {
   process.env.RANKFLOW_RUNTIME_MODULE = 'noop_runtime';
   process.env.PYTHONPATH = join(PROJECT_ROOT, 'bench', 'noop');
-  process.env.RANKFLOW_LOG_LEVEL ??= 'ERROR';
+  process.env.RANKFLOW_WORKER_LOG_LEVEL ??= 'ERROR';
   const stateDir = mkdtempSync(join(tmpdir(), 'rankflow-bench-'));
   const services = await startServices({ stateDir });
   try {

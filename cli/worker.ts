@@ -61,11 +61,11 @@ const quietLogger = {
 };
 
 let runtimeInstalled = false;
-/** Worker logs at WARN (or $RANKFLOW_LOG_LEVEL): state changes of every worker are noise for users. */
+/** Worker logs at WARN (or $RANKFLOW_WORKER_LOG_LEVEL): state changes of every worker are noise for users. */
 function installRuntime(): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
-  const level = (process.env.RANKFLOW_LOG_LEVEL ?? 'WARN').toUpperCase() as 'WARN';
+  const level = (process.env.RANKFLOW_WORKER_LOG_LEVEL ?? 'WARN').toUpperCase() as 'WARN';
   try {
     const plain = new DefaultLogger(level);
     Runtime.install({

@@ -9,7 +9,7 @@ bash scripts/setup.sh || { echo "tests: set-up failed" >&2; exit 1; }
 
 out="$root/.state/test-reports"
 mkdir -p "$out"
-export RANKFLOW_LOG_LEVEL="${RANKFLOW_LOG_LEVEL:-ERROR}"
+export RANKFLOW_WORKER_LOG_LEVEL="${RANKFLOW_WORKER_LOG_LEVEL:-ERROR}"
 
 echo "== vitest"
 t0=$(date +%s)
