@@ -222,7 +222,7 @@ export function createActivities(deps: ActivityDeps) {
             type: 'ConfigError',
             nonRetryable: true,
             message: describe || `the runtime rejected the run (exit 2)\n${await tail()}`,
-            details: [errEv ? { kind: errEv.kind, message: errEv.message, hint: errEv.hint } : null],
+            details: [{ kind: errEv?.kind ?? 'config', message: errEv?.message ?? '', hint: errEv?.hint ?? null, attempt }],
           });
         }
         if (exit.code === EXIT.ok) {

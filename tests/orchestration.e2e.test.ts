@@ -81,6 +81,7 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
     const failure = JSON.parse((await store.get(`failed/${bad.id}.json`))!.toString('utf8')) as ResultRecord;
     expect(failure.status).toBe('failed');
     expect(failure.error!.message).toMatch(/alpha/);
+    expect(failure.timings.attempts).toBe(1);
     expect(await readRecord(store, bad.id)).toBeNull();
 
     const ra = (await readRecord(store, a.id))!;

@@ -52,22 +52,40 @@ async function tellParent(input: RunInput, outcome: RunOutcome): Promise<void> {
   }
 }
 
-function failureInfo(err: unknown): { type: string; message: string; hint: string | null } {
+function failureInfo(err: unknown): { type: string; message: string; hint: string | null; attempt: number | null } {
   let cur: unknown = err;
   while (cur instanceof ActivityFailure && cur.cause) cur = cur.cause;
   if (cur instanceof ApplicationFailure) {
-    const d = (cur.details?.[0] ?? null) as { kind?: string; hint?: string | null } | null;
-    return { type: d?.kind ?? cur.type ?? 'error', message: cur.message, hint: d?.hint ?? null };
+    const d = (cur.details?.[0] ?? null) as { kind?: string; hint?: string | null; attempt?: number } | null;
+    return { type: d?.kind ?? cur.type ?? 'error', message: cur.message, hint: d?.hint ?? null, attempt: d?.attempt ?? null };
   }
-  return { type: 'error', message: err instanceof Error ? err.message : String(err), hint: null };
+  return { type: 'error', message: err instanceof Error ? err.message : String(err), hint: null, attempt: null };
 }
 
 export async function runWorkflow(input: RunInput): Promise<RunOutcome> {
-  const existing = await light.lookupResult(input.run_id);
-  if (existing) {
-    await tellParent(input, existing);
-    return existing;
+  // Whatever happens below (success, failure, cancellation at any await), the sweep hears about it once.
+  const cancelledOutcome: RunOutcome = { run_id: input.run_id, state: 'cancelled', metric: null, message: 'cancelled' };
+  try {
+    const outcome = await runOnce(input);
+    await CancellationScope.nonCancellable(() => tellParent(input, outcome));
+    return outcome;
+  } catch (err) {
+    if (isCancellation(err)) {
+      await CancellationScope.nonCancellable(() => tellParent(input, cancelledOutcome));
+      throw err;
+    }
+    const f = failureInfo(err);
+    await CancellationScope.nonCancellable(() =>
+      tellParent(input, { run_id: input.run_id, state: 'failed', metric: null, message: f.message }),
+    );
+    // Fail the workflow so that its id may be used again (`rankflow resume`).
+    throw ApplicationFailure.create({ type: f.type, message: f.message, nonRetryable: true });
   }
+}
+
+async function runOnce(input: RunInput): Promise<RunOutcome> {
+  const existing = await light.lookupResult(input.run_id);
+  if (existing) return existing;
   const trainer = proxyActivities<Activities>({
     taskQueue: input.task_queue,
     startToCloseTimeout: `${input.policy.run_timeout_s} seconds`,
@@ -86,27 +104,15 @@ export async function runWorkflow(input: RunInput): Promise<RunOutcome> {
   try {
     out = await trainer.train(input);
   } catch (err) {
-    if (isCancellation(err)) {
-      await CancellationScope.nonCancellable(() =>
-        tellParent(input, { run_id: input.run_id, state: 'cancelled', metric: null, message: 'cancelled' }),
-      );
-      throw err;
-    }
+    if (isCancellation(err)) throw err;
     const f = failureInfo(err);
-    await light.recordFailure(input, {
-      kind: f.type,
-      message: f.message,
-      hint: f.hint,
-      attempts: input.policy.max_attempts,
-      started_at: startedAt,
-    });
-    await tellParent(input, { run_id: input.run_id, state: 'failed', metric: null, message: f.message });
-    // Fail the workflow so that its id may be used again (`rankflow resume`).
-    throw ApplicationFailure.create({ type: f.type, message: f.message, nonRetryable: true });
+    await CancellationScope.nonCancellable(() =>
+      light.recordFailure(input, { kind: f.type, message: f.message, hint: f.hint, attempts: f.attempt ?? input.policy.max_attempts, started_at: startedAt }),
+    );
+    throw err;
   }
-  const outcome = await light.recordResult(input, out);
-  await tellParent(input, outcome);
-  return outcome;
+  // Training finished: record it even if a cancellation arrives now (the work is done and paid for).
+  return await CancellationScope.nonCancellable(() => light.recordResult(input, out));
 }
 
 function emptyCounts(): Record<RunState, number> {
@@ -156,13 +162,23 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
     const runInput: RunInput = { ...entry.input, parent: info.workflowId, policy: input.policy };
     running.add(runInput.run_id);
     try {
-      await startChild(runWorkflow, {
+      const child = await startChild(runWorkflow, {
         workflowId: runInput.run_id,
         args: [runInput],
         parentClosePolicy: ParentClosePolicy.ABANDON,
         cancellationType: ChildWorkflowCancellationType.ABANDON,
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
       });
+      // The child reports by signal (which survives continue-as-new); its close event is a second path
+      // within this run, for a child that closed without reporting.
+      void child.result().then(finish, (e: unknown) =>
+        finish({
+          run_id: runInput.run_id,
+          state: isCancellation(e) ? 'cancelled' : 'failed',
+          metric: null,
+          message: failureInfo(e).message,
+        }),
+      );
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       // Another sweep runs (or has completed) this very run: wait for it instead of training twice.
