@@ -4,7 +4,6 @@
  * resubmission runs nothing, and `status`, `ls`, `logs` and `table` read what happened.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,41 +11,13 @@ import { randomInt } from 'node:crypto';
 import { startWorker } from '../cli/worker.js';
 import type { RunningWorker } from '../cli/worker.js';
 import type { Config } from '../cli/config.js';
-import { PROJECT_ROOT } from '../activities/runner.js';
-import { testConfig } from './helpers/cluster.js';
+import { rankflowCli, testConfig } from './helpers/cluster.js';
 
 let config: Config;
 let worker: RunningWorker;
 let recipe: string;
 
-function env(): NodeJS.ProcessEnv {
-  const s = config.store as Extract<Config['store'], { kind: 's3' }>;
-  return {
-    ...process.env,
-    RANKFLOW_CONFIG: '',
-    RANKFLOW_TEMPORAL_ADDRESS: config.temporalAddress,
-    RANKFLOW_S3_ENDPOINT: s.endpoint,
-    RANKFLOW_S3_BUCKET: s.bucket,
-    RANKFLOW_S3_PREFIX: s.prefix,
-    AWS_ACCESS_KEY_ID: s.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s.secretAccessKey,
-    AWS_REGION: s.region,
-    RANKFLOW_QUEUE_CONTROL: config.queues.control,
-    RANKFLOW_QUEUE_CPU: config.queues.cpu,
-  };
-}
-
-function rankflow(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), ...args], { cwd: PROJECT_ROOT, env: env() });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const rankflow = (...args: string[]) => rankflowCli(config, ...args);
 
 beforeAll(async () => {
   config = testConfig();

@@ -1,6 +1,9 @@
 /** Test helpers: a Config pointing at the test services, a Temporal client, and an in-process worker. */
 import { inject } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { PROJECT_ROOT } from '../../activities/runner.js';
 import { Client, Connection } from '@temporalio/client';
 import type { Config } from '../../cli/config.js';
 import { DEFAULT_QUEUES } from '../../cli/config.js';
@@ -40,4 +43,35 @@ export function testStore(config: Config): S3Store {
 export async function testClient(config: Config): Promise<{ client: Client; close: () => Promise<void> }> {
   const connection = await Connection.connect({ address: config.temporalAddress });
   return { client: new Client({ connection, namespace: config.namespace }), close: () => connection.close() };
+}
+
+/** The environment that points the `rankflow` command at a config (as on a cluster: no config file). */
+export function cliEnv(config: Config): NodeJS.ProcessEnv {
+  const s = config.store as Extract<Config['store'], { kind: 's3' }>;
+  return {
+    ...process.env,
+    RANKFLOW_CONFIG: '',
+    RANKFLOW_TEMPORAL_ADDRESS: config.temporalAddress,
+    RANKFLOW_S3_ENDPOINT: s.endpoint,
+    RANKFLOW_S3_BUCKET: s.bucket,
+    RANKFLOW_S3_PREFIX: s.prefix,
+    AWS_ACCESS_KEY_ID: s.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s.secretAccessKey,
+    AWS_REGION: s.region,
+    RANKFLOW_QUEUE_CONTROL: config.queues.control,
+    RANKFLOW_QUEUE_CPU: config.queues.cpu,
+  };
+}
+
+/** Runs the real `rankflow` command with that environment. */
+export function rankflowCli(config: Config, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), ...args], { cwd: PROJECT_ROOT, env: cliEnv(config) });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
