@@ -24,21 +24,13 @@ after merging, the exact ΔW used by the merge is kept (in memory, not in checkp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
 
-from .base import AdaptedLinear, Method, option, register
-
-
-@dataclass
-class DoRAOptions:
-    alpha: float = option(8.0, help="scaling numerator α (s = α/r, or α/√r with use_rslora); PEFT default 8",
-                          min=0.0)
-    dropout: float = option(0.0, help="dropout probability on the LoRA path input", min=0.0, max=1.0)
-    use_rslora: bool = option(False, help="rank-stabilised scaling s = α/√r (rsLoRA)")
+from .base import AdaptedLinear, Method, register
+from .lora import LoRAOptions
 
 
 class DoRALinear(AdaptedLinear):
@@ -104,7 +96,7 @@ class DoRALinear(AdaptedLinear):
 class DoRA(Method):
     name = "dora"
     paper = ("Liu et al., DoRA: Weight-Decomposed Low-Rank Adaptation, ICML 2024 (arXiv:2402.09353)")
-    Options = DoRAOptions
+    Options = LoRAOptions  # DoRA's options are LoRA's: α, dropout, rsLoRA scaling (PEFT: use_dora=True)
     needs_rank = True
     init_is_identity = True
     mergeable = True
