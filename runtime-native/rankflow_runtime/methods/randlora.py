@@ -31,7 +31,9 @@ bases but still keeps Ã alive for the following matmul). Two numerically equiva
   step, the dominant cost of RandLoRA (r·N ≈ d_min makes each as costly as the base matmul);
 * dense (`_RandLoRADenseFunction`): y = (W0 + ΔW) x with ΔW = s·B Ã rebuilt in forward and in backward, which
   replaces the token-sized adapter matmuls by two d_out×d_in×r·N products plus one token-sized product for the
-  gradient of ΔW; nothing but x is saved.
+  gradient of ΔW; nothing but x is saved. With adapter dropout while training, y = W0 x + ΔW·dropout(x) (the
+  same single dropout call as the factored path, so both consume the RNG alike and agree exactly), which costs
+  one more token-sized product in forward and in backward.
 `auto` (default) picks the one with fewer multiply-adds for the current number of tokens (dense once the
 tokens exceed about 3/4 of the layer width, i.e. for nearly every training batch).
 
@@ -180,10 +182,13 @@ class _RandLoRAFunction(torch.autograd.Function):
 
 
 class _RandLoRADenseFunction(torch.autograd.Function):
-    """x (W0 + ΔW)^T + bias with ΔW = s·B Ã built transiently in forward and rebuilt in backward.
+    """x W0^T + xd ΔW^T + bias with ΔW = s·B Ã built transiently in forward and rebuilt in backward; xd is the
+    adapter path's input (dropout(x) while training with dropout), `None` when it is x itself, and then the two
+    products are fused into one, x (W0 + ΔW)^T.
 
     Cheaper than the factored path when the layer sees more tokens than ~3/4 of its width (one d_out×d_in×r·N
-    product per pass instead of matmuls with the token dimension), and it keeps nothing but x for backward."""
+    product per pass instead of matmuls with the token dimension), and it keeps nothing but x (or xd) for
+    backward."""
 
     @staticmethod
     def _delta(lam_s, gam, a, b_flat, in_is_min):
@@ -191,29 +196,40 @@ class _RandLoRADenseFunction(torch.autograd.Function):
         return d if in_is_min else d.t()
 
     @staticmethod
-    def forward(ctx, x2, lam, gam, a, b_flat, w0, bias, scaling: float, in_is_min: bool):
+    def forward(ctx, x2, xd2, lam, gam, a, b_flat, w0, bias, scaling: float, in_is_min: bool):
         with torch.autocast(device_type=x2.device.type, enabled=False):
-            w = w0.to(lam.dtype) + _RandLoRADenseFunction._delta(lam * scaling, gam, a, b_flat, in_is_min)
-            out = torch.nn.functional.linear(x2, w, None if bias is None else bias.to(lam.dtype))
-        ctx.save_for_backward(x2, lam, gam, a, b_flat, w0)  # w0: the frozen parameter itself, not a copy
+            delta = _RandLoRADenseFunction._delta(lam * scaling, gam, a, b_flat, in_is_min)
+            b = None if bias is None else bias.to(lam.dtype)
+            if xd2 is None:
+                out = torch.nn.functional.linear(x2, w0.to(lam.dtype) + delta, b)
+            else:
+                out = torch.nn.functional.linear(x2, w0.to(lam.dtype), b) + xd2 @ delta.t()
+        ctx.fused = xd2 is None
+        ctx.save_for_backward(x2 if xd2 is None else xd2, lam, gam, a, b_flat, w0)  # w0: the parameter itself
         ctx.scaling, ctx.in_is_min = scaling, in_is_min
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x2, lam, gam, a, b_flat, w0 = ctx.saved_tensors
+        xa, lam, gam, a, b_flat, w0 = ctx.saved_tensors  # xa: the adapter path's input
         g = grad_out.to(lam.dtype)
         lam_s = lam * ctx.scaling
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = g @ (w0.to(lam.dtype) + _RandLoRADenseFunction._delta(lam_s, gam, a, b_flat, ctx.in_is_min))
-        g_w = g.t() @ x2  # (d_out, d_in): gradient of ΔW
+        grad_x = grad_xd = None
+        need_x, need_xd = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if need_x or need_xd:
+            delta = _RandLoRADenseFunction._delta(lam_s, gam, a, b_flat, ctx.in_is_min)
+            if ctx.fused:
+                grad_x = g @ (w0.to(lam.dtype) + delta) if need_x else None
+            else:
+                grad_x = g @ w0.to(lam.dtype) if need_x else None
+                grad_xd = g @ delta if need_xd else None
+        g_w = g.t() @ xa  # (d_out, d_in): gradient of ΔW
         gw = b_flat.t() @ (g_w if ctx.in_is_min else g_w.t())  # (r·N, d_min): gradient of Ã
         r, n = lam.shape
         t = gw.view(r, n, -1) * a[:, None, :]
-        grad_lam = torch.einsum("ind,nd->in", t, gam) * ctx.scaling if ctx.needs_input_grad[1] else None
-        grad_gam = torch.einsum("ind,in->nd", t, lam_s) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_lam, grad_gam, None, None, None, None, None, None
+        grad_lam = torch.einsum("ind,nd->in", t, gam) * ctx.scaling if ctx.needs_input_grad[2] else None
+        grad_gam = torch.einsum("ind,in->nd", t, lam_s) if ctx.needs_input_grad[3] else None
+        return grad_x, grad_xd, grad_lam, grad_gam, None, None, None, None, None, None
 
 
 def _compute_dtype(x: torch.Tensor, default: torch.dtype) -> torch.dtype:
@@ -255,12 +271,15 @@ class RandLoRALinear(AdaptedLinear):
         mode = self.method.options.compute
         if mode != "auto":
             return mode == "dense"
-        if self.training and not isinstance(self.dropout, nn.Identity):
-            return False  # the adapter path sees dropout(x), the base x: cannot be fused
         k, di, do = self.r * self.n_bases, self.in_features, self.out_features
         factored = tokens * k * ((3 * di + 2 * do) if self.in_is_min else (2 * di + 3 * do))
-        dense = 3 * k * di * do + tokens * di * do
+        # With dropout while training the adapter path sees dropout(x) and the base x: the products cannot be
+        # fused, which costs one more token-sized product in forward and one in backward.
+        dense = 3 * k * di * do + (3 if self._dropout_active() else 1) * tokens * di * do
         return dense < factored
+
+    def _dropout_active(self) -> bool:
+        return self.training and not isinstance(self.dropout, nn.Identity)
 
     def forward(self, x):
         if self.merged:
@@ -271,7 +290,8 @@ class RandLoRALinear(AdaptedLinear):
         autocast_dtype = _compute_dtype(x, None)
         cd = autocast_dtype or self.randlora_lambda.dtype
         a, b = self._sliced(cd)
-        out = _RandLoRADenseFunction.apply(x.reshape(-1, self.in_features).to(cd), self.randlora_lambda.to(cd),
+        xd = self.dropout(x).reshape(-1, self.in_features).to(cd) if self._dropout_active() else None
+        out = _RandLoRADenseFunction.apply(x.reshape(-1, self.in_features).to(cd), xd, self.randlora_lambda.to(cd),
                                            self.randlora_gamma.to(cd), a, b, self.base.weight, self.base.bias,
                                            self.scaling, self.in_is_min)
         # the dtype the base layer would have returned (autocast's, else the weight's)

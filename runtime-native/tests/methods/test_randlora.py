@@ -119,7 +119,13 @@ def test_function_gradcheck():
         bias = torch.randn(d_out, dtype=torch.float64, generator=g)
         x_in = torch.randn(4, d_in, dtype=torch.float64, generator=g, requires_grad=True)
         assert torch.autograd.gradcheck(
-            lambda x, l, c: _RandLoRADenseFunction.apply(x, l, c, a, b, w0, bias, 0.7, in_is_min), (x_in, lam, gam))
+            lambda x, l, c: _RandLoRADenseFunction.apply(x, None, l, c, a, b, w0, bias, 0.7, in_is_min),
+            (x_in, lam, gam))
+        # unfused (adapter dropout): the adapter path gets its own input
+        xd_in = torch.randn(4, d_in, dtype=torch.float64, generator=g, requires_grad=True)
+        assert torch.autograd.gradcheck(
+            lambda x, xd, l, c: _RandLoRADenseFunction.apply(x, xd, l, c, a, b, w0, bias, 0.7, in_is_min),
+            (x_in, xd_in, lam, gam))
 
 
 @pytest.mark.parametrize("compute,tokens", [("auto", 3), ("auto", 64), ("factored", 64), ("dense", 3)])
@@ -200,12 +206,41 @@ def test_auto_picks_dense_for_many_tokens_and_paths_agree():
     dense = layer(x)
     layer.method.options.compute = "factored"
     torch.testing.assert_close(layer(x), dense)
-    # dropout on the adapter path cannot be fused: auto falls back to factored while training
+    # dropout on the adapter path cannot be fused: while training, dense costs two more token-sized products
     net2, _, _ = _adapted([(24, 40)], r=4, options={"dropout": 0.1})
     net2.train()
-    assert not net2.l0.use_dense(10_000)
+    assert not net2.l0.use_dense(64) and net2.l0.use_dense(10_000)
     net2.eval()
-    assert net2.l0.use_dense(10_000)
+    assert net2.l0.use_dense(64)
+
+
+@pytest.mark.parametrize("d_out,d_in", [(24, 40), (40, 24)])
+def test_dense_applies_dropout_like_factored(d_out, d_in):
+    """Training with dropout: the dense path applies the same dropout as the factored path (same RNG draws, so
+    equal outputs and gradients under the same seed) and different seeds give different outputs. (On the code
+    before this fix the dense path skipped dropout: outputs identical across seeds.)"""
+    outs = {}
+    for compute in ("factored", "dense"):
+        net, _, _ = _adapted([(d_out, d_in)], r=4, options={"dropout": 0.3, "compute": compute}, dtype=torch.float64)
+        _randomize(net, scale=0.05)
+        net.train()
+        x = torch.randn(6, d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        runs = []
+        for seed in (0, 0, 1):
+            torch.manual_seed(seed)
+            y = net(x)
+            (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y).cos()).sum().backward()
+            runs.append((y.detach().clone(), x.grad.clone(), net.l0.randlora_lambda.grad.clone(),
+                         net.l0.randlora_gamma.grad.clone()))
+            x.grad = net.l0.randlora_lambda.grad = net.l0.randlora_gamma.grad = None
+        for a, b in zip(runs[0], runs[1]):
+            assert torch.equal(a, b)  # same seed: same mask
+        assert not torch.allclose(runs[0][0], runs[2][0])  # another seed: another mask
+        outs[compute] = runs[0]
+        net.eval()  # eval: no dropout, the output of W0 + ΔW
+        torch.testing.assert_close(net(x), x @ (net.l0.base.weight + net.l0.delta_weight()).t() + net.l0.base.bias)
+    for a, b in zip(outs["factored"], outs["dense"]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("compute", ["factored", "dense"])
