@@ -15,11 +15,33 @@ export const OptionSchema = z.object({
 });
 export type OptionSchema = z.infer<typeof OptionSchema>;
 
+/** The method properties that may depend on option values. */
+export const OptionProperties = z.object({
+  /** the adapted model equals the base model at initialisation */
+  init_is_identity: z.boolean(),
+  /** ΔW can be folded into the base weights */
+  mergeable: z.boolean(),
+});
+export type OptionProperties = z.infer<typeof OptionProperties>;
+
+/**
+ * An option-dependent property: it applies when every option named in `when` has one of the listed values
+ * (unnamed options may have any value); later rules override earlier ones.
+ */
+export const PropertyRule = z.object({
+  when: z.record(z.string(), z.array(z.unknown()).min(1)),
+  then: OptionProperties.partial(),
+});
+export type PropertyRule = z.infer<typeof PropertyRule>;
+
 export const MethodDescription = z.object({
   paper: z.string(),
   needs_rank: z.boolean(),
+  /** with the default options; `property_rules` says which option values change it */
   init_is_identity: z.boolean(),
+  /** with the default options; `property_rules` says which option values change it */
   mergeable: z.boolean(),
+  property_rules: z.array(PropertyRule).default([]),
   lr_groups: z.array(z.string()),
   options: z.record(z.string(), OptionSchema),
 });

@@ -79,3 +79,61 @@ def test_lora_scaling_and_rslora():
     with torch.no_grad():
         layer.lora_B.normal_()
     torch.testing.assert_close(layer.delta_weight(), layer.scaling * layer.lora_B @ layer.lora_A)
+
+
+def _toy_method(rules, identity=True):
+    from rankflow_runtime.methods.base import Method, register
+
+    class Toy(Method):
+        name = "toy-properties"
+        paper = "none"
+        Options = Opts
+        init_is_identity = identity
+        mergeable = True
+        property_rules = rules
+
+    register(Toy)
+    from rankflow_runtime.methods.base import REGISTRY
+    del REGISTRY["toy-properties"]  # keep the real registry clean
+    return Toy
+
+
+def test_property_rules_depend_on_options_and_describe_says_so():
+    toy = _toy_method(({"when": {"mode": ["y"]}, "then": {"init_is_identity": False}},
+                       {"when": {"mode": ["y"], "flag": [True]}, "then": {"mergeable": False}}))
+    assert toy(4, {}).init_is_identity and toy(4, {}).mergeable
+    assert not toy(4, {"mode": "y"}).init_is_identity and toy(4, {"mode": "y"}).mergeable
+    both = toy(4, {"mode": "y", "flag": True})
+    assert not both.init_is_identity and not both.mergeable
+    d = toy.describe()
+    assert d["init_is_identity"] is True and d["mergeable"] is True
+    assert d["property_rules"][1] == {"when": {"mode": ["y"], "flag": [True]}, "then": {"mergeable": False}}
+    with pytest.raises(ConfigError, match="cannot be merged"):
+        both.merge(nn.Linear(2, 2))
+
+
+def test_property_rules_are_checked_at_registration():
+    with pytest.raises(TypeError, match="unknown options/properties"):
+        _toy_method(({"when": {"nope": [1]}, "then": {"init_is_identity": False}},))
+    with pytest.raises(TypeError, match="unknown options/properties"):
+        _toy_method(({"when": {"mode": ["y"]}, "then": {"fast": False}},))
+    with pytest.raises(TypeError, match="matches the default options"):
+        _toy_method(({"when": {"mode": ["x"]}, "then": {"init_is_identity": False}},))
+
+
+@pytest.mark.parametrize("method,options,identity", [
+    ("loldu", {}, True), ("loldu", {"init": "ones"}, False), ("loldu", {"init": "zeros"}, False),
+    ("salt", {}, False), ("salt", {"init": "kaiming_zero"}, True),
+    ("plp", {}, False), ("plp", {"orthogonal_prior": "none"}, True)])
+def test_init_is_identity_follows_the_options(method, options, identity):
+    """The declared property is what the adapted model does (LoLDU's init `ones` used to claim identity)."""
+    from rankflow_runtime.testing import base_model, synthetic_batch
+    m, meth, _, _ = adapted_model("tiny-encoder", method, options=options)
+    assert meth.init_is_identity is identity
+    base, _ = base_model("tiny-encoder")
+    batch = {k: v for k, v in synthetic_batch("tiny-encoder").items() if k != "labels"}
+    m.eval()
+    base.eval()
+    with torch.no_grad():
+        same = torch.allclose(m(**batch).logits, base(**batch).logits, rtol=1e-5, atol=1e-5)
+    assert same is identity

@@ -11,6 +11,11 @@ How to add a method (one file, no central list to edit)
    (citation), `Options`, `needs_rank`, `init_is_identity` (the adapted model equals the base model at
    initialisation), `mergeable` (ΔW can be folded into the base weight), `lr_groups` (names of extra
    parameter groups that may get their own learning rate through `training.lr_groups`).
+   `init_is_identity` and `mergeable` are the values **with the default options**; when an option changes
+   them, declare it in `property_rules`, e.g. `({"when": {"init": ["ones", "zeros"]}, "then":
+   {"init_is_identity": False}},)`: a rule applies when every option it names has one of the listed values,
+   later rules win. A method instance carries the values for its own options (`method.init_is_identity`),
+   and `describe` prints the rules.
 4. Write the trainable-parameter formula: `layer_count(d_out, d_in)` per adapted layer, plus
    `shared_count(shapes)` for parameters shared by all layers (or override `count(shapes)` entirely).
    The conformance suite checks that it equals the number of trainable elements actually created.
@@ -68,11 +73,28 @@ def register(cls: type) -> type:
         raise TypeError(f"{cls.__name__} has no name")
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
         raise TypeError(f"method name {cls.name!r} registered twice ({REGISTRY[cls.name].__name__}, {cls.__name__})")
+    _check_property_rules(cls)
     REGISTRY[cls.name] = cls
     return cls
 
+
+def _check_property_rules(cls: type) -> None:
+    """`property_rules` name real options and properties, and no rule matches the default options (the class
+    attributes are the values with the defaults)."""
+    fields = {f.name for f in dataclasses.fields(cls.Options)}
+    for rule in cls.property_rules:
+        if set(rule) != {"when", "then"} or not rule["when"]:
+            raise TypeError(f"{cls.name}: a property rule is {{'when': {{option: [values]}}, 'then': {{...}}}}")
+        bad = [o for o in rule["when"] if o not in fields] + [p for p in rule["then"] if p not in OPTION_PROPERTIES]
+        if bad:
+            raise TypeError(f"{cls.name}: property rule names unknown options/properties {bad}")
+    defaults = dataclasses.asdict(cls.Options())
+    if cls.properties_for(defaults) != {p: getattr(cls, p) for p in OPTION_PROPERTIES}:
+        raise TypeError(f"{cls.name}: a property rule matches the default options; set the class attribute instead")
+
 Shape = Tuple[int, int]  # (d_out, d_in) of an nn.Linear weight
 SHARED_ATTR = "rankflow_shared"
+OPTION_PROPERTIES = ("init_is_identity", "mergeable")  # the properties `property_rules` may set
 
 # --------------------------------------------------------------------------------------------------
 # Options
@@ -318,8 +340,10 @@ class Method:
     paper: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     needs_rank: ClassVar[bool] = True
-    init_is_identity: ClassVar[bool] = True
-    mergeable: ClassVar[bool] = False
+    init_is_identity: ClassVar[bool] = True  # with the default options; see property_rules
+    mergeable: ClassVar[bool] = False  # with the default options; see property_rules
+    # Option-dependent properties: ({"when": {option: [values]}, "then": {property: bool}}, ...); see step 3.
+    property_rules: ClassVar[Tuple[Dict[str, Any], ...]] = ()
     lr_groups: ClassVar[Tuple[str, ...]] = ()
     wraps_targets: ClassVar[bool] = True  # False for methods that adapt the model otherwise (full, probe)
     trains_backbone: ClassVar[bool] = False  # True only for full fine-tuning
@@ -338,15 +362,31 @@ class Method:
         self.options = options
         self.seed = seed
         self.targets: List[str] = []  # names of the wrapped modules, filled by adapt()
+        # instance attributes shadow the class defaults: the properties under this run's options
+        for prop, value in self.properties_for(dataclasses.asdict(options)).items():
+            setattr(self, prop, value)
 
     # -- describe -----------------------------------------------------------------------------------
     @classmethod
+    def properties_for(cls, options: Dict[str, Any]) -> Dict[str, bool]:
+        """`init_is_identity` and `mergeable` under the given (complete) option values: the class defaults,
+        then every matching rule of `property_rules` in order."""
+        props = {p: getattr(cls, p) for p in OPTION_PROPERTIES}
+        for rule in cls.property_rules:
+            if all(options.get(opt) in values for opt, values in rule["when"].items()):
+                props.update(rule["then"])
+        return props
+
+    @classmethod
     def describe(cls) -> Dict[str, Any]:
+        defaults = cls.properties_for(dataclasses.asdict(cls.Options()))
         return {
             "paper": cls.paper,
             "needs_rank": cls.needs_rank,
-            "init_is_identity": cls.init_is_identity,
-            "mergeable": cls.mergeable,
+            "init_is_identity": defaults["init_is_identity"],
+            "mergeable": defaults["mergeable"],
+            "property_rules": [{"when": {k: list(v) for k, v in r["when"].items()}, "then": dict(r["then"])}
+                               for r in cls.property_rules],
             "lr_groups": list(cls.lr_groups),
             "options": options_schema(cls.Options),
         }

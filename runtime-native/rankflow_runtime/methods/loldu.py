@@ -126,7 +126,9 @@ class LoLDU(Method):
              "Parameter-Efficient Fine-Tuning, arXiv:2410.13618 (2024)")
     Options = LoLDUOptions
     needs_rank = True
-    init_is_identity = True  # with the default init "lu"
+    init_is_identity = True  # with the default init "lu"; every other init starts from W != W0
+    property_rules = ({"when": {"init": ["ones", "zeros", "constant", "uniform", "normal"]},
+                       "then": {"init_is_identity": False}},)
     mergeable = True
     test_lr = 5e-2
 

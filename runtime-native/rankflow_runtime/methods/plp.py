@@ -128,6 +128,7 @@ class PLP(Method):
     Options = PLPOptions
     needs_rank = True
     init_is_identity = False  # the frozen orthogonal half of `up` makes ΔW ≠ 0 at start (square layers)
+    property_rules = ({"when": {"orthogonal_prior": ["none"]}, "then": {"init_is_identity": True}},)  # up = 0
     mergeable = True
     lr_groups = ("up",)
 

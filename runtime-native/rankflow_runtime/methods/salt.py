@@ -134,6 +134,7 @@ class SALT(Method):
     Options = SALTOptions
     needs_rank = True
     init_is_identity = False  # default init "randn": X Y = randn·0.01 products, as the official SAM code
+    property_rules = ({"when": {"init": ["kaiming_zero"]}, "then": {"init_is_identity": True}},)  # Y = 0
     mergeable = True
 
     def layer_count(self, d_out, d_in):
