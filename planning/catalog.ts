@@ -8,11 +8,11 @@ import type { RunSpec } from '../schemas/runspec.js';
 
 type Task = RunSpec['model']['task'];
 
-/** Built-in CPU-sized models of the runtime and the task head each carries. */
-export const BUILTIN_MODELS: Record<string, { task: Task }> = {
+/** Built-in CPU-sized models of the runtime: the task head each carries, and other heads it can take. */
+export const BUILTIN_MODELS: Record<string, { task: Task; otherTasks?: readonly Task[] }> = {
   'tiny-encoder': { task: 'seq-cls' },
   'tiny-vit': { task: 'img-cls' },
-  'tiny-decoder': { task: 'causal-lm' },
+  'tiny-decoder': { task: 'causal-lm', otherTasks: ['seq-cls'] },
 };
 
 export const GLUE_TASKS = ['cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli'] as const;

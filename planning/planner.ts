@@ -381,12 +381,16 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   const source = m.source ?? (builtin ? 'builtin' : 'hf');
   let task: Task | undefined = m.task;
   if (source === 'builtin') {
+    const heads = builtin ? [builtin.task, ...(builtin.otherTasks ?? [])] : [];
     if (!builtin) {
       issues.add(['model', 'name'], `unknown built-in model \`${m.name}\``, suggestHint(m.name, Object.keys(BUILTIN_MODELS), 'built-in models'));
-    } else if (task !== undefined && task !== builtin.task) {
-      issues.add(['model', 'task'], `\`${m.name}\` has a ${builtin.task} head, not ${task}`, `remove \`task\` or set it to ${builtin.task}`);
-    } else {
-      task = builtin.task;
+    } else if (task !== undefined && !heads.includes(task)) {
+      issues.add(['model', 'task'], `\`${m.name}\` has a ${heads.join(' or ')} head, not ${task}`, `remove \`task\` or set it to ${builtin.task}`);
+    } else if (task === undefined) {
+      // a built-in with several heads (the decoder also classifies) takes the one its datasets need
+      const wanted = new Set(recipe.datasets.map((d) => datasetDefaults(d.name)?.task).filter((t) => t !== undefined));
+      const only = wanted.size === 1 ? [...wanted][0]! : undefined;
+      task = only !== undefined && heads.includes(only) ? only : builtin.task;
     }
   } else if (builtin) {
     issues.add(['model', 'source'], `\`${m.name}\` is a built-in model, not a Hugging Face one`, 'remove `source: hf`');
@@ -401,6 +405,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     task: task ?? 'seq-cls',
     config: m.config ?? {},
     random_init: m.random_init ?? false,
+    ...(m.trust_remote_code ? { trust_remote_code: true } : {}),
   };
 
   // ---- training layers: shape checks shared by every layer ---------------------------------------

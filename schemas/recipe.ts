@@ -57,6 +57,8 @@ export const ModelEntry = z.strictObject({
   task: z.enum(['seq-cls', 'img-cls', 'causal-lm']).optional(),
   config: z.record(z.string(), z.unknown()).optional(),
   random_init: z.boolean().optional(),
+  /** Allow a local/hub model folder's own Python code (`auto_map`); default false (a config error names this). */
+  trust_remote_code: z.boolean().optional(),
 });
 export type ModelEntry = z.infer<typeof ModelEntry>;
 

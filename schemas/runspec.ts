@@ -17,6 +17,11 @@ export const ModelSpec = z.strictObject({
   config: z.record(z.string(), z.unknown()),
   /** For `hf`: build from the bundled/local config with random weights instead of loading weights. */
   random_init: z.boolean(),
+  /**
+   * For `hf`: allow a model folder's own Python code (`auto_map` in its config.json). Optional: absent means
+   * false, so specs and run ids from before the field existed are unchanged; the planner writes it only when true.
+   */
+  trust_remote_code: z.boolean().optional(),
 });
 export type ModelSpec = z.infer<typeof ModelSpec>;
 

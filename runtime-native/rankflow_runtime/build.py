@@ -51,6 +51,9 @@ def data_model_info(info: ModelInfo):
             kw[theirs] = getattr(info, ours)
     if info.tokenizer_path:
         kw["tokenizer"] = info.tokenizer_path
+    if info.image_mean is not None:
+        kw["image_mean"], kw["image_std"] = list(info.image_mean), list(info.image_std)
+    kw["trust_remote_code"] = bool(info.extra.get("trust_remote_code"))
     return DataModelInfo(**kw)
 
 
@@ -69,7 +72,7 @@ def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any
     torch.manual_seed(spec.seed)
     if str(device) == "meta":
         with torch.device("meta"):
-            model = build_model(spec.model, info, num_labels)
+            model = build_model(spec.model, info, num_labels, weights=False)
     else:
         model = build_model(spec.model, info, num_labels)
     targets = spec.method["targets"] or info.default_targets

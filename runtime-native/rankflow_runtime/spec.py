@@ -87,6 +87,10 @@ FIELDS: Dict[str, Dict[str, Any]] = {
                  "eval_every": _nullable(_pos_int), "checkpoint_every": _nullable(_pos_int), "log_every": _pos_int,
                  "train_head": _bool},
 }
+# Optional fields: absent means the default, so specs (and run ids) from before they existed stay the same.
+OPTIONAL: Dict[str, Dict[str, Any]] = {
+    "model": {"trust_remote_code": _bool},
+}
 TOP: Dict[str, Any] = {"schema": _enum(SCHEMA), "model": _dict, "dataset": _dict, "method": _dict, "training": _dict,
                        "seed": _nonneg_int, "device": _enum("cpu", "cuda", "auto")}
 OPTIONAL_TOP = {"run_id": _str}
@@ -135,7 +139,7 @@ def parse_spec(obj: Any, src: str = "spec") -> RunSpec:
                           hint=f'set "schema": "{SCHEMA}" (specs are produced by the rankflow planner)')
     _check_object(obj, TOP, "", src, OPTIONAL_TOP)
     for section, fields in FIELDS.items():
-        _check_object(obj[section], fields, section + ".", src)
+        _check_object(obj[section], fields, section + ".", src, OPTIONAL.get(section))
     t = obj["training"]
     if (t["max_steps"] is None) == (t["epochs"] is None):
         raise ConfigError(f"{src}: training.max_steps/training.epochs: exactly one must be set",

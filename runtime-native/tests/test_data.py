@@ -220,7 +220,7 @@ def test_dataset_options_are_validated():
     # null means "the default"
     td = load_task_data(spec("synthetic/seq-cls", options={"num_classes": None, "data_seed": None}), SEQ, seed=0)
     assert td.num_labels == 2
-    assert describe_datasets()["vtab"]["options"]["normalize"]["default"] == "imagenet"
+    assert describe_datasets()["vtab"]["options"]["normalize"]["default"] == "auto"
 
 
 def test_num_labels_without_loading():

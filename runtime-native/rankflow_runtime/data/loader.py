@@ -117,7 +117,8 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
 
     if model_task != "img-cls":
         tok = make_tokenizer(opts.get("tokenizer"), vocab, model_task, model_info.tokenizer,
-                             {"pad_id": model_info.pad_id, "bos_id": model_info.bos_id, "eos_id": model_info.eos_id})
+                             {"pad_id": model_info.pad_id, "bos_id": model_info.bos_id, "eos_id": model_info.eos_id},
+                             trust_remote_code=model_info.trust_remote_code)
         require_tokenizer_fits(tok, vocab, name)
     pad_id = model_info.pad_id if model_info.pad_id is not None else (tok.pad_id if tok else PAD_ID)
 

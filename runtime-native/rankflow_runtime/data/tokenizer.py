@@ -140,7 +140,7 @@ class HFTokenizer(Tokenizer):
     name = "hf"
     invertible = True
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, trust_remote_code: bool = False) -> None:
         try:
             from transformers import AutoTokenizer  # type: ignore
         except Exception as exc:  # pragma: no cover - depends on the environment
@@ -150,7 +150,7 @@ class HFTokenizer(Tokenizer):
             raise DataError(f"tokenizer folder '{path}' does not exist",
                             "point the model at a local folder with tokenizer files (the runtime never downloads)")
         try:
-            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
         except Exception as exc:
             raise DataError(f"cannot load a tokenizer from '{path}' without downloading: {str(exc).splitlines()[0]}",
                             "put the tokenizer files (tokenizer.json / vocab files) in that folder") from None
@@ -185,12 +185,12 @@ class HFTokenizer(Tokenizer):
 
 
 def make_tokenizer(kind: Optional[str], vocab_size: int, task: str, hf_path: Optional[str] = None,
-                   specials: Optional[dict] = None) -> Tokenizer:
+                   specials: Optional[dict] = None, trust_remote_code: bool = False) -> Tokenizer:
     """Pick the tokenizer: an explicit ``kind`` wins; otherwise an HF tokenizer when ``hf_path`` is a local
     folder, else ``words`` for classification and ``bytes``/``ascii`` (by vocabulary size) for causal LMs.
     ``specials`` (``pad_id`` / ``bos_id`` / ``eos_id`` of the model) override a built-in tokenizer's defaults,
     so that e.g. generation stops at the model's own EOS id."""
-    tok = _make(kind, vocab_size, task, hf_path)
+    tok = _make(kind, vocab_size, task, hf_path, trust_remote_code)
     if not isinstance(tok, HFTokenizer):
         for key, value in (specials or {}).items():
             if value is not None:
@@ -201,10 +201,10 @@ def make_tokenizer(kind: Optional[str], vocab_size: int, task: str, hf_path: Opt
     return tok
 
 
-def _make(kind: Optional[str], vocab_size: int, task: str, hf_path: Optional[str]) -> Tokenizer:
+def _make(kind: Optional[str], vocab_size: int, task: str, hf_path: Optional[str], trust: bool = False) -> Tokenizer:
     if kind in (None, "", "auto"):
         if hf_path and os.path.isdir(hf_path):
-            return HFTokenizer(hf_path)
+            return HFTokenizer(hf_path, trust)
         if task == "causal-lm":
             kind = "bytes" if vocab_size >= NUM_SPECIAL + 256 else "ascii"
         else:
@@ -217,6 +217,6 @@ def _make(kind: Optional[str], vocab_size: int, task: str, hf_path: Optional[str
         if not hf_path:
             raise DatasetConfigError("dataset.options.tokenizer='hf' but the model names no local tokenizer folder",
                                      "use a local model folder with tokenizer files, or a built-in tokenizer")
-        return HFTokenizer(hf_path)
+        return HFTokenizer(hf_path, trust)
     raise DatasetConfigError(f"unknown dataset.options.tokenizer '{kind}'",
                              "use one of: auto, words, bytes, ascii, hf")

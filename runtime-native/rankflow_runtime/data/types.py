@@ -18,7 +18,7 @@ class ModelInfo:
 
     ``task`` is ``seq-cls`` | ``img-cls`` | ``causal-lm``. ``vocab_size`` / ``max_length`` bound the token ids
     and the sequence length (the dataset's ``max_length`` is capped by it); ``image_size`` / ``channels`` shape
-    ``pixel_values``. The default special ids are those of the built-in tokenizers (``data.tokenizer.SPECIALS``):
+    ``pixel_values`` (``image_mean`` / ``image_std``: the model's own normalisation, when it has one). The default special ids are those of the built-in tokenizers (``data.tokenizer.SPECIALS``):
     built-in models should use them. ``tokenizer`` is an optional local folder with Hugging Face tokenizer
     files (used when ``transformers`` is importable; never downloaded).
     """
@@ -32,6 +32,9 @@ class ModelInfo:
     bos_id: Optional[int] = BOS_ID
     eos_id: Optional[int] = EOS_ID
     tokenizer: Optional[str] = None
+    image_mean: Optional[list] = None  # the model's own image normalisation (preprocessor_config.json)
+    image_std: Optional[list] = None
+    trust_remote_code: bool = False  # the recipe allows the model folder's own (tokenizer) code
 
     @classmethod
     def of(cls, obj) -> "ModelInfo":
@@ -53,7 +56,8 @@ class ModelInfo:
                    pad_id=pick("pad_id", "pad_token_id", default=PAD_ID),
                    bos_id=pick("bos_id", "bos_token_id", default=BOS_ID),
                    eos_id=pick("eos_id", "eos_token_id", default=EOS_ID),
-                   tokenizer=pick("tokenizer", "tokenizer_path"))
+                   tokenizer=pick("tokenizer", "tokenizer_path"), image_mean=pick("image_mean"),
+                   image_std=pick("image_std"), trust_remote_code=bool(pick("trust_remote_code", default=False)))
 
 
 class ExampleDataset(torch.utils.data.Dataset):

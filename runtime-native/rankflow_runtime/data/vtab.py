@@ -11,9 +11,11 @@ trains on ``train800.txt`` and evaluates on ``val200.txt``.
 
 Images are read lazily (PIL for PNG/JPEG, a clear error when Pillow is missing; ``.npy`` with numpy), converted
 to RGB (or the model's channel count), resized to the model's ``image_size`` with antialiased bicubic
-interpolation (the papers resize to 224x224 with PIL's bicubic filter, no crop) and normalised with the ImageNet
-mean/std (``options.normalize``: ``imagenet`` (default), ``half`` (mean = std = 0.5, for checkpoints trained
-that way) or ``none``). No augmentation, as in the VTAB-1k protocol of these papers.
+interpolation (the papers resize to 224x224 with PIL's bicubic filter, no crop) and normalised
+(``options.normalize``): ``auto`` (default) uses the model's own image processor settings (the ``image_mean`` /
+``image_std`` of its ``preprocessor_config.json``, local folder or HF cache; identity when it has
+``do_normalize: false``), else the ImageNet mean/std; ``imagenet``, ``half`` (mean = std = 0.5) and ``none``
+override it. No augmentation, as in the VTAB-1k protocol of these papers.
 """
 from __future__ import annotations
 
@@ -42,6 +44,20 @@ SPLITS = {"test": ("train800val200.txt", "test.txt"), "validation": ("train800.t
           "val200": ("train800.txt", "val200.txt")}
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "half": ((0.5,) * 3, (0.5,) * 3),
              "none": None}
+NORMALIZE_CHOICES = ["auto", *NORMALIZE]
+
+
+def normalization(option: str, model_info) -> tuple:
+    """The (mean, std) pair that ``options.normalize`` means for this model, or None for no normalisation."""
+    if option == "auto":
+        mean, std = getattr(model_info, "image_mean", None), getattr(model_info, "image_std", None)
+        if mean is not None and std is not None:
+            return tuple(float(x) for x in mean), tuple(float(x) for x in std)
+        option = "imagenet"
+    if option not in NORMALIZE:
+        raise DatasetConfigError(f"unknown dataset.options.normalize '{option}'",
+                                 f"use one of: {', '.join(NORMALIZE_CHOICES)}")
+    return NORMALIZE[option]
 HOW_TO_GET = ("prepare VTAB-1k as in the VPT/NOAH repositories (NOAH's data preparation writes "
               "<task>/train800val200.txt, test.txt and images/) under <data_root>/vtab-1k/")
 
@@ -110,11 +126,13 @@ def decode_image(path: str) -> np.ndarray:
 class ImageLoader:
     """Turns a ``(path, label)`` record into ``{"pixel_values": [C, S, S], "labels"}``. Picklable."""
 
-    def __init__(self, image_size: int, channels: int, normalize: str = "imagenet") -> None:
-        if normalize not in NORMALIZE:
-            raise DatasetConfigError(f"unknown dataset.options.normalize '{normalize}'",
-                                     f"use one of: {', '.join(NORMALIZE)}")
-        self.image_size, self.channels, self.normalize = int(image_size), int(channels), normalize
+    def __init__(self, image_size: int, channels: int, normalize="imagenet") -> None:
+        """``normalize``: a name of ``NORMALIZE`` or an explicit ``(mean, std)`` pair (None: no normalisation)."""
+        if isinstance(normalize, str):
+            normalize = normalization(normalize, None)
+        if normalize is not None and len(normalize[0]) != len(normalize[1]):
+            raise DatasetConfigError("the image mean and std have different lengths", "fix the image processor")
+        self.image_size, self.channels, self.stats = int(image_size), int(channels), normalize
 
     def pixels(self, arr: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(arr).permute(2, 0, 1)  # C, H, W
@@ -132,10 +150,10 @@ class ImageLoader:
         if tuple(x.shape[1:]) != (self.image_size, self.image_size):
             x = F.interpolate(x[None].contiguous(), size=(self.image_size, self.image_size), mode="bicubic",
                               align_corners=False, antialias=True)[0].clamp(0.0, 1.0)
-        stats = NORMALIZE[self.normalize]
+        stats = self.stats
         if stats is not None:
             mean, std = torch.tensor(stats[0]), torch.tensor(stats[1])
-            if self.channels != 3:  # one shared statistic per channel
+            if len(mean) != self.channels:  # one shared statistic per channel
                 mean, std = mean.mean().repeat(self.channels), std.mean().repeat(self.channels)
             x = (x - mean[:, None, None]) / std[:, None, None]
         return x.contiguous()
@@ -160,5 +178,6 @@ def load(task: str, spec: dict, model_info, seed: int):
     sub_seed = int(opts.get("subset_seed", 0))
     train = [train[i] for i in subset_indices(len(train), spec_get(spec, "train_size"), sub_seed)]
     evals = [evals[i] for i in subset_indices(len(evals), spec_get(spec, "eval_size"), sub_seed + 1)]
-    loader = ImageLoader(model_info.image_size, model_info.channels, str(opts.get("normalize", "imagenet")))
+    loader = ImageLoader(model_info.image_size, model_info.channels,
+                         normalization(str(opts.get("normalize", "auto")), model_info))
     return train, evals, n, split, loader

@@ -32,6 +32,8 @@ class ModelInfo:
     bos_token_id: Optional[int] = None
     eos_token_id: Optional[int] = None
     tokenizer_path: Optional[str] = None  # a local HF tokenizer directory, when the model has one
+    image_mean: Optional[List[float]] = None  # the model's image processor normalisation (None: unknown)
+    image_std: Optional[List[float]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -41,7 +43,7 @@ BUILTIN = {
     "tiny-vit": dict(task="img-cls", cls=builtin.TinyViT, defaults=builtin.VIT_DEFAULTS,
                      head="classifier", targets=["query", "value"]),
     "tiny-decoder": dict(task="causal-lm", cls=builtin.TinyDecoder, defaults=builtin.DECODER_DEFAULTS,
-                         head="lm_head", targets=["q_proj", "v_proj"]),
+                         head="lm_head", targets=["q_proj", "v_proj"], tasks={"seq-cls": "score"}),
 }
 
 
@@ -51,8 +53,10 @@ def _resolve_builtin(spec: Dict[str, Any], max_length: Optional[int]) -> ModelIn
         raise ConfigError(f"model.name: unknown built-in model {name!r}{did_you_mean(name, BUILTIN)}",
                           hint='use a built-in name or set model.source to "hf"')
     b = BUILTIN[name]
-    if spec.get("task", b["task"]) != b["task"]:
-        raise ConfigError(f"model.task: {name} is a {b['task']} model, not {spec.get('task')}",
+    heads = {b["task"]: b["head"], **b.get("tasks", {})}  # task -> head module (the decoder also classifies)
+    task = spec.get("task") or b["task"]
+    if task not in heads:
+        raise ConfigError(f"model.task: {name} is a {' / '.join(heads)} model, not {task}",
                           hint=f'set model.task to "{b["task"]}"')
     overrides = dict(spec.get("config") or {})
     unknown = [k for k in overrides if k not in b["defaults"]]
@@ -71,9 +75,9 @@ def _resolve_builtin(spec: Dict[str, Any], max_length: Optional[int]) -> ModelIn
     if cfg.get("hidden_size", 1) % cfg.get("num_heads", 1):
         raise ConfigError("model.config.hidden_size: must be divisible by num_heads",
                           hint=f"hidden_size={cfg['hidden_size']}, num_heads={cfg['num_heads']}")
-    info = ModelInfo(name=name, source="builtin", task=b["task"], config=cfg, head_name=b["head"],
+    info = ModelInfo(name=name, source="builtin", task=task, config=cfg, head_name=heads[task],
                      default_targets=list(b["targets"]))
-    if b["task"] == "img-cls":
+    if task == "img-cls":
         info.image_size, info.channels = cfg["image_size"], cfg["channels"]
     else:
         info.vocab_size = cfg["vocab_size"]
@@ -98,19 +102,21 @@ def model_info(spec: Dict[str, Any], max_length: Optional[int] = None) -> ModelI
     raise ConfigError(f"model.source: {source!r} is not builtin or hf", hint='set model.source to "builtin" or "hf"')
 
 
-def build_model(spec: Dict[str, Any], info: ModelInfo, num_labels: Optional[int]) -> nn.Module:
-    """Build the model (random init for built-ins; under `torch.device('meta')` no memory is used)."""
+def build_model(spec: Dict[str, Any], info: ModelInfo, num_labels: Optional[int], weights: bool = True) -> nn.Module:
+    """Build the model (random init for built-ins; under `torch.device('meta')` no memory is used).
+    `weights=False` never reads a weight file (an HF model is built from its config: counting)."""
     if info.task in ("seq-cls", "img-cls") and not num_labels:
         raise ConfigError(f"model: {info.name} needs the number of labels for task {info.task}")
     if info.source == "builtin":
         return BUILTIN[info.name]["cls"](info.config, num_labels)
     from . import hf
-    return hf.build(spec, info, num_labels)
+    return hf.build(spec, info, num_labels, weights=weights)
 
 
 def describe_models() -> Dict[str, Any]:
     out: Dict[str, Any] = {name: {"task": b["task"], "config": dict(b["defaults"]), "head": b["head"],
-                                  "default_targets": list(b["targets"]), "source": "builtin"}
+                                  "default_targets": list(b["targets"]), "source": "builtin",
+                                  **({"other_tasks": dict(b["tasks"])} if b.get("tasks") else {})}
                            for name, b in BUILTIN.items()}
     try:
         from . import hf

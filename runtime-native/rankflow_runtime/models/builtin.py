@@ -5,7 +5,9 @@
 * `tiny-vit`: a ViT (patch embedding by a strided convolution, CLS token, pre-LN blocks) for image
   classification; same block and names as the encoder; head `classifier`.
 * `tiny-decoder`: a LLaMA-style causal LM (RMSNorm, rotary position embedding, SwiGLU MLP) with the LLaMA
-  names q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj/down_proj; head `lm_head` (untied).
+  names q_proj/k_proj/v_proj/o_proj/gate_proj/up_proj/down_proj; head `lm_head` (untied). With `num_labels`
+  it is a sequence classifier instead (as `LlamaForSequenceClassification`): head `score` (no bias) on the
+  hidden state of the last real token of each row (right padding; the attention mask says which are real).
 
 Every model takes HF-style keyword inputs and returns `ModelOutput(loss, logits)`; the loss follows HF:
 cross-entropy (MSE when num_labels == 1) for classification, next-token cross-entropy with -100 ignored
@@ -260,7 +262,11 @@ class TinyDecoder(nn.Module):
         self.embed_tokens = nn.Embedding(c["vocab_size"], c["hidden_size"])
         self.layers = nn.ModuleList(DecoderLayer(c) for _ in range(c["num_layers"]))
         self.norm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
-        self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
+        self.num_labels = num_labels
+        if num_labels:  # sequence classification: the LLaMA classifier's name and shape
+            self.score = nn.Linear(c["hidden_size"], num_labels, bias=False)
+        else:
+            self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
         _init_weights(self)
 
     def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None, **_ignored):
@@ -278,12 +284,27 @@ class TinyDecoder(nn.Module):
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
             x = layer(x, position_ids, mask)
+        if self.num_labels:
+            return self._classify(self.norm(x), input_ids, attention_mask, labels)
         logits = self.lm_head(self.norm(x))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
                                    labels[:, 1:].reshape(-1).long(), ignore_index=-100)
         return ModelOutput(loss, logits)
+
+    def _classify(self, hidden, input_ids, attention_mask, labels) -> ModelOutput:
+        """Logits of the last real token of each row: the last position whose attention mask is 1 (else,
+        without a mask, the last token that is not `pad_token_id`, as transformers does)."""
+        if attention_mask is not None:
+            real = attention_mask.long()
+        else:
+            real = (input_ids != self.config["pad_token_id"]).long()
+        positions = torch.arange(real.shape[1], device=real.device)
+        last = (positions[None] * real).argmax(-1)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        logits = self.score(pooled)
+        return ModelOutput(_cls_loss(logits, labels, self.num_labels), logits)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 32, eos_token_id=None, **_ignored):

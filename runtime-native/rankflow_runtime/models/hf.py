@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError, did_you_mean
 
+log = logging.getLogger("rankflow")
+PREPROCESSOR = "preprocessor_config.json"
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 # Default targets: attention q/v, as in the LoRA paper and PEFT's defaults. Module names differ between
@@ -65,24 +68,68 @@ def _has_tokenizer(path: str) -> bool:
                                                                "tokenizer.model"))
 
 
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _custom_code(tf, config_dict: Dict[str, Any], where: str, trust: bool) -> bool:
+    """Whether transformers may run the model folder's own code (`auto_map`). transformers would prompt
+    `[y/N]` on stdin for such a folder; the runtime never lets it: the recipe opts in with
+    `model.trust_remote_code: true`, a known architecture without the opt-in uses transformers' own classes,
+    an unknown one is a config error saying how to opt in."""
+    if not config_dict.get("auto_map") or trust:
+        return bool(trust)
+    model_type = config_dict.get("model_type")
+    if model_type in tf.models.auto.configuration_auto.CONFIG_MAPPING:
+        log.warning("%s ships custom code (auto_map); using transformers' own %s classes "
+                    "(set model.trust_remote_code: true to run the folder's code)", where, model_type)
+        return False
+    raise ConfigError(f"model.name: {where} needs its own Python code (config.json has an auto_map for model type "
+                      f"{model_type!r}); the runtime runs it only with model.trust_remote_code: true",
+                      hint="review the folder's code, then set model.trust_remote_code: true in the recipe")
+
+
+def _from_pretrained(tf, ref: str, where: str, trust: bool, config_dict: Optional[Dict[str, Any]]):
+    trust = _custom_code(tf, config_dict or {}, where, trust)
+    return tf.AutoConfig.from_pretrained(ref, local_files_only=True, trust_remote_code=trust), trust
+
+
+def _cached_file(repo_id: str, filename: str) -> Optional[str]:
+    """A file of a hub repository in the local HF cache (never downloads), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        path = try_to_load_from_cache(repo_id, filename)
+        return path if isinstance(path, str) and os.path.isfile(path) else None
+    except Exception:
+        return None
+
+
 def _load_config(spec: Dict[str, Any]):
-    """(transformers config, local directory or None, weights available?)"""
+    """(transformers config, local directory or hub id or None, weights available?, may run custom code?,
+    image processor settings or None)"""
     tf = _transformers()
     name = spec["name"]
+    trust = bool(spec.get("trust_remote_code", False))
     if os.path.isdir(name):
         if not os.path.exists(os.path.join(name, "config.json")):
             raise ConfigError(f"model.name: {name} has no config.json", hint="point model.name at a model directory")
-        cfg = tf.AutoConfig.from_pretrained(name, local_files_only=True)
-        return cfg, name, _has_weights(name)
+        cfg, trust = _from_pretrained(tf, name, name, trust, _read_json(os.path.join(name, "config.json")))
+        return cfg, name, _has_weights(name), trust, _read_json(os.path.join(name, PREPROCESSOR))
     key, raw = _find_bundled(name)
     # A hub id in the local HF cache (a bundled one included) loads from there, weights and all.
     hub_ids = [name] if raw is None else [a for a in [name, *raw.get("_aliases", [])] if "/" in a]
     for hub_id in hub_ids:
-        try:
-            cfg = tf.AutoConfig.from_pretrained(hub_id, local_files_only=True)
-        except Exception:
+        cached = _cached_file(hub_id, "config.json")
+        if cached is None:
             continue
-        return cfg, hub_id, True
+        cfg, trust = _from_pretrained(tf, hub_id, hub_id, trust, _read_json(cached))
+        pre = _cached_file(hub_id, PREPROCESSOR)
+        return cfg, hub_id, True, trust, _read_json(pre) if pre else None
     if raw is None:
         raise ConfigError(f"model.name: {name!r} is not a bundled architecture, a local directory, or in the "
                           f"local Hugging Face cache{did_you_mean(name, bundled())}",
@@ -90,7 +137,24 @@ def _load_config(spec: Dict[str, Any]):
     fields = {k: v for k, v in raw.items() if not k.startswith("_")}
     model_type = fields.pop("model_type")
     cfg = tf.AutoConfig.for_model(model_type, **fields)
-    return cfg, None, False
+    return cfg, None, False, False, raw.get("_preprocessor")
+
+
+def image_stats(pre: Optional[Dict[str, Any]]) -> Tuple[Optional[List[float]], Optional[List[float]]]:
+    """(mean, std) of a `preprocessor_config.json`: its `image_mean` / `image_std` when it normalises, the
+    identity (0, 1) when `do_normalize` is false, (None, None) when it says nothing."""
+    if not pre:
+        return None, None
+    if pre.get("do_normalize") is False:
+        return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    mean, std = pre.get("image_mean"), pre.get("image_std")
+    if isinstance(mean, (int, float)):
+        mean = [float(mean)] * 3
+    if isinstance(std, (int, float)):
+        std = [float(std)] * 3
+    if isinstance(mean, list) and isinstance(std, list) and mean and len(mean) == len(std):
+        return [float(x) for x in mean], [float(x) for x in std]
+    return None, None
 
 
 def _apply_overrides(cfg, overrides: Dict[str, Any]) -> None:
@@ -104,7 +168,7 @@ def _apply_overrides(cfg, overrides: Dict[str, Any]) -> None:
 
 def resolve(spec: Dict[str, Any], max_length: Optional[int]):
     from . import ModelInfo
-    cfg, local, has_weights = _load_config(spec)
+    cfg, local, has_weights, trust, pre = _load_config(spec)
     _apply_overrides(cfg, dict(spec.get("config") or {}))
     task = spec.get("task")
     if task not in TASK_AUTO:
@@ -118,8 +182,10 @@ def resolve(spec: Dict[str, Any], max_length: Optional[int]):
                      default_targets=list(TARGET_CANDIDATES[0]))
     info.extra["hf_config"] = cfg
     info.extra["local_dir"] = local if has_weights and not spec.get("random_init") else None
+    info.extra["trust_remote_code"] = trust
     if task == "img-cls":
         info.image_size, info.channels = cfg.image_size, cfg.num_channels
+        info.image_mean, info.image_std = image_stats(pre)
     else:
         info.vocab_size = cfg.vocab_size
         limit = getattr(cfg, "max_position_embeddings", None)
@@ -129,16 +195,20 @@ def resolve(spec: Dict[str, Any], max_length: Optional[int]):
             raise ConfigError(f"dataset.max_length: {max_length} exceeds {spec['name']}'s {limit} positions",
                               hint="lower dataset.max_length")
         info.max_length = max_length or limit
-        info.pad_token_id = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
-        info.bos_token_id = cfg.bos_token_id
         eos = cfg.eos_token_id
         info.eos_token_id = eos[0] if isinstance(eos, list) else eos
-        if local and _has_tokenizer(local):
+        # One pad id for the data (collation) and the model (a decoder classifier pools the last token that
+        # is not padding): the config's, else EOS (the usual choice for LLaMA-style models without one).
+        info.pad_token_id = cfg.pad_token_id if cfg.pad_token_id is not None else info.eos_token_id
+        info.bos_token_id = cfg.bos_token_id
+        if local and os.path.isdir(local) and _has_tokenizer(local):
             info.tokenizer_path = local
     return info
 
 
-def build(spec: Dict[str, Any], info, num_labels: Optional[int]):
+def build(spec: Dict[str, Any], info, num_labels: Optional[int], weights: bool = True):
+    """The transformers model. `weights=False` (counting, on the meta device) builds it from the config
+    alone, even when the model has weights: shapes are all a count needs."""
     import torch
     tf = _transformers()
     import copy
@@ -147,17 +217,33 @@ def build(spec: Dict[str, Any], info, num_labels: Optional[int]):
         cfg.num_labels = num_labels
         if num_labels == 1:
             cfg.problem_type = "regression"
+    if info.task == "seq-cls":
+        _set_pad(cfg, info)
+    trust = bool(info.extra.get("trust_remote_code"))
     auto = getattr(tf, TASK_AUTO[info.task])
-    local = info.extra.get("local_dir")
+    local = info.extra.get("local_dir") if weights else None
     if local:
-        model = auto.from_pretrained(local, config=cfg, local_files_only=True, ignore_mismatched_sizes=True)
+        model = auto.from_pretrained(local, config=cfg, local_files_only=True, ignore_mismatched_sizes=True,
+                                     trust_remote_code=trust)
     else:
-        model = auto.from_config(cfg)
+        model = auto.from_config(cfg, trust_remote_code=trust)
     names = {n for n, _ in model.named_modules()}
     info.head_name = next((h for h in (info.head_name,) + HEAD_CANDIDATES if h in names), None)
     leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     info.default_targets = next((list(c) for c in TARGET_CANDIDATES if set(c) <= leaves), info.default_targets)
     return model
+
+
+def _set_pad(cfg, info) -> None:
+    """Give a sequence classifier the pad id the data pads with (transformers refuses batches > 1 of a
+    decoder classifier without one)."""
+    if info.pad_token_id is None:
+        raise ConfigError(f"model.name: {info.name} has neither a pad nor an EOS token id, which a sequence "
+                          "classifier needs to find each row's last token",
+                          hint="set model.config.pad_token_id (e.g. to the EOS id of its tokenizer)")
+    for c in {id(x): x for x in (cfg, cfg.get_text_config())}.values():
+        if getattr(c, "pad_token_id", None) is None:
+            c.pad_token_id = info.pad_token_id
 
 
 def describe() -> Dict[str, Any]:
