@@ -1,6 +1,7 @@
 /**
  * Temporal activities: all of rankflow's I/O during a sweep. `createActivities(deps)` binds them to one
- * worker's artifact store, work folder and device slots.
+ * worker's artifact store, work folder and device slots. The artifact store lives in `store/`, the runtime
+ * launcher and device slots in `launcher/`; this folder holds only the activity bodies.
  */
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -9,11 +10,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { Context, getClient } from '@temporalio/activity';
-import type { ArtifactStore } from './store.js';
-import type { SlotPool } from './slots.js';
-import { spawnRuntime } from './runner.js';
-import { CheckpointFileError, downloadLatestCheckpoint, pruneCheckpoints, uploadCheckpoint } from './checkpoints.js';
-import { withRetries } from './retry.js';
+import type { ArtifactStore } from '../store/store.js';
+import { CheckpointFileError, downloadLatestCheckpoint, pruneCheckpoints, uploadCheckpoint } from '../store/checkpoints.js';
+import { failureKey, logKey, resultKey, sweepKey } from '../store/keys.js';
+import { withRetries } from '../store/retry.js';
+import type { SlotPool } from '../launcher/slots.js';
+import { spawnRuntime } from '../launcher/spawn.js';
 import { EXIT } from '../schemas/events.js';
 import type { DoneEvent, RunnerEvent } from '../schemas/events.js';
 import { ResultRecord } from '../schemas/result.js';
@@ -29,10 +31,6 @@ export interface ActivityDeps {
   /** Seconds between heartbeats while the runner is alive. */
   heartbeatEveryS?: number;
 }
-
-export const resultKey = (runId: string): string => `results/${runId}.json`;
-export const failureKey = (runId: string): string => `failed/${runId}.json`;
-export const sweepKey = (sweepId: string): string => `sweeps/${sweepId}.json`;
 
 /** Subsample a loss curve to at most `max` points, keeping the first and last. */
 function thin<T>(points: T[], max: number): T[] {
@@ -196,7 +194,7 @@ export function createActivities(deps: ActivityDeps) {
           signal.removeEventListener('abort', onAbort);
         }
         await uploads;
-        await withRetries(() => deps.store.putFile(`logs/${input.run_id}/attempt-${attempt}.log`, logFile), {
+        await withRetries(() => deps.store.putFile(logKey(input.run_id, attempt), logFile), {
           what: 'uploading the runtime log',
         }).catch((e: Error) => ctx.log.warn(`log upload failed: ${e.message}`));
 

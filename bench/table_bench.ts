@@ -19,7 +19,7 @@ import { SweepManifest } from '../schemas/orchestration.js';
 import { missingRun, runFromRecord, type RunRow } from '../tables/runs.js';
 import { buildTable } from '../tables/table.js';
 import { FORMATS, render } from '../tables/render.js';
-import { LocalStore } from '../activities/store.js';
+import { LocalStore } from '../store/store.js';
 import { readSelection } from '../cli/results-reader.js';
 import { labelsFor, makeRecord, rng, runIdFor, specFor, type RecordOptions } from '../tests/tables-fixtures.js';
 

@@ -1,7 +1,7 @@
 /** Flag parsing for subcommands: node's parseArgs, with its errors turned into one-line user errors. */
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
-import { UserError } from './errors.js';
+import { UserError } from '../core/errors.js';
 
 export function parseFlags<T extends NonNullable<ParseArgsConfig['options']>>(
   command: string,
@@ -24,3 +24,13 @@ export function intFlag(command: string, name: string, value: string | undefined
   }
   return n;
 }
+
+export function parseCli<T extends ParseArgsConfig['options']>(argv: string[], options: T, command: string) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0]!.replace(/\. To specify a positional.*$/, '');
+    throw new UserError(`${command}: ${msg}; run \`rankflow ${command} --help\``);
+  }
+}
+

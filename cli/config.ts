@@ -8,9 +8,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { UserError } from './errors.js';
-import type { StoreConfig } from '../activities/store.js';
-import { checkServices, defaultStateDir, readServicesFile, startServices } from '../scripts/lib/services.js';
+import { UserError } from '../core/errors.js';
+import type { StoreConfig } from '../store/store.js';
+import { checkServices, defaultStateDir, readServicesFile, startServices } from '../services/embedded.js';
 
 export const ConfigFile = z.strictObject({
   temporal: z.strictObject({ address: z.string(), namespace: z.string().default('default') }).optional(),

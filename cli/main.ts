@@ -3,13 +3,12 @@
  * registered here; user errors print one clear line (no stack trace) and exit 2.
  */
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
-import { UserError } from './errors.js';
+import { join } from 'node:path';
+import { UserError } from '../core/errors.js';
+import { PROJECT_ROOT } from '../core/paths.js';
 import { COMMANDS } from './commands/index.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+const version = (JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -32,8 +32,9 @@ import { PRESETS } from '../planning/presets.js';
 import { suggestHint } from '../planning/suggest.js';
 import { validateRecipe } from '../planning/validate.js';
 import snapshotJson from '../schemas/methods.generated.json' with { type: 'json' };
-import { UserError } from './errors.js';
-import { countSpecs, runtimeAvailable } from './runtime.js';
+import { UserError } from '../core/errors.js';
+import { countSpecs } from '../launcher/runtime-calls.js';
+import { runtimeAvailable } from '../launcher/spawn.js';
 
 /** The committed `describe` snapshot (`schemas/methods.generated.json`). */
 export function snapshot(): MethodsSnapshot {

@@ -6,18 +6,15 @@
  * for a run that failed (`failed/<run_id>.json`, status `failed`), else a `missing` row. Nothing is dropped.
  */
 import { basename, extname, resolve } from 'node:path';
-import { LocalStore, openStore, type ArtifactStore } from '../activities/store.js';
+import { LocalStore, openStore, type ArtifactStore } from '../store/store.js';
 import { ResultRecord } from '../schemas/result.js';
 import { SweepManifest } from '../schemas/orchestration.js';
 import type { RunLabels } from '../schemas/runspec.js';
 import { missingRun, runFromRecord, type RunRow } from '../tables/runs.js';
-import { TableInputError } from '../tables/errors.js';
+import { TableInputError } from '../core/errors.js';
 import { resolveConfig } from './config.js';
 
-/** Store keys (the layout of activities/store.ts). */
-const SWEEPS = 'sweeps/';
-const RESULTS = 'results/';
-const FAILED = 'failed/';
+import { FAILED_PREFIX as FAILED, failureKey, resultKey, SWEEPS_PREFIX as SWEEPS, sweepKey } from '../store/keys.js';
 
 export interface RunFilters {
   methods?: string[];
@@ -87,7 +84,7 @@ export async function resolveTargets(store: ArtifactStore, targets: string[], no
   const chosen = new Map<string, SweepManifest>();
   let all: SweepManifest[] | null = null;
   for (const t of targets) {
-    const direct = /^[A-Za-z0-9._-]+$/.test(t) ? await readManifestKey(store, `${SWEEPS}${t}.json`) : null;
+    const direct = /^[A-Za-z0-9._-]+$/.test(t) ? await readManifestKey(store, sweepKey(t)) : null;
     if (direct) {
       chosen.set(direct.sweep_id, direct);
       continue;
@@ -165,7 +162,7 @@ async function mapPool<T, R>(items: T[], limit: number, fn: (x: T) => Promise<R>
 }
 
 export async function readResult(store: ArtifactStore, runId: string): Promise<ResultRecord | null> {
-  const key = `${RESULTS}${runId}.json`;
+  const key = resultKey(runId);
   const body = await store.get(key);
   if (!body) return null;
   const r = ResultRecord.safeParse(parseJson(body, key));
@@ -197,7 +194,7 @@ export async function readSelection(
     if (rec) return runFromRecord(rec);
     // The orchestrator records a run that failed (after its retries) under failed/<run_id>.json, as a result
     // record with status `failed`; `rankflow resume` may still turn it into a success.
-    const fk = `${FAILED}${run.id}.json`;
+    const fk = failureKey(run.id);
     if (failedKeys.has(fk)) {
       const body = await store.get(fk);
       if (body) {

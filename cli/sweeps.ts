@@ -4,8 +4,8 @@
  */
 import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy, defaultPayloadConverter } from '@temporalio/common';
-import type { ArtifactStore } from '../activities/store.js';
-import { sweepKey } from '../activities/index.js';
+import type { ArtifactStore } from '../store/store.js';
+import { sweepKey } from '../store/keys.js';
 import { sweepWorkflow, statusQuery } from '../workflows/index.js';
 import type { PlannedRun } from '../schemas/runspec.js';
 import { SweepManifest } from '../schemas/orchestration.js';

@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
-import { openStore, S3Store } from '../activities/store.js';
-import { SlotPool } from '../activities/slots.js';
-import { PROJECT_ROOT } from '../activities/runner.js';
+import { openReadyStore } from '../store/store.js';
+import { SlotPool } from '../launcher/slots.js';
+import { PROJECT_ROOT } from '../core/paths.js';
 import { controlQueue } from './config.js';
 import type { Config } from './config.js';
 
@@ -88,8 +88,7 @@ export interface RunningWorker {
 
 export async function startWorker(config: Config, opts: WorkerOptions): Promise<RunningWorker> {
   installRuntime();
-  const store = openStore(config.store);
-  if (store instanceof S3Store) await store.ensureBucket();
+  const store = await openReadyStore(config.store);
   const slots =
     'gpus' in opts.slots
       ? SlotPool.gpus(opts.slots.gpus)

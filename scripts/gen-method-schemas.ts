@@ -5,23 +5,9 @@
  * (`--check` exits 1 instead of writing when the committed snapshot is stale).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { describeRuntime, REPO_ROOT } from '../cli/runtime.js';
-import { UserError } from '../cli/errors.js';
-import { MethodsSnapshot, type RuntimeDescription } from '../schemas/describe.js';
-
-export const SNAPSHOT_PATH = join(REPO_ROOT, 'schemas', 'methods.generated.json');
-
-/** The snapshot text for a `describe` output: machine-dependent version fields dropped, stable formatting. */
-export function snapshotText(d: RuntimeDescription): string {
-  const snap: MethodsSnapshot = {
-    generated_by: 'python -m rankflow_runtime describe; regenerate with `npx tsx scripts/gen-method-schemas.ts`',
-    methods: d.methods,
-    models: d.models,
-    datasets: d.datasets,
-  };
-  return JSON.stringify(MethodsSnapshot.parse(snap), null, 2) + '\n';
-}
+import { describeRuntime } from '../launcher/runtime-calls.js';
+import { SNAPSHOT_PATH, snapshotText } from '../launcher/snapshot.js';
+import { UserError } from '../core/errors.js';
 
 async function main(): Promise<number> {
   const check = process.argv.includes('--check');

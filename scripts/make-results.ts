@@ -10,9 +10,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../core/errors.js';
 import { openResultStore, readSelection } from '../cli/results-reader.js';
-import { DEFAULT_REFERENCE, loadReferences, userErrors } from '../cli/commands/table.js';
+import { DEFAULT_REFERENCE, loadReferences, userErrors } from '../cli/selection.js';
 import { writePlots } from '../cli/commands/plot.js';
 import { buildTable } from '../tables/table.js';
 import { FORMATS, render } from '../tables/render.js';

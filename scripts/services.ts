@@ -20,10 +20,7 @@ import {
   startServices,
   stopServices,
   tailFile,
-} from './lib/services.js';
-
-// The SDK's notice that its 2027 releases need Node 22 is not actionable here (Node 20 is supported today).
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+} from '../services/embedded.js';
 
 const USAGE = 'usage: tsx scripts/services.ts start|stop|status|env [--state-dir DIR] [--no-temporal] [--no-s3] [--timeout SECONDS] [--json]';
 

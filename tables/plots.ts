@@ -7,7 +7,7 @@ import type { TopLevelSpec } from 'vega-lite';
 import type { RunRow } from './runs.js';
 import { buildTable, rowLabel, DIMS, type Dim, type TableModel } from './table.js';
 import { datasetOrder, prettyDataset, prettyMethod } from './names.js';
-import { TableInputError } from './errors.js';
+import { TableInputError } from '../core/errors.js';
 
 export const PLOT_KINDS = ['loss', 'params', 'rank'] as const;
 export type PlotKind = (typeof PLOT_KINDS)[number];

@@ -7,7 +7,7 @@
  * `value` is as printed in the source (percent for accuracies). `params` (trainable parameters) may be empty.
  * Lines starting with `#` are comments. Pure: parses text, reads no file.
  */
-import { TableInputError } from './errors.js';
+import { TableInputError } from '../core/errors.js';
 
 export interface ReferenceRow {
   method: string;

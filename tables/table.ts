@@ -21,7 +21,7 @@ import {
   type Direction,
 } from './names.js';
 import type { ReferenceRow } from './reference.js';
-import { TableInputError } from './errors.js';
+import { TableInputError } from '../core/errors.js';
 
 export { TableInputError };
 

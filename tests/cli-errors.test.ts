@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { PROJECT_ROOT } from '../activities/runner.js';
+import { PROJECT_ROOT } from '../core/paths.js';
 
 function rankflow(...args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), ...args], {

@@ -7,8 +7,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalStore } from '../activities/store.js';
-import type { StoredCheckpoint } from '../activities/checkpoints.js';
+import { LocalStore } from '../store/store.js';
+import type { StoredCheckpoint } from '../store/checkpoints.js';
 import { findRunSpec, pickCheckpoint } from '../cli/commands/export.js';
 import { planned, tinySpec } from './helpers/runs.js';
 

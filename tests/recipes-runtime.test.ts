@@ -9,9 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fractionOfFull, planRecipeFile } from '../cli/recipe-io.js';
-import { countSpecs, describeRuntime, runtimeAvailable } from '../cli/runtime.js';
+import { countSpecs, describeRuntime } from '../launcher/runtime-calls.js';
+import { runtimeAvailable } from '../launcher/spawn.js';
 import { countKey } from '../planning/planner.js';
-import { snapshotText, SNAPSHOT_PATH } from '../scripts/gen-method-schemas.js';
+import { snapshotText, SNAPSHOT_PATH } from '../launcher/snapshot.js';
 
 const haveRuntime = runtimeAvailable();
 const ROOT = join(import.meta.dirname, '..');

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parsePlanArgs, planJson, renderPlanTable } from '../cli/commands/plan.js';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../core/errors.js';
 import { loadRecipeFile, planRecipeFile, type PlanFileOptions } from '../cli/recipe-io.js';
 import { PlannedRun } from '../schemas/runspec.js';
 import { oracleCountFn } from './planner-oracle.js';

@@ -23,15 +23,15 @@ import {
   pidAlive,
   probeS3,
   probeTemporal,
-  projectRoot,
   readServicesFile,
-  s3ClientConfig,
   servicesEnv,
   ServiceError,
   startServices,
   stopServices,
   type Services,
-} from '../scripts/lib/services.js';
+} from '../services/embedded.js';
+import { PROJECT_ROOT as projectRoot } from '../core/paths.js';
+import { s3ClientConfig } from '../store/s3.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');

@@ -8,8 +8,8 @@ import { mkdtemp, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { LocalStore } from '../activities/store.js';
-import type { ArtifactStore } from '../activities/store.js';
+import { LocalStore } from '../store/store.js';
+import type { ArtifactStore } from '../store/store.js';
 import {
   checkpointPrefix,
   downloadLatestCheckpoint,
@@ -17,7 +17,7 @@ import {
   pruneCheckpoints,
   uploadCheckpoint,
   CheckpointFileError,
-} from '../activities/checkpoints.js';
+} from '../store/checkpoints.js';
 import type { CheckpointEvent } from '../schemas/events.js';
 import { testConfig, testStore } from './helpers/cluster.js';
 

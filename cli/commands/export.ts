@@ -9,17 +9,16 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Command } from './index.js';
-import { openConfiguredStore } from './orchestrate.js';
-import { UserError } from '../errors.js';
+import type { Command } from '../command.js';
+import { openConfiguredStore } from '../connect.js';
+import { UserError } from '../../core/errors.js';
 import { intFlag, parseFlags } from '../args.js';
 import { resolveConfig } from '../config.js';
-import { RUNTIME_DIR, runtimeAvailable, runtimePython } from '../runtime.js';
-import type { ArtifactStore } from '../../activities/store.js';
-import { checkpointPrefix, downloadCheckpoint, listCheckpoints } from '../../activities/checkpoints.js';
-import type { StoredCheckpoint } from '../../activities/checkpoints.js';
-import { failureKey, resultKey } from '../../activities/index.js';
-import { spawnRuntime } from '../../activities/runner.js';
+import { runtimeAvailable, runtimePython, spawnRuntime } from '../../launcher/spawn.js';
+import type { ArtifactStore } from '../../store/store.js';
+import { checkpointPrefix, downloadCheckpoint, listCheckpoints } from '../../store/checkpoints.js';
+import type { StoredCheckpoint } from '../../store/checkpoints.js';
+import { failureKey, resultKey, SWEEPS_PREFIX } from '../../store/keys.js';
 import { EXIT } from '../../schemas/events.js';
 import type { RunnerEvent } from '../../schemas/events.js';
 import { ResultRecord } from '../../schemas/result.js';
@@ -44,7 +43,7 @@ export async function findRunSpec(store: ArtifactStore, runId: string): Promise<
     if (!r.success) throw new UserError(`export: ${key} in ${store.description} is not a result record (${r.error.issues[0]?.message})`);
     return { spec: r.data.spec, from: key };
   }
-  for (const key of (await store.list('sweeps/')).filter((k) => k.endsWith('.json')).sort()) {
+  for (const key of (await store.list(SWEEPS_PREFIX)).filter((k) => k.endsWith('.json')).sort()) {
     const body = await store.get(key);
     if (!body) continue;
     let m: SweepManifest;
@@ -127,8 +126,6 @@ export const exportCommand: Command = {
       const proc = spawnRuntime({
         args,
         logFile,
-        cwd: process.cwd(), // local model paths in the spec mean what they meant to the user
-        env: { PYTHONPATH: [RUNTIME_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') },
         onEvent: (ev) => {
           if (ev.event === 'exported') exported = ev;
           if (ev.event === 'error') error = ev;

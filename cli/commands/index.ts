@@ -1,10 +1,6 @@
-/** The registry of `rankflow` subcommands. Each command module exports one `Command`. */
-export interface Command {
-  name: string;
-  summary: string;
-  help: string;
-  run(argv: string[]): Promise<number>;
-}
+/** The registry of `rankflow` subcommands. Each command module exports its `Command`s. */
+import type { Command } from '../command.js';
+export type { Command };
 
 import { planCommand } from './plan.js';
 import { validateCommand } from './validate.js';

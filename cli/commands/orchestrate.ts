@@ -2,37 +2,20 @@
  * Orchestration commands: worker, status, ls, logs, cancel, pause, unpause, resume, services.
  * (`submit` lives in submit.ts.)
  */
-import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
+import { type Client, WorkflowNotFoundError } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import type { Command } from './index.js';
-import { UserError } from '../errors.js';
+import type { Command } from '../command.js';
+import { UserError } from '../../core/errors.js';
 import { intFlag, parseFlags } from '../args.js';
 import { resolveConfig } from '../config.js';
 import type { Config } from '../config.js';
 import { startWorker } from '../worker.js';
-import { openStore, S3Store } from '../../activities/store.js';
-import type { ArtifactStore } from '../../activities/store.js';
 import { cancelSignal, pauseSignal, resumeSignal } from '../../workflows/index.js';
 import { followSweep, formatCounts, readManifest, runProgress, startSweep, sweepStatus } from '../sweeps.js';
 import { ResultRecord } from '../../schemas/result.js';
-import { checkServices, defaultStateDir, readServicesFile, stopServices } from '../../scripts/lib/services.js';
-import { cpus } from 'node:os';
-
-export async function connect(config: Config): Promise<{ client: Client; close: () => Promise<void> }> {
-  let connection: Connection;
-  try {
-    connection = await Connection.connect({ address: config.temporalAddress, connectTimeout: '10 seconds' });
-  } catch (e) {
-    throw new UserError(`cannot reach the Temporal server at ${config.temporalAddress} (${config.source}): ${(e as Error).message}`);
-  }
-  return { client: new Client({ connection, namespace: config.namespace }), close: () => connection.close() };
-}
-
-export async function openConfiguredStore(config: Config): Promise<ArtifactStore> {
-  const store = openStore(config.store);
-  if (store instanceof S3Store) await store.ensureBucket();
-  return store;
-}
+import { checkServices, defaultStateDir, readServicesFile, stopServices } from '../../services/embedded.js';
+import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
+import { failureKey, logsPrefix, SWEEPS_PREFIX, sweepIdOfKey } from '../../store/keys.js';
 
 function sweepArg(cmd: string, positionals: string[]): string {
   const id = positionals[0];
@@ -124,10 +107,10 @@ export const lsCommand: Command = {
     const store = await openConfiguredStore(config);
     const { client, close } = await connect(config);
     try {
-      const keys = (await store.list('sweeps/')).filter((k) => k.endsWith('.json'));
+      const keys = (await store.list(SWEEPS_PREFIX)).filter((k) => sweepIdOfKey(k) !== null);
       const rows = [];
       for (const key of keys) {
-        const id = key.slice('sweeps/'.length, -'.json'.length);
+        const id = sweepIdOfKey(key)!;
         const m = await readManifest(store, id);
         let state = 'not started';
         let counts = '';
@@ -160,7 +143,7 @@ export const logsCommand: Command = {
     if (!id || positionals.length > 1) throw new UserError('logs: expected one run id (`run-...`, see `rankflow status <sweep>`)');
     const config = await resolveConfig({ start: false });
     const store = await openConfiguredStore(config);
-    let keys = await store.list(`logs/${id}/`);
+    let keys = await store.list(logsPrefix(id));
     if (values.attempt) keys = keys.filter((k) => k.endsWith(`/attempt-${values.attempt}.log`));
     if (keys.length === 0) throw new UserError(`logs: no logs for \`${id}\` in ${store.description} (a run's log is stored when an attempt ends)`);
     keys.sort((a, b) => Number(/attempt-(\d+)/.exec(a)?.[1]) - Number(/attempt-(\d+)/.exec(b)?.[1]));
@@ -168,7 +151,7 @@ export const logsCommand: Command = {
       process.stdout.write(`==> ${k} <==\n`);
       process.stdout.write((await store.get(k)) ?? '');
     }
-    const failed = await store.get(`failed/${id}.json`);
+    const failed = await store.get(failureKey(id));
     if (failed) {
       const rec = ResultRecord.parse(JSON.parse(failed.toString('utf8')));
       process.stdout.write(`==> failure <==\n${rec.error?.kind}: ${rec.error?.message}${rec.error?.hint ? `\nhint: ${rec.error.hint}` : ''}\n`);
@@ -239,11 +222,6 @@ export const resumeCommand: Command = {
     }
   },
 };
-
-/** CPU slots of the embedded worker: one per core (each run then uses one thread), at most 4. */
-export function defaultCpuSlots(): number {
-  return Math.max(1, Math.min(4, cpus().length));
-}
 
 export const servicesCommand: Command = {
   name: 'services',

@@ -1,8 +1,8 @@
 /** `rankflow plan recipe.yaml`: the exact list of runs a recipe means, before any GPU time is spent. */
 import type { PlannedRun } from '../../schemas/runspec.js';
-import { UserError } from '../errors.js';
+import { UserError } from '../../core/errors.js';
 import { fractionOfFull, planRecipeFile, type PlannedRecipe } from '../recipe-io.js';
-import type { Command } from './index.js';
+import type { Command } from '../command.js';
 
 const HELP = `Usage: rankflow plan <recipe.yaml> [--json] [--no-count | --count] [--max-runs N]
 

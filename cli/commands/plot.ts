@@ -4,14 +4,15 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Command } from './index.js';
-import { UserError } from '../errors.js';
+import type { Command } from '../command.js';
+import { UserError } from '../../core/errors.js';
 import { openResultStore, readSelection } from '../results-reader.js';
 import { buildTable } from '../../tables/table.js';
 import type { RunRow } from '../../tables/runs.js';
 import { lossCurveSpec, paramsSpec, PLOT_KINDS, rankSpec, specToSvg, svgToPng, type PlotKind } from '../../tables/plots.js';
-import { TableInputError } from '../../tables/errors.js';
-import { filtersFrom, parseCli, SELECTION_OPTIONS, userErrors } from './table.js';
+import { TableInputError } from '../../core/errors.js';
+import { parseCli } from '../args.js';
+import { filtersFrom, SELECTION_OPTIONS, userErrors } from '../selection.js';
 
 const PLOT_OPTIONS = {
   ...SELECTION_OPTIONS,

@@ -2,18 +2,18 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from './index.js';
-import { COMMANDS } from './index.js';
-import { UserError } from '../errors.js';
+import type { Command } from '../command.js';
+import { runTable } from './table.js';
+import { UserError } from '../../core/errors.js';
 import { intFlag, parseFlags } from '../args.js';
 import { resolveConfig } from '../config.js';
 import { startWorker } from '../worker.js';
 import type { RunningWorker } from '../worker.js';
 import { planRecipeFile } from '../recipe-io.js';
 import { followSweep, formatCounts, startSweep, writeManifest } from '../sweeps.js';
-import { connect, defaultCpuSlots, openConfiguredStore } from './orchestrate.js';
-import { PROJECT_ROOT } from '../../activities/runner.js';
-import { pidAlive } from '../../scripts/lib/services.js';
+import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
+import { PROJECT_ROOT } from '../../core/paths.js';
+import { pidAlive } from '../../services/embedded.js';
 
 /** A background worker for `submit --detach` on the embedded default (one per machine, recorded by pid). */
 function ensureBackgroundWorker(slots: number): string {
@@ -109,10 +109,9 @@ export const submitCommand: Command = {
       if (closed === 'DETACHED') return 130;
       console.log(`${plan.sweepId} ${closed.toLowerCase()}: ${formatCounts(status)}`);
       for (const f of status.failed) console.log(`  failed ${f.run_id}: ${f.message?.split('\n')[0] ?? ''} (see \`rankflow logs ${f.run_id}\`)`);
-      const table = COMMANDS.find((c) => c.name === 'table');
-      if (!values['no-table'] && table && status.counts.succeeded + status.counts.skipped > 0) {
+      if (!values['no-table'] && status.counts.succeeded + status.counts.skipped > 0) {
         console.log('');
-        await table.run([plan.sweepId]);
+        await runTable([plan.sweepId]);
       }
       return status.counts.failed > 0 ? 1 : 0;
     } finally {

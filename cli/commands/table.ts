@@ -1,31 +1,16 @@
 /**
  * `rankflow table <sweep|recipe>...`: the paper table of one or more sweeps' results.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { Command } from './index.js';
-import { UserError } from '../errors.js';
-import { openResultStore, readSelection, type RunFilters } from '../results-reader.js';
+import type { ParseArgsConfig } from 'node:util';
+import type { Command } from '../command.js';
+import { UserError } from '../../core/errors.js';
+import { parseCli } from '../args.js';
+import { openResultStore, readSelection } from '../results-reader.js';
+import { DEFAULT_REFERENCE, filtersFrom, loadReferences, SELECTION_HELP, SELECTION_OPTIONS, userErrors } from '../selection.js';
 import { buildTable, DIMS, type Dim, type TableOptions } from '../../tables/table.js';
 import { FORMATS, render, type Format } from '../../tables/render.js';
-import { parseReferences } from '../../tables/reference.js';
-import { TableInputError } from '../../tables/errors.js';
-
-export const DEFAULT_REFERENCE = 'reference/paper-numbers.csv';
-
-/** Options shared by `table` and `plot`: the store and the selection. */
-export const SELECTION_OPTIONS = {
-  store: { type: 'string' },
-  method: { type: 'string', multiple: true },
-  dataset: { type: 'string', multiple: true },
-  rank: { type: 'string', multiple: true },
-  tag: { type: 'string', multiple: true },
-  model: { type: 'string', multiple: true },
-  setting: { type: 'string', multiple: true },
-  metric: { type: 'string' },
-  best: { type: 'boolean' },
-} as const satisfies ParseArgsConfig['options'];
 
 const TABLE_OPTIONS = {
   ...SELECTION_OPTIONS,
@@ -42,12 +27,6 @@ const TABLE_OPTIONS = {
   'no-params': { type: 'boolean' },
   'no-avg': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
-
-const SELECTION_HELP = `Selection (repeatable, or comma-separated):
-  --store DIR|s3://bucket/prefix   where the results are (default: the configured store)
-  --method NAME   --dataset NAME|FAMILY   --rank N|none   --tag TAG   --model NAME   --setting TEXT
-  --metric NAME   report this metric instead of each dataset's headline metric
-  --best          use the metrics of the best checkpoint instead of the final ones`;
 
 const HELP = `Usage: rankflow table <sweep|recipe>... [options]
 
@@ -68,45 +47,6 @@ Table:
   --no-std --no-params --no-avg
   -o, --out FILE   write to FILE instead of stdout`;
 
-function list(values: string[] | undefined): string[] | undefined {
-  if (!values) return undefined;
-  const out = values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
-  return out.length ? out : undefined;
-}
-
-export function parseCli<T extends ParseArgsConfig['options']>(argv: string[], options: T, command: string) {
-  try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
-  } catch (e) {
-    const msg = (e as Error).message.split('\n')[0]!.replace(/\. To specify a positional.*$/, '');
-    throw new UserError(`${command}: ${msg}; run \`rankflow ${command} --help\``);
-  }
-}
-
-export function filtersFrom(v: {
-  method?: string[] | undefined;
-  dataset?: string[] | undefined;
-  rank?: string[] | undefined;
-  tag?: string[] | undefined;
-  model?: string[] | undefined;
-  setting?: string[] | undefined;
-}): RunFilters {
-  const ranks = list(v.rank)?.map((r) => {
-    if (r === 'none' || r === 'null') return null;
-    const n = Number(r);
-    if (!Number.isInteger(n) || n <= 0) throw new UserError(`--rank ${r}: expected a positive integer or \`none\``);
-    return n;
-  });
-  return {
-    methods: list(v.method),
-    datasets: list(v.dataset),
-    ranks,
-    tags: list(v.tag),
-    models: list(v.model),
-    settings: v.setting, // settings may contain commas
-  };
-}
-
 function parseDims(flag: string, value: string): Dim[] {
   const dims = value.split(',').map((d) => d.trim()).filter((d) => d !== '');
   for (const d of dims) {
@@ -118,26 +58,6 @@ function parseDims(flag: string, value: string): Dim[] {
 }
 
 const EXT_FORMAT: Record<string, Format> = { '.md': 'md', '.tex': 'latex', '.csv': 'csv', '.html': 'html', '.htm': 'html', '.json': 'json' };
-
-/** Runs a table/plot step, turning the tables' input errors into one-line user errors. */
-export async function userErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (e) {
-    if (e instanceof TableInputError) throw new UserError(e.message);
-    throw e;
-  }
-}
-
-export async function loadReferences(path: string): Promise<TableOptions['references']> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    throw new UserError(`--reference ${path}: file not found; give a CSV with columns method,setting,backbone,benchmark,metric,value,params,source`);
-  }
-  return parseReferences(text, path);
-}
 
 export async function runTable(argv: string[]): Promise<number> {
   // `--reference` may stand without a file: use the default file then.

@@ -1,8 +1,8 @@
 /** `rankflow validate recipe.yaml...`: check recipes (schema, names, options, axes) without planning or counting. */
 import { planRecipe } from '../../planning/planner.js';
-import { UserError } from '../errors.js';
+import { UserError } from '../../core/errors.js';
 import { formatIssues, readRecipe, snapshot } from '../recipe-io.js';
-import type { Command } from './index.js';
+import type { Command } from '../command.js';
 
 const HELP = `Usage: rankflow validate <recipe.yaml> [more.yaml ...]
 

@@ -3,11 +3,11 @@ import { inject } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { PROJECT_ROOT } from '../../activities/runner.js';
+import { PROJECT_ROOT } from '../../core/paths.js';
 import { Client, Connection } from '@temporalio/client';
 import type { Config } from '../../cli/config.js';
 import { DEFAULT_QUEUES } from '../../cli/config.js';
-import { S3Store } from '../../activities/store.js';
+import { S3Store } from '../../store/store.js';
 
 export function uniqueId(prefix: string): string {
   return `${prefix}-${randomBytes(5).toString('hex')}`;

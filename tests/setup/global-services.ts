@@ -7,8 +7,9 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type {} from 'vitest';
 import type { TestProject } from 'vitest/node';
-import { projectRoot, readServicesFile, checkServices, startServices } from '../../scripts/lib/services.js';
-import type { Services } from '../../scripts/lib/services.js';
+import { readServicesFile, checkServices, startServices } from '../../services/embedded.js';
+import { PROJECT_ROOT as projectRoot } from '../../core/paths.js';
+import type { Services } from '../../services/embedded.js';
 
 export interface TestServices {
   temporalAddress: string;

@@ -1,59 +1,16 @@
 /**
- * Talking to the native runtime from the CLI: `python -m rankflow_runtime describe` and
- * `count --specs FILE`. The interpreter is `$RANKFLOW_PYTHON` or `runtime-native/.venv/bin/python`; the
- * process is spawned with an argument array (never a shell), in the caller's working directory (so local
- * model paths in specs mean what they mean to the user), with the package on PYTHONPATH. Failures become
- * UserErrors with a hint.
+ * Short runtime calls through the launcher (`launcher/spawn.ts`): `count --specs FILE` (trainable/total
+ * parameters on the meta device) and `describe` (the runtime's methods, models and datasets). Failures
+ * become UserErrors with a hint.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { RuntimeDescription } from '../schemas/describe.js';
 import type { RunSpec } from '../schemas/runspec.js';
 import type { CountResult } from '../planning/planner.js';
-import { UserError } from './errors.js';
-
-export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const RUNTIME_DIR = join(REPO_ROOT, 'runtime-native');
-
-/** The Python interpreter that runs the runtime. */
-export function runtimePython(): string {
-  return process.env.RANKFLOW_PYTHON || join(RUNTIME_DIR, '.venv', 'bin', 'python');
-}
-
-/** True when the interpreter exists (a configured `RANKFLOW_PYTHON` is trusted as given). */
-export function runtimeAvailable(): boolean {
-  return Boolean(process.env.RANKFLOW_PYTHON) || existsSync(runtimePython());
-}
-
-interface Completed {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runPython(args: string[], timeoutMs: number): Promise<Completed> {
-  const python = runtimePython();
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env, PYTHONPATH: [RUNTIME_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
-    const child = spawn(python, ['-m', 'rankflow_runtime', ...args], { cwd: process.cwd(), env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new UserError(`cannot start the runtime interpreter \`${python}\`: ${err.message}; run \`bash scripts/setup-python.sh\` or set RANKFLOW_PYTHON`));
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { UserError } from '../core/errors.js';
+import { runRuntime, type Completed } from './spawn.js';
 
 /** The last JSON `error` event on stdout, or the last stderr line: what to show when the runtime fails. */
 function failureText(r: Completed): string {
@@ -71,7 +28,7 @@ function failureText(r: Completed): string {
 
 /** `describe`: the runtime's methods, models and datasets. */
 export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescription> {
-  const r = await runPython(['describe'], timeoutMs);
+  const r = await runRuntime(['describe'], timeoutMs);
   if (r.code !== 0) throw new UserError(`\`rankflow_runtime describe\` failed: ${failureText(r)}`);
   let parsed: unknown;
   try {
@@ -100,7 +57,7 @@ async function countBatch(specs: RunSpec[], timeoutMs: number): Promise<{ ok: tr
   try {
     const file = join(dir, 'specs.json');
     writeFileSync(file, JSON.stringify(specs));
-    const r = await runPython(['count', '--specs', file], timeoutMs);
+    const r = await runRuntime(['count', '--specs', file], timeoutMs);
     if (r.code !== 0) return { ok: false, error: failureText(r) };
     let parsed: unknown;
     try {

@@ -11,8 +11,9 @@ import { z } from 'zod';
 import type { ArtifactStore } from './store.js';
 import { CheckpointFile } from '../schemas/events.js';
 import type { CheckpointEvent } from '../schemas/events.js';
+import { checkpointPrefix, STORED_MARKER } from './keys.js';
 
-export const STORED_MARKER = 'stored.json';
+export { checkpointPrefix, STORED_MARKER };
 
 export const StoredCheckpoint = z.strictObject({
   run_id: z.string(),
@@ -23,10 +24,6 @@ export const StoredCheckpoint = z.strictObject({
   stored_at: z.string(),
 });
 export type StoredCheckpoint = z.infer<typeof StoredCheckpoint>;
-
-export function checkpointPrefix(runId: string, step?: number): string {
-  return step === undefined ? `checkpoints/${runId}/` : `checkpoints/${runId}/${String(step).padStart(10, '0')}/`;
-}
 
 export async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');

@@ -12,7 +12,6 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import {
   CreateBucketCommand,
@@ -20,16 +19,15 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
 } from '@aws-sdk/client-s3';
+import { PROJECT_ROOT } from '../core/paths.js';
+import { makeS3Client } from '../store/s3.js';
 
-export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Default state directory; `RANKFLOW_STATE_DIR` overrides it. */
 export const defaultStateDir = (): string =>
-  path.resolve(process.env.RANKFLOW_STATE_DIR ?? path.join(projectRoot, '.state', 'services'));
+  path.resolve(process.env.RANKFLOW_STATE_DIR ?? path.join(PROJECT_ROOT, '.state', 'services'));
 /** Where `scripts/setup.sh` puts the `temporal` and `weed` binaries; `RANKFLOW_TOOLS_BIN` overrides it. */
-export const toolsBin = (): string => path.resolve(process.env.RANKFLOW_TOOLS_BIN ?? path.join(projectRoot, '.tools', 'bin'));
+export const toolsBin = (): string => path.resolve(process.env.RANKFLOW_TOOLS_BIN ?? path.join(PROJECT_ROOT, '.tools', 'bin'));
 
 export const SERVICES_FILE = 'services.json';
 export const DEFAULT_BUCKET = 'rankflow';
@@ -360,6 +358,7 @@ export async function probeTemporal(address: string, namespace = 'default', time
   });
 }
 
+/** What the embedded S3 server needs to be reached (always an endpoint and keys). */
 export interface S3Access {
   endpoint: string;
   region: string;
@@ -367,35 +366,9 @@ export interface S3Access {
   secretAccessKey: string;
 }
 
-/**
- * Client settings for an S3-compatible endpoint: path-style addressing, checksums only when the operation
- * requires them (the SDK's default CRC32 trailers are not understood by every server), and bounded timeouts
- * so that a dead server gives an error instead of a hang.
- */
-export function s3ClientConfig(
-  a: S3Access,
-  opts: { connectionTimeoutMs?: number; requestTimeoutMs?: number; maxAttempts?: number } = {},
-): S3ClientConfig {
-  return {
-    endpoint: a.endpoint,
-    region: a.region,
-    credentials: { accessKeyId: a.accessKeyId, secretAccessKey: a.secretAccessKey },
-    forcePathStyle: true,
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    maxAttempts: opts.maxAttempts ?? 3,
-    requestHandler: {
-      connectionTimeout: opts.connectionTimeoutMs ?? 3_000,
-      requestTimeout: opts.requestTimeoutMs ?? 60_000,
-    },
-  };
-}
-
 /** Create the bucket if needed and round-trip a tiny object: proves the gateway, filer and volume all work. */
 export async function probeS3(a: S3Access, bucket: string, timeoutMs = 5_000): Promise<void> {
-  const client = new S3Client(
-    s3ClientConfig(a, { connectionTimeoutMs: Math.min(2_000, timeoutMs), requestTimeoutMs: timeoutMs, maxAttempts: 1 }),
-  );
+  const client = makeS3Client(a, { connectionTimeoutMs: Math.min(2_000, timeoutMs), requestTimeoutMs: timeoutMs, maxAttempts: 1 });
   try {
     await withTimeout(`S3 at ${a.endpoint}`, timeoutMs, async (abortSignal) => {
       try {

@@ -2,9 +2,7 @@
  * The artifact store: where checkpoints, logs, sweep manifests and result records live. The same keys
  * are used on an S3-compatible bucket and on a local folder (the embedded default can use either).
  *
- * Layout: `results/<run_id>.json` (write-once), `failed/<run_id>.json` (last failure, overwritable),
- * `sweeps/<sweep_id>.json`, `checkpoints/<run_id>/<step>/<file>` (manifest.json uploaded last),
- * `logs/<run_id>/attempt-<n>.log`.
+ * The key layout is in `keys.ts`; the S3 client comes from the one factory in `s3.ts`.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile, link, unlink } from 'node:fs/promises';
@@ -20,14 +18,11 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
-  S3Client,
   S3ServiceException,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-
-// The SDK warns on every process start that releases after January 2027 need Node 22; the pinned SDK
-// runs on Node 20, so the warning is noise for rankflow's users.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+import { makeS3Client, type S3Endpoint } from './s3.js';
 
 export interface ArtifactStore {
   /** A short human description (`s3://bucket/prefix at http://...` or `file:///...`). */
@@ -147,15 +142,9 @@ export class LocalStore implements ArtifactStore {
   }
 }
 
-export interface S3Settings {
-  endpoint?: string | undefined;
-  region?: string | undefined;
+export interface S3Settings extends S3Endpoint {
   bucket: string;
   prefix?: string | undefined;
-  accessKeyId?: string | undefined;
-  secretAccessKey?: string | undefined;
-  /** Path-style addressing (required by most S3-compatible servers). */
-  forcePathStyle?: boolean | undefined;
 }
 
 /** Multipart uploads above this size (S3's minimum part size is 5 MiB). */
@@ -166,21 +155,6 @@ function isNotFound(e: unknown): boolean {
     return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404;
   }
   return false;
-}
-
-export function makeS3Client(s: S3Settings): S3Client {
-  return new S3Client({
-    endpoint: s.endpoint,
-    region: s.region ?? 'us-east-1',
-    forcePathStyle: s.forcePathStyle ?? s.endpoint !== undefined,
-    // S3-compatible servers reject (or, worse, store) the CRC32 trailers the SDK adds by default.
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    ...(s.accessKeyId && s.secretAccessKey
-      ? { credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey } }
-      : {}),
-    maxAttempts: 5,
-  });
 }
 
 export class S3Store implements ArtifactStore {
@@ -301,4 +275,11 @@ export type StoreConfig = { kind: 'local'; root: string } | ({ kind: 's3' } & S3
 
 export function openStore(config: StoreConfig): ArtifactStore {
   return config.kind === 'local' ? new LocalStore(config.root) : new S3Store(config);
+}
+
+/** Opens the store and, on S3, creates the bucket if it does not exist yet. */
+export async function openReadyStore(config: StoreConfig): Promise<ArtifactStore> {
+  const store = openStore(config);
+  if (store instanceof S3Store) await store.ensureBucket();
+  return store;
 }

@@ -1,0 +1,26 @@
+/** Reaching the configured Temporal server and artifact store from a command, with one-line errors. */
+import { cpus } from 'node:os';
+import { Client, Connection } from '@temporalio/client';
+import { UserError } from '../core/errors.js';
+import { openReadyStore, type ArtifactStore } from '../store/store.js';
+import type { Config } from './config.js';
+
+export async function connect(config: Config): Promise<{ client: Client; close: () => Promise<void> }> {
+  let connection: Connection;
+  try {
+    connection = await Connection.connect({ address: config.temporalAddress, connectTimeout: '10 seconds' });
+  } catch (e) {
+    throw new UserError(`cannot reach the Temporal server at ${config.temporalAddress} (${config.source}): ${(e as Error).message}`);
+  }
+  return { client: new Client({ connection, namespace: config.namespace }), close: () => connection.close() };
+}
+
+/** The configured store, its bucket created if needed. */
+export async function openConfiguredStore(config: Config): Promise<ArtifactStore> {
+  return await openReadyStore(config.store);
+}
+
+/** CPU slots of the embedded worker: one per core (each run then uses one thread), at most 4. */
+export function defaultCpuSlots(): number {
+  return Math.max(1, Math.min(4, cpus().length));
+}
