@@ -14,7 +14,7 @@ import { LocalStore } from '../store/store.js';
 import { SlotPool } from '../launcher/slots.js';
 import { runtimeCwd, runtimeEnv } from '../launcher/spawn.js';
 import { RUNTIME_DIR } from '../core/paths.js';
-import type { RunInput } from '../schemas/orchestration.js';
+import type { RunInput, TrainOutput } from '../schemas/orchestration.js';
 import { DEFAULT_POLICY } from '../cli/sweeps.js';
 import { planned, tinySpec } from './helpers/runs.js';
 
@@ -68,7 +68,7 @@ describe('launcher: one working folder and environment for every runtime call', 
     const before = process.cwd();
     process.chdir(user);
     try {
-      const out = await new MockActivityEnvironment().run(activities.train, input);
+      const out: TrainOutput = await new MockActivityEnvironment().run<[RunInput], TrainOutput, typeof activities.train>(activities.train, input);
       expect(out.metrics.accuracy).toBeGreaterThanOrEqual(0);
       expect(out.metrics.accuracy).toBeLessThanOrEqual(1);
     } finally {
