@@ -499,7 +499,7 @@ class Method:
 # --------------------------------------------------------------------------------------------------
 
 
-def _matches(name: str, pattern: str) -> bool:
+def matches_target(name: str, pattern: str) -> bool:
     """A target pattern matches a module name exactly, as a dotted suffix (`q_proj` matches
     `layers.0.attn.q_proj`), or as a glob over the full name (`layers.*.attn.q_proj`)."""
     if name == pattern or name.endswith("." + pattern):
@@ -523,7 +523,7 @@ def find_targets(model: nn.Module, patterns: Sequence[str], exclude: Optional[st
         if isinstance(module, nn.Linear):
             if _under(name, exclude) or _under(name, SHARED_ATTR):
                 continue
-            if any(_matches(name, p) for p in patterns):
+            if any(matches_target(name, p) for p in patterns):
                 out.append((name, module))
     return out
 

@@ -32,7 +32,10 @@ Deviations (exact in exact arithmetic, recorded here)
   only the r (or r+1) trained numbers per layer; the recomputation is deterministic on the same device type.
 * A zero pivot D_i (rank-deficient W0) cannot be divided out; that row of U is kept unnormalised and D_i is
   recorded as 1, which keeps P L diag(D) U = P L U exact (the official code would divide by zero).
-* r is clamped per layer to min(d_out, d_in) (the official code fails for larger r).
+* r is clamped per layer to k = min(d_out, d_in), and the count says so (min(r, k) per layer). The official code
+  does not refuse a larger r: `L[:, :r]`, `D[:r]` and `U[:r]` silently keep k components, so with init `lu` (and
+  `uniform`, `normal`, `constant`, which start from D_r) z gets k entries, fewer than the r asked for, while with
+  `ones` / `zeros` z keeps r entries and the first forward fails on the shape mismatch of L_r diag(z).
 * The official init alternatives are kept: "ones", "zeros", "constant" (mean of D_r), "uniform"
   (U(-|m|/2, |m|/2), m = mean of D_r), "normal" (N(mean, std) of D_r). With any of them W != W0 at start, as in
   the official code (the residual always subtracts the D_r term).

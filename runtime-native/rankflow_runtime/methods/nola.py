@@ -28,8 +28,11 @@ Deviations:
 * The per-module seeds derive from the method seed (default: the run seed) and the module name, instead of a
   random integer per module stored in the state dict: a checkpoint holds only the coefficients, and a resume
   (same spec) derives the same seeds, hence the same bases and A0.
-* `alpha` defaults to r (s = 1), as the official GPT-2 E2E scripts (r = 8, α = 8); k_A = k_B = 512 as those
-  scripts (`NUM_BASIS=512`).
+* Defaults: `alpha` = r (s = 1) and k_A = k_B = 512 follow the official **GPT-2 Medium** E2E script
+  (`gpt/scripts/finetune_gpt2m_e2e_qv_nola.sh`: r = 8, α = 8, NUM_BASIS = 512, lr 5e-3, batch 8). The other
+  released settings differ: GPT-2 Large (`finetune_gpt2l_e2e_qv_nola.sh`) uses k = 256, α = 2 (s = 1/4), lr 1e-2,
+  batch 4 × grad-accum 4; the LLaMA-2 Alpaca/Guanaco scripts use r = 16, k = 512, α = 4 (s = 1/4); the `LoRA`
+  class defaults in `model_nola.py` are k = 1024, α = 1. Set `num_basis_a/b` and `alpha` to reproduce them.
 * `cache_mb`: a layer whose bases take at most this much memory (k_A·r·d_in + k_B·d_out·r floats) keeps
   them in memory after the first generation instead of regenerating them twice per step (the official code
   always regenerates). Same numbers, same checkpoints (the cache is never saved); it only trades memory for
@@ -146,8 +149,8 @@ class NOLAOptions:
                               min=1)
     num_basis_b: int = option(512, help="k_B: number of random bases (trainable coefficients) of the B factor",
                               min=1)
-    alpha: Optional[float] = option(None, help="LoRA scaling numerator, s = α/r; default r (s = 1, official "
-                                               "GPT-2 scripts)", min=0.0)
+    alpha: Optional[float] = option(None, help="LoRA scaling numerator, s = α/r; default r (s = 1, the official "
+                                               "GPT-2 M script; GPT-2 L uses 2, LLaMA-2 4)", min=0.0)
     dropout: float = option(0.0, help="dropout probability on the adapter path input", min=0.0, max=1.0)
     seed: Optional[int] = option(None, help="seed the per-module basis seeds derive from; default: the run seed",
                                  min=0)

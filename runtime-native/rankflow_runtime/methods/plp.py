@@ -21,15 +21,23 @@ plain LoRA init in the frozen halves: down N(0, std 1/r), up 0. The scale s is n
 
 Trainable parameters per (d_out, d_in) layer: r·(d_in − ⌊d_in/2⌋) + r·(d_out − ⌊d_out/2⌋).
 
-Two learning rates: the official content stage trains down at 1e-4 and up at 1e-5, the style stage the reverse
-(two AdamW optimizers). Here the learnable half of up is in the parameter group "up": content stage
-`lr: 1e-4, lr_groups: {up: 1e-5}`, style stage `lr: 1e-5, lr_groups: {up: 1e-4}`. Official defaults: rank 64,
-constant LR, 1000 steps, batch 1 × grad-accum 4, AdamW weight decay 1e-2, targets to_q/to_k/to_v/to_out.0 of the
-SDXL UNet attention.
+Learning rates and losses. The released stage-1 scripts do **not** train the layer on one loss with two learning
+rates. Each micro-step of `code/train_content.py` computes two losses on different data and steps two AdamW
+optimizers: `loss_1` on the target concept (the content images) steps `optimizer` (down, lr 1e-4), then `loss_2`,
+the mean loss over three auxiliary datasets of the other kind (style images), steps `optimizer_2` (up, lr 1e-5);
+`code/train_style.py` swaps the roles (up on the style loss at 1e-4, down on the content auxiliaries at 1e-5).
+Because each optimizer zeroes only its own gradients, the halves also receive the other loss's gradient (up steps
+on ∇loss_1 + ∇loss_2; down on ∇loss_1 plus the previous cycle's ∇loss_2). That two-loss, two-data stage is the
+Break-for-Make procedure (`shared/reference/procedures.md` §4), not something this layer does. What the layer
+offers is the parameter group "up" (the learnable half of up): `training.lr_groups: {up: ...}` gives the two halves
+different learning rates **on the run's single loss**, e.g. `lr: 1e-4, lr_groups: {up: 1e-5}` for the content
+stage's rates; on its own that is a single-loss approximation of a stage, not the B4M recipe. Official defaults:
+rank 64, constant LR, 1000 steps (the content script runs until step 9000), batch 1 × grad-accum 4, AdamW weight
+decay 1e-2, targets to_q/to_k/to_v/to_out.0 of the SDXL UNet attention.
 
-The break-for-make pipeline (separate content and style PLP training, then combining the style LoRA with the
-content LoRA's learnable down columns and joint fine-tuning with the Riemannian-preconditioned AdamWr) is part 2 of
-the issue and not here; this file is the layer.
+The break-for-make pipeline (separate content and style PLP training on their two losses, then combining the style
+LoRA with the content LoRA's learnable down columns and joint fine-tuning with the Riemannian-preconditioned AdamWr)
+is a procedure built on this layer, not part of this file.
 
 Deviations
 ----------

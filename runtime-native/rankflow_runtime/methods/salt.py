@@ -21,8 +21,16 @@ r clamped to k.
 
 Defaults: X, Y = randn·0.01 (init "randn", the SAM code used for the paper; W ≠ W0 at start, which is why
 `init_is_identity` is False), r_L = 8 (the SALTLinear default; the commented experiment lines use r_L 4 or 256),
-reg_multiplier 0. The later SAM2 code initialises X Kaiming-uniform (ReLU gain, fan-in r_L) and Y = 0
-(init "kaiming_zero", W = W0 at start).
+reg_multiplier 0. The later SAM2 code initialises X Kaiming-uniform (ReLU gain, fan-in r_L; its `a = √20` is
+ignored for the ReLU gain) and Y = 0 (init "kaiming_zero", W = W0 at start).
+
+Seeding of X, Y (`init_seed`). Every official SALTLinear (SAM and SAM2 code) calls `torch.manual_seed(seed)` with
+its default `seed = 42` right before drawing X and Y, so all layers of one shape start from **identical** X, Y,
+and the initialisation is the same whatever the run seed. Our default (`init_seed` null) draws each layer's X, Y
+in turn from the run-seeded RNG: layers differ and the seeds of a sweep differ, which is what seed variation is
+for. `init_seed: 42` reproduces the official initialisation exactly (each layer draws from a fresh CPU generator
+seeded 42: the same numbers as the official `torch.manual_seed(42)` then `torch.randn`), without the official
+side effect of resetting the global RNG for everything drawn after the layer.
 
 Implementation notes and deviations
 -----------------------------------
@@ -56,6 +64,9 @@ class SALTOptions:
                        choices=["randn", "kaiming_zero"])
     reg_multiplier: float = option(0.0, help="weight of the ‖scale/shift term‖_F + ‖XY‖_F regulariser "
                                              "(0 in the released config)", min=0.0)
+    init_seed: Optional[int] = option(None, help="re-seed every layer's X, Y draw with this value, as the official "
+                                                 "code (42: same-shape layers start identical); null: each layer "
+                                                 "draws in turn from the run-seeded RNG", min=0)
 
 
 class SALTLinear(AdaptedLinear):
@@ -81,17 +92,22 @@ class SALTLinear(AdaptedLinear):
             U, S, Vh = torch.linalg.svd(base.weight.detach().float(), full_matrices=False)
             U, S, Vh = U.to(**kw), S.to(**kw), Vh.to(**kw)
             if rest > 0:
-                with torch.no_grad():
-                    if opts.init == "randn":
-                        self.trainable_X.copy_(torch.randn(rest, opts.r_lora) * 0.01)
-                        self.trainable_Y.copy_(torch.randn(opts.r_lora, rest) * 0.01)
-                    else:
-                        bound = math.sqrt(6.0 / opts.r_lora)  # kaiming_uniform_, relu gain, fan_in = r_L
-                        self.trainable_X.uniform_(-bound, bound)
-                        self.trainable_Y.zero_()
+                self._init_xy(rest, opts)
         self.register_buffer("U", U, persistent=False)
         self.register_buffer("S", S, persistent=False)
         self.register_buffer("Vh", Vh, persistent=False)
+
+    @torch.no_grad()
+    def _init_xy(self, rest: int, opts: "SALTOptions") -> None:
+        """X, Y on the CPU, from the run-seeded global RNG or (init_seed) a generator re-seeded per layer."""
+        g = None if opts.init_seed is None else torch.Generator().manual_seed(opts.init_seed)
+        if opts.init == "randn":
+            self.trainable_X.copy_(torch.randn(rest, opts.r_lora, generator=g) * 0.01)
+            self.trainable_Y.copy_(torch.randn(opts.r_lora, rest, generator=g) * 0.01)
+        else:
+            bound = math.sqrt(6.0 / opts.r_lora)  # kaiming_uniform_, relu gain, fan_in = r_L
+            self.trainable_X.copy_(torch.empty(rest, opts.r_lora).uniform_(-bound, bound, generator=g))
+            self.trainable_Y.zero_()
 
     def lora_term(self) -> Optional[torch.Tensor]:
         return None if self.trainable_X is None else self.trainable_X @ self.trainable_Y

@@ -22,7 +22,14 @@ factor), and so does this implementation. ΔW = M_sᵀ is applied as a parallel 
     y = W0 x + DropPath(dropout(x) · M_s),
 
 with dropout 0.1 and DropPath 0.1 (the official defaults; `--no_drop_out` / `--no_drop_path` were not used in the
-released scripts) and gradient checkpointing around the branch (official).
+released scripts) and gradient checkpointing around the branch (official). Dropout placement follows the official
+blocks (`AttentionSNELLParallel`, `MlpSNELLParallel`): q, k and v read the same block input and share **one**
+dropout draw (`x_drop` is computed once per attention call), each branch draws its own DropPath, and the
+attention output projection's branch has **no** input dropout. Here: adapted layers fed the same input tensor in
+one forward pass share one dropped input (the first of them draws it; a layer reading the same tensor again starts
+a new pass and draws afresh), so q/k/v consume the RNG as the official block does; and targets matching
+`dropout_exclude` (default: the attention output projections of the supported architectures, `attn.out`,
+`o_proj`, `out_proj`, `attn.proj`, `attention.output.dense`, `to_out.0`, `c_proj`) get no dropout.
 
 Trainable parameters per (d_out, d_in) layer: H·⌊q/H⌋·(d_in + d_out) (= q·(d_in + d_out) for even q).
 
@@ -42,13 +49,14 @@ Deviations and notes
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import AdaptedLinear, Method, option, register
+from .base import AdaptedLinear, Method, matches_target, option, register
 
 
 @dataclass
@@ -63,6 +71,10 @@ class SNELLOptions:
     drop_path: float = option(0.1, help="DropPath (per sample) on the branch output (official default)",
                               min=0.0, max=1.0)
     checkpoint: bool = option(True, help="recompute the merged matrix in backward (gradient checkpointing, official)")
+    dropout_exclude: list = option(["attn.out", "o_proj", "out_proj", "attn.proj", "attention.output.dense",
+                                    "to_out.0", "c_proj"],
+                                   help="targets whose branch gets no input dropout, as method.targets patterns "
+                                        "(official: the attention output projection)")
 
 
 def competition_sparsify(m: torch.Tensor, s: float) -> torch.Tensor:
@@ -77,7 +89,7 @@ def competition_sparsify(m: torch.Tensor, s: float) -> torch.Tensor:
 
 
 class SNELLLinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "SNELL", shared=None):
+    def __init__(self, base: nn.Linear, method: "SNELL", name: str = "", shared=None):
         super().__init__(base, method, shared)
         o = method.options
         H, qh = o.num_kernels, method.rank // o.num_kernels
@@ -86,7 +98,9 @@ class SNELLLinear(AdaptedLinear):
         self.Out_Qs = nn.Parameter(torch.empty(H, self.out_features, qh, **kw))
         coeff = torch.tensor([o.kernel_scale * (-1) ** h for h in range(H)], **kw).view(H, 1, 1)
         self.register_buffer("coeff", coeff, persistent=False)
-        self.dropout = nn.Dropout(o.dropout) if o.dropout > 0 else nn.Identity()
+        self.target_name = name
+        excluded = any(matches_target(name, pat) for pat in o.dropout_exclude)
+        self.dropout = nn.Dropout(o.dropout) if o.dropout > 0 and not excluded else nn.Identity()
         if not self.on_meta:
             with torch.no_grad():
                 for p, d in ((self.In_Qs, self.in_features), (self.Out_Qs, self.out_features)):
@@ -112,7 +126,7 @@ class SNELLLinear(AdaptedLinear):
         return y * mask / keep
 
     def adapter_forward(self, x, base_out):
-        h = self.dropout(x).to(self.In_Qs.dtype)
+        h = self.method.dropped_input(self, x).to(self.In_Qs.dtype)
         if self.method.options.checkpoint and torch.is_grad_enabled() and self.In_Qs.requires_grad:
             delta = checkpoint(self._branch, h, use_reentrant=False)
         else:
@@ -136,6 +150,7 @@ class SNELL(Method):
 
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)
+        self._drop_cache = None  # (weakref to x, x._version, dropout(x), ids of the layers that used it)
         if self.rank // self.options.num_kernels < 1:
             from ..errors import ConfigError
             raise ConfigError(f"method.rank: {self.rank} is below num_kernels={self.options.num_kernels}",
@@ -146,4 +161,16 @@ class SNELL(Method):
         return H * (self.rank // H) * (d_in + d_out)
 
     def wrap(self, name, base, shared):
-        return SNELLLinear(base, self, shared)
+        return SNELLLinear(base, self, name, shared)
+
+    def dropped_input(self, layer: SNELLLinear, x: torch.Tensor) -> torch.Tensor:
+        """dropout(x), shared by the layers that read the same tensor x in one pass (official q/k/v)."""
+        if isinstance(layer.dropout, nn.Identity) or not layer.training:
+            return layer.dropout(x)
+        cached = self._drop_cache
+        if cached is not None and cached[0]() is x and cached[1] == x._version and id(layer) not in cached[3]:
+            cached[3].add(id(layer))
+            return cached[2]
+        h = layer.dropout(x)
+        self._drop_cache = (weakref.ref(x), x._version, h, {id(layer)})
+        return h

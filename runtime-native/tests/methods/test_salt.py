@@ -87,3 +87,30 @@ def test_regulariser_matches_the_official_terms():
     assert abs(float(meth.extra_loss(ctx).detach()) - 0.5 * want) < 1e-4
     m2, meth2, _, _ = adapted_model("tiny-encoder", "salt", rank=2)
     assert meth2.extra_loss(TrainContext(model=m2, step=0, total_steps=1)) is None
+
+
+@pytest.mark.parametrize("init", ["randn", "kaiming_zero"])
+def test_init_seed_reproduces_the_official_per_layer_seeding(init):
+    """init_seed 42: every layer's X, Y equal what the official SALTLinear draws after torch.manual_seed(42), so
+    same-shape layers start identical; the default draws differ between layers and between run seeds."""
+    m, _, _, _ = adapted_model("tiny-encoder", "salt", rank=4, options={"init": init, "init_seed": 42})
+    layers = adapted_layers(m)
+    rest, r_l = layers[0].k - layers[0].r, 8
+    state = torch.get_rng_state()
+    torch.manual_seed(42)  # the official draws
+    if init == "randn":
+        want_x, want_y = torch.randn(rest, r_l) * 0.01, torch.randn(r_l, rest) * 0.01
+    else:
+        want_x, want_y = torch.empty(rest, r_l), torch.zeros(r_l, rest)
+        nn.init.kaiming_uniform_(want_x, a=20 ** 0.5, mode="fan_in", nonlinearity="relu")
+    torch.set_rng_state(state)
+    square = [lay for lay in layers if lay.k - lay.r == rest and lay.trainable_X.shape == want_x.shape]
+    assert len(square) >= 2  # query and value of both blocks
+    for lay in square:
+        assert torch.equal(lay.trainable_X.detach(), want_x) and torch.equal(lay.trainable_Y.detach(), want_y)
+    if init == "randn":
+        d0, _, _, _ = adapted_model("tiny-encoder", "salt", rank=4, options={"init": init})
+        d1, _, _, _ = adapted_model("tiny-encoder", "salt", rank=4, options={"init": init}, seed=1)
+        x0 = [lay.trainable_X.detach() for lay in adapted_layers(d0)]
+        assert not torch.equal(x0[0], x0[1])
+        assert not torch.equal(x0[0], adapted_layers(d1)[0].trainable_X.detach())

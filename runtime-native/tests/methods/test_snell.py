@@ -91,3 +91,45 @@ def test_checkpointing_does_not_change_gradients():
         lay(x).pow(2).sum().backward()
         grads.append(lay.In_Qs.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_dropout_follows_the_official_blocks(monkeypatch):
+    """As AttentionSNELLParallel / MlpSNELLParallel: q, k, v share one dropout draw on the block input (the first
+    draw of the pass, as the official x_drop), the attention output projection gets no dropout, fc1 its own draw;
+    a new pass draws new masks. (Before this fix each layer drew its own mask and `out` was dropped too.)"""
+    from rankflow_runtime.methods.snell import SNELLLinear
+    seen = {}
+    original = SNELLLinear._branch
+
+    def record(self, h):
+        seen.setdefault(self.target_name, []).append(h.detach().clone())
+        return original(self, h)
+
+    monkeypatch.setattr(SNELLLinear, "_branch", record)
+    inputs = {}
+    m, meth, _, _ = adapted_model("tiny-encoder", "snell", rank=4, targets=["query", "key", "value", "out", "fc1"],
+                                  options={"dropout": 0.5, "drop_path": 0.0, "checkpoint": False})
+    for lay in adapted_layers(m):
+        lay.register_forward_pre_hook(lambda mod, args: inputs.setdefault(mod.target_name, []).append(args[0].detach()))
+    batch = synthetic_batch("tiny-encoder")
+    m.train()
+    torch.manual_seed(5)
+    m(**batch)
+    blk = "layers.0.attn."
+    q, k, v, out = (seen[blk + n][0] for n in ("query", "key", "value", "out"))
+    x = inputs[blk + "query"][0]
+    assert torch.equal(q, k) and torch.equal(q, v) and not torch.equal(q, x)
+    torch.manual_seed(5)  # the official x_drop: the first draw of the pass, one dropout on x
+    torch.testing.assert_close(q, F.dropout(x, 0.5, training=True), rtol=0, atol=0)
+    assert torch.equal(out, inputs[blk + "out"][0])  # no dropout on the output projection
+    fc1, x_fc1 = seen["layers.0.mlp.fc1"][0], inputs["layers.0.mlp.fc1"][0]
+    assert not torch.equal(fc1, x_fc1) and torch.count_nonzero(fc1) < x_fc1.numel()
+    torch.manual_seed(6)
+    m(**batch)
+    assert not torch.equal(seen[blk + "query"][1], q)  # a new pass: a new mask
+    assert torch.equal(seen[blk + "query"][1], seen[blk + "value"][1])
+    lay = m.get_submodule(blk + "query")
+    seen.clear()
+    for _ in range(2):  # calling one layer twice on the same tensor is two passes
+        lay(x)
+    assert not torch.equal(seen[blk + "query"][0], seen[blk + "query"][1])
