@@ -107,7 +107,39 @@ export const ExportedEvent = z.strictObject({
   files: z.array(CheckpointFile).min(1),
 });
 
+/** One reported rank pattern: rank (or other `unit`) per adapted module, by module name. */
+export const AllocationPoint = z.strictObject({
+  step: z.number().int().nonnegative(),
+  total: z.number().int().nonnegative(),
+  /** The method's budget at that step (AdaLoRA's b(t), a growth target); null when it has none. */
+  budget: z.number().int().nonnegative().nullable(),
+  ranks: z.record(z.string(), z.number().int().nonnegative()),
+});
+
+/**
+ * `allocation`: where a method that decides capacity during training (AdaLoRA, IncreLoRA, TriAdaptLoRA,
+ * DiffoRA) has put it. Emitted at the start, whenever the pattern changes (checked at each progress log) and
+ * once at the end with `final: true` and the whole `history` (thinned to at most 200 points; it survives
+ * resumes). Methods without an allocation emit none.
+ */
+export const AllocationEvent = z.strictObject({
+  event: z.literal('allocation'),
+  ...base,
+  step: z.number().int().nonnegative(),
+  /** What `ranks` counts: `rank` (active rank per module; 0 = unadapted). */
+  unit: z.string().min(1),
+  ranks: z.record(z.string(), z.number().int().nonnegative()),
+  total: z.number().int().nonnegative(),
+  budget: z.number().int().nonnegative().nullable(),
+  /** Trainable parameters of the model at that step (grows with rank growth). */
+  trainable_params: z.number().int().nonnegative(),
+  final: z.boolean(),
+  /** Only on the final event: every reported pattern, in step order. */
+  history: z.array(AllocationPoint).nullable(),
+});
+
 export const RunnerEvent = z.discriminatedUnion('event', [
+  AllocationEvent,
   StartedEvent,
   ProgressEvent,
   CheckpointEvent,
@@ -121,6 +153,7 @@ export type RunnerEvent = z.infer<typeof RunnerEvent>;
 export type CheckpointEvent = z.infer<typeof CheckpointEvent>;
 export type DoneEvent = z.infer<typeof DoneEvent>;
 export type ProgressEvent = z.infer<typeof ProgressEvent>;
+export type AllocationEvent = z.infer<typeof AllocationEvent>;
 
 /** Process exit codes of the runtime. Mirrored in runtime-native/rankflow_runtime/errors.py. */
 export const EXIT = {

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ConfigError
 from .methods.base import adapter_state_dict, load_adapter_state_dict
+from .optim import restore_added_groups
 
 FORMAT = "rankflow.checkpoint/v1"
 MANIFEST = "manifest.json"
@@ -254,9 +255,15 @@ def load_trained_state(path: str, *, spec_identity: Dict[str, Any], model: torch
 
 def load_checkpoint(path: str, *, spec_identity: Dict[str, Any], model: torch.nn.Module, method,
                     optimizer: torch.optim.Optimizer, scheduler, scaler=None) -> Loaded:
-    """Verify and load a checkpoint into the model/optimizer/scheduler and restore the RNG states."""
+    """Verify and load a checkpoint into the model/optimizer/scheduler and restore the RNG states. Order: the
+    method's extra state, `prepare_load` (shapes of tensors grown during training), the adapter tensors, the
+    optimizer groups added during training, the optimizer state, the schedule (per-group state is in the
+    optimizer's groups), the grad scaler, the RNGs."""
     manifest = load_trained_state(path, spec_identity=spec_identity, model=model, method=method)
     opt_t = load_file(os.path.join(path, "optimizer.safetensors"))
+    # Groups added during training (rank growth): the method has re-created their tensors in prepare_load;
+    # give them back to the optimizer, in order, before its state is loaded.
+    restore_added_groups(optimizer, model, manifest["optimizer"]["param_groups"], path)
     try:
         optimizer.load_state_dict(optimizer_from_files(manifest["optimizer"], opt_t))
     except (ValueError, KeyError, RuntimeError) as e:

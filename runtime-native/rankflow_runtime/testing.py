@@ -11,6 +11,8 @@ from torch import nn
 from .methods import get_method
 from .methods.base import Method, TrainContext, adapt_model
 from .models import BUILTIN, ModelInfo, build_model, model_info
+from .optim import GroupRules
+from .step import Stepper
 
 # Tiny configurations (non-square layers on purpose: fc1/fc2, GQA v_proj, up_proj).
 TINY_CONFIGS: Dict[str, Dict[str, Any]] = {
@@ -81,25 +83,13 @@ def synthetic_batch(model: str, n: int = 8, seed: int = 0) -> Dict[str, torch.Te
 
 
 def train_steps(model: nn.Module, method: Method, batch: Dict[str, torch.Tensor], steps: int, lr: float) -> List[float]:
-    """Plain AdamW steps on one batch, calling the method hooks like train.py does. Returns the losses."""
+    """Plain AdamW steps on one batch through the training loop's `Stepper` (the same hook order as
+    `train.py`; groups added during training get lr `lr`, no weight decay). Returns the losses."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    ctx = TrainContext(model=model, step=0, total_steps=steps, optimizer=opt)
+    ctx = TrainContext(model=model, step=0, total_steps=steps)
+    stepper = Stepper(model, method, opt, ctx, rules=GroupRules(lr=lr, lr_groups={}, weight_decay=0.0),
+                      loss_fn=lambda m, b: m(**b).loss)
     method.on_train_start(ctx)
-    losses = []
     model.train()
-    for step in range(steps):
-        ctx.step, ctx.batch = step, batch
-        method.before_forward(ctx)
-        loss = model(**batch).loss
-        extra = method.extra_loss(ctx)
-        total = loss + extra if extra is not None else loss
-        ctx.loss = total
-        total.backward()
-        method.after_backward(ctx)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ctx.step = step + 1
-        method.after_step(ctx)
-        losses.append(float(loss.detach()))
-    return losses
+    return [stepper.step([batch]).loss for _ in range(steps)]

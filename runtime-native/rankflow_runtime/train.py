@@ -1,12 +1,13 @@
 """The training loop: one function, `run_training`, readable top to bottom.
 
-Order of one optimizer step (what method hooks can rely on):
-  before_forward -> [forward, extra_loss, backward] x grad_accum -> (unscale) -> after_backward -> clip
-  -> optimizer.step -> scheduler.step -> after_step -> log / eval / checkpoint / preemption check.
+One optimizer step (its hook order, the one place it is defined) is `step.Stepper.step`; the loop around it
+draws the micro-batches, logs, evaluates, checkpoints and honours preemption at step boundaries. The optimizer
+groups and their per-group lr schedule (groups added during training included) are in `optim.py`.
 
 Exact resume: the data order of every epoch is a permutation drawn from a generator seeded by (seed, epoch);
-the checkpoint stores the optimizer, the scheduler, every RNG and the position (epoch, batch) at a step
-boundary, so a resumed run replays the same batches with the same dropout masks.
+the checkpoint stores the optimizer (with every group added during training), the schedule, every RNG and
+the position (epoch, batch) at a step boundary, so a resumed run replays the same batches with the same
+dropout masks.
 """
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ import torch
 from . import __version__, signals
 from .build import build, data_model_info, resolve_info
 from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, InternalError, NanError, did_you_mean
+from .errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, InternalError
 from .events import emit, finite_metrics, log
-from .methods.base import TrainContext, adapter_state_dict
+from .methods.base import TrainContext, adapter_state_dict, trainable_numel
+from .optim import GroupRules, GroupSchedule, lr_lambda, make_optimizer  # noqa: F401  (lr_lambda: re-export)
 from .spec import RunSpec
+from .step import Stepper
 
 KEEP_CHECKPOINTS = 2  # interval checkpoints kept on disk (the orchestrator uploads each one as it appears)
 
@@ -79,52 +82,6 @@ class Preemption:
         return False
 
 
-def make_optimizer(spec: RunSpec, model, method, head_name: Optional[str]) -> torch.optim.Optimizer:
-    """One parameter group per (lr group, decay / no decay). lr groups: the method's `lr_groups` and
-    `head` (the task head); `training.lr_groups` maps them to learning rates (default: training.lr)."""
-    t = spec.training
-    allowed = set(method.lr_groups) | {"head"}
-    for g in t["lr_groups"]:
-        if g not in allowed:
-            raise ConfigError(f"training.lr_groups.{g}: {method.name} has no parameter group {g!r}{did_you_mean(g, allowed)}",
-                              hint="remove it; `describe` lists each method's lr_groups")
-    groups: Dict[tuple, List[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if head_name and name.startswith(head_name + "."):
-            g = "head"
-        else:
-            g = method.group_of(name)
-        decay = p.ndim >= 2
-        groups.setdefault((g, decay), []).append(p)
-    param_groups = []
-    for (g, decay), params in groups.items():
-        param_groups.append({"params": params, "lr": float(t["lr_groups"].get(g, t["lr"])), "name": g,
-                             "weight_decay": float(t["weight_decay"]) if decay else 0.0})
-    if not param_groups:
-        raise ConfigError(f"method.name: {method.name} leaves nothing to train on this model",
-                          hint="check method.targets and training.train_head")
-    if t["optimizer"] == "sgd":
-        return torch.optim.SGD(param_groups, lr=t["lr"], momentum=0.9)
-    return torch.optim.AdamW(param_groups, lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
-
-
-def lr_lambda(schedule: str, warmup: int, total: int):
-    """Linear warmup over `warmup` steps, then constant / linear decay to 0 / cosine decay to 0."""
-    def f(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        progress = min(max(progress, 0.0), 1.0)
-        if schedule == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return f
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g)
@@ -145,9 +102,36 @@ def _to(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def _model_inputs(batch: Dict[str, Any]) -> Dict[str, Any]:
-    keys = ("input_ids", "attention_mask", "pixel_values", "labels", "token_type_ids")
-    return {k: v for k, v in batch.items() if k in keys}
+class Allocation:
+    """Reports the method's allocation (`Method.allocation`) as `allocation` events: at the start, whenever it
+    changed (checked at each progress log) and once more at the end, marked final and carrying the history
+    (every reported pattern, thinned to at most HISTORY_MAX points; checkpointed, so it survives resumes).
+    Methods without an allocation: nothing is emitted."""
+
+    HISTORY_MAX = 200
+
+    def __init__(self, method, model, history: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.method, self.model = method, model
+        self.history: List[Dict[str, Any]] = list(history or [])
+        self.last = (self.history[-1]["ranks"], self.history[-1]["budget"]) if self.history else None
+
+    def report(self, step: int, final: bool = False, start: bool = False) -> None:
+        """`start`: emit even if unchanged (the first event of a process); `final`: the last one."""
+        a = self.method.allocation(self.model)
+        if a is None:
+            return
+        ranks = {k: int(v) for k, v in a["ranks"].items()}
+        budget = None if a.get("budget") is None else int(a["budget"])
+        changed = (ranks, budget) != self.last
+        if changed:
+            self.last = (ranks, budget)
+            self.history.append({"step": step, "total": sum(ranks.values()), "budget": budget, "ranks": ranks})
+            if len(self.history) > self.HISTORY_MAX:  # keep the first, the last and every other one between
+                self.history = self.history[:-1:2] + self.history[-1:]
+        if changed or final or start:
+            emit("allocation", step=step, unit=a.get("unit", "rank"), ranks=ranks, total=sum(ranks.values()),
+                 budget=budget, trainable_params=trainable_numel(self.model), final=final,
+                 history=self.history if final else None)
 
 
 @dataclass
@@ -197,7 +181,7 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         warmup = int(math.ceil(t["warmup_ratio"] * total_steps))
 
         optimizer = make_optimizer(spec, model, method, info.head_name)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["schedule"], warmup, total_steps))
+        scheduler = GroupSchedule(optimizer, t["schedule"], warmup, total_steps)
         use_amp = device.type == "cuda" and t["precision"] in ("bf16", "fp16")
         amp_dtype = torch.bfloat16 if t["precision"] == "bf16" else torch.float16
         scaler = torch.amp.GradScaler("cuda") if use_amp and t["precision"] == "fp16" else None
@@ -221,15 +205,17 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
                                   hint="resume with the same dataset (size, seed) as the run that wrote it")
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume, pos.step, pos.epoch, pos.batch)
         order = epoch_order(n_train, spec.seed, pos.epoch)
+        allocation = Allocation(method, model, loaded.manifest["trainer"].get("allocation") if resume else None)
 
         emit("started", pid=os.getpid(), device=str(device), torch=torch.__version__,
              python=platform.python_version(), runtime=__version__, step=pos.step, total_steps=total_steps,
-             trainable_params=built.trainable, total_params=built.total)
+             trainable_params=trainable_numel(model), total_params=built.total)
 
         primary, greater = task_data.primary_metric, task_data.greater_is_better
         trainer_state = lambda: {"epoch": pos.epoch, "batch": pos.batch, "best_value": pos.best_value,  # noqa: E731
                                  "best_step": pos.best_step, "best_metrics": pos.best_metrics,
-                                 "last_metrics": pos.last_metrics, "last_eval_step": pos.last_eval_step}
+                                 "last_metrics": pos.last_metrics, "last_eval_step": pos.last_eval_step,
+                                 "allocation": allocation.history}
 
         def checkpoint(reason: str) -> str:
             path = os.path.join(ckpt_root, f"step-{pos.step:08d}")
@@ -250,11 +236,23 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
                 pos.best_value, pos.best_step, pos.best_metrics = value, pos.step, metrics
                 _save_best(os.path.join(out_dir, "best"), model, pos.step, metrics)
 
-        ctx = TrainContext(model=model, step=pos.step, total_steps=total_steps, optimizer=optimizer,
-                           scheduler=scheduler, device=device)
+        ctx = TrainContext(model=model, step=pos.step, total_steps=total_steps, device=device)
+        stepper = Stepper(model, method, optimizer, ctx, scheduler=scheduler, rules=GroupRules.from_training(t),
+                          max_grad_norm=t["max_grad_norm"], scaler=scaler, autocast=autocast)
         method.on_train_start(ctx)
+        allocation.report(pos.step, start=True)
         model.train()
         window_t, window_n = time.time(), 0
+
+        def micro_batches():
+            nonlocal order
+            for _ in range(t["grad_accum"]):
+                if pos.batch >= batches_per_epoch:
+                    pos.epoch, pos.batch = pos.epoch + 1, 0
+                    order = epoch_order(n_train, spec.seed, pos.epoch)
+                idx = order[pos.batch * bs:(pos.batch + 1) * bs].tolist()
+                pos.batch += 1
+                yield _to(task_data.collate([task_data.train[i] for i in idx]), device)
 
         while pos.step < total_steps:
             if pre.requested:
@@ -262,52 +260,18 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
                 emit("preempted", step=pos.step, path=path)
                 return EXIT_PREEMPTED
             ctx.step, ctx.epoch = pos.step, pos.epoch + pos.batch / batches_per_epoch
-            method.before_forward(ctx)
-            step_loss = 0.0
-            for _ in range(t["grad_accum"]):
-                if pos.batch >= batches_per_epoch:
-                    pos.epoch, pos.batch = pos.epoch + 1, 0
-                    order = epoch_order(n_train, spec.seed, pos.epoch)
-                idx = order[pos.batch * bs:(pos.batch + 1) * bs].tolist()
-                pos.batch += 1
-                batch = _to(task_data.collate([task_data.train[i] for i in idx]), device)
-                ctx.batch = batch
-                with autocast():
-                    loss = model(**_model_inputs(batch)).loss
-                    extra = method.extra_loss(ctx)
-                    total = loss + extra if extra is not None else loss
-                if not torch.isfinite(total.detach()):
-                    raise NanError(f"loss is {float(total.detach())} at step {pos.step + 1}",
-                                   hint="lower training.lr, set training.max_grad_norm, or use fp32/bf16")
-                ctx.loss = total
-                scaled = total / t["grad_accum"]
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                step_loss += float(loss.detach()) / t["grad_accum"]
-                window_n += len(idx)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            method.after_backward(ctx)
-            if t["max_grad_norm"] is not None:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                               t["max_grad_norm"])
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            pos.step += 1
-            ctx.step = pos.step
-            method.after_step(ctx)
+            result = stepper.step(micro_batches(), n_micro=t["grad_accum"])
+            pos.step = ctx.step
+            window_n += result.examples
 
             if pos.step % t["log_every"] == 0 or pos.step == total_steps:
                 now = time.time()
                 emit("progress", step=pos.step, total_steps=total_steps,
-                     epoch=pos.epoch + pos.batch / batches_per_epoch, loss=step_loss,
+                     epoch=pos.epoch + pos.batch / batches_per_epoch, loss=result.loss,
                      lr=float(optimizer.param_groups[0]["lr"]), throughput=window_n / max(now - window_t, 1e-9),
                      peak_mem_mb=peak_mem_mb(device))
                 window_t, window_n = now, 0
+                allocation.report(pos.step)
             if t["eval_every"] and pos.step % t["eval_every"] == 0 and pos.step < total_steps:
                 run_eval()
                 model.train()
@@ -319,9 +283,10 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         if pos.last_eval_step != pos.step:
             run_eval()
         checkpoint("final")
+        allocation.report(pos.step, final=True)
         emit("done", step=pos.step, metrics=pos.last_metrics, best_metrics=pos.best_metrics or pos.last_metrics,
-             best_step=pos.best_step if pos.best_value is not None else pos.step, trainable_params=built.trainable,
-             total_params=built.total, wall_time_s=time.time() - t_start)
+             best_step=pos.best_step if pos.best_value is not None else pos.step,
+             trainable_params=trainable_numel(model), total_params=built.total, wall_time_s=time.time() - t_start)
         return EXIT_OK
 
 

@@ -36,13 +36,19 @@ How to add a method (one file, no central list to edit)
    dtype)` to return an `nn.Module` built once per model from the list of all target shapes; it is
    attached to the model as `rankflow_shared` (its trainable parameters train, its persistent buffers are
    checkpointed) and passed to every `wrap` call; `AdaptedLinear.shared` gives it back.
-7. Optional training hooks, called by the training loop with a `TrainContext` (model, step, total_steps,
-   optimizer, scheduler, epoch, loss, ...): `on_train_start`, `before_forward`, `extra_loss` (a tensor added
-   to the loss, e.g. a regulariser), `after_backward` (gradients present, before clipping and the optimizer
-   step), `after_step` (after the optimizer and scheduler step). Small JSON-able values that the hooks
-   update go in `extra_state()` / `load_extra_state()`; they are checkpointed.
-   A method that changes parameter shapes during training (rank growth) overrides `prepare_load(model,
-   state)` to resize its modules before a checkpoint's tensors are loaded.
+7. Optional training hooks, called with a `TrainContext` (model, step, total_steps, optimizer, scheduler,
+   epoch, loss, ...) in the order documented in ONE place, `rankflow_runtime/step.py`: `on_train_start`,
+   `before_forward`, `extra_loss` (a tensor added to the loss, e.g. a regulariser), `after_backward` (raw
+   gradients, before clipping and the optimizer step), `after_optimizer_step` (clipped gradients still in
+   `p.grad`, weights updated, before `zero_grad`: AdaLoRA-style importance and masking), `after_step` (after
+   zero_grad; `ctx.step` counts the steps done). Small JSON-able values that the hooks update go in
+   `extra_state()` / `load_extra_state()`; tensors (importance EMAs, masks) go in persistent buffers; both
+   are checkpointed.
+   Parameters that appear during training: create them on the module (e.g. append to an `nn.ParameterList`)
+   and call `ctx.add_parameters(params, lr_group=..., restart_warmup=..., weight_decay=...)`; override
+   `prepare_load(model, state)` to re-create them from a checkpoint's tensor names and shapes (it runs
+   before the adapter tensors and the optimizer state are loaded). A method that decides where capacity goes
+   reports it with `allocation(model)` (events and the result record).
 8. Parameter groups: override `group_of(param_name)` to return one of `lr_groups` (default "default").
 9. Methods that do not wrap linear layers (full fine-tuning, probing, prompts) override `adapt(model,
    targets, ctx)` and `formula(model, shapes, ctx)`; see `full.py` and `linear_probe.py`.
@@ -57,7 +63,7 @@ import fnmatch
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -194,7 +200,8 @@ def parse_options(options_cls: type, raw: Optional[Dict[str, Any]], where: str =
 
 @dataclass
 class TrainContext:
-    """What a method hook sees. `step` counts optimizer steps already taken (0 before the first)."""
+    """What a method hook sees. `step` counts optimizer steps already taken (0 before the first); the hook
+    order is documented in `rankflow_runtime/step.py`."""
 
     model: nn.Module
     step: int
@@ -205,6 +212,20 @@ class TrainContext:
     loss: Optional[torch.Tensor] = None
     batch: Optional[Dict[str, torch.Tensor]] = None
     device: Optional[torch.device] = None
+    grow: Optional[Callable[..., Any]] = None  # set by the Stepper: implements add_parameters
+
+    def add_parameters(self, params: Sequence[nn.Parameter], *, lr_group: str = "default",
+                       restart_warmup: bool = False, weight_decay: Optional[float] = None) -> List[Dict[str, Any]]:
+        """Hand tensors created during training (already registered on the model, requires_grad) to the
+        optimizer as new parameter groups: lr from `training.lr_groups[lr_group]` (else `training.lr`), weight
+        decay `weight_decay` (None: training.weight_decay on ≥ 2-D tensors, 0 otherwise). With `restart_warmup`
+        the group gets its own warmup from the next step and decays over the steps left (IncreLoRA's
+        `Multi_LambdaLR`); otherwise it follows the global schedule. They first update at the next step.
+        A checkpoint records the groups by parameter name; on resume the method must re-create the tensors
+        in `prepare_load`, and the groups are re-created before the optimizer state is loaded."""
+        if self.grow is None:
+            raise RuntimeError("add_parameters: this training loop does not step through rankflow_runtime.step.Stepper")
+        return self.grow(params, lr_group=lr_group, restart_warmup=restart_warmup, weight_decay=weight_decay)
 
 
 @dataclass
@@ -462,8 +483,19 @@ class Method:
     def after_backward(self, ctx: TrainContext) -> None:
         pass
 
+    def after_optimizer_step(self, ctx: TrainContext) -> None:
+        pass
+
     def after_step(self, ctx: TrainContext) -> None:
         pass
+
+    # -- allocation (methods that move rank during training) ----------------------------------------
+    def allocation(self, model: nn.Module) -> Optional[Dict[str, Any]]:
+        """Where the method's capacity sits now, for methods that decide it during training: None (the
+        default) or `{"ranks": {module name: int}, "budget": int or None, "unit": "rank"}`. The loop emits an
+        `allocation` event when it changes (checked every `log_every` steps), at the start and at the end;
+        the final pattern is stored in the result record."""
+        return None
 
     # -- parameter groups ---------------------------------------------------------------------------
     def group_of(self, param_name: str) -> str:
