@@ -99,9 +99,10 @@ export const ExportedEvent = z.strictObject({
   /** Step of the exported checkpoint. */
   step: z.number().int().nonnegative(),
   method: z.string(),
-  /** PEFT's `peft_type` in adapter_config.json (LORA, VERA, RANDLORA, MISS) and its rank `r`. */
+  /** PEFT's `peft_type` in adapter_config.json (LORA, VERA, RANDLORA, MISS, PROMPT_TUNING) and its rank `r`
+   *  (null for adapters without one: prompt tuning). */
   peft_type: z.string(),
-  r: z.number().int().positive(),
+  r: z.number().int().positive().nullable(),
   /** The output directory (absolute). */
   path: z.string().min(1),
   files: z.array(CheckpointFile).min(1),

@@ -152,7 +152,7 @@ export const exportCommand: Command = {
         throw new Error(`export: the runtime failed (${why})${tail ? `\n${tail}` : ''}`);
       }
       const which = ck.best ? 'best' : ck.step === all.at(-1)?.step ? 'newest' : 'chosen';
-      console.log(`${runId}: ${done.method} adapter (PEFT ${done.peft_type}, r=${done.r}) from the ${which} checkpoint, step ${done.step}, written to ${done.path}`);
+      console.log(`${runId}: ${done.method} adapter (PEFT ${done.peft_type}${done.r === null ? '' : `, r=${done.r}`}) from the ${which} checkpoint, step ${done.step}, written to ${done.path}`);
       console.log(`  ${done.files.map((f) => f.name).join(', ')}; load it with peft.PeftModel.from_pretrained(base_model, "${done.path}")`);
       return 0;
     } finally {

@@ -31,7 +31,47 @@ def resolve_info(spec: RunSpec) -> ModelInfo:
     if info.task != spec.model["task"]:
         raise ConfigError(f"model.task: {spec.model['name']} is a {info.task} model, not {spec.model['task']}",
                           hint=f'set model.task to "{info.task}"')
+    reserve_positions(info, make_method(spec), explicit=spec.dataset["max_length"] is not None)
     return info
+
+
+def reserve_positions(info: ModelInfo, method: Method, explicit: bool) -> None:
+    """Leave room for positions the method prepends (soft prompts): without an explicit dataset.max_length the
+    data's length becomes the model's limit minus them; an explicit one that does not fit is a config error."""
+    extra = method.reserved_positions()
+    if not extra or info.max_positions is None or info.max_length is None:
+        return
+    room = info.max_positions - extra
+    if room < 1:
+        raise ConfigError(f"method.options: {method.name}'s {extra} prompt positions leave no room for inputs in "
+                          f"{info.name}'s {info.max_positions} positions", hint="use fewer virtual tokens")
+    if info.max_length <= room:
+        return
+    if explicit:
+        raise ConfigError(f"dataset.max_length: {info.max_length} inputs plus {method.name}'s {extra} prompt "
+                          f"positions exceed {info.name}'s {info.max_positions} positions",
+                          hint=f"set dataset.max_length to at most {room} (or use fewer virtual tokens)")
+    info.max_length = room
+
+
+def adapt_facts(spec: Optional[RunSpec], info: ModelInfo) -> dict:
+    """What `adapt_model` passes to methods about the model and the run's inputs (see `AdaptContext`)."""
+    return dict(task=info.task, max_length=info.max_length, max_positions=info.max_positions,
+                pad_token_id=info.pad_token_id, tokenize=_tokenizer(spec, info) if info.task != "img-cls" else None)
+
+
+def _tokenizer(spec: Optional[RunSpec], info: ModelInfo):
+    """The run's text tokenizer as a function text -> ids (built on first use: only text-initialised prompts
+    need it)."""
+    kind = ((spec.dataset.get("options") or {}).get("tokenizer") if spec is not None else None)
+
+    def tokenize(text: str) -> List[int]:
+        from .data.tokenizer import make_tokenizer
+        dm = data_model_info(info)
+        tok = make_tokenizer(kind, int(info.vocab_size or 0), info.task, dm.tokenizer,
+                             {"pad_id": dm.pad_id, "bos_id": dm.bos_id, "eos_id": dm.eos_id})
+        return list(tok.encode(text))
+    return tokenize
 
 
 def data_model_info(info: ModelInfo):
@@ -76,7 +116,8 @@ def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any
     else:
         model = build_model(spec.model, info, num_labels)
     targets = spec.method["targets"] or info.default_targets
-    shapes, formula = adapt_model(model, method, targets, info.head_name, spec.training["train_head"])
+    shapes, formula = adapt_model(model, method, targets, info.head_name, spec.training["train_head"],
+                                  **adapt_facts(spec, info))
     if torch.device(device).type == "cuda" and spec.training["precision"] in ("bf16", "fp16"):
         # Mixed precision on the GPU: the frozen backbone is stored in half precision (autocast runs the
         # matmuls in it anyway); trainable parameters and method buffers stay fp32.

@@ -24,6 +24,7 @@ Methods and their PEFT counterpart:
 | `vera`     | `VeraConfig(save_projection=True)`      | vera_lambda_b, vera_lambda_d; shared vera_A, vera_B          |
 | `randlora` | `RandLoraConfig(save_projection=True)`  | randlora_lambda, randlora_gamma; randlora_A, randlora_B      |
 | `bone`     | `MissConfig` (balance / bat / mini)     | miss_block                                                   |
+| `prompt-tuning` | `PromptTuningConfig` (task SEQ_CLS / CAUSAL_LM) | prompt_embeddings (no target modules; head as `base_model.<head>.*`) |
 
 PiSSA trains on the residual W_res = W0 − s·B0 A0 (its frozen base is not the original weight), so a plain
 rank-r LoRA of (A, B) would be wrong on the original model. Two modes:
@@ -173,7 +174,24 @@ def _export_bone(model, method, opts):
     return tensors, config, {}
 
 
+def _export_prompt_tuning(model, method, opts):
+    from .methods.prompt_tuning import input_embedding
+    prompt = _shared(model).prompt
+    cfg = getattr(model, "config", None)
+    get = (lambda k: getattr(cfg, k, None)) if cfg is not None and not isinstance(cfg, dict) else (lambda k: None)
+    config = {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": int(prompt.shape[0]),
+              "token_dim": int(input_embedding(model).embedding_dim), "num_transformer_submodules": 1,
+              "num_attention_heads": get("num_attention_heads"), "num_layers": get("num_hidden_layers"),
+              "prompt_tuning_init": "RANDOM", "prompt_tuning_init_text": None, "tokenizer_name_or_path": None,
+              "tokenizer_kwargs": None}
+    return {"prompt_embeddings": _t(prompt)}, config, {}
+
+
+# Prompt-learning adapters in PEFT: no target modules, a task type, the head saved under `base_model.<name>`.
+PROMPT_LEARNING = {"PROMPT_TUNING"}
+
 EXPORTERS: Dict[str, Callable] = {
+    "prompt-tuning": _export_prompt_tuning,
     "lora": _export_lora,
     "dora": _export_dora,
     "pissa": _export_pissa,
@@ -193,17 +211,22 @@ def export_peft(model: nn.Module, method: Method, out_dir: str, *, head_name: Op
         raise ConfigError(f"export: method {method.name!r} has no Hugging Face PEFT implementation to export to",
                           hint=f"PEFT-format export supports {', '.join(sorted(EXPORTERS))}")
     tensors, config, extra = EXPORTERS[method.name](model, method, {"pissa_mode": pissa_mode})
+    prompt_learning = config["peft_type"] in PROMPT_LEARNING
     modules_to_save = None
     if head_name:
         head = model.get_submodule(head_name)
         params = dict(head.named_parameters())
         if any(p.requires_grad for p in params.values()):
             modules_to_save = [head_name]
+            pre = "base_model." if prompt_learning else "base_model.model."
             for pname, p in params.items():
-                tensors[f"base_model.model.{head_name}.{pname}"] = _t(p)
-    config.update({"target_modules": list(method.targets), "modules_to_save": modules_to_save, "task_type": None,
-                   "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
-                   "peft_version": PEFT_FORMAT_VERSION})
+                tensors[f"{pre}{head_name}.{pname}"] = _t(p)
+    if prompt_learning:  # PEFT's task-specific model does the prompt's input/label/mask handling
+        config["task_type"] = "CAUSAL_LM" if head_name == "lm_head" else "SEQ_CLS"
+    else:
+        config.update({"target_modules": list(method.targets), "task_type": None})
+    config.update({"modules_to_save": modules_to_save, "base_model_name_or_path": base_model_name_or_path,
+                   "inference_mode": True, "peft_version": PEFT_FORMAT_VERSION})
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, "adapter_model.safetensors"))
     with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:
@@ -239,5 +262,7 @@ def export_checkpoint(spec, checkpoint_dir: str, out_dir: str, *, pissa_mode: st
         if fname in ("adapter_config.json", "adapter_model.safetensors", "residual_weights.safetensors"):
             p = os.path.join(out_dir, fname)
             files.append({"name": fname, "sha256": sha256_file(p), "bytes": os.path.getsize(p)})
-    return {"step": int(manifest["step"]), "method": name, "peft_type": config["peft_type"], "r": int(config["r"]),
+    r = config.get("r")
+    return {"step": int(manifest["step"]), "method": name, "peft_type": config["peft_type"],
+            "r": int(r) if r is not None else None,
             "path": os.path.abspath(out_dir), "files": files}

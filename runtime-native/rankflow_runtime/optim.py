@@ -44,7 +44,8 @@ class GroupRules:
 
 def make_optimizer(spec, model, method, head_name: Optional[str]) -> torch.optim.Optimizer:
     """One parameter group per (lr group, decay / no decay). lr groups: the method's `lr_groups` and
-    `head` (the task head); `training.lr_groups` maps them to learning rates (default: training.lr)."""
+    `head` (the task head); `training.lr_groups` maps them to learning rates (default: training.lr).
+    Weight decay applies where `method.decays(name, p)` (default: tensors with ≥ 2 dims)."""
     t = spec.training
     rules = GroupRules.from_training(t)
     allowed = set(method.lr_groups) | {"head"}
@@ -57,7 +58,7 @@ def make_optimizer(spec, model, method, head_name: Optional[str]) -> torch.optim
         if not p.requires_grad:
             continue
         g = "head" if head_name and name.startswith(head_name + ".") else method.group_of(name)
-        groups.setdefault((g, p.ndim >= 2), []).append(p)
+        groups.setdefault((g, method.decays(name, p)), []).append(p)
     param_groups = [{"params": params, "lr": rules.lr_of(g), "name": g,
                      "weight_decay": rules.weight_decay if decay else 0.0}
                     for (g, decay), params in groups.items()]

@@ -55,7 +55,10 @@ def adapted_model(model: str, method: str, rank: Optional[int] = 4, options=None
     """(model, method, info, formula) with the method applied to the tiny model built from `seed`."""
     m, info = base_model(model, seed)
     meth = make_method(method, rank, options, seed)
-    _, formula = adapt_model(m, meth, targets or TINY_TARGETS[model], info.head_name, train_head)
+    from .build import adapt_facts, reserve_positions
+    reserve_positions(info, meth, explicit=False)
+    _, formula = adapt_model(m, meth, targets or TINY_TARGETS[model], info.head_name, train_head,
+                             **adapt_facts(None, info))
     return m, meth, info, formula
 
 

@@ -12,13 +12,22 @@ from safetensors.torch import load_file, save_file
 from rankflow_runtime.methods import registry
 from rankflow_runtime.methods.base import (SHARED_ATTR, AdaptedLinear, adapt_model, adapter_state_dict,
                                            load_adapter_state_dict, trainable_numel)
-from rankflow_runtime.models import build_model
+from rankflow_runtime.models import BUILTIN, build_model
 from rankflow_runtime.testing import (NUM_LABELS, TINY_TARGETS, adapted_model, base_model, make_method,
                                       synthetic_batch, tiny_info, train_steps)
 
 METHODS = sorted(registry())
 MODELS = ["tiny-encoder", "tiny-vit", "tiny-decoder"]
-CASES = [pytest.param(m, mo, id=f"{m}-{mo}") for m in METHODS for mo in MODELS]
+
+
+def _case(method, model):
+    task = BUILTIN[model]["task"]
+    tasks = registry()[method].model_tasks
+    marks = () if task in tasks else pytest.mark.skip(reason=f"{method} applies to {'/'.join(tasks)} models only")
+    return pytest.param(method, model, id=f"{method}-{model}", marks=marks)
+
+
+CASES = [_case(m, mo) for m in METHODS for mo in MODELS]
 
 
 def _forward(model, batch):
@@ -67,7 +76,10 @@ def test_only_intended_parameters_train(method, model):
     else:
         bad = [n for n in trainable if not _adapter_owned(n, m, info.head_name)]
         assert not bad, f"{method} trains non-adapter parameters: {bad[:5]}"
-        assert meth.targets and all(isinstance(m.get_submodule(t), AdaptedLinear) for t in meth.targets)
+        if cls.wraps_targets:
+            assert meth.targets and all(isinstance(m.get_submodule(t), AdaptedLinear) for t in meth.targets)
+        else:  # input-side methods (prompts): the whole backbone is frozen
+            assert not meth.targets and not any(isinstance(x, AdaptedLinear) for x in m.modules())
         for mod in m.modules():
             if isinstance(mod, AdaptedLinear):
                 assert not any(p.requires_grad for p in mod.base.parameters())
@@ -89,7 +101,9 @@ def test_count_equals_formula_equals_actual(method, model, train_head):
     with torch.device("meta"):
         mm = build_model({}, info, NUM_LABELS[model])
     meth2 = make_method(method)
-    shapes, meta_formula = adapt_model(mm, meth2, TINY_TARGETS[model], info.head_name, train_head)
+    from rankflow_runtime.build import adapt_facts
+    shapes, meta_formula = adapt_model(mm, meth2, TINY_TARGETS[model], info.head_name, train_head,
+                                       **adapt_facts(None, info))
     assert all(p.is_meta for p in mm.parameters())
     assert meta_formula == formula == trainable_numel(mm)
     if type(meth).wraps_targets:

@@ -51,7 +51,10 @@ How to add a method (one file, no central list to edit)
    reports it with `allocation(model)` (events and the result record).
 8. Parameter groups: override `group_of(param_name)` to return one of `lr_groups` (default "default").
 9. Methods that do not wrap linear layers (full fine-tuning, probing, prompts) override `adapt(model,
-   targets, ctx)` and `formula(model, shapes, ctx)`; see `full.py` and `linear_probe.py`.
+   targets, ctx)` and `formula(model, shapes, ctx)`; see `full.py`, `linear_probe.py` and `prompt_tuning.py`
+   (input-embedding adaptation: a forward pre-hook on the model; `reserved_positions` makes the data leave
+   room for the prompt; `model_tasks` lists the model tasks a method applies to; `decays` turns weight
+   decay off for chosen tensors).
 
 The conformance suite (`tests/test_conformance.py`) runs over every registered method on the three built-in
 models, so a new method is tested as soon as its file exists.
@@ -230,10 +233,15 @@ class TrainContext:
 
 @dataclass
 class AdaptContext:
-    """Facts about the model a method may need while adapting it."""
+    """Facts about the model (and the run's inputs) a method may need while adapting it."""
 
     head_name: Optional[str] = None  # module name of the task head (classifier / lm_head)
     train_head: bool = False
+    task: Optional[str] = None  # seq-cls / img-cls / causal-lm
+    max_length: Optional[int] = None  # the longest input the data gives (dataset.max_length or the model's limit)
+    max_positions: Optional[int] = None  # the model's position limit (inputs plus prompt tokens must fit)
+    pad_token_id: Optional[int] = None
+    tokenize: Optional[Callable[[str], List[int]]] = None  # the run's text tokenizer (no special tokens)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,6 +377,7 @@ class Method:
     wraps_targets: ClassVar[bool] = True  # False for methods that adapt the model otherwise (full, probe)
     trains_backbone: ClassVar[bool] = False  # True only for full fine-tuning
     forces_head: ClassVar[bool] = False  # the head always trains (linear probing)
+    model_tasks: ClassVar[Tuple[str, ...]] = ("seq-cls", "img-cls", "causal-lm")  # model tasks it applies to
     # For the conformance suite only: learning rate and options of its short "loss goes down" run.
     test_lr: ClassVar[float] = 1e-2
     test_options: ClassVar[Dict[str, Any]] = {}
@@ -502,6 +511,16 @@ class Method:
         """Name of the parameter group of a trainable parameter: "default" or one of `lr_groups`."""
         return "default"
 
+    def decays(self, param_name: str, param: torch.Tensor) -> bool:
+        """Whether `training.weight_decay` applies to a trainable parameter (default: tensors with ≥ 2 dims)."""
+        return param.ndim >= 2
+
+    # -- inputs -------------------------------------------------------------------------------------
+    def reserved_positions(self) -> int:
+        """Sequence positions the method adds in front of every input (soft prompts): the data's max_length
+        is lowered (or checked) so that inputs plus these positions fit the model."""
+        return 0
+
     # -- checkpoint state ---------------------------------------------------------------------------
     def extra_state(self) -> Dict[str, Any]:
         """Small JSON-able state the hooks maintain (saved in the checkpoint manifest)."""
@@ -571,9 +590,13 @@ def adapted_layers(model: nn.Module) -> List[AdaptedLinear]:
 
 
 def adapt_model(model: nn.Module, method: Method, targets: Sequence[str], head_name: Optional[str],
-                train_head: bool) -> Tuple[List[Shape], int]:
-    """Apply `method` to `model` in place. Returns (target shapes, formula count including the head)."""
-    ctx = AdaptContext(head_name=head_name, train_head=train_head or method.forces_head)
+                train_head: bool, **facts: Any) -> Tuple[List[Shape], int]:
+    """Apply `method` to `model` in place. Returns (target shapes, formula count including the head).
+    `facts` fill the other fields of `AdaptContext` (task, max_length, ...)."""
+    ctx = AdaptContext(head_name=head_name, train_head=train_head or method.forces_head, **facts)
+    if ctx.task is not None and ctx.task not in method.model_tasks:
+        raise ConfigError(f"method.name: {method.name} does not apply to {ctx.task} models",
+                          hint=f"use it on a {' or '.join(method.model_tasks)} model")
     shapes = method.adapt(model, list(targets), ctx)
     formula = method.formula(model, shapes, ctx)
     if ctx.train_head and head_name and not method.trains_backbone:

@@ -26,6 +26,7 @@ class ModelInfo:
     default_targets: List[str]  # attention q/v, as the LoRA paper and PEFT's defaults
     vocab_size: Optional[int] = None
     max_length: Optional[int] = None
+    max_positions: Optional[int] = None  # the model's position limit (text models; None: unknown/unbounded)
     image_size: Optional[int] = None
     channels: Optional[int] = None
     pad_token_id: Optional[int] = None
@@ -86,6 +87,7 @@ def _resolve_builtin(spec: Dict[str, Any], max_length: Optional[int]) -> ModelIn
             raise ConfigError(f"dataset.max_length: {max_length} exceeds {name}'s max_position {limit}",
                               hint=f"lower dataset.max_length or raise model.config.max_position")
         info.max_length = max_length or limit
+        info.max_positions = limit
         info.pad_token_id = cfg.get("pad_token_id")
         info.bos_token_id = cfg.get("bos_token_id")
         info.eos_token_id = cfg.get("eos_token_id")

@@ -9,7 +9,8 @@
   it is a sequence classifier instead (as `LlamaForSequenceClassification`): head `score` (no bias) on the
   hidden state of the last real token of each row (right padding; the attention mask says which are real).
 
-Every model takes HF-style keyword inputs and returns `ModelOutput(loss, logits)`; the loss follows HF:
+Every model takes HF-style keyword inputs (text models: `input_ids` or `inputs_embeds`, and
+`get_input_embeddings()` gives the token embedding) and returns `ModelOutput(loss, logits)`; the loss follows HF:
 cross-entropy (MSE when num_labels == 1) for classification, next-token cross-entropy with -100 ignored
 for the causal LM.
 """
@@ -122,10 +123,13 @@ class TinyEncoder(nn.Module):
         self.classifier = nn.Linear(h, num_labels)
         _init_weights(self)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, **_ignored):
-        b, t = input_ids.shape
-        pos = torch.arange(t, device=input_ids.device)
-        x = self.embed_tokens(input_ids) + self.embed_positions(pos)[None]
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, inputs_embeds=None, **_ignored):
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        pos = torch.arange(x.shape[1], device=x.device)
+        x = x + self.embed_positions(pos)[None]
         mask = None
         if attention_mask is not None:
             mask = attention_mask[:, None, None, :].bool()  # (b, 1, 1, t): attend to real tokens
@@ -269,9 +273,14 @@ class TinyDecoder(nn.Module):
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
         _init_weights(self)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None, **_ignored):
-        b, t = input_ids.shape
-        dev = input_ids.device
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, position_ids=None, inputs_embeds=None,
+                **_ignored):
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        b, t = x.shape[:2]
+        dev = x.device
         if position_ids is None:
             if attention_mask is not None:  # left padding: positions count real tokens only
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -281,7 +290,6 @@ class TinyDecoder(nn.Module):
         if attention_mask is not None:
             mask = mask & attention_mask[:, None, None, :].bool()
             mask = mask | torch.eye(t, dtype=torch.bool, device=dev)[None, None]  # padded rows attend to themselves
-        x = self.embed_tokens(input_ids)
         for layer in self.layers:
             x = layer(x, position_ids, mask)
         if self.num_labels:

@@ -195,6 +195,7 @@ def resolve(spec: Dict[str, Any], max_length: Optional[int]):
             raise ConfigError(f"dataset.max_length: {max_length} exceeds {spec['name']}'s {limit} positions",
                               hint="lower dataset.max_length")
         info.max_length = max_length or limit
+        info.max_positions = limit
         eos = cfg.eos_token_id
         info.eos_token_id = eos[0] if isinstance(eos, list) else eos
         # One pad id for the data (collation) and the model (a decoder classifier pools the last token that

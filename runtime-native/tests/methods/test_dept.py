@@ -1,0 +1,135 @@
+"""DePT: the count m·d + s·r + r·d (independent of depth), ΔE = 0 at init, the α/√r position-wise update,
+inputs padded to exactly s, no loss on prompt or pad positions, two lr groups without weight decay, resume, and
+the toy claim (prompt tuning's accuracy with a shorter sequence, so fewer FLOPs per step, measured)."""
+import math
+
+import pytest
+import torch
+
+from rankflow_runtime.build import count
+from rankflow_runtime.errors import ConfigError
+from rankflow_runtime.methods.base import SHARED_ATTR
+from rankflow_runtime.spec import example_spec, parse_spec
+from rankflow_runtime.testing import adapted_model, base_model, synthetic_batch
+
+
+def _spec(**over):
+    s = {"model.name": "tiny-encoder", "method.name": "dept", "method.rank": 4,
+         "method.options": {"num_virtual_tokens": 12, "init": "vocab"}, "dataset.max_length": 32}
+    s.update(over)
+    return parse_spec(example_spec(**s))
+
+
+def test_count_formula_independent_of_depth():
+    m, s, r, d = 12, 32, 4, 64
+    head = d * 2 + 2
+    for layers in (1, 2, 5):
+        got = count(_spec(**{"model.config": {"num_layers": layers}}))
+        assert got["trainable"] == got["formula"] == m * d + s * r + r * d + head
+    # DePT's own setting: T5-base sized (d 768, s 256): m 60 r 30 = m 40 r 45 = m 80 r 15 = 100-token prompt tuning
+    from rankflow_runtime.methods.dept import DePT
+    for m_, r_ in ((60, 30), (40, 45), (80, 15)):
+        assert m_ * 768 + 256 * r_ + r_ * 768 == 76_800
+    assert DePT(30, {"num_virtual_tokens": 60}).rank == 30
+
+
+def _with_prompt_of(dept_model, pt_model):
+    getattr(pt_model, SHARED_ATTR).prompt.data.copy_(getattr(dept_model, SHARED_ATTR).prompt)
+
+
+@pytest.mark.parametrize("model", ["tiny-encoder", "tiny-decoder"])
+def test_zero_update_at_init_and_padding_to_s_changes_nothing_else(model):
+    """B = 0: DePT equals prompt tuning with the same prompt (padding to s is invisible to the real positions)."""
+    d, meth, info, _ = adapted_model(model, "dept", options={"num_virtual_tokens": 2})
+    sp = getattr(d, SHARED_ATTR)
+    assert torch.count_nonzero(sp.lora_embedding_B) == 0 and torch.count_nonzero(sp.embedding_delta()) == 0
+    assert sp.pad_length() == info.max_length
+    bound = 1 / math.sqrt(meth.rank)
+    assert sp.lora_embedding_A.abs().max() <= bound and sp.lora_embedding_A.std() > bound / 4  # Kaiming a=√5
+    p, *_ = adapted_model(model, "prompt-tuning", options={"num_virtual_tokens": 2})
+    _with_prompt_of(d, p)
+    batch = synthetic_batch(model)
+    d.eval()
+    p.eval()
+    with torch.no_grad():
+        a, b = d(**batch), p(**batch)
+    torch.testing.assert_close(a.loss, b.loss)
+    torch.testing.assert_close(a.logits, b.logits)
+
+
+@pytest.mark.parametrize("model", ["tiny-encoder", "tiny-decoder"])
+def test_update_is_alpha_over_sqrt_r_times_AB_on_the_padded_inputs(model):
+    d, meth, info, _ = adapted_model(model, "dept", rank=3, options={"num_virtual_tokens": 2, "alpha": 5.0})
+    sp = getattr(d, SHARED_ATTR)
+    s = sp.pad_length()
+    with torch.no_grad():
+        sp.lora_embedding_B.normal_()
+    assert sp.scaling == 5.0 / math.sqrt(3)
+    base, _ = base_model(model)
+    batch = synthetic_batch(model)
+    b, t = batch["input_ids"].shape
+    ids = torch.cat([batch["input_ids"], torch.zeros(b, s - t, dtype=torch.long)], 1)
+    mask = torch.cat([torch.ones(b, 2, dtype=torch.long), batch["attention_mask"],
+                      torch.zeros(b, s - t, dtype=torch.long)], 1)
+    E = base.get_input_embeddings()(ids) + 5.0 / math.sqrt(3) * (sp.lora_embedding_A @ sp.lora_embedding_B)
+    labels = batch["labels"]
+    if labels.dim() == 2:  # prompt and pad positions carry no loss
+        labels = torch.cat([torch.full((b, 2), -100), labels, torch.full((b, s - t), -100)], 1)
+    want = base(inputs_embeds=torch.cat([sp.prompt[None].expand(b, -1, -1), E], 1), attention_mask=mask,
+                labels=labels)
+    got = d(**batch)
+    torch.testing.assert_close(got.loss, want.loss)
+    if info.task == "causal-lm":
+        torch.testing.assert_close(got.logits, want.logits[:, 2:2 + t])
+    else:
+        torch.testing.assert_close(got.logits, want.logits)
+
+
+def test_inputs_longer_than_s_are_an_error():
+    d, *_ = adapted_model("tiny-encoder", "dept", options={"num_virtual_tokens": 2})
+    s = getattr(d, SHARED_ATTR).pad_length()
+    with pytest.raises(ConfigError, match=f"longer than the method's s = {s}"):
+        d(input_ids=torch.ones(1, s + 1, dtype=torch.long))
+    with pytest.raises(ConfigError, match="exactly s"):
+        d(inputs_embeds=torch.zeros(1, s - 1, 32))
+
+
+def test_two_lr_groups_and_no_weight_decay():
+    from rankflow_runtime.build import build, resolve_info
+    from rankflow_runtime.optim import make_optimizer
+    spec = _spec(**{"training.lr_groups": {"prompt": 0.3, "lora": 1e-4}, "training.weight_decay": 0.1,
+                    "training.lr": 1e-3})
+    info = resolve_info(spec)
+    built = build(spec, info, 2)
+    opt = make_optimizer(spec, built.model, built.method, info.head_name)
+    names = {id(p): n for n, p in built.model.named_parameters()}
+    groups = {g["name"]: g for g in opt.param_groups if g["name"] != "head"}
+    assert set(groups) == {"prompt", "lora"}
+    assert groups["prompt"]["lr"] == 0.3 and groups["lora"]["lr"] == 1e-4
+    assert {names[id(p)] for p in groups["prompt"]["params"]} == {f"{SHARED_ATTR}.prompt"}
+    assert {names[id(p)] for p in groups["lora"]["params"]} == {f"{SHARED_ATTR}.lora_embedding_A",
+                                                               f"{SHARED_ATTR}.lora_embedding_B"}
+    assert all(g["weight_decay"] == 0.0 for g in groups.values())  # the official optimizer applies none
+    head = [g for g in opt.param_groups if g["name"] == "head" and g["weight_decay"] > 0]
+    assert head, "the head keeps the run's weight decay"
+    with pytest.raises(ConfigError, match="has no parameter group 'embedding'"):
+        make_optimizer(_spec(**{"training.lr_groups": {"embedding": 1e-3}}), built.model, built.method, "classifier")
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    from rankflow_runtime import events
+    from rankflow_runtime.train import run_training
+    spec = example_spec(**{"model.name": "tiny-encoder", "method.name": "dept", "method.rank": 4,
+                           "method.options": {"num_virtual_tokens": 4}, "dataset.max_length": 24,
+                           "dataset.train_size": 64, "dataset.eval_size": 16, "training.max_steps": 6,
+                           "training.batch_size": 8, "training.lr_groups": {"prompt": 0.3, "lora": 1e-2},
+                           "training.eval_every": None, "training.checkpoint_every": 3, "training.log_every": 1})
+    with events.capture() as full:
+        assert run_training(parse_spec(spec), str(tmp_path / "a")) == 0
+    with events.capture():
+        assert run_training(parse_spec(spec), str(tmp_path / "b"), stop_at_step=3) == 4
+    with events.capture() as resumed:
+        assert run_training(parse_spec(spec), str(tmp_path / "b"),
+                            resume=str(tmp_path / "b" / "checkpoints" / "step-00000003")) == 0
+    loss = lambda recs: [r["loss"] for r in recs if r["event"] == "progress"]  # noqa: E731
+    assert loss(full)[3:] == loss(resumed)
