@@ -142,6 +142,8 @@ class PromptHooks:
             t0 = embeds.shape[1]
         embeds = sp.adjust_embeds(embeds)
         b, m = embeds.shape[0], sp.num_virtual_tokens
+        if kwargs.get("attention_mask") is None:  # without ids a model cannot find padding: say there is none
+            kwargs["attention_mask"] = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         prompt = sp.prompt.to(embeds.dtype)[None].expand(b, -1, -1)
         kwargs["inputs_embeds"] = torch.cat([prompt, embeds], dim=1)
         kwargs["attention_mask"] = _prefix(kwargs.get("attention_mask"), m, 1)
