@@ -18,7 +18,7 @@ Methods and their PEFT counterpart:
 
 | rankflow   | PEFT config                             | tensors                                                      |
 |------------|-----------------------------------------|--------------------------------------------------------------|
-| `lora`     | `LoraConfig`                            | lora_A.weight, lora_B.weight                                 |
+| `lora`, `lora-ggpo` | `LoraConfig`                   | lora_A.weight, lora_B.weight                                 |
 | `dora`     | `LoraConfig(use_dora=True)`             | + lora_magnitude_vector                                      |
 | `pissa`    | `LoraConfig` (see below)                | lora_A.weight, lora_B.weight                                 |
 | `vera`     | `VeraConfig(save_projection=True)`      | vera_lambda_b, vera_lambda_d; shared vera_A, vera_B          |
@@ -193,6 +193,7 @@ PROMPT_LEARNING = {"PROMPT_TUNING"}
 EXPORTERS: Dict[str, Callable] = {
     "prompt-tuning": _export_prompt_tuning,
     "lora": _export_lora,
+    "lora-ggpo": _export_lora,  # a plain LoRA adapter (the perturbation only acts during training)
     "dora": _export_dora,
     "pissa": _export_pissa,
     "vera": _export_vera,

@@ -1,0 +1,188 @@
+"""LoRA-GGPO / LoRA-MGPO: LoRA trained at perturbed frozen weights (sharpness-aware, one forward/backward).
+
+Paper: Yupeng Chang, Chenlu Guo, Yi Chang, Yuan Wu, "LoRA-GGPO: Mitigating Double Descent in LoRA Fine-Tuning via
+Gradient-Guided Perturbation Optimization", arXiv:2502.14538 v1 (2025); v2/v3 and the published version are
+"LoRA-MGPO: Mitigating Double Descent in Low-Rank Adaptation via Momentum-Guided Perturbation Optimization",
+Findings of EMNLP 2025, pp. 648-659. Official code (MGPO only; the GGPO repository was renamed):
+github.com/llm172/LoRA-MGPO (`lora_mgpo/trainer.py` `LoraMGPOTrainer`, `lora_mgpo/config.py`; read at b45656c).
+
+The layer is plain LoRA, y = W0 x + s·B A x (see lora.py), and so is the trained adapter (PEFT export: LORA).
+What changes is the training step: before the forward pass every adapted layer's frozen W0 is replaced by
+W0 + ε, the forward and backward run there (one of each per micro-batch: no second pass as in SAM), and W0 is
+restored bit for bit before clipping and the optimizer step. The gradient norm of the effective update,
+G = s·(∇B·A + B·∇A) (what ΔW = sBA moves by to first order), is smoothed over steps with an EMA ḡ (decay β).
+No layer is perturbed before the optimizer has state (the first step) or before ḡ has a value.
+
+`variant: mgpo` (the released code, the published paper):
+    V = s·(m_B·A + B·m_A)      (m: the optimizer's first moment, AdamW `exp_avg` / SGD `momentum_buffer`)
+    ε = −ρ · V/‖V‖_F · min(1/(ḡ + eps), max_scale),    ḡ = EMA_β(‖G‖_F)  (one number per layer)
+  skipped for a layer where V is non-finite or ‖V‖_F ≤ eps; the scale is 1 until ḡ exists. The official μ
+  (AdamW β1) is the option `mu` (null: the run's optimizer default, 0.9).
+
+`variant: ggpo` (default; the v1 paper's perturbation, whose formula could not be read: only the abstract was
+available, "leverages gradient and weight norms to generate targeted perturbations", and no v1 code exists).
+What is used here, a random weight perturbation in the style of Flat-LoRA whose per-row size is set by the
+row's weight norm and its share of the gradient norm:
+    ε_{i,:} ~ N(0, σ_i² I),   σ_i = ρ · ‖W_{i,:}‖/√d_in · ḡ_i / mean_j ḡ_j,   W = W0 + s·B A,
+  with ḡ_i = EMA_β(‖G_{i,:}‖) per output row; the noise is drawn from a generator seeded by (seed, step, layer),
+  so a resumed run draws the same noise. With uniform gradients E‖ε‖²_F = ρ²‖W‖²_F (Flat-LoRA's σ = ρ).
+
+Defaults (official NLU profile): ρ 0.05, β 0.9, eps 1e-12, max_scale 10; NLG profile ρ 0.01, μ 0.8, β 0.8.
+Trainable parameters: LoRA's, r·(d_in + d_out) per layer. The EMAs are persistent buffers of each layer
+(`grad_norm_ema`, `ema_steps`), so checkpoints resume exactly.
+
+Deviations and notes
+--------------------
+* W0 is restored by putting the original tensor back (the perturbed weight is a separate tensor), not by
+  subtracting ε as the official code does ((W0 + ε) − ε ≠ W0 in floating point); W0 is bit-identical after
+  every step, at the cost of one weight-sized tensor per adapted layer during the step.
+* Under gradient accumulation the perturbation is drawn once per optimizer step and ḡ is updated once per step
+  from the accumulated gradient (the official trainer re-applies it per micro-batch and updates ḡ after every
+  micro-batch from the partially accumulated gradient); with grad_accum 1 (the released setting) they agree.
+* ḡ is measured before gradient clipping (as the official code, whose HF Trainer clips after accumulation).
+* GGPO: see above; the formula is ours, modelled on the abstract and Flat-LoRA (Li et al., ICML 2025).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .base import TrainContext, adapted_layers, option, register
+from .lora import LoRA, LoRALinear, LoRAOptions
+
+
+@dataclass
+class LoRAGGPOOptions(LoRAOptions):
+    variant: str = option("ggpo", help="ggpo: gradient- and weight-norm-scaled random perturbation (the v1 paper, "
+                                       "our reading); mgpo: −ρ·momentum direction / EMA gradient norm (released code)",
+                          choices=["ggpo", "mgpo"])
+    rho: float = option(0.05, help="ρ: perturbation radius (official NLU 0.05, NLG 0.01)", min=0.0)
+    beta: float = option(0.9, help="β: EMA decay of the gradient norms, 0 <= β < 1 (official NLU 0.9, NLG 0.8)",
+                         min=0.0, max=1.0)
+    mu: Optional[float] = option(None, help="μ: the optimizer's momentum (AdamW β1 / SGD momentum) for the run; "
+                                            "null keeps the run's 0.9 (official NLU 0.9, NLG 0.8)", min=0.0, max=1.0)
+    max_scale: float = option(10.0, help="mgpo: cap of the inverse gradient-norm scale 1/(ḡ + eps) (official 10)",
+                              min=0.0)
+    eps: float = option(1e-12, help="numerical floor of the norms (official 1e-12)", min=0.0)
+
+
+class GGPOLinear(LoRALinear):
+    def __init__(self, base: nn.Linear, method: "LoRAGGPO", shared=None):
+        super().__init__(base, method, shared)
+        rows = self.out_features if method.options.variant == "ggpo" else 1
+        kw = dict(device=self.device, dtype=torch.float32)
+        self.register_buffer("grad_norm_ema", torch.zeros(rows, **kw) if rows > 1 else torch.zeros((), **kw))
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long, device=self.device))
+
+    @torch.no_grad()
+    def weight_space(self, da: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
+        """s·(dB·A + B·dA): the first-order change of ΔW = sBA for a change (dA, dB) of the factors."""
+        a, b = self.lora_A.detach().float(), self.lora_B.detach().float()
+        return self.scaling * (db.float() @ a + b @ da.float())
+
+
+@register
+class LoRAGGPO(LoRA):
+    name = "lora-ggpo"
+    paper = ("Chang, Guo, Chang, Wu, LoRA-GGPO: Mitigating Double Descent in LoRA Fine-Tuning via Gradient-Guided "
+             "Perturbation Optimization, arXiv:2502.14538 (v2+: LoRA-MGPO, Findings of EMNLP 2025)")
+    Options = LoRAGGPOOptions
+    test_lr = 5e-2
+
+    def __init__(self, rank=None, options=None, seed=0):
+        super().__init__(rank, options, seed)
+        o = self.options
+        if not o.rho > 0:
+            raise ConfigError(f"method.options.rho: must be positive, got {o.rho}", hint="e.g. 0.05")
+        if not o.beta < 1:
+            raise ConfigError(f"method.options.beta: must satisfy 0 <= beta < 1, got {o.beta}", hint="e.g. 0.9")
+        if o.mu is not None and not o.mu < 1:
+            raise ConfigError(f"method.options.mu: must satisfy 0 <= mu < 1, got {o.mu}", hint="e.g. 0.9")
+        self._saved: List[Tuple[nn.Linear, torch.Tensor]] = []
+        self.last_norms: List[float] = []  # ‖ε‖_F per perturbed layer in the current step (tests, logs)
+
+    def wrap(self, name, base, shared):
+        return GGPOLinear(base, self, shared)
+
+    # -- hooks ----------------------------------------------------------------------------------------
+    def on_train_start(self, ctx: TrainContext) -> None:
+        mu = self.options.mu
+        if mu is None or ctx.optimizer is None:
+            return
+        for g in ctx.optimizer.param_groups:  # the official μ is the optimizer's β1 (SGD: its momentum)
+            if "betas" in g:
+                g["betas"] = (mu, g["betas"][1])
+            elif "momentum" in g:
+                g["momentum"] = mu
+
+    def before_forward(self, ctx: TrainContext) -> None:
+        self._restore()
+        self.last_norms = []
+        if ctx.optimizer is None:
+            return
+        layers = [m for m in adapted_layers(ctx.model) if isinstance(m, GGPOLinear)]
+        for index, layer in enumerate(layers):
+            eps = self._perturbation(layer, ctx, index)
+            if eps is None:
+                continue
+            w = layer.base.weight
+            self._saved.append((layer.base, w.data))
+            w.data = w.data + eps.to(w.dtype)  # a new tensor: the original is kept untouched
+            self.last_norms.append(float(torch.linalg.vector_norm(eps)))
+
+    def after_backward(self, ctx: TrainContext) -> None:
+        self._restore()
+        beta = self.options.beta
+        for layer in adapted_layers(ctx.model):
+            if not isinstance(layer, GGPOLinear) or layer.lora_A.grad is None or layer.lora_B.grad is None:
+                continue
+            g = layer.weight_space(layer.lora_A.grad, layer.lora_B.grad)
+            norm = torch.linalg.vector_norm(g, dim=1) if layer.grad_norm_ema.dim() else torch.linalg.vector_norm(g)
+            with torch.no_grad():
+                if int(layer.ema_steps) == 0:
+                    layer.grad_norm_ema.copy_(norm)
+                else:
+                    layer.grad_norm_ema.mul_(beta).add_(norm, alpha=1 - beta)
+                layer.ema_steps.add_(1)
+
+    def _restore(self) -> None:
+        for base, original in reversed(self._saved):
+            base.weight.data = original
+        self._saved = []
+
+    # -- the perturbation -----------------------------------------------------------------------------
+    def _momentum(self, opt, p) -> Optional[torch.Tensor]:
+        state = opt.state.get(p, {})
+        return state.get("exp_avg", state.get("momentum_buffer"))
+
+    @torch.no_grad()
+    def _perturbation(self, layer: GGPOLinear, ctx: TrainContext, index: int) -> Optional[torch.Tensor]:
+        ma, mb = self._momentum(ctx.optimizer, layer.lora_A), self._momentum(ctx.optimizer, layer.lora_B)
+        if ma is None or mb is None or int(layer.ema_steps) == 0:
+            return None  # no optimizer state yet (the first step) or no gradient norm yet
+        o = self.options
+        if o.variant == "mgpo":
+            v = layer.weight_space(ma, mb)
+            norm = torch.linalg.vector_norm(v)
+            if not bool(torch.isfinite(v).all()) or float(norm) <= o.eps:
+                return None
+            scale = torch.reciprocal(layer.grad_norm_ema + o.eps).clamp(max=o.max_scale)
+            return -o.rho * v / (norm + o.eps) * scale
+        return self._ggpo_noise(layer, ctx, index)
+
+    def _ggpo_noise(self, layer: GGPOLinear, ctx: TrainContext, index: int) -> Optional[torch.Tensor]:
+        o = self.options
+        gbar = layer.grad_norm_ema
+        if not bool(torch.isfinite(gbar).all()) or float(gbar.mean()) <= o.eps:
+            return None
+        w = layer.base.weight.detach().float() + layer.delta_weight().detach().float()
+        sigma = o.rho * torch.linalg.vector_norm(w, dim=1) / math.sqrt(layer.in_features) * gbar / gbar.mean()
+        g = torch.Generator(device=w.device)
+        g.manual_seed((self.seed * 1_000_003 + int(ctx.step) * 7919 + index) % (2**63 - 1))
+        noise = torch.randn(w.shape, generator=g, device=w.device, dtype=torch.float32)
+        return noise * sigma[:, None]
