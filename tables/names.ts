@@ -65,6 +65,7 @@ export function prettyDataset(name: string): string {
 const PRETTY_METHOD: Record<string, string> = {
   full: 'Full FT',
   'linear-probe': 'Linear probe',
+  'head-only': 'Head only',
   lora: 'LoRA',
   dora: 'DoRA',
   vera: 'VeRA',

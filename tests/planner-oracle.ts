@@ -12,16 +12,72 @@ interface Shapes {
   /** (d_out, d_in) of each adapted matrix in one block */
   targets: [number, number][];
   total: number;
+  /** width of the features the task head reads */
+  hidden: number;
+  /** causal LMs: the vocabulary (the lm_head's outputs) */
+  vocab?: number;
 }
 
 export const ORACLE_MODELS: Record<string, Shapes> = {
-  'tiny-encoder': { layers: 2, targets: [[64, 64], [64, 64]], total: 140_800 },
-  'tiny-vit': { layers: 2, targets: [[64, 64], [64, 64]], total: 104_000 },
-  'tiny-decoder': { layers: 2, targets: [[64, 64], [64, 64]], total: 230_000 },
-  'FacebookAI/roberta-base': { layers: 12, targets: [[768, 768], [768, 768]], total: 124_645_632 },
-  'google/vit-base-patch16-224-in21k': { layers: 12, targets: [[768, 768], [768, 768]], total: 85_798_656 },
-  'meta-llama/Llama-3.2-3B': { layers: 28, targets: [[3072, 3072], [1024, 3072]], total: 3_212_749_824 },
+  'tiny-encoder': { layers: 2, targets: [[64, 64], [64, 64]], total: 140_800, hidden: 64 },
+  'tiny-vit': { layers: 2, targets: [[64, 64], [64, 64]], total: 104_000, hidden: 64 },
+  'tiny-decoder': { layers: 2, targets: [[64, 64], [64, 64]], total: 230_000, hidden: 64, vocab: 1024 },
+  'FacebookAI/roberta-base': { layers: 12, targets: [[768, 768], [768, 768]], total: 124_645_632, hidden: 768 },
+  'google/vit-base-patch16-224-in21k': { layers: 12, targets: [[768, 768], [768, 768]], total: 85_798_656, hidden: 768 },
+  'meta-llama/Llama-3.2-3B': {
+    layers: 28,
+    targets: [[3072, 3072], [1024, 3072]],
+    total: 3_212_749_824,
+    hidden: 3072,
+    vocab: 128_256,
+  },
 };
+
+/**
+ * Label counts of the datasets the tests plan (GLUE: the task definitions; VTAB-1k: the benchmark's class counts;
+ * synthetic: the generator defaults), for the linear-probe count. An oracle: written from the sources, not read
+ * from the runtime (tests/recipes-runtime.test.ts checks the two agree).
+ */
+export const ORACLE_LABELS: Record<string, number> = {
+  'synthetic/seq-cls': 2,
+  'synthetic/img-cls': 4,
+  'synthetic/regression': 1,
+  'glue/cola': 2,
+  'glue/sst2': 2,
+  'glue/mrpc': 2,
+  'glue/qqp': 2,
+  'glue/stsb': 1,
+  'glue/mnli': 3,
+  'glue/qnli': 2,
+  'glue/rte': 2,
+  'glue/wnli': 2,
+  'vtab/cifar': 100,
+  'vtab/caltech101': 102,
+  'vtab/dtd': 47,
+  'vtab/oxford_flowers102': 102,
+  'vtab/oxford_iiit_pet': 37,
+  'vtab/svhn': 10,
+  'vtab/sun397': 397,
+  'vtab/patch_camelyon': 2,
+  'vtab/eurosat': 10,
+  'vtab/resisc45': 45,
+  'vtab/diabetic_retinopathy': 5,
+  'vtab/clevr_count': 8,
+  'vtab/clevr_dist': 6,
+  'vtab/dmlab': 6,
+  'vtab/kitti': 4,
+  'vtab/dsprites_loc': 16,
+  'vtab/dsprites_ori': 16,
+  'vtab/smallnorb_azi': 18,
+  'vtab/smallnorb_ele': 9,
+};
+
+/** linear-probe: one linear map from the head's features to the outputs (hidden·out + out; an LM head has no bias). */
+function linearProbe(spec: RunSpec, m: Shapes): number | null {
+  if (spec.model.task === 'causal-lm') return m.vocab === undefined ? null : m.vocab * m.hidden;
+  const labels = ORACLE_LABELS[spec.dataset.name];
+  return labels === undefined ? null : m.hidden * labels + labels;
+}
 
 function perLayer(spec: RunSpec, dOut: number, dIn: number): number | null {
   const r = spec.method.rank ?? 0;
@@ -62,7 +118,10 @@ export function oracleCount(spec: RunSpec): CountResult | null {
   const m = ORACLE_MODELS[spec.model.name];
   if (!m) return null;
   if (spec.method.name === 'full') return { trainable: m.total, total: m.total };
-  if (spec.method.name === 'linear-probe') return { trainable: 1538, total: m.total };
+  if (spec.method.name === 'linear-probe') {
+    const t = linearProbe(spec, m);
+    return t === null ? null : { trainable: t, total: m.total };
+  }
   let t = 0;
   for (const [o, i] of m.targets) {
     const c = perLayer(spec, o, i);

@@ -12,6 +12,7 @@ import { fractionOfFull, planRecipeFile } from '../cli/recipe-io.js';
 import { countSpecs, describeRuntime } from '../launcher/runtime-calls.js';
 import { runtimeAvailable } from '../launcher/spawn.js';
 import { countKey } from '../planning/planner.js';
+import { oracleCount } from './planner-oracle.js';
 import { snapshotText, SNAPSHOT_PATH } from '../launcher/snapshot.js';
 
 const haveRuntime = runtimeAvailable();
@@ -36,6 +37,17 @@ describe.skipIf(!haveRuntime)('planner with the real runtime', () => {
     expect(p('full', null).params!.trainable).toBe(p('full', null).params!.total);
     expect(fractionOfFull(p('full', null), plan.counts)).toBe(1);
     for (const r of plan.runs) expect(fractionOfFull(r, plan.counts)).toBeLessThanOrEqual(1);
+  }, 180_000);
+
+  it('the test oracle counts linear-probe as the runtime does (one linear map on the features)', async () => {
+    const plan = await planRecipeFile(join(ROOT, 'recipes', 'vtab-vit-b16.yaml'), { count: 'never' });
+    const probes = plan.runs
+      .filter((r) => r.labels.method === 'linear-probe' && ['vtab/cifar', 'vtab/sun397', 'vtab/kitti'].includes(r.labels.dataset))
+      .map((r) => ({ ...r.spec, model: { ...r.spec.model, random_init: true } }));
+    expect(probes).toHaveLength(3);
+    const real = await countSpecs(probes);
+    expect(real.map((c) => c!.trainable)).toEqual(probes.map((s) => oracleCount(s)!.trainable));
+    expect(real[0]!.trainable).toBe(768 * 100 + 100); // CIFAR-100: 100 classes
   }, 180_000);
 
   it('count --specs: a spec the runtime refuses gets null and its error, the others their counts', async () => {

@@ -600,12 +600,31 @@ def adapt_model(model: nn.Module, method: Method, targets: Sequence[str], head_n
     shapes = method.adapt(model, list(targets), ctx)
     formula = method.formula(model, shapes, ctx)
     if ctx.train_head and head_name and not method.trains_backbone:
+        untie_head(model, head_name)
         head = model.get_submodule(head_name)
         for p in head.parameters():
             if not p.requires_grad:
                 p.requires_grad_(True)
                 formula += p.numel()
     return shapes, formula
+
+
+def untie_head(model: nn.Module, head_name: str) -> List[str]:
+    """Give the head its own copy of every parameter it shares with the rest of the model (tied input/output
+    embeddings), so that training the head leaves the backbone's features unchanged, as PEFT's
+    `modules_to_save` copy does. Returns the untied parameter names (under the head)."""
+    head = model.get_submodule(head_name)
+    outside = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if not _under(n, head_name)}
+    untied = []
+    for mod_name, mod in head.named_modules():
+        for p_name, p in list(mod.named_parameters(recurse=False)):
+            if id(p) in outside:
+                setattr(mod, p_name, nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
+                untied.append(f"{mod_name + '.' if mod_name else ''}{p_name}")
+    config = getattr(model, "config", None)
+    if untied and config is not None and getattr(config, "tie_word_embeddings", False):
+        config.tie_word_embeddings = False  # a later tie_weights() must not tie them again
+    return untied
 
 
 def trainable_numel(model: nn.Module) -> int:
