@@ -14,6 +14,7 @@ export function snapshotText(d: RuntimeDescription): string {
   const snap: MethodsSnapshot = {
     generated_by: 'python -m rankflow_runtime describe; regenerate with `npx tsx scripts/gen-method-schemas.ts`',
     methods: d.methods,
+    procedures: d.procedures,
     models: d.models,
     datasets: d.datasets,
   };

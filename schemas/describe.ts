@@ -47,10 +47,30 @@ export const MethodDescription = z.object({
 });
 export type MethodDescription = z.infer<typeof MethodDescription>;
 
+/** A runtime procedure (`finetune`, `pretrain`, `compress`, `prune`, `recover`): what a run does with its model. */
+export const ProcedureDescription = z.object({
+  summary: z.string(),
+  paper: z.string(),
+  /** Whether it runs the training loop (uses the spec's training section). */
+  trains: z.boolean(),
+  /** The methods it accepts (null: any registered method). */
+  methods: z.array(z.string()).nullable(),
+  options: z.record(z.string(), OptionSchema),
+  /** Named input artifacts it reads. */
+  inputs: z.record(
+    z.string(),
+    z.object({ kind: z.enum(['model', 'adapter']), required: z.boolean(), help: z.string() }),
+  ),
+  /** Named artifacts it can write: name -> kind. */
+  outputs: z.record(z.string(), z.enum(['model', 'adapter'])),
+});
+export type ProcedureDescription = z.infer<typeof ProcedureDescription>;
+
 export const RuntimeDescription = z.object({
   runtime: z.string().optional(),
   torch: z.string().optional(),
   methods: z.record(z.string(), MethodDescription),
+  procedures: z.record(z.string(), ProcedureDescription).default({}),
   models: z.record(z.string(), z.unknown()).default({}),
   datasets: z.record(z.string(), z.unknown()).default({}),
 });
@@ -60,6 +80,7 @@ export type RuntimeDescription = z.infer<typeof RuntimeDescription>;
 export const MethodsSnapshot = z.strictObject({
   generated_by: z.string(),
   methods: z.record(z.string(), MethodDescription),
+  procedures: z.record(z.string(), ProcedureDescription),
   models: z.record(z.string(), z.unknown()),
   datasets: z.record(z.string(), z.unknown()),
 });

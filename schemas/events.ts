@@ -33,6 +33,8 @@ export const ProgressEvent = z.strictObject({
   throughput: z.number().nonnegative(),
   /** Peak memory in MiB (CUDA allocator peak on GPU, max RSS on CPU). */
   peak_mem_mb: z.number().nonnegative(),
+  /** Tokens per second over the last logging window (token inputs only: non-padding tokens). */
+  tokens_per_s: z.number().nonnegative().optional(),
 });
 
 export const CheckpointFile = z.strictObject({
@@ -73,7 +75,28 @@ export const DoneEvent = z.strictObject({
   trainable_params: z.number().int().nonnegative(),
   total_params: z.number().int().nonnegative(),
   wall_time_s: z.number().nonnegative(),
+  /**
+   * Numbers a procedure reports beside the metrics (`describe` lists each procedure's): e.g. LoRD's
+   * `compression_ratio`, `params_before`/`params_after` and `speedup`, LoRAM's `pruned_params`, pretraining's
+   * `tokens_per_s` and `peak_mem_mb`. Tables can show them beside a downstream run's score.
+   */
+  stats: z.record(z.string(), z.number()).optional(),
 });
+
+/** An output artifact written (a directory: safetensors shards + manifest.json); the orchestrator stores it. */
+export const ARTIFACT_KINDS = ['model', 'adapter'] as const;
+export const ArtifactEvent = z.strictObject({
+  event: z.literal('artifact'),
+  ...base,
+  /** The artifact's name within the run (`model`, `adapter`); downstream specs name it in `inputs`. */
+  name: z.string().regex(/^[a-z][a-z0-9_]*$/),
+  kind: z.enum(ARTIFACT_KINDS),
+  /** The directory holding it (absolute). */
+  path: z.string().min(1),
+  /** Every file with its sha256 and size; manifest.json last. */
+  files: z.array(CheckpointFile).min(1),
+});
+export type ArtifactEvent = z.infer<typeof ArtifactEvent>;
 
 export const ERROR_KINDS = ['config', 'data', 'oom', 'nan', 'internal'] as const;
 export const ErrorEvent = z.strictObject({
@@ -149,6 +172,7 @@ export const RunnerEvent = z.discriminatedUnion('event', [
   ErrorEvent,
   PreemptedEvent,
   ExportedEvent,
+  ArtifactEvent,
 ]);
 export type RunnerEvent = z.infer<typeof RunnerEvent>;
 export type CheckpointEvent = z.infer<typeof CheckpointEvent>;

@@ -80,6 +80,33 @@ export const TrainingSpec = z.strictObject({
 });
 export type TrainingSpec = z.infer<typeof TrainingSpec>;
 
+/** A run id: `run-<hash of the canonical spec>`. */
+export const RunIdString = z.string().regex(/^run-[0-9a-f]{16,64}$/);
+
+/**
+ * What the run does with its model: a procedure registered in the runtime (`describe` lists them with their
+ * options, inputs and outputs): `finetune` (the standard training loop, the default), `pretrain`, `compress`,
+ * `prune`, `recover`. Absent from a spec means `{name: finetune, options: {}}`; the planner omits it then, so
+ * the ids of plain runs do not change.
+ */
+export const DEFAULT_PROCEDURE = 'finetune';
+export const ProcedureSpec = z.strictObject({
+  name: z.string().min(1),
+  /** Procedure options, validated by the procedure's own schema in the runtime (`describe`). */
+  options: z.record(z.string(), z.unknown()),
+});
+export type ProcedureSpec = z.infer<typeof ProcedureSpec>;
+
+/** An artifact of an upstream run that this run reads: part of the run's identity. */
+export const InputRef = z.strictObject({
+  /** The upstream run's id. */
+  run: RunIdString,
+  /** The artifact's name in that run (`model`, `adapter`). */
+  artifact: z.string().min(1),
+});
+export type InputRef = z.infer<typeof InputRef>;
+export const INPUT_NAME = /^[a-z][a-z0-9_]*$/;
+
 export const RunSpec = z.strictObject({
   schema: z.literal('rankflow.run/v1'),
   model: ModelSpec,
@@ -89,6 +116,10 @@ export const RunSpec = z.strictObject({
   seed: z.number().int().nonnegative(),
   /** Hardware class the run needs; a worker's task queue serves one class. */
   device: z.enum(['cpu', 'cuda', 'auto']),
+  /** Absent: the default procedure (`finetune`) with no options. */
+  procedure: ProcedureSpec.optional(),
+  /** Named input artifacts of upstream runs (`{model: {run, artifact: model}}`); absent: none. */
+  inputs: z.record(z.string().regex(INPUT_NAME), InputRef).optional(),
 });
 export type RunSpec = z.infer<typeof RunSpec>;
 
@@ -107,7 +138,7 @@ export type RunLabels = z.infer<typeof RunLabels>;
 
 export const PlannedRun = z.strictObject({
   /** `run-<hash of the canonical spec>` */
-  id: z.string().regex(/^run-[0-9a-f]{16,64}$/),
+  id: RunIdString,
   spec: RunSpec,
   labels: RunLabels,
   /** Trainable / total parameters, when the planner asked the runtime to count them. */

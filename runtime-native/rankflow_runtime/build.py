@@ -11,6 +11,7 @@ from torch import nn
 from .errors import ConfigError
 from .methods import get_method
 from .methods.base import Method, Shape, adapt_model, total_numel, trainable_numel
+from .artifacts import Artifact
 from .models import ModelInfo, build_model, model_info
 from .spec import RunSpec
 
@@ -105,17 +106,27 @@ def make_method(spec: RunSpec) -> Method:
     return cls(rank if cls.needs_rank else None, spec.method["options"], spec.seed)
 
 
-def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any = "cpu") -> Built:
+def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any = "cpu",
+          base: Optional[Artifact] = None, method: Optional[Method] = None) -> Built:
     """Build the adapted model. `device="meta"` gives shapes only (no memory, no numeric init). The model
-    weights come from `spec.seed` so that every process of a run starts from the same backbone."""
-    method = make_method(spec)
+    weights come from `spec.seed` so that every process of a run starts from the same backbone, or, with
+    `base` (a verified `model` artifact of an upstream run), from that artifact (`structures.rebuild_model`).
+    `method` replaces the spec's method object (procedures that configure it, e.g. with calibration data)."""
+    method = method or make_method(spec)
     torch.manual_seed(spec.seed)
-    if str(device) == "meta":
+    if base is not None:
+        from .structures import rebuild_model
+        model = rebuild_model(spec, info, num_labels, base)
+        torch.manual_seed(spec.seed)  # the method's initialisation draws the same numbers with or without base
+    elif str(device) == "meta":
         with torch.device("meta"):
             model = build_model(spec.model, info, num_labels, weights=False)
     else:
         model = build_model(spec.model, info, num_labels)
     targets = spec.method["targets"] or info.default_targets
+    if base is not None:
+        from .structures import expand_targets
+        targets = expand_targets(model, targets)
     shapes, formula = adapt_model(model, method, targets, info.head_name, spec.training["train_head"],
                                   **adapt_facts(spec, info))
     if torch.device(device).type == "cuda" and spec.training["precision"] in ("bf16", "fp16"):

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--spec", required=True, help="run spec JSON (schemas/runspec.ts)")
     r.add_argument("--out", required=True, help="output directory (checkpoints, logs)")
     r.add_argument("--resume", default=None, help="checkpoint directory to resume from")
+    r.add_argument("--input", action="append", default=[], metavar="NAME=DIR",
+                   help="an input artifact the spec's `inputs` names (repeatable); verified before it is loaded")
     c = sub.add_parser("count", help="trainable/total parameters, on the meta device")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--spec", help="one run spec")
@@ -52,6 +54,7 @@ def describe() -> dict:
 
     from .methods import registry
     from .models import describe_models
+    from .procedures import describe_procedures
     try:
         from .data import describe_datasets
         datasets = describe_datasets()
@@ -59,11 +62,11 @@ def describe() -> dict:
         datasets = {}
     return {"runtime": __version__, "torch": torch.__version__,
             "methods": {name: cls.describe() for name, cls in registry().items()},
-            "models": describe_models(), "datasets": datasets}
+            "procedures": describe_procedures(), "models": describe_models(), "datasets": datasets}
 
 
 def _count(args) -> int:
-    from .build import count
+    from .procedures import count_spec as count
     from .spec import load_spec, parse_spec, read_json
     if args.spec:
         write_json(count(load_spec(args.spec)))
@@ -107,9 +110,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             emit("exported", **export_checkpoint(load_spec(args.spec), args.checkpoint, args.out,
                                                  pissa_mode=args.pissa_mode))
             return 0
+        from .artifacts import parse_input_flags
+        from .procedures import run_procedure
         from .spec import load_spec
-        from .train import run_training
-        return run_training(load_spec(args.spec), args.out, resume=args.resume)
+        inputs = parse_input_flags(args.input)
+        return run_procedure(load_spec(args.spec), args.out, input_paths=inputs, resume=args.resume)
     except RunError as e:
         kind = getattr(e, "kind", "internal")
         hint = getattr(e, "hint", None) or None

@@ -70,8 +70,9 @@ def make_optimizer(spec, model, method, head_name: Optional[str]) -> torch.optim
     return torch.optim.AdamW(param_groups, lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
 
 
-def lr_lambda(schedule: str, warmup: int, total: int):
-    """Linear warmup over `warmup` steps, then constant / linear decay to 0 / cosine decay to 0."""
+def lr_lambda(schedule: str, warmup: int, total: int, floor: float = 0.0):
+    """Linear warmup over `warmup` steps, then constant / linear decay / cosine decay to `floor`·lr (0 by
+    default; SLTrain's pretraining decays to 0.1·lr, `procedures/pretrain.py`)."""
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:
             return (step + 1) / warmup
@@ -79,9 +80,8 @@ def lr_lambda(schedule: str, warmup: int, total: int):
             return 1.0
         progress = (step - warmup) / max(1, total - warmup)
         progress = min(max(progress, 0.0), 1.0)
-        if schedule == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return floor + (1.0 - floor) * decay if floor else decay
     return f
 
 
@@ -92,8 +92,9 @@ class GroupSchedule:
     far, i.e. the index of the next optimizer step. A group whose `schedule_start` lies in the future has lr 0.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: str, warmup: int, total: int):
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: str, warmup: int, total: int, floor: float = 0.0):
         self.optimizer, self.schedule, self.warmup, self.total = optimizer, schedule, warmup, total
+        self.floor = floor  # from the run's procedure options (part of the spec), so not checkpointed
         self.count = 0
         for g in optimizer.param_groups:
             g.setdefault("initial_lr", g["lr"])
@@ -105,7 +106,7 @@ class GroupSchedule:
         start, local = int(group["schedule_start"]), self.count - int(group["schedule_start"])
         if local < 0:
             return 0.0
-        return lr_lambda(self.schedule, self.warmup, int(group["schedule_total"]) - start)(local)
+        return lr_lambda(self.schedule, self.warmup, int(group["schedule_total"]) - start, self.floor)(local)
 
     def _apply(self) -> None:
         for g in self.optimizer.param_groups:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from .errors import ConfigError, did_you_mean
@@ -56,12 +57,15 @@ def _nullable(pred):
 def _list_of_str(v): return isinstance(v, list) and all(isinstance(x, str) for x in v)
 def _str_num_map(v): return _dict(v) and all(_pos_num(x) for x in v.values())
 def _ratio(v): return _num(v) and 0 <= v <= 1
+def _run_id(v): return _str(v) and re.fullmatch(r"run-[0-9a-f]{16,64}", v) is not None
+def _input_name(v): return re.fullmatch(r"[a-z][a-z0-9_]*", v) is not None
 
 
 _DESC = {_int: "an integer", _num: "a number", _str: "a string", _bool: "true or false", _dict: "an object",
          _pos_int: "a positive integer", _pos_num: "a positive number", _nonneg_int: "a non-negative integer",
          _nonneg_num: "a non-negative number", _nonempty_str: "a non-empty string", _list_of_str: "a list of strings",
-         _str_num_map: "an object of positive numbers", _ratio: "a number between 0 and 1"}
+         _str_num_map: "an object of positive numbers", _ratio: "a number between 0 and 1",
+         _run_id: "a run id (run-<hex>)"}
 
 
 def _describe(pred) -> str:
@@ -93,7 +97,10 @@ OPTIONAL: Dict[str, Dict[str, Any]] = {
 }
 TOP: Dict[str, Any] = {"schema": _enum(SCHEMA), "model": _dict, "dataset": _dict, "method": _dict, "training": _dict,
                        "seed": _nonneg_int, "device": _enum("cpu", "cuda", "auto")}
-OPTIONAL_TOP = {"run_id": _str}
+OPTIONAL_TOP = {"run_id": _str, "procedure": _dict, "inputs": _dict}
+PROCEDURE_FIELDS = {"name": _nonempty_str, "options": _dict}
+INPUT_FIELDS = {"run": _run_id, "artifact": _nonempty_str}
+DEFAULT_PROCEDURE = {"name": "finetune", "options": {}}
 
 
 @dataclass
@@ -107,6 +114,10 @@ class RunSpec:
     device: str
     run_id: Optional[str] = None
     raw: Optional[Dict[str, Any]] = None
+    # What the run does (default: the standard fine-tuning loop) and the upstream artifacts it reads
+    # ({name: {run, artifact}}); both are absent from plain specs, so their ids do not change.
+    procedure: Section = field(default_factory=lambda: Section(DEFAULT_PROCEDURE, options={}))
+    inputs: Dict[str, Section] = field(default_factory=dict)
 
     def identity(self) -> Dict[str, Any]:
         """The spec without `run_id`: what identifies the run (and what a checkpoint must match)."""
@@ -144,9 +155,21 @@ def parse_spec(obj: Any, src: str = "spec") -> RunSpec:
     if (t["max_steps"] is None) == (t["epochs"] is None):
         raise ConfigError(f"{src}: training.max_steps/training.epochs: exactly one must be set",
                           hint="set one of them and the other to null")
+    procedure = obj.get("procedure", DEFAULT_PROCEDURE)
+    _check_object(procedure, PROCEDURE_FIELDS, "procedure.", src)
+    inputs = obj.get("inputs", {})
+    for name, ref in inputs.items():
+        if not _input_name(name):
+            raise ConfigError(f"{src}: inputs.{name}: an input name is lower-case letters, digits and _",
+                              hint="rename the input, e.g. model")
+        if not _dict(ref):
+            raise ConfigError(f"{src}: inputs.{name}: expected an object {{run, artifact}}",
+                              hint=f'set inputs.{name} to {{"run": "run-...", "artifact": "model"}}')
+        _check_object(ref, INPUT_FIELDS, f"inputs.{name}.", src)
     return RunSpec(schema=obj["schema"], model=Section(obj["model"]), dataset=Section(obj["dataset"]),
                    method=Section(obj["method"]), training=Section(t), seed=obj["seed"], device=obj["device"],
-                   run_id=obj.get("run_id"), raw=obj)
+                   run_id=obj.get("run_id"), raw=obj, procedure=Section(procedure),
+                   inputs={k: Section(v) for k, v in inputs.items()})
 
 
 def read_json(path: str, what: str = "spec") -> Any:

@@ -55,6 +55,7 @@ class StepResult:
     loss: float  # mean of the model loss (without the method's extra loss) over the micro-batches
     micro_batches: int
     examples: int
+    tokens: int = 0  # non-padding input tokens (0 for image batches)
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Stepper:
         self._in_step = True
         try:
             m.before_forward(ctx)
-            loss, examples = self._accumulate(micro_batches, n_micro)
+            loss, examples, tokens = self._accumulate(micro_batches, n_micro)
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             m.after_backward(ctx)
@@ -120,11 +121,11 @@ class Stepper:
             self._in_step = False
         ctx.step += 1
         m.after_step(ctx)
-        return StepResult(loss=loss, micro_batches=n_micro, examples=examples)
+        return StepResult(loss=loss, micro_batches=n_micro, examples=examples, tokens=tokens)
 
     def _accumulate(self, batches: Iterable[Dict[str, Any]], n: int):
         m, ctx = self.method, self.ctx
-        loss_mean, examples, seen = 0.0, 0, 0
+        loss_mean, examples, tokens, seen = 0.0, 0, 0, 0
         for batch in batches:
             seen += 1
             ctx.batch = batch
@@ -140,9 +141,10 @@ class Stepper:
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_mean += float(loss.detach()) / n
             examples += _batch_size(batch)
+            tokens += _batch_tokens(batch)
         if seen != n:
             raise ValueError(f"Stepper.step: got {seen} micro-batches, n_micro says {n}")
-        return loss_mean, examples
+        return loss_mean, examples, tokens
 
 
 def _batch_size(batch: Dict[str, Any]) -> int:
@@ -151,3 +153,11 @@ def _batch_size(batch: Dict[str, Any]) -> int:
         if torch.is_tensor(v) and v.ndim > 0:
             return int(v.shape[0])
     return 0
+
+
+def _batch_tokens(batch: Dict[str, Any]) -> int:
+    mask = batch.get("attention_mask")
+    if torch.is_tensor(mask):
+        return int(mask.sum())
+    ids = batch.get("input_ids")
+    return int(ids.numel()) if torch.is_tensor(ids) else 0

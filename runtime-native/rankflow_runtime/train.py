@@ -20,7 +20,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -135,6 +135,38 @@ class Allocation:
 
 
 @dataclass
+class Finished:
+    """What a procedure's `finish` hook sees once training is done (after the final checkpoint)."""
+
+    model: torch.nn.Module
+    method: Any
+    built: Any
+    info: Any
+    task_data: Any
+    metrics: Dict[str, float]
+    step: int
+    device: torch.device
+    tokens_per_s: Optional[float]
+    peak_mem_mb: float
+
+
+@dataclass
+class LoopHooks:
+    """How a procedure adapts the standard loop (`procedures/`); every field is optional.
+
+    * `build(spec, info, num_labels, device) -> build.Built`: the model (default `build.build`), e.g. rebuilt
+      from an upstream run's model artifact or pruned first;
+    * `min_lr_ratio`: the linear / cosine decay ends at this fraction of the lr instead of 0 (SLTrain: 0.1);
+    * `finish(Finished) -> stats`: after the final evaluation and checkpoint (write output artifacts); the
+      numbers it returns go into the `done` event's `stats`.
+    """
+
+    build: Optional[Callable[..., Any]] = None
+    min_lr_ratio: float = 0.0
+    finish: Optional[Callable[[Finished], Dict[str, float]]] = None
+
+
+@dataclass
 class Position:
     """Where training is: optimizer steps done, epoch, next micro-batch index within the epoch."""
 
@@ -154,8 +186,10 @@ class Position:
 
 
 def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
-                 stop_at_step: Optional[int] = None) -> int:
-    """Train one run. `stop_at_step` (tests) behaves as if SIGTERM arrived during that step."""
+                 stop_at_step: Optional[int] = None, hooks: Optional[LoopHooks] = None) -> int:
+    """Train one run. `stop_at_step` (tests) behaves as if SIGTERM arrived during that step. `hooks`: how
+    the run's procedure adapts the loop (default: none, the plain fine-tuning loop)."""
+    hooks = hooks or LoopHooks()
     t_start = time.time()
     os.makedirs(out_dir, exist_ok=True)
     ckpt_root = os.path.join(out_dir, "checkpoints")
@@ -165,7 +199,7 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         info = resolve_info(spec)
         from .data import evaluate, load_task_data
         task_data = load_task_data(dict(spec.dataset), data_model_info(info), spec.seed)
-        built = build(spec, info, task_data.num_labels, device)
+        built = (hooks.build or build)(spec, info, task_data.num_labels, device)
         model, method = built.model, built.method
         log.info("model %s + %s: %d trainable / %d total parameters on %s", info.name, method.name,
                  built.trainable, built.total, device)
@@ -181,7 +215,7 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         warmup = int(math.ceil(t["warmup_ratio"] * total_steps))
 
         optimizer = make_optimizer(spec, model, method, info.head_name)
-        scheduler = GroupSchedule(optimizer, t["schedule"], warmup, total_steps)
+        scheduler = GroupSchedule(optimizer, t["schedule"], warmup, total_steps, floor=hooks.min_lr_ratio)
         use_amp = device.type == "cuda" and t["precision"] in ("bf16", "fp16")
         amp_dtype = torch.bfloat16 if t["precision"] == "bf16" else torch.float16
         scaler = torch.amp.GradScaler("cuda") if use_amp and t["precision"] == "fp16" else None
@@ -242,7 +276,8 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         method.on_train_start(ctx)
         allocation.report(pos.step, start=True)
         model.train()
-        window_t, window_n = time.time(), 0
+        window_t, window_n, window_tokens = time.time(), 0, 0
+        run_tokens, run_t = 0, time.time()
 
         def micro_batches():
             nonlocal order
@@ -263,14 +298,16 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
             result = stepper.step(micro_batches(), n_micro=t["grad_accum"])
             pos.step = ctx.step
             window_n += result.examples
+            window_tokens, run_tokens = window_tokens + result.tokens, run_tokens + result.tokens
 
             if pos.step % t["log_every"] == 0 or pos.step == total_steps:
                 now = time.time()
                 emit("progress", step=pos.step, total_steps=total_steps,
                      epoch=pos.epoch + pos.batch / batches_per_epoch, loss=result.loss,
                      lr=float(optimizer.param_groups[0]["lr"]), throughput=window_n / max(now - window_t, 1e-9),
-                     peak_mem_mb=peak_mem_mb(device))
-                window_t, window_n = now, 0
+                     peak_mem_mb=peak_mem_mb(device),
+                     **({"tokens_per_s": window_tokens / max(now - window_t, 1e-9)} if window_tokens else {}))
+                window_t, window_n, window_tokens = now, 0, 0
                 allocation.report(pos.step)
             if t["eval_every"] and pos.step % t["eval_every"] == 0 and pos.step < total_steps:
                 run_eval()
@@ -284,9 +321,16 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
             run_eval()
         checkpoint("final")
         allocation.report(pos.step, final=True)
+        stats: Dict[str, float] = {}
+        if hooks.finish is not None:  # the procedure's end of training: output artifacts, its own numbers
+            tps = run_tokens / max(time.time() - run_t, 1e-9) if run_tokens else None
+            stats = hooks.finish(Finished(model=model, method=method, built=built, info=info, task_data=task_data,
+                                          metrics=pos.last_metrics, step=pos.step, device=device, tokens_per_s=tps,
+                                          peak_mem_mb=peak_mem_mb(device))) or {}
         emit("done", step=pos.step, metrics=pos.last_metrics, best_metrics=pos.best_metrics or pos.last_metrics,
              best_step=pos.best_step if pos.best_value is not None else pos.step,
-             trainable_params=trainable_numel(model), total_params=built.total, wall_time_s=time.time() - t_start)
+             trainable_params=trainable_numel(model), total_params=built.total, wall_time_s=time.time() - t_start,
+             **({"stats": stats} if stats else {}))
         return EXIT_OK
 
 

@@ -20,7 +20,10 @@ EVENT_KEYS = {
     "done": {"step", "metrics", "best_metrics", "best_step", "trainable_params", "total_params", "wall_time_s"},
     "error": {"kind", "message", "hint"},
     "preempted": {"step", "path"},
+    "artifact": {"name", "kind", "path", "files"},
 }
+# Keys an event may carry besides the required ones (schemas/events.ts marks them optional).
+OPTIONAL_KEYS = {"progress": {"tokens_per_s"}, "done": {"stats"}}
 
 
 def cli(*args, timeout=120):
@@ -32,12 +35,14 @@ def cli(*args, timeout=120):
 
 def check_events(lines):
     for rec in lines:
-        assert set(rec) == EVENT_KEYS[rec["event"]] | {"event", "time"}, rec
+        required = EVENT_KEYS[rec["event"]] | {"event", "time"}
+        assert required <= set(rec) <= required | OPTIONAL_KEYS.get(rec["event"], set()), rec
 
 
 def test_describe():
     rc, (d,), _ = cli("describe")
-    assert rc == 0 and set(d) == {"runtime", "torch", "methods", "models", "datasets"}
+    assert rc == 0 and set(d) == {"runtime", "torch", "methods", "procedures", "models", "datasets"}
+    assert d["procedures"]["finetune"]["inputs"]["model"]["kind"] == "model"
     lora = d["methods"]["lora"]
     assert lora["needs_rank"] and lora["mergeable"] and lora["init_is_identity"]
     assert lora["options"]["alpha"]["type"] == "number" and lora["options"]["use_rslora"]["type"] == "boolean"
