@@ -123,7 +123,7 @@ def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any
             model = build_model(spec.model, info, num_labels, weights=False)
     else:
         model = build_model(spec.model, info, num_labels)
-    targets = spec.method["targets"] or info.default_targets
+    targets = spec.method["targets"] or list(method.default_targets or ()) or info.default_targets
     if base is not None:
         from .structures import expand_targets
         targets = expand_targets(model, targets)

@@ -378,6 +378,8 @@ class Method:
     trains_backbone: ClassVar[bool] = False  # True only for full fine-tuning
     forces_head: ClassVar[bool] = False  # the head always trains (linear probing)
     model_tasks: ClassVar[Tuple[str, ...]] = ("seq-cls", "img-cls", "causal-lm")  # model tasks it applies to
+    # Targets when the spec gives none (None: the model's defaults, attention q/v); SLTrain replaces every layer.
+    default_targets: ClassVar[Optional[Tuple[str, ...]]] = None
     # For the conformance suite only: learning rate and options of its short "loss goes down" run.
     test_lr: ClassVar[float] = 1e-2
     test_options: ClassVar[Dict[str, Any]] = {}
