@@ -165,7 +165,7 @@ def expand_targets(model: nn.Module, patterns: List[str]) -> List[str]:
     """Target patterns on a model with factored layers: a pattern that names a `FactoredLinear` (e.g. `q_proj`)
     also targets its two factors (`...q_proj.a`, `...q_proj.b`), so a recipe's targets mean the same layers
     before and after compression."""
-    from .methods.base import _matches
+    from .methods.base import matches_target as _matches
     out = list(patterns)
     for name, mod in model.named_modules():
         if isinstance(mod, FactoredLinear) and any(_matches(name, p) for p in patterns):
