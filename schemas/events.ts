@@ -61,6 +61,21 @@ export const EvalEvent = z.strictObject({
   step: z.number().int().nonnegative(),
   split: z.string(),
   metrics: z.record(z.string(), z.number()),
+  /**
+   * Generative evaluation (GSM8k): the JSON-lines file with every example's prompt, generation, extracted
+   * answers, reference and correctness (absolute path), and its line count.
+   */
+  generations: z.strictObject({ path: z.string().min(1), count: z.number().int().nonnegative() }).optional(),
+});
+
+/** Progress of a generative evaluation (decoding), at most every 2 s and at its end. */
+export const EvalProgressEvent = z.strictObject({
+  event: z.literal('eval_progress'),
+  ...base,
+  step: z.number().int().nonnegative(),
+  done: z.number().int().nonnegative(),
+  total: z.number().int().nonnegative(),
+  elapsed_s: z.number().nonnegative(),
 });
 
 export const DoneEvent = z.strictObject({
@@ -168,6 +183,7 @@ export const RunnerEvent = z.discriminatedUnion('event', [
   ProgressEvent,
   CheckpointEvent,
   EvalEvent,
+  EvalProgressEvent,
   DoneEvent,
   ErrorEvent,
   PreemptedEvent,

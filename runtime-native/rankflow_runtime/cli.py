@@ -94,6 +94,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     take_stdout()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from .models.hf import quiet_libraries
+    quiet_libraries()
     try:
         args = _parser().parse_args(argv)
         if args.command == "describe":

@@ -92,8 +92,20 @@ FIELDS: Dict[str, Dict[str, Any]] = {
                  "train_head": _bool},
 }
 # Optional fields: absent means the default, so specs (and run ids) from before they existed stay the same.
+def _files(v): return _dict(v) and all(_nonempty_str(x) or (_list_of_str(x) and len(x) > 0) for x in v.values())
+def _columns(v): return _dict(v) and all(_nonempty_str(x) or _list_of_str(x) for x in v.values())
+def _labels(v): return isinstance(v, list) and len(v) >= 2 and all(_str(x) or _num(x) for x in v)
+
+
+_DESC.update({_files: "an object of split -> file path", _columns: "an object of role -> column name(s)",
+              _labels: "a list of at least two label values"})
+
+# Optional fields: absent means the default, so specs (and run ids) from before they existed stay the same.
 OPTIONAL: Dict[str, Dict[str, Any]] = {
     "model": {"trust_remote_code": _bool},
+    "dataset": {"format": _enum("auto", "official", "tsv", "csv", "jsonl", "parquet", "arrow", "hf"),
+                "files": _files, "columns": _columns, "labels": _labels,
+                "problem_type": _enum("classification", "regression")},
 }
 TOP: Dict[str, Any] = {"schema": _enum(SCHEMA), "model": _dict, "dataset": _dict, "method": _dict, "training": _dict,
                        "seed": _nonneg_int, "device": _enum("cpu", "cuda", "auto")}

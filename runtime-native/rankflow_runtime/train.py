@@ -262,9 +262,13 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
             return os.path.abspath(path)
 
         def run_eval() -> None:
-            metrics = finite_metrics(evaluate(model, task_data, t["eval_batch_size"], device))
+            extra: Dict[str, Any] = {}
+            if task_data.kind == "generation":
+                metrics, extra = _generative_eval(model, task_data, t["eval_batch_size"], device, pos.step, out_dir)
+            else:
+                metrics = finite_metrics(evaluate(model, task_data, t["eval_batch_size"], device))
             pos.last_metrics, pos.last_eval_step = metrics, pos.step
-            emit("eval", step=pos.step, split=task_data.eval_split, metrics=metrics)
+            emit("eval", step=pos.step, split=task_data.eval_split, metrics=metrics, **extra)
             value = metrics.get(primary)
             if value is not None and (pos.best_value is None or (value > pos.best_value if greater else value < pos.best_value)):
                 pos.best_value, pos.best_step, pos.best_metrics = value, pos.step, metrics
@@ -332,6 +336,34 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
              trainable_params=trainable_numel(model), total_params=built.total, wall_time_s=time.time() - t_start,
              **({"stats": stats} if stats else {}))
         return EXIT_OK
+
+
+def _generative_eval(model, task_data, batch_size: int, device, step: int, out_dir: str):
+    """Evaluate a generative task with progress events while decoding, and keep every example's generation and
+    extracted answers in ``DIR/generations/step-NNNNNNNN.jsonl`` (named in the eval event)."""
+    import json
+
+    from .data import evaluate
+    from .data.evaluate import generation_records
+    started = time.time()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.time()
+        if done == total or now - last[0] >= 2.0:
+            last[0] = now
+            emit("eval_progress", step=step, done=done, total=total, elapsed_s=now - started)
+
+    metrics, outputs = evaluate(model, task_data, batch_size, device, return_outputs=True, progress=progress)
+    records = generation_records(task_data, outputs or [])
+    folder = os.path.join(out_dir, "generations")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step-{step:08d}.jsonl")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(path + ".tmp", path)
+    return finite_metrics(metrics), {"generations": {"path": os.path.abspath(path), "count": len(records)}}
 
 
 def _save_best(path: str, model, step: int, metrics: Dict[str, float]) -> None:

@@ -24,6 +24,25 @@ def options_of(spec: dict) -> dict:
     return {k: v for k, v in opts.items() if v is not None}  # null = the option's default
 
 
+FORMATS = ("auto", "official", "tsv", "csv", "jsonl", "parquet", "arrow", "hf")
+
+
+def dataset_format(spec: dict, allowed: tuple, what: str) -> str:
+    """``dataset.format`` (absent: ``auto``), checked against the formats this dataset can be read from."""
+    fmt = str(spec_get(spec, "format", "auto")).lower()
+    if fmt != "auto" and fmt not in allowed:
+        raise DatasetConfigError(f"dataset.format '{fmt}' is not a format of {what}",
+                                 f"use one of: auto, {', '.join(allowed)}")
+    return fmt
+
+
+def optional_root(spec: dict) -> Optional[str]:
+    """The data root when one is set and exists (``dataset.data_root``, else ``$RANKFLOW_DATA``), else None."""
+    root = spec_get(spec, "data_root") or os.environ.get("RANKFLOW_DATA")
+    root = os.path.expanduser(str(root)) if root else None
+    return root if root and os.path.isdir(root) else None
+
+
 def data_root(spec: dict, family: str) -> str:
     root = spec_get(spec, "data_root") or os.environ.get("RANKFLOW_DATA")
     if not root:
@@ -89,3 +108,24 @@ def require_tokenizer_fits(tok: Tokenizer, vocab_size: int, what: str) -> None:
         raise DatasetConfigError(
             f"the tokenizer for {what} has {tok.vocab_size} ids but the model's vocab_size is {vocab_size}",
             "use a model whose vocabulary matches its tokenizer")
+
+
+def resolve_files(spec: dict) -> Optional[dict]:
+    """``dataset.files`` with relative paths resolved against the data root (``dataset.data_root``, else
+    ``$RANKFLOW_DATA``), else the working folder; None when the spec names no files."""
+    files = spec_get(spec, "files")
+    if not files:
+        return None
+    if not isinstance(files, dict):
+        raise DatasetConfigError("dataset.files must map split names to files",
+                                 "write files: {train: train.csv, validation: dev.csv}")
+    root = spec_get(spec, "data_root") or os.environ.get("RANKFLOW_DATA") or "."
+    out = {}
+    for split, path in files.items():
+        paths = [path] if isinstance(path, str) else path
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+            raise DatasetConfigError(f"dataset.files.{split}: expected a file path (or a list of paths)",
+                                     "write files: {train: train.csv, validation: dev.csv}")
+        full = [os.path.join(os.path.expanduser(str(root)), os.path.expanduser(p)) for p in paths]
+        out[str(split)] = full[0] if isinstance(path, str) else full
+    return out

@@ -146,24 +146,43 @@ def _cut_at_stop(text: str, strings) -> str:
     return text[:cut]
 
 
+def generation_records(task_data: TaskData, outputs: Sequence[str]) -> list[dict]:
+    """One record per evaluated example of a generative task: the prompt, the model's output, the answers the
+    two metrics extract from it, the reference and whether each metric counts it correct (the data behind
+    ``exact_match`` / ``exact_match_strict``)."""
+    gen = task_data.generation or {}
+    tok = task_data.tokenizer
+    out = []
+    for i, (text, ref) in enumerate(zip(outputs, gen.get("references", []))):
+        ex = task_data.eval[i]
+        prompt = tok.decode(ex["input_ids"][: int(ex["prompt_length"])].tolist()) if tok is not None else None
+        gold = M.gsm8k_reference_answer(ref) if "####" in ref else M.gsm8k_normalize(ref)
+        flex, strict = M.gsm8k_extract_flexible(text), M.gsm8k_extract_strict(text)
+        out.append({"index": i, "prompt": prompt, "generation": text, "extracted": flex, "extracted_strict": strict,
+                    "reference": ref, "reference_answer": gold, "correct": flex == gold,
+                    "correct_strict": strict == gold})
+    return out
+
+
 @torch.no_grad()
 def evaluate(model, task_data: TaskData, batch_size: int, device="cpu", max_new_tokens: Optional[int] = None,
-             return_outputs: bool = False, num_workers: int = 0) -> dict:
+             return_outputs: bool = False, num_workers: int = 0, progress=None) -> dict:
     """Evaluate ``model`` on ``task_data.eval`` and return ``{metric: value}`` for every name in
     ``task_data.metric_names`` (the model's train/eval mode is restored afterwards). For generative tasks
     ``max_new_tokens`` overrides the dataset's setting; with ``return_outputs`` the decoded generations are
     returned too, as ``(metrics, outputs)``. ``num_workers`` > 0 loads examples in DataLoader workers (useful
-    for large image test sets)."""
+    for large image test sets). ``progress(done, total)`` is called after each batch of generations."""
     was_training = model.training
     model.eval()
     try:
-        result, outputs = _evaluate(model, task_data, int(batch_size), device, max_new_tokens, int(num_workers))
+        result, outputs = _evaluate(model, task_data, int(batch_size), device, max_new_tokens, int(num_workers),
+                                    progress)
     finally:
         model.train(was_training)
     return (result, outputs) if return_outputs else result
 
 
-def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens, num_workers: int = 0):
+def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens, num_workers: int = 0, progress=None):
     names = td.metric_names
     data = td.eval
     if len(data) == 0:
@@ -204,6 +223,8 @@ def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens, num_
                                           pad_id=td.collate.pad_id, device=device, stop=stop_fn,
                                           max_length=gen.get("max_length"))
                 outputs.extend(_cut_at_stop(tok.decode(g), stops) for g in ids)
+                if progress is not None:
+                    progress(len(outputs), len(prompts))
             out.update(M.gsm8k_exact_match(outputs, gen["references"]))
         return {k: v for k, v in out.items() if k in names}, outputs
 

@@ -31,13 +31,25 @@ With a Hugging Face tokenizer whose model takes segment ids (BERT), examples als
 
 Subsets: ``train_size`` / ``eval_size`` take a random subset drawn with ``options.subset_seed`` (default 0,
 independent of the run seed, so every seed of a sweep sees the same examples), kept in file order.
+
+Hugging Face ``datasets`` forms (``dataset.format``: ``auto`` finds the first that exists, ``tsv`` / ``hf`` force
+one): the TSVs above; ``<root>/glue/<task>/`` holding ``save_to_disk`` output or hub-layout Parquet/Arrow files
+(``glue/sst2/train-00000-of-00001.parquet``, as in the hub's ``nyu-mll/glue``); explicit ``dataset.files``; or
+``nyu-mll/glue`` (``glue``) with config ``<task>`` in the local HF cache. Their columns are those of the hub's
+``glue`` dataset (``HF_COLUMNS``), whose integer labels are the ids above.
+
+MNLI: ``glue/mnli`` evaluates ``validation_matched`` unless ``eval_split`` says ``validation_mismatched``;
+``glue/mnli-m`` / ``glue/mnli-mm`` (also ``mnli_matched`` / ``mnli_mismatched``) name the split themselves, and an
+``eval_split`` that contradicts the name is a config error (a result is never labelled with the wrong split).
 """
 from __future__ import annotations
 
 import os
 from typing import Optional
 
-from .common import classification_example, data_root, options_of, spec_get, subset_indices
+from . import hf_data
+from .common import (classification_example, data_root, dataset_format, optional_root, options_of, resolve_files,
+                     spec_get, subset_indices)
 from .errors import DatasetConfigError, DataError
 
 # task -> (folder, text columns, label column, label map or None (ints) or "float", header?, metrics, default)
@@ -58,9 +70,17 @@ TASKS = {
 }
 NUM_LABELS = {"cola": 2, "sst2": 2, "mrpc": 2, "qqp": 2, "stsb": 1, "mnli": 3, "qnli": 2, "rte": 2, "wnli": 2}
 ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli-mm": "mnli", "mnli_matched": "mnli",
-           "mnli_mismatched": "mnli"}
+           "mnli_mismatched": "mnli"}  # the MNLI ones also fix the evaluated split (MNLI_NAMED_SPLIT)
 TASKS_META = {t: ("seq-cls", v[5], v[6]) for t, v in TASKS.items()}
 
+# The MNLI names that say which split is evaluated.
+MNLI_NAMED_SPLIT = {"mnli-m": "validation_matched", "mnli_matched": "validation_matched",
+                    "mnli-mm": "validation_mismatched", "mnli_mismatched": "validation_mismatched"}
+# Text and label columns of the hub's `glue` dataset (nyu-mll/glue), per task.
+HF_COLUMNS = {"cola": ("sentence", None), "sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"),
+              "qqp": ("question1", "question2"), "stsb": ("sentence1", "sentence2"), "mnli": ("premise", "hypothesis"),
+              "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2")}
+HF_HUB_IDS = ("nyu-mll/glue", "glue")
 SPLITS = {"train": "train.tsv", "validation": "dev.tsv", "dev": "dev.tsv"}
 MNLI_SPLITS = {"train": "train.tsv", "validation_matched": "dev_matched.tsv", "validation": "dev_matched.tsv",
                "dev_matched": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv",
@@ -160,17 +180,107 @@ def read_split(task: str, path: str) -> list[tuple[str, Optional[str], object]]:
     return out
 
 
-def load(task: str, spec: dict, tok, max_length: int, seed: int):
-    root = data_root(spec, "glue")
-    folder = task_dir(root, task)
+def eval_split_of(task: str, spec: dict) -> str:
+    """The evaluated split: ``eval_split``, or the one an MNLI alias names (a contradiction is an error)."""
     split = str(spec_get(spec, "eval_split", "validation"))
-    if task == "mnli" and split == "validation":
-        split = "validation_matched"
-    eval_name = split_file(task, split)
+    alias = str(spec_get(spec, "name", "")).partition("/")[2].lower()
+    named = MNLI_NAMED_SPLIT.get(alias)
+    if named is not None:
+        if split not in ("validation", named):
+            raise DatasetConfigError(f"dataset.eval_split '{split}' contradicts dataset.name '{spec_get(spec, 'name')}',"
+                                     f" which evaluates {named}",
+                                     f"remove eval_split, or use glue/mnli with eval_split: {split}")
+        return named
+    if task == "mnli" and split in ("validation", "dev"):
+        return "validation_matched"
+    return split
+
+
+def _hf_split_name(task: str, split: str) -> str:
+    if split == "test":
+        split_file(task, split)  # the same error as for the TSVs
+    return {"dev": "validation", "dev_matched": "validation_matched",
+            "dev_mismatched": "validation_mismatched"}.get(split, split)
+
+
+def _hf_folder(root: str, task: str) -> Optional[str]:
+    for c in (os.path.join(root, "glue", task), os.path.join(root, "glue", TASKS[task][0]),
+              os.path.join(root, task)):
+        if os.path.isdir(c) and hf_data.has_hf_layout(c):
+            return c
+    return None
+
+
+def _official_folder(root: str, task: str) -> Optional[str]:
+    try:
+        folder = task_dir(root, task)
+    except DataError:
+        return None
+    return folder if os.path.isfile(os.path.join(folder, "train.tsv")) else None
+
+
+def read_hf_rows(task: str, spec: dict, root: Optional[str], split: str) -> tuple[list, list]:
+    """(train rows, eval rows) as ``(text_a, text_b, label)`` from a Hugging Face form of the task."""
+    files = resolve_files(spec)
+    folder = _hf_folder(root, task) if root and not files else None
+    splits, where = hf_data.open_dataset(folder, () if files or folder else HF_HUB_IDS, task, files)
+    if not splits:
+        raise DataError(f"GLUE {task} in a Hugging Face form not found (no save_to_disk or Parquet/Arrow folder "
+                        f"under {os.path.join(root or '<data_root>', 'glue', task)}, not in the local HF cache)",
+                        "save it there with DatasetDict.save_to_disk or copy the hub's Parquet files, or "
+                        + HOW_TO_GET)
+    col_a, col_b = HF_COLUMNS[task]
+    want = _hf_split_name(task, split)
+    out = []
+    for name in ("train", want):
+        if name not in splits:
+            raise DataError(f"{where}: no split '{name}' (splits: {', '.join(sorted(splits))})",
+                            "save the dataset with its train and validation splits")
+        ds = splits[name]
+        needed = [c for c in (col_a, col_b, "label") if c]
+        hf_data.require_columns(ds, needed, f"{where} [{name}]", "use the columns of the hub's glue dataset")
+        rows = []
+        for i, r in enumerate(hf_data.rows(ds, needed)):
+            y = r["label"]
+            if NUM_LABELS[task] == 1:
+                label: object = float(y)
+            else:
+                if not isinstance(y, int) or not 0 <= y < NUM_LABELS[task]:
+                    if y == -1:  # unlabelled rows (the hub's test splits)
+                        continue
+                    raise DataError(f"{where} [{name}] row {i}: label {y!r} is not a class id of GLUE {task}",
+                                    f"labels are 0..{NUM_LABELS[task] - 1} (the hub's glue ids)")
+                label = y
+            rows.append((r[col_a], r[col_b] if col_b else None, label))
+        if not rows:
+            raise DataError(f"{where} [{name}] holds no labelled examples", HOW_TO_GET)
+        out.append(rows)
+    return out[0], out[1]
+
+
+def read_rows(task: str, spec: dict, split: str) -> tuple[list, list]:
+    """(train rows, eval rows) in the format ``dataset.format`` asks for (``auto``: the TSVs, else a Hugging Face
+    form under the data root, else explicit ``files``, else the local HF cache)."""
+    fmt = dataset_format(spec, ("tsv", "official", "hf", "parquet", "arrow"), f"glue/{task}")
+    root = optional_root(spec)
+    if fmt in ("tsv", "official") or (fmt == "auto" and root and _official_folder(root, task)):
+        folder = task_dir(data_root(spec, "glue"), task)
+        return (read_split(task, os.path.join(folder, "train.tsv")),
+                read_split(task, os.path.join(folder, split_file(task, split))))
+    if fmt != "auto" or spec_get(spec, "files") or (root and _hf_folder(root, task)):
+        return read_hf_rows(task, spec, root, split)
+    try:  # neither layout on disk: the HF cache, else the error that says where the files go
+        return read_hf_rows(task, spec, None, split)
+    except DataError:
+        task_dir(data_root(spec, "glue"), task)
+        raise
+
+
+def load(task: str, spec: dict, tok, max_length: int, seed: int):
+    split = eval_split_of(task, spec)
     opts = options_of(spec)
     sub_seed = int(opts.get("subset_seed", 0))
-    train = read_split(task, os.path.join(folder, "train.tsv"))
-    evals = read_split(task, os.path.join(folder, eval_name))
+    train, evals = read_rows(task, spec, split)
     train = [train[i] for i in subset_indices(len(train), spec_get(spec, "train_size"), sub_seed)]
     evals = [evals[i] for i in subset_indices(len(evals), spec_get(spec, "eval_size"), sub_seed + 1)]
     regression = NUM_LABELS[task] == 1

@@ -15,7 +15,9 @@ import json
 import os
 import re
 
-from .common import data_root, lm_example, options_of, spec_get, subset_indices
+from . import hf_data
+from .common import data_root, dataset_format, lm_example, optional_root, options_of, resolve_files, spec_get, \
+    subset_indices
 from .errors import DatasetConfigError, DataError
 from .tokenizer import Tokenizer
 
@@ -71,15 +73,64 @@ def encode(records: list[dict], tok: Tokenizer, max_length: int, keep_calculator
     return out
 
 
+HF_HUB_IDS = ("openai/gsm8k", "gsm8k")
+
+
+def _hf_folder(root: str):
+    for c in (os.path.join(root, "gsm8k", "main"), os.path.join(root, "gsm8k")):
+        if os.path.isdir(c) and hf_data.has_hf_layout(c):
+            return c
+    return None
+
+
+def read_hf_records(spec: dict, root, split: str, hub: bool) -> tuple[list[dict], list[dict]]:
+    """(train, eval) records from a save_to_disk / Parquet / Arrow form (the hub's ``openai/gsm8k`` ``main``)."""
+    files = resolve_files(spec)
+    folder = _hf_folder(root) if root and not files else None
+    splits, where = hf_data.open_dataset(folder, HF_HUB_IDS if hub and not (files or folder) else (), "main", files)
+    if not splits:
+        raise DataError(f"GSM8k in a Hugging Face form not found under {os.path.join(root or '<data_root>', 'gsm8k')}"
+                        " (save_to_disk or main/<split>-*.parquet) nor in the local HF cache",
+                        "save it there with DatasetDict.save_to_disk, copy the hub's Parquet files, or put the "
+                        "official train.jsonl / test.jsonl in <data_root>/gsm8k/")
+    out = []
+    for name in ("train", split):
+        if name not in splits:
+            raise DataError(f"{where}: no split '{name}' (splits: {', '.join(sorted(splits))})",
+                            "save GSM8k with its train and test splits")
+        hf_data.require_columns(splits[name], ["question", "answer"], f"{where} [{name}]",
+                                "GSM8k rows need 'question' and 'answer' columns")
+        recs = hf_data.rows(splits[name], ["question", "answer"])
+        for i, r in enumerate(recs):
+            if not isinstance(r["answer"], str) or "####" not in r["answer"]:
+                raise DataError(f"{where} [{name}] row {i}: the answer does not end with '#### <number>'",
+                                "use the GSM8k answers as published")
+        out.append(recs)
+    return out[0], out[1]
+
+
+def read_records(spec: dict, split: str) -> tuple[list[dict], list[dict]]:
+    fmt = dataset_format(spec, ("official", "jsonl", "hf", "parquet", "arrow"), "gsm8k")
+    root = optional_root(spec)
+    official = root and os.path.isfile(os.path.join(root, "gsm8k", SPLIT_FILES["train"]))
+    if fmt in ("official", "jsonl") or (fmt == "auto" and official):
+        folder = os.path.join(data_root(spec, "gsm8k"), "gsm8k")
+        return read_jsonl(os.path.join(folder, SPLIT_FILES["train"])), read_jsonl(os.path.join(folder, SPLIT_FILES[split]))
+    if fmt != "auto" or resolve_files(spec) or (root and _hf_folder(root)):
+        return read_hf_records(spec, root, split, hub=fmt == "hf")
+    try:
+        return read_hf_records(spec, None, split, hub=True)
+    except DataError:
+        read_jsonl(os.path.join(data_root(spec, "gsm8k"), "gsm8k", SPLIT_FILES["train"]))  # says where it goes
+        raise
+
+
 def load_records(spec: dict, seed: int) -> tuple[list[dict], list[dict], str]:
-    root = data_root(spec, "gsm8k")
     split = str(spec_get(spec, "eval_split", "test"))
     if split not in SPLIT_FILES:
         raise DatasetConfigError(f"dataset.eval_split '{split}' does not exist for gsm8k",
                                  "use eval_split 'test' (GSM8k has no validation split)")
-    folder = os.path.join(root, "gsm8k")
-    train = read_jsonl(os.path.join(folder, SPLIT_FILES["train"]))
-    evalr = read_jsonl(os.path.join(folder, SPLIT_FILES[split]))
+    train, evalr = read_records(spec, split)
     opts = options_of(spec)
     sub_seed = int(opts.get("subset_seed", 0))
     train = [train[i] for i in subset_indices(len(train), spec_get(spec, "train_size"), sub_seed)]

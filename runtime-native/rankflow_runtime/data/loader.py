@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .. import metrics as M
-from . import gsm8k, synthetic
+from . import custom, gsm8k, synthetic
 from .options import OPTIONS, validate as validate_options
 from .common import effective_max_length, options_of, require_tokenizer_fits, spec_get
 from .errors import DatasetConfigError
@@ -40,6 +40,32 @@ def _families() -> dict[str, dict]:
     return fams
 
 
+# dataset.format values per family (``auto``, the default, finds the first form present).
+FORMATS = {
+    "glue": {"tsv": "the official TSVs (download_glue_data.py): <root>/glue/<Task>/{train,dev}.tsv",
+             "hf": "Hugging Face datasets: save_to_disk or hub-layout Parquet/Arrow under <root>/glue/<task>/, "
+                   "dataset.files, or nyu-mll/glue in the local HF cache"},
+    "vtab": {"official": "the VPT/NOAH lists: <root>/vtab-1k/<task>/{train800val200,test,...}.txt + images",
+             "hf": "Hugging Face datasets with image + label columns: save_to_disk or Parquet/Arrow under "
+                   "<root>/vtab-1k/<task>/ (splits train800val200/test or train/test), or dataset.files"},
+    "gsm8k": {"jsonl": "the official JSONL: <root>/gsm8k/{train,test}.jsonl",
+              "hf": "Hugging Face datasets (question, answer): save_to_disk or main/<split>-*.parquet under "
+                    "<root>/gsm8k/, dataset.files, or openai/gsm8k in the local HF cache"},
+    "custom": {f: f"your own {f.upper()} files in dataset.files (split -> file), columns mapped by dataset.text /"
+                  " label (classification, regression) or prompt / target (causal LM)" for f in custom.FORMATS},
+}
+_FORMAT_ALIASES = {"glue": ("official", "parquet", "arrow"), "vtab": ("parquet", "arrow"),
+                   "gsm8k": ("official", "parquet", "arrow")}
+
+
+def _check_format(fam: str, spec: dict) -> None:
+    fmt = str(spec_get(spec, "format", "auto")).lower()
+    allowed = set(FORMATS.get(fam, {})) | set(_FORMAT_ALIASES.get(fam, ())) | {"auto"}
+    if fam == "synthetic" and fmt != "auto" or fam != "synthetic" and fmt not in allowed:
+        raise DatasetConfigError(f"dataset.format '{fmt}' is not a format of {spec_get(spec, 'name')}",
+                                 f"use one of: {', '.join(sorted(allowed)) if fam != 'synthetic' else 'auto'}")
+
+
 def describe_datasets() -> dict:
     """``{family: {tasks, metrics, default_metric, per_task}}`` as the runtime's ``describe`` command prints it.
     ``default_metric`` is a string where all tasks of the family share one, else a ``{task: metric}`` mapping;
@@ -56,7 +82,32 @@ def describe_datasets() -> dict:
                     "options": OPTIONS[fam]}
     if "vtab" in out:
         out["vtab"]["groups"] = {g: list(ts) for g, ts in M.VTAB_GROUPS.items()}
+    for fam, formats in FORMATS.items():
+        if fam in out:
+            out[fam]["formats"] = formats
+    out["custom"] = {
+        "tasks": [], "formats": FORMATS["custom"], "options": OPTIONS["custom"],
+        "fields": {"files": "split -> file (train required; validation or test evaluated)",
+                   "text": "one text column, or two for a pair", "label": "the label column",
+                   "prompt": "causal LM: the prompt column", "target": "causal LM: the target column",
+                   "labels": "optional: the label set in id order (default: sorted distinct training labels)",
+                   "problem_type": "classification (default) or regression"},
+        "per_kind": {"classification": {"model_task": "seq-cls", "metrics": custom.CLS_METRICS,
+                                        "default_metric": "accuracy"},
+                     "regression": {"model_task": "seq-cls", "metrics": custom.REG_METRICS,
+                                    "default_metric": "pearson"},
+                     "lm": {"model_task": "causal-lm", "metrics": custom.LM_METRICS, "default_metric": "perplexity"}},
+    }
     return out
+
+
+def parse_spec_name(spec: dict) -> tuple[str, str, tuple]:
+    """Like ``parse_name``, plus your own data: a name outside the benchmark families with ``dataset.files``."""
+    name = str(spec_get(spec, "name", "")).strip()
+    fam = name.partition("/")[0].lower()
+    if spec_get(spec, "files") and fam not in _families() and name != "gsm8k":
+        return "custom", name, custom.kind_of(spec)[0:1] + custom.kind_of(spec)[2:]
+    return parse_name(name)
 
 
 def parse_name(name: str) -> tuple[str, str, tuple]:
@@ -68,7 +119,8 @@ def parse_name(name: str) -> tuple[str, str, tuple]:
     fam = fam.lower()
     if fam not in fams or not task:
         raise DatasetConfigError(f"unknown dataset.name '{name}'",
-                                 "use glue/<task>, vtab/<task>, gsm8k or synthetic/<kind> (see `describe`)")
+                                 "use glue/<task>, vtab/<task>, gsm8k or synthetic/<kind> (see `describe`), or "
+                                 "your own files with dataset.files and the column mapping")
     tasks = fams[fam]
     key = task.lower()
     if fam == "glue":
@@ -98,12 +150,13 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
     spec = dict(dataset_spec)
     model_info = ModelInfo.of(model_info)
     name = str(spec_get(spec, "name", ""))
-    fam, task, (model_task, names, default) = parse_name(name)
+    fam, task, (model_task, names, default) = parse_spec_name(spec)
     if model_info.task != model_task:
         raise DatasetConfigError(f"dataset '{name}' needs a {model_task} model, the model is {model_info.task}",
                                  f"pick a {model_task} model (model.task) for this dataset")
     opts = options_of(spec)
     validate_options(fam, opts)
+    _check_format(fam, spec)
     data_seed = int(opts["data_seed"]) if opts.get("data_seed") is not None else int(seed)
     primary = _primary(spec, names, default, name)
     eval_split = str(spec_get(spec, "eval_split", "validation"))
@@ -147,6 +200,10 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
         from . import glue
         train, evals, num_labels, eval_split = glue.load(task, spec, tok, max_len, data_seed)
         kind = "regression" if num_labels == 1 else "classification"
+    elif fam == "custom":
+        train, evals, num_labels, kind, eval_split, labels = custom.load(spec, tok, max_len,
+                                                                         int(opts.get("subset_seed", 0)))
+        info["labels"] = labels
     else:  # vtab
         from . import vtab
         train, evals, num_labels, eval_split, loader = vtab.load(task, spec, model_info, data_seed)
@@ -190,11 +247,14 @@ def num_labels_for(dataset_spec: dict) -> Optional[int]:
     regression, None for causal-LM datasets. Raises the same config errors as ``load_task_data`` for unknown
     names or options."""
     spec = dict(dataset_spec)
-    fam, task, (model_task, _, _) = parse_name(str(spec_get(spec, "name", "")))
+    fam, task, (model_task, _, _) = parse_spec_name(spec)
     opts = options_of(spec)
     validate_options(fam, opts)
+    _check_format(fam, spec)
     if model_task == "causal-lm":
         return None
+    if fam == "custom":
+        return custom.num_labels(spec)
     if fam == "synthetic":
         if task == "regression":
             return 1

@@ -40,6 +40,7 @@ OPTIONS: dict[str, dict[str, dict]] = {
              "normalize": _opt("enum", "auto", "pixel normalisation: auto (the model's preprocessor_config.json "
                                "image_mean/image_std, else ImageNet's), imagenet mean/std, half (0.5/0.5) or none",
                                choices=["auto", "imagenet", "half", "none"])},
+    "custom": {"tokenizer": TOKENIZER, "pad_to_max_length": PAD, "subset_seed": SUBSET_SEED},
     "gsm8k": {"tokenizer": TOKENIZER, "pad_to_max_length": PAD, "subset_seed": SUBSET_SEED,
               "max_new_tokens": MAX_NEW, "keep_calculator": KEEP_CALC, "generation": GENERATION},
 }

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import data_root, options_of, spec_get, subset_indices
+from . import hf_data
+from .common import data_root, dataset_format, optional_root, options_of, resolve_files, spec_get, subset_indices
 from .errors import DatasetConfigError, DataError
 from .. import metrics as M
 
@@ -97,21 +98,28 @@ def read_list(path: str, folder: str, num_classes: int) -> list[tuple[str, int]]
     return out
 
 
+def pixels_of(im) -> np.ndarray:
+    """A PIL image as a float32 ``[H, W, C]`` array in [0, 1] (grey stays one channel; others become RGB)."""
+    return as_float_image(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im), "an image")
+
+
 def decode_image(path: str) -> np.ndarray:
     """An image file as a float32 ``[H, W, C]`` array in [0, 1]."""
     if path.lower().endswith(".npy"):
-        arr = np.load(path)
-    else:
-        try:
-            from PIL import Image  # type: ignore
-        except ImportError:
-            raise DataError(f"reading '{path}' needs Pillow, which is not installed",
-                            "pip install pillow in the runtime venv, or convert the images to .npy") from None
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
-        except OSError as exc:
-            raise DataError(f"cannot decode image '{path}': {exc}", "re-create the VTAB-1k images") from None
+        return as_float_image(np.load(path), path)
+    try:
+        from PIL import Image  # type: ignore
+    except ImportError:
+        raise DataError(f"reading '{path}' needs Pillow, which is not installed",
+                        "pip install pillow in the runtime venv, or convert the images to .npy") from None
+    try:
+        with Image.open(path) as im:
+            return pixels_of(im)
+    except OSError as exc:
+        raise DataError(f"cannot decode image '{path}': {exc}", "re-create the VTAB-1k images") from None
+
+
+def as_float_image(arr: np.ndarray, path: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
@@ -158,22 +166,77 @@ class ImageLoader:
             x = (x - mean[:, None, None]) / std[:, None, None]
         return x.contiguous()
 
-    def __call__(self, record: tuple[str, int]) -> dict:
-        path, label = record
-        return {"pixel_values": self.pixels(decode_image(path)), "labels": torch.tensor(label, dtype=torch.long)}
+    def __call__(self, record: tuple) -> dict:
+        image, label = record  # a file path, or an image stored in a dataset row (hf_data.HFImage)
+        arr = decode_image(image) if isinstance(image, str) else image.array()
+        return {"pixel_values": self.pixels(arr), "labels": torch.tensor(label, dtype=torch.long)}
+
+
+# Split names of a Hugging Face form of a task, per protocol: (train candidates, eval candidates).
+HF_SPLITS = {"test": (("train800val200", "train"), ("test",)),
+             "validation": (("train800",), ("val200", "validation")), "val200": (("train800",), ("val200",))}
+IMAGE_COLUMNS = ("image", "img", "pixel_values", "image_path")
+
+
+def _hf_folder(root: str, task: str):
+    for c in (os.path.join(root, "vtab-1k", task), os.path.join(root, "vtab", task), os.path.join(root, task)):
+        if os.path.isdir(c) and hf_data.has_hf_layout(c):
+            return c
+    return None
+
+
+def read_hf_records(task: str, spec: dict, root, split: str) -> tuple[list, list]:
+    """(train, eval) ``(HFImage, label)`` records from a save_to_disk / Parquet / Arrow form of the task."""
+    files = resolve_files(spec)
+    folder = _hf_folder(root, task) if root and not files else None
+    splits, where = hf_data.open_dataset(folder, (), None, files)
+    if not splits:
+        raise DataError(f"VTAB-1k task '{task}' in a Hugging Face form not found under "
+                        f"{os.path.join(root or '<data_root>', 'vtab-1k', task)}",
+                        "save it there with DatasetDict.save_to_disk (splits train800val200 / test, or train / "
+                        "test) or copy Parquet files named <split>-*.parquet, or " + HOW_TO_GET)
+    n = NUM_CLASSES[task]
+    out = []
+    for candidates in HF_SPLITS[split]:
+        name = next((c for c in candidates if c in splits), None)
+        if name is None:
+            raise DataError(f"{where}: no split {' or '.join(repr(c) for c in candidates)} "
+                            f"(splits: {', '.join(sorted(splits))})", "name the splits as the VTAB-1k lists are")
+        ds = splits[name]
+        image_col = next((c for c in IMAGE_COLUMNS if c in hf_data.columns(ds)), None)
+        if image_col is None:
+            raise DataError(f"{where} [{name}]: no image column (columns: {', '.join(hf_data.columns(ds))})",
+                            f"name the image column one of: {', '.join(IMAGE_COLUMNS)}")
+        hf_data.require_columns(ds, ["label"], f"{where} [{name}]", "name the class column 'label'")
+        records = []
+        for i, r in enumerate(hf_data.rows(ds, [image_col, "label"])):
+            y = r["label"]
+            if not isinstance(y, int) or not 0 <= y < n:
+                raise DataError(f"{where} [{name}] row {i}: label {y!r} is not in 0..{n - 1}",
+                                f"vtab/{task} has {n} classes")
+            records.append((hf_data.HFImage(r[image_col]), y))
+        out.append(records)
+    return out[0], out[1]
+
+
+def read_records(task: str, spec: dict, split: str) -> tuple[list, list]:
+    fmt = dataset_format(spec, ("official", "hf", "parquet", "arrow"), f"vtab/{task}")
+    root = optional_root(spec)
+    if fmt != "official" and (resolve_files(spec) or (root and _hf_folder(root, task)) or fmt != "auto"):
+        return read_hf_records(task, spec, root, split)
+    folder = task_dir(data_root(spec, "vtab-1k"), task)
+    train_file, eval_file = SPLITS[split]
+    n = NUM_CLASSES[task]
+    return read_list(os.path.join(folder, train_file), folder, n), read_list(os.path.join(folder, eval_file), folder, n)
 
 
 def load(task: str, spec: dict, model_info, seed: int):
-    root = data_root(spec, "vtab-1k")
-    folder = task_dir(root, task)
     split = str(spec_get(spec, "eval_split", "test"))
     if split not in SPLITS:
         raise DatasetConfigError(f"dataset.eval_split '{split}' does not exist for vtab/{task}",
                                  "use 'test' (train800val200 -> test) or 'validation' (train800 -> val200)")
-    train_file, eval_file = SPLITS[split]
     n = NUM_CLASSES[task]
-    train = read_list(os.path.join(folder, train_file), folder, n)
-    evals = read_list(os.path.join(folder, eval_file), folder, n)
+    train, evals = read_records(task, spec, split)
     opts = options_of(spec)
     sub_seed = int(opts.get("subset_seed", 0))
     train = [train[i] for i in subset_indices(len(train), spec_get(spec, "train_size"), sub_seed)]

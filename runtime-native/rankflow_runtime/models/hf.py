@@ -32,9 +32,24 @@ TASK_AUTO = {"seq-cls": "AutoModelForSequenceClassification", "img-cls": "AutoMo
              "causal-lm": "AutoModelForCausalLM"}
 
 
+def quiet_libraries() -> None:
+    """Keep transformers' and datasets' noise (load reports, progress bars, advisory warnings) out of the runtime
+    log unless it runs at DEBUG (`RANKFLOW_LOG_LEVEL=DEBUG`). Call before importing them; idempotent."""
+    if os.environ.get("RANKFLOW_LOG_LEVEL", "INFO").upper() == "DEBUG":
+        return
+    for var, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DATASETS_VERBOSITY", "error"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+                       ("TQDM_DISABLE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(var, value)
+
+
 def _transformers():
     try:
+        quiet_libraries()
         import transformers  # noqa: F401
+        if os.environ.get("RANKFLOW_LOG_LEVEL", "INFO").upper() != "DEBUG":
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
         return transformers
     except ImportError:
         raise ConfigError('model.source: "hf" needs the transformers package, which is not installed',
@@ -224,8 +239,9 @@ def build(spec: Dict[str, Any], info, num_labels: Optional[int], weights: bool =
     auto = getattr(tf, TASK_AUTO[info.task])
     local = info.extra.get("local_dir") if weights else None
     if local:
-        model = auto.from_pretrained(local, config=cfg, local_files_only=True, ignore_mismatched_sizes=True,
-                                     trust_remote_code=trust)
+        model, report = auto.from_pretrained(local, config=cfg, local_files_only=True, ignore_mismatched_sizes=True,
+                                             trust_remote_code=trust, output_loading_info=True)
+        _log_loading(local, report)
     else:
         model = auto.from_config(cfg, trust_remote_code=trust)
     names = {n for n, _ in model.named_modules()}
@@ -233,6 +249,18 @@ def build(spec: Dict[str, Any], info, num_labels: Optional[int], weights: bool =
     leaves = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     info.default_targets = next((list(c) for c in TARGET_CANDIDATES if set(c) <= leaves), info.default_targets)
     return model
+
+
+def _log_loading(where: str, report: Dict[str, Any]) -> None:
+    """One log line instead of transformers' load report: what was newly initialised and what was left out."""
+    def names(keys) -> str:
+        keys = sorted(keys or [])
+        return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+    missing = list(report.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k
+                                                         for k in report.get("mismatched_keys") or []]
+    unexpected = report.get("unexpected_keys") or []
+    log.info("loaded weights from %s%s%s", where, f"; newly initialised: {names(missing)}" if missing else "",
+             f"; not used: {names(unexpected)}" if unexpected else "")
 
 
 def _set_pad(cfg, info) -> None:
