@@ -138,3 +138,49 @@ export function knownDatasets(described?: Record<string, unknown>): string[] {
   if (!described || Object.keys(described).length === 0) return [...ALL_DATASETS];
   return ALL_DATASETS.filter((n) => datasetDefaults(n, described) !== null);
 }
+
+/** The fields of a dataset entry that describe your own data (a recipe's flat `text`/`label`/... keys). */
+export interface OwnDataFields {
+  files?: Record<string, string | string[]>;
+  text?: string | string[];
+  label?: string;
+  prompt?: string;
+  target?: string;
+  problem_type?: 'classification' | 'regression';
+}
+
+/** Whether a dataset entry names your own files (a name outside the benchmark families, with `files`). */
+export function isOwnData(name: string, f: OwnDataFields): boolean {
+  const family = name.split('/')[0]!;
+  return f.files !== undefined && !['glue', 'vtab', 'gsm8k', 'synthetic'].includes(family);
+}
+
+/**
+ * Defaults of your own data, from its column mapping (the runtime's rules, `describe`'s `custom.per_kind`):
+ * prompt/target (or text without a label) is a causal LM, a label with `problem_type: regression` is
+ * regression, else classification. The evaluated split is `validation`, else the one other file.
+ */
+export function ownDataDefaults(f: OwnDataFields, described?: Record<string, unknown>): DatasetDefaults {
+  const kind = f.prompt || f.target || !f.label ? 'lm' : f.problem_type === 'regression' ? 'regression' : 'classification';
+  const fam = (described?.['custom'] ?? {}) as {
+    options?: Record<string, OptionSchema>;
+    per_kind?: Record<string, { model_task: Task; metrics: string[]; default_metric: string }>;
+  };
+  const fallback = {
+    classification: { model_task: 'seq-cls' as Task, metrics: ['accuracy', 'f1', 'mcc', 'loss'], default_metric: 'accuracy' },
+    regression: { model_task: 'seq-cls' as Task, metrics: ['pearson', 'spearman', 'mse', 'loss'], default_metric: 'pearson' },
+    lm: { model_task: 'causal-lm' as Task, metrics: ['loss', 'perplexity', 'token_accuracy'], default_metric: 'perplexity' },
+  }[kind];
+  const k = fam.per_kind?.[kind] ?? fallback;
+  const splits = Object.keys(f.files ?? {}).filter((s) => s !== 'train');
+  return {
+    task: k.model_task,
+    max_length: kind === 'lm' ? 256 : 128,
+    train_size: null,
+    eval_size: null,
+    eval_split: splits.includes('validation') || splits.length !== 1 ? 'validation' : splits[0]!,
+    metric: k.default_metric,
+    metrics: k.metrics,
+    options: fam.options ?? null,
+  };
+}

@@ -29,7 +29,7 @@ import {
 import type { DatasetSpec, MethodSpec, ModelSpec, PlannedRun, RunLabels, RunSpec } from '../schemas/runspec.js';
 type TrainingSpec = z.infer<typeof TrainingSpecSchema>;
 import { canonicalJson, hashValue } from './canonical.js';
-import { BUILTIN_MODELS, datasetDefaults as catalogDefaults, knownDatasets } from './catalog.js';
+import { BUILTIN_MODELS, datasetDefaults as catalogDefaults, isOwnData, knownDatasets, ownDataDefaults } from './catalog.js';
 import { formatPath, IssueList, type FieldPath, type PlanIssue } from './issues.js';
 import { Sha256 } from './sha256.js';
 import { suggestHint } from './suggest.js';
@@ -68,6 +68,27 @@ export interface PlanResult {
   gridSize: number;
 }
 
+/** The optional DatasetSpec fields saying where and how data is read (each only when set: stable run ids). */
+function dataSource(e: Partial<DatasetEntry>, st: Partial<DatasetEntry>): Partial<DatasetSpec> {
+  const pick = <K extends keyof DatasetEntry>(k: K): DatasetEntry[K] | undefined => (e[k] !== undefined ? e[k] : st[k]);
+  const out: Partial<DatasetSpec> = {};
+  const format = pick('format');
+  if (format !== undefined && format !== 'auto') out.format = format;
+  const files = pick('files');
+  if (files !== undefined) out.files = files;
+  const columns: NonNullable<DatasetSpec['columns']> = {};
+  for (const k of ['text', 'label', 'prompt', 'target'] as const) {
+    const v = pick(k);
+    if (v !== undefined) (columns as Record<string, unknown>)[k] = v;
+  }
+  if (Object.keys(columns).length) out.columns = columns;
+  const labels = pick('labels');
+  if (labels !== undefined) out.labels = labels;
+  const problem = pick('problem_type');
+  if (problem === 'regression') out.problem_type = problem;
+  return out;
+}
+
 /**
  * The key of the parameter count of a spec: what the count depends on (model architecture, dataset shape,
  * method, head). Whether weights are loaded (`random_init`) does not change a count.
@@ -76,7 +97,13 @@ export function countKey(spec: RunSpec): string {
   return hashValue(
     {
       model: { ...spec.model, random_init: true },
-      dataset: { name: spec.dataset.name, max_length: spec.dataset.max_length, options: spec.dataset.options },
+      dataset: {
+        name: spec.dataset.name,
+        max_length: spec.dataset.max_length,
+        options: spec.dataset.options,
+        // your own data: the label count depends on the files and the columns
+        ...(spec.dataset.files ? { files: spec.dataset.files, columns: spec.dataset.columns ?? {}, labels: spec.dataset.labels ?? null, problem_type: spec.dataset.problem_type ?? null, data_root: spec.dataset.data_root } : {}),
+      },
       method: spec.method,
       train_head: spec.training.train_head,
     },
@@ -371,7 +398,13 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   const registry = opts.methods;
   const methodNames = Object.keys(registry);
   const maxRuns = opts.maxRuns ?? recipe.max_runs ?? DEFAULT_MAX_RUNS;
-  const datasetDefaults = (name: string) => catalogDefaults(name, opts.datasets);
+  // A dataset's defaults: a benchmark's from the catalogue, your own data's from its column mapping (the entry's
+  // fields, else its dataset_settings').
+  const datasetDefaults = (name: string, entry?: Partial<DatasetEntry>) => {
+    const own = { ...(recipe.dataset_settings?.[name] ?? {}), ...(entry ?? {}) };
+    if (isOwnData(name, own)) return ownDataDefaults(own, opts.datasets);
+    return catalogDefaults(name, opts.datasets);
+  };
   const ALL_DATASETS = knownDatasets(opts.datasets);
   const empty = (): PlanResult => ({ runs: [], issues: issues.items, warnings: warnings.items, countRequests: [], gridSize: 0 });
 
@@ -388,14 +421,14 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       issues.add(['model', 'task'], `\`${m.name}\` has a ${heads.join(' or ')} head, not ${task}`, `remove \`task\` or set it to ${builtin.task}`);
     } else if (task === undefined) {
       // a built-in with several heads (the decoder also classifies) takes the one its datasets need
-      const wanted = new Set(recipe.datasets.map((d) => datasetDefaults(d.name)?.task).filter((t) => t !== undefined));
+      const wanted = new Set(recipe.datasets.map((d) => datasetDefaults(d.name, d)?.task).filter((t) => t !== undefined));
       const only = wanted.size === 1 ? [...wanted][0]! : undefined;
       task = only !== undefined && heads.includes(only) ? only : builtin.task;
     }
   } else if (builtin) {
     issues.add(['model', 'source'], `\`${m.name}\` is a built-in model, not a Hugging Face one`, 'remove `source: hf`');
   } else if (task === undefined) {
-    const tasks = new Set(recipe.datasets.map((d) => datasetDefaults(d.name)?.task).filter((t) => t !== undefined));
+    const tasks = new Set(recipe.datasets.map((d) => datasetDefaults(d.name, d)?.task).filter((t) => t !== undefined));
     if (tasks.size === 1) task = [...tasks][0];
     else issues.add(['model', 'task'], `missing the task head of Hugging Face model \`${m.name}\``, 'add `task: seq-cls`, `img-cls` or `causal-lm`');
   }
@@ -426,7 +459,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     }
   }
   const resolveDataset = (entry: DatasetEntry | { name: string }, path: FieldPath, namePath: FieldPath): ResolvedDataset | null => {
-    const defs = datasetDefaults(entry.name);
+    const defs = datasetDefaults(entry.name, entry);
     if (!defs) {
       issues.add(namePath, `unknown dataset \`${entry.name}\``, suggestHint(entry.name, ALL_DATASETS, 'datasets'));
       return null;
@@ -450,6 +483,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       eval_split: e.eval_split ?? st.eval_split ?? defs.eval_split,
       metric,
       options: { ...(st.options ?? {}), ...(e.options ?? {}) },
+      ...dataSource(e, st),
     };
     if (defs.options) {
       const filled: Record<string, unknown> = {};

@@ -8,7 +8,7 @@
  * Every object is strict: an unknown key is an error, never silently ignored.
  */
 import { z } from 'zod';
-import { TrainingSpec } from './runspec.js';
+import { DatasetSpec, TrainingSpec } from './runspec.js';
 
 /** `T` or a non-empty list of `T` (a sweep axis). */
 function axis<T extends z.ZodType>(t: T) {
@@ -71,6 +71,21 @@ export const DatasetSettings = z.strictObject({
   metric: z.string().min(1).optional(),
   data_root: z.string().min(1).nullable().optional(),
   options: z.record(z.string(), z.unknown()).optional(),
+  /** How the data is stored (`auto`: the first form found; `csv`, `tsv`, `jsonl`, `parquet`, `hf`, ...). */
+  format: DatasetSpec.shape.format,
+  /** Split -> file: your own data (`{train: train.csv, validation: dev.csv}`) or explicit Parquet files. */
+  files: DatasetSpec.shape.files,
+  /** Your own data: the text column, or two for a pair (`[premise, hypothesis]`). */
+  text: z.union([z.string().min(1), z.array(z.string().min(1)).min(1).max(2)]).optional(),
+  /** Your own data: the label column (classification or regression). */
+  label: z.string().min(1).optional(),
+  /** Your own data, causal LM: the prompt and target columns (loss on the target). */
+  prompt: z.string().min(1).optional(),
+  target: z.string().min(1).optional(),
+  /** Your own classification data: the label set in id order (default: inferred from the training split). */
+  labels: DatasetSpec.shape.labels,
+  /** Your own labelled data: classification (default) or regression. */
+  problem_type: DatasetSpec.shape.problem_type,
   /** Training overrides for runs on this dataset (lists are grid axes). */
   training: TrainingLayer.optional(),
 });

@@ -25,6 +25,9 @@ export const ModelSpec = z.strictObject({
 });
 export type ModelSpec = z.infer<typeof ModelSpec>;
 
+/** `dataset.format` values (the runtime's `describe` lists which each dataset family reads). */
+export const DATA_FORMATS = ['auto', 'official', 'tsv', 'csv', 'jsonl', 'parquet', 'arrow', 'hf'] as const;
+
 export const DatasetSpec = z.strictObject({
   /** `glue/<task>`, `vtab/<task>`, `gsm8k`, `synthetic/<kind>`. */
   name: z.string().min(1),
@@ -39,6 +42,25 @@ export const DatasetSpec = z.strictObject({
   /** Metric used for best-checkpoint selection and headline tables. */
   metric: z.string().min(1),
   options: z.record(z.string(), z.unknown()),
+  // Where and how the data is read. Optional: absent means the default, so the specs (and run ids) of runs
+  // planned before these fields existed are unchanged; the planner writes them only when they are set.
+  /** `auto` (absent): the first form found; `tsv`/`jsonl`/`official` (the benchmark's own files), `hf`. */
+  format: z.enum(DATA_FORMATS).optional(),
+  /** Split -> file (or files): your own data, or explicit Parquet/Arrow files of a benchmark. */
+  files: z.record(z.string(), z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])).optional(),
+  /** Your own data: which columns hold the text (one, or two for a pair), label, or prompt/target (causal LM). */
+  columns: z
+    .strictObject({
+      text: z.union([z.string().min(1), z.array(z.string().min(1)).min(1).max(2)]).optional(),
+      label: z.string().min(1).optional(),
+      prompt: z.string().min(1).optional(),
+      target: z.string().min(1).optional(),
+    })
+    .optional(),
+  /** Your own classification data: the label set in id order (default: the sorted distinct training labels). */
+  labels: z.array(z.union([z.string(), z.number()])).min(2).optional(),
+  /** Your own labelled data: `classification` (absent) or `regression`. */
+  problem_type: z.enum(['classification', 'regression']).optional(),
 });
 export type DatasetSpec = z.infer<typeof DatasetSpec>;
 
