@@ -23,10 +23,11 @@ SYNTHETIC = {
     "gsm8k-like": ("causal-lm", _GEN, "exact_match"),
 }
 GSM8K = {"gsm8k": ("causal-lm", _GEN, "exact_match")}
+CORPUS = {"files": ("causal-lm", _LM, "perplexity"), "synthetic": ("causal-lm", _LM, "perplexity")}
 
 
 def _families() -> dict[str, dict]:
-    fams = {"synthetic": SYNTHETIC, "gsm8k": GSM8K}
+    fams = {"synthetic": SYNTHETIC, "gsm8k": GSM8K, "corpus": CORPUS}
     try:
         from . import glue
         fams["glue"] = glue.TASKS_META
@@ -119,8 +120,8 @@ def parse_name(name: str) -> tuple[str, str, tuple]:
     fam = fam.lower()
     if fam not in fams or not task:
         raise DatasetConfigError(f"unknown dataset.name '{name}'",
-                                 "use glue/<task>, vtab/<task>, gsm8k or synthetic/<kind> (see `describe`), or "
-                                 "your own files with dataset.files and the column mapping")
+                                 "use glue/<task>, vtab/<task>, gsm8k, corpus/<files|synthetic> or synthetic/<kind> "
+                                 "(see `describe`), or your own files with dataset.files and the column mapping")
     tasks = fams[fam]
     key = task.lower()
     if fam == "glue":
@@ -196,6 +197,10 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
         train, evals, generation = _gsm8k_encode(tr, ev, tok, max_len, opts, default_new=256)
         generation["max_length"] = int(model_info.max_length) if model_info.max_length else None
         num_labels, kind = 0, "generation"
+    elif fam == "corpus":
+        from . import corpus
+        train, evals = corpus.load(task, spec, tok, max_len, data_seed)
+        num_labels, kind = 0, "lm"
     elif fam == "glue":
         from . import glue
         train, evals, num_labels, eval_split = glue.load(task, spec, tok, max_len, data_seed)

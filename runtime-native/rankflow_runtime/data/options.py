@@ -43,6 +43,18 @@ OPTIONS: dict[str, dict[str, dict]] = {
     "custom": {"tokenizer": TOKENIZER, "pad_to_max_length": PAD, "subset_seed": SUBSET_SEED},
     "gsm8k": {"tokenizer": TOKENIZER, "pad_to_max_length": PAD, "subset_seed": SUBSET_SEED,
               "max_new_tokens": MAX_NEW, "keep_calculator": KEEP_CALC, "generation": GENERATION},
+    "corpus": {  # corpus.py: pretraining text
+        "train_files": _opt("list", None, "corpus/files: glob patterns of .txt / .jsonl / .parquet files (.gz too), "
+                            "relative to the data root"),
+        "eval_files": _opt("list", None, "corpus/files: held-out files (default: hold out `held_out` of the documents)"),
+        "text_field": _opt("string", "text", "the JSON field / parquet column holding each document"),
+        "held_out": _opt("number", 0.05, "fraction of the documents held out when no eval_files are given"),
+        "packing": _opt("boolean", False, "join documents with EOS and cut max_length blocks (default: one "
+                        "document per sequence, truncated, as the official SLTrain loader)"),
+        "data_seed": _opt("integer", None, "seed of the held-out split / the synthetic corpus (default: the run "
+                          "seed)", min=0),
+        "tokenizer": TOKENIZER, "pad_to_max_length": PAD,
+    },
 }
 
 
@@ -60,7 +72,8 @@ def validate(family: str, options: dict) -> None:
               "boolean": isinstance(value, bool),
               "enum": value in o.get("choices", ()),
               "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-              "string": isinstance(value, str)}.get(t, True)
+              "string": isinstance(value, str),
+              "list": isinstance(value, (list, str))}.get(t, True)
         if not ok:
             want = f"one of {', '.join(map(str, o['choices']))}" if t == "enum" else f"{'an' if t[0] in 'aeiou' else 'a'} {t}"
             raise DatasetConfigError(f"dataset.options.{key}: expected {want}, got {value!r}", o["help"])
