@@ -200,7 +200,7 @@ def test_accepts_the_models_package_model_info():
 
 def test_describe_datasets_lists_every_family():
     d = describe_datasets()
-    assert set(d) == {"synthetic", "glue", "vtab", "gsm8k", "custom"}
+    assert set(d) == {"synthetic", "glue", "vtab", "gsm8k", "custom", "corpus"}
     assert len(d["glue"]["tasks"]) == 9 and len(d["vtab"]["tasks"]) == 19
     assert d["vtab"]["default_metric"] == "top1" and d["glue"]["default_metric"]["cola"] == "mcc"
     assert d["glue"]["per_task"]["stsb"]["metrics"][:2] == ["pearson", "spearman"]
