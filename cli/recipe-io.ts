@@ -10,8 +10,8 @@
  * `max_steps` in a `training` mapping clears an inherited `epochs`, and vice versa. `name` is not
  * inherited: it is the file's own `name`, or its file name without the extension.
  */
-import { readFileSync } from 'node:fs';
-import { basename, dirname, extname, relative, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import { MethodsSnapshot, type MethodDescription } from '../schemas/describe.js';
 import { normalizeShorthands, type Recipe } from '../schemas/recipe.js';
@@ -158,6 +158,37 @@ export function formatIssues(issues: readonly PlanIssue[], locate: (p: FieldPath
     const where = loc.line !== null ? `${loc.file}:${loc.line}:${loc.col}` : loc.file;
     return `${where}: ${formatPath(i.path)}: ${i.message}${i.hint ? ` — ${i.hint}` : ''}`;
   });
+}
+
+/**
+ * A model folder the recipe names that is not there (checked without the runtime): a path-like name
+ * (`./`, `../`, `/`, `~`) that does not exist, or a folder without `config.json`. Paths are relative to the
+ * folder rankflow runs in, as the runtime reads them.
+ */
+export function missingModelFolder(model: { name: string; source?: string }): { message: string; hint: string } | null {
+  const name = model.name;
+  if (model.source === 'builtin') return null;
+  const pathLike = /^(\.{1,2}[\\/]|[\\/]|~)/.test(name);
+  const full = resolve(name.startsWith('~') ? name.replace(/^~/, process.env.HOME ?? '~') : name);
+  if (!existsSync(full)) {
+    if (!pathLike) return null; // a hub id (in the local HF cache, or not: the runtime's count says)
+    return { message: `model folder \`${name}\` does not exist (${full})`, hint: 'fix the path (relative to the folder you run rankflow in), or name a bundled model / a hub id in the local HF cache' };
+  }
+  if (!existsSync(join(full, 'config.json'))) {
+    return { message: `\`${name}\` has no config.json, so it is not a Hugging Face model folder`, hint: 'point model.name at the folder save_pretrained wrote' };
+  }
+  return null;
+}
+
+/** A count failure that is the model's fault (the runtime names a `model.*` field): the recipe is wrong, not a run. */
+function modelError(countErrors: readonly string[]): PlanIssue | null {
+  for (const e of countErrors) {
+    const m = /(?:^|: )(model(?:\.[A-Za-z_][\w]*)*): (.*)$/.exec(e);
+    if (!m) continue;
+    const path = m[1]!.split('.').slice(0, 2) as FieldPath;
+    return { path: path.length > 1 ? path : ["model", "name"], message: `the runtime cannot build the model: ${m[2]}` };
+  }
+  return null;
 }
 
 function failWith(lines: string[], file: string): never {
@@ -368,6 +399,8 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
     specs.forEach((s, i) => (counts[countKey(s)] = res[i] ?? null));
   };
 
+  const missing = missingModelFolder(recipe.model);
+  if (missing) failWith(formatIssues([{ path: ['model', 'name'], ...missing }], loaded.locate), display);
   let result = planRecipe(recipe, { methods, datasets, counts, maxRuns: opts.maxRuns });
   if (result.issues.length === 0 && result.countRequests.length > 0) {
     if (!canCount) {
@@ -401,6 +434,8 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
     throw new UserError('cannot count parameters: the runtime is not installed (run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON)');
   }
 
+  const broken = modelError(countErrors);
+  if (broken) failWith(formatIssues([broken], loaded.locate), display);
   const warnings = formatIssues(result.warnings, loaded.locate);
   const uncounted = result.runs.filter((r) => r.params === null).length;
   if (canCount && uncounted > 0 && countErrors.length > 0) {

@@ -111,7 +111,13 @@ def _custom_code(tf, config_dict: Dict[str, Any], where: str, trust: bool) -> bo
 
 def _from_pretrained(tf, ref: str, where: str, trust: bool, config_dict: Optional[Dict[str, Any]]):
     trust = _custom_code(tf, config_dict or {}, where, trust)
-    return tf.AutoConfig.from_pretrained(ref, local_files_only=True, trust_remote_code=trust), trust
+    try:
+        return tf.AutoConfig.from_pretrained(ref, local_files_only=True, trust_remote_code=trust), trust
+    except (ValueError, KeyError, OSError) as exc:  # an unknown model_type, a damaged config.json, ...
+        first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model.name: cannot read the config of {where}: {first}",
+                          hint="point model.name at a folder written by save_pretrained (or upgrade transformers)"
+                          ) from None
 
 
 def _cached_file(repo_id: str, filename: str) -> Optional[str]:
