@@ -41,7 +41,7 @@ function planOnce(): number {
   if (!v.recipe) throw new Error(JSON.stringify(v.issues));
   const r = planRecipe(v.recipe, { methods: snap.methods, datasets: snap.datasets });
   if (r.issues.length) throw new Error(JSON.stringify(r.issues));
-  keep = r.runs;
+  _keep = r.runs;
   return r.runs.length;
 }
 
@@ -56,11 +56,11 @@ function floorOnce(): number {
             for (const warmup_ratio of AXES.warmup_ratio)
               for (const weight_decay of AXES.weight_decay)
                 for (const seed of AXES.seeds) out.push({ dataset, method, rank, lr, batch_size, warmup_ratio, weight_decay, seed });
-  keep = out;
+  _keep = out;
   return out.length;
 }
 
-let keep: unknown = null;
+let _keep: unknown = null;
 
 /**
  * A second reference: the same nested loops, but each combination becomes a full RunSpec-shaped object
@@ -89,13 +89,13 @@ function floorWithIdsOnce(): number {
                 }
       }
   }
-  keep = out;
+  _keep = out;
   return out.length;
 }
 
 function time(f: () => number): { ms: number; n: number } {
   const gc = (globalThis as { gc?: () => void }).gc;
-  keep = null;
+  _keep = null;
   gc?.();
   const t0 = performance.now();
   const n = f();
@@ -116,7 +116,7 @@ if (!gc) console.log('(run with `node --expose-gc --import tsx bench/plan_bench.
 floorOnce();
 floorWithIdsOnce();
 planOnce();
-keep = null;
+_keep = null;
 gc?.();
 const heap0 = process.memoryUsage().heapUsed;
 planOnce();

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ResultRecord } from '../schemas/result.js';
-import { SweepManifest } from '../schemas/orchestration.js';
+import { type SweepManifest } from '../schemas/orchestration.js';
 import { missingRun, runFromRecord, type RunRow } from '../tables/runs.js';
 import { buildTable } from '../tables/table.js';
 import { FORMATS, render } from '../tables/render.js';

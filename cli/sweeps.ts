@@ -2,7 +2,7 @@
  * Submitting and following sweeps: the manifest goes to the artifact store first, then the sweep
  * workflow starts (or, if that sweep is already running, rankflow attaches to it).
  */
-import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy, defaultPayloadConverter } from '@temporalio/common';
 import type { ArtifactStore } from '../store/store.js';
 import { sweepKey } from '../store/keys.js';

@@ -29,7 +29,7 @@ export interface WorkerOptions {
 
 export function rankflowVersions(): { rankflow: string; git: string | null } {
   const pkg = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string };
-  let git: string | null = null;
+  let git: string | null;
   try {
     git = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'ignore'] })
       .toString()

@@ -142,7 +142,6 @@ export function sweepId(recipeName: string, runIds: readonly string[]): string {
 // ---------------------------------------------------------------------------------------------------------
 
 type Task = ModelSpec['task'];
-type Scalar = string | number | boolean | null;
 
 interface Layer {
   path: FieldPath;

@@ -16,7 +16,6 @@ import {
   metricDirection,
   prettyDataset,
   prettyMethod,
-  VTAB_GROUP_NAMES,
   VTAB_GROUPS,
   type Direction,
 } from './names.js';

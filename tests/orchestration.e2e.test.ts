@@ -13,7 +13,7 @@ import type { RunningWorker } from '../cli/worker.js';
 import type { Config } from '../cli/config.js';
 import { startSweep, writeManifest } from '../cli/sweeps.js';
 import type { SubmitOptions } from '../cli/sweeps.js';
-import { ResultRecord } from '../schemas/result.js';
+import { type ResultRecord } from '../schemas/result.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
 import { listCheckpoints } from '../store/checkpoints.js';
 import type { S3Store } from '../store/store.js';
