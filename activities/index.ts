@@ -11,7 +11,12 @@ import { hostname } from 'node:os';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { Context, getClient } from '@temporalio/activity';
 import type { ArtifactStore } from '../store/store.js';
-import { CheckpointFileError, downloadLatestCheckpoint, pruneCheckpoints, uploadCheckpoint } from '../store/checkpoints.js';
+import {
+  CheckpointFileError,
+  downloadLatestCheckpoint,
+  pruneCheckpoints,
+  uploadCheckpoint,
+} from '../store/checkpoints.js';
 import { failureKey, logKey, resultKey, sweepKey } from '../store/keys.js';
 import { withRetries } from '../store/retry.js';
 import type { SlotPool } from '../launcher/slots.js';
@@ -53,7 +58,9 @@ export function createActivities(deps: ActivityDeps) {
     if (cached) return cached;
     const body = await deps.store.get(sweepKey(sweepId));
     if (!body) {
-      throw ApplicationFailure.nonRetryable(`sweep manifest ${sweepKey(sweepId)} is missing from ${deps.store.description}`);
+      throw ApplicationFailure.nonRetryable(
+        `sweep manifest ${sweepKey(sweepId)} is missing from ${deps.store.description}`,
+      );
     }
     const manifest = SweepManifest.parse(JSON.parse(body.toString('utf8')));
     if (manifests.size > 8) manifests.clear();
@@ -63,7 +70,11 @@ export function createActivities(deps: ActivityDeps) {
 
   return {
     /** A page of a sweep's runs, each marked done when its result record already exists. */
-    async loadSweepPage(sweepId: string, offset: number, limit: number): Promise<{ input: Omit<RunInput, 'parent' | 'policy'>; done: boolean }[]> {
+    async loadSweepPage(
+      sweepId: string,
+      offset: number,
+      limit: number,
+    ): Promise<{ input: Omit<RunInput, 'parent' | 'policy'>; done: boolean }[]> {
       const m = await loadManifest(sweepId);
       const page = m.runs.slice(offset, offset + limit);
       return await Promise.all(
@@ -85,7 +96,12 @@ export function createActivities(deps: ActivityDeps) {
       const body = await deps.store.get(resultKey(runId));
       if (!body) return null;
       const rec = ResultRecord.parse(JSON.parse(body.toString('utf8')));
-      return { run_id: runId, state: 'skipped', metric: rec.metrics[rec.spec.dataset.metric] ?? null, message: 'result already recorded' };
+      return {
+        run_id: runId,
+        state: 'skipped',
+        metric: rec.metrics[rec.spec.dataset.metric] ?? null,
+        message: 'result already recorded',
+      };
     },
 
     /** Waits for a run workflow that another sweep started (same run id) and reports its outcome. */
@@ -98,7 +114,12 @@ export function createActivities(deps: ActivityDeps) {
       } catch (e) {
         const body = await deps.store.get(resultKey(runId));
         if (body) return { run_id: runId, state: 'skipped', metric: null, message: 'result recorded by another sweep' };
-        return { run_id: runId, state: 'failed', metric: null, message: `run started by another sweep failed: ${(e as Error).message}` };
+        return {
+          run_id: runId,
+          state: 'failed',
+          metric: null,
+          message: `run started by another sweep failed: ${(e as Error).message}`,
+        };
       } finally {
         clearInterval(timer);
       }
@@ -121,10 +142,13 @@ export function createActivities(deps: ActivityDeps) {
         await mkdir(dir, { recursive: true });
         const specPath = join(dir, 'spec.json');
         await writeFile(specPath, JSON.stringify({ ...input.spec, run_id: input.run_id }, null, 1));
-        const resume = await withRetries(() => downloadLatestCheckpoint(deps.store, input.run_id, join(dir, 'resume'), warn), {
-          what: 'downloading the latest checkpoint',
-          signal,
-        });
+        const resume = await withRetries(
+          () => downloadLatestCheckpoint(deps.store, input.run_id, join(dir, 'resume'), warn),
+          {
+            what: 'downloading the latest checkpoint',
+            signal,
+          },
+        );
         const args = ['run', '--spec', specPath, '--out', join(dir, 'out')];
         if (resume) args.push('--resume', resume.path);
 
@@ -201,7 +225,10 @@ export function createActivities(deps: ActivityDeps) {
         if (signal.aborted) {
           if (ctx.cancellationDetails?.workerShutdown) {
             // This worker is going away: the runner has checkpointed; another worker resumes the run.
-            throw ApplicationFailure.retryable('the worker shut down; the run resumes from its checkpoint', 'Preempted');
+            throw ApplicationFailure.retryable(
+              'the worker shut down; the run resumes from its checkpoint',
+              'Preempted',
+            );
           }
           throw signal.reason instanceof CancelledFailure ? signal.reason : new CancelledFailure('training cancelled');
         }
@@ -214,19 +241,25 @@ export function createActivities(deps: ActivityDeps) {
           );
         }
         const errEv = error as Extract<RunnerEvent, { event: 'error' }> | null;
-        const describe = errEv ? `${errEv.kind} error: ${errEv.message}${errEv.hint ? ` (hint: ${errEv.hint})` : ''}` : '';
+        const describe = errEv
+          ? `${errEv.kind} error: ${errEv.message}${errEv.hint ? ` (hint: ${errEv.hint})` : ''}`
+          : '';
         if (exit.code === EXIT.config) {
           throw ApplicationFailure.create({
             type: 'ConfigError',
             nonRetryable: true,
             message: describe || `the runtime rejected the run (exit 2)\n${await tail()}`,
-            details: [{ kind: errEv?.kind ?? 'config', message: errEv?.message ?? '', hint: errEv?.hint ?? null, attempt }],
+            details: [
+              { kind: errEv?.kind ?? 'config', message: errEv?.message ?? '', hint: errEv?.hint ?? null, attempt },
+            ],
           });
         }
         if (exit.code === EXIT.ok) {
           const d = done as DoneEvent | null;
-          if (!d) throw ApplicationFailure.retryable('the runtime exited 0 without a `done` event (no metrics)', 'NoMetrics');
-          if (uploadFailure) warn(`finished, but a checkpoint upload failed earlier: ${(uploadFailure as Error).message}`);
+          if (!d)
+            throw ApplicationFailure.retryable('the runtime exited 0 without a `done` event (no metrics)', 'NoMetrics');
+          if (uploadFailure)
+            warn(`finished, but a checkpoint upload failed earlier: ${(uploadFailure as Error).message}`);
           const s = started as Extract<RunnerEvent, { event: 'started' }> | null;
           return TrainOutput.parse({
             metrics: d.metrics,
@@ -247,10 +280,16 @@ export function createActivities(deps: ActivityDeps) {
           });
         }
         if (exit.code === EXIT.preempted) {
-          throw ApplicationFailure.retryable('the runtime was preempted (SIGTERM); it checkpointed and will resume', 'Preempted');
+          throw ApplicationFailure.retryable(
+            'the runtime was preempted (SIGTERM); it checkpointed and will resume',
+            'Preempted',
+          );
         }
         const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-        throw ApplicationFailure.retryable(`the runtime ${how}${describe ? `: ${describe}` : ''}\n${await tail()}`, 'RunnerFailed');
+        throw ApplicationFailure.retryable(
+          `the runtime ${how}${describe ? `: ${describe}` : ''}\n${await tail()}`,
+          'RunnerFailed',
+        );
       } finally {
         deps.slots.release(slot);
         if (!process.env.RANKFLOW_KEEP_WORKDIR) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -278,7 +317,9 @@ export function createActivities(deps: ActivityDeps) {
         const exit = await proc.exit;
         if (exit.code !== 0 || !done) {
           const log = existsSync(join(dir, 'runtime.log')) ? await readFile(join(dir, 'runtime.log'), 'utf8') : '';
-          throw ApplicationFailure.nonRetryable(`smoke runtime exited with ${exit.code ?? exit.signal}, done=${done}\n${log.slice(-2000)}`);
+          throw ApplicationFailure.nonRetryable(
+            `smoke runtime exited with ${exit.code ?? exit.signal}, done=${done}\n${log.slice(-2000)}`,
+          );
         }
         const files = (await readdir(join(dir, 'out'))).sort();
         if (files.length === 0) throw ApplicationFailure.nonRetryable('the smoke runtime wrote no output file');
@@ -327,7 +368,10 @@ export function createActivities(deps: ActivityDeps) {
         versions: { ...deps.versions, runtime: out.runtime, torch: out.torch, python: out.python },
         worker: { host: out.host, slot: out.slot },
       };
-      const written = await deps.store.putIfAbsent(resultKey(input.run_id), JSON.stringify(ResultRecord.parse(record), null, 1));
+      const written = await deps.store.putIfAbsent(
+        resultKey(input.run_id),
+        JSON.stringify(ResultRecord.parse(record), null, 1),
+      );
       await deps.store.delete(failureKey(input.run_id));
       const metric = primaryMetric(input, out.metrics);
       return {
@@ -360,7 +404,12 @@ export function createActivities(deps: ActivityDeps) {
         total_params: null,
         curve: [],
         error: { kind: failure.kind, message: failure.message, hint: failure.hint },
-        timings: { started_at: failure.started_at, finished_at: new Date().toISOString(), wall_s: 0, attempts: failure.attempts },
+        timings: {
+          started_at: failure.started_at,
+          finished_at: new Date().toISOString(),
+          wall_s: 0,
+          attempts: failure.attempts,
+        },
         versions: { ...deps.versions, runtime: null, torch: null, python: null },
         worker: { host: hostname(), slot: '' },
       };

@@ -31,12 +31,35 @@ function spec(seed: number): RunSpec {
   return {
     schema: 'rankflow.run/v1',
     model: { name: 'tiny-encoder', source: 'builtin', task: 'seq-cls', config: {}, random_init: true },
-    dataset: { name: 'synthetic/seq-cls', data_root: null, max_length: 16, train_size: 8, eval_size: 8, eval_split: 'validation', metric: 'accuracy', options: {} },
+    dataset: {
+      name: 'synthetic/seq-cls',
+      data_root: null,
+      max_length: 16,
+      train_size: 8,
+      eval_size: 8,
+      eval_split: 'validation',
+      metric: 'accuracy',
+      options: {},
+    },
     method: { name: 'lora', rank: 2, options: {}, targets: [] },
     training: {
-      optimizer: 'adamw', lr: 1e-3, lr_groups: {}, weight_decay: 0, schedule: 'constant', warmup_ratio: 0, max_steps: 2, epochs: null,
-      batch_size: 4, eval_batch_size: 4, grad_accum: 1, max_grad_norm: null, precision: 'fp32', eval_every: null, checkpoint_every: null,
-      log_every: 1, train_head: true,
+      optimizer: 'adamw',
+      lr: 1e-3,
+      lr_groups: {},
+      weight_decay: 0,
+      schedule: 'constant',
+      warmup_ratio: 0,
+      max_steps: 2,
+      epochs: null,
+      batch_size: 4,
+      eval_batch_size: 4,
+      grad_accum: 1,
+      max_grad_norm: null,
+      precision: 'fp32',
+      eval_every: null,
+      checkpoint_every: null,
+      log_every: 1,
+      train_head: true,
     },
     seed,
     device: 'cpu',
@@ -55,8 +78,13 @@ async function main(): Promise<void> {
       temporalAddress: services.temporalAddress!,
       namespace: 'default',
       store: {
-        kind: 's3', endpoint: services.s3Endpoint, bucket: services.s3Bucket, region: services.s3Region,
-        accessKeyId: services.accessKeyId, secretAccessKey: services.secretAccessKey, prefix: `bench-${suffix}`,
+        kind: 's3',
+        endpoint: services.s3Endpoint,
+        bucket: services.s3Bucket,
+        region: services.s3Region,
+        accessKeyId: services.accessKeyId,
+        secretAccessKey: services.secretAccessKey,
+        prefix: `bench-${suffix}`,
       },
       queues: Object.fromEntries(Object.entries(DEFAULT_QUEUES).map(([k, v]) => [k, `${v}-${suffix}`])),
       embedded: false,
@@ -70,7 +98,20 @@ async function main(): Promise<void> {
     const base = Date.now();
     const planned: PlannedRun[] = Array.from({ length: runs }, (_, i) => {
       const s = spec(base + i);
-      return { id: runId(s), spec: s, labels: { model: 'tiny-encoder', method: 'lora', rank: 2, dataset: 'synthetic/seq-cls', seed: s.seed, setting: '', tags: [] }, params: null };
+      return {
+        id: runId(s),
+        spec: s,
+        labels: {
+          model: 'tiny-encoder',
+          method: 'lora',
+          rank: 2,
+          dataset: 'synthetic/seq-cls',
+          seed: s.seed,
+          setting: '',
+          tags: [],
+        },
+        params: null,
+      };
     });
     const opts = { sweepId: `sweep-bench-${suffix}`, recipe: 'bench', runs: planned, concurrency };
     await writeManifest(store, config, opts);
@@ -81,10 +122,14 @@ async function main(): Promise<void> {
     const ok = status.counts.succeeded;
     // Latency per run at this concurrency (each slot runs one run at a time).
     const perRun = (wall * concurrency) / runs;
-    console.log(`orchestration bench: ${runs} no-op runs, concurrency ${concurrency}, ${ok} succeeded, ${status.counts.failed} failed`);
+    console.log(
+      `orchestration bench: ${runs} no-op runs, concurrency ${concurrency}, ${ok} succeeded, ${status.counts.failed} failed`,
+    );
     console.log(`  wall time            ${wall.toFixed(1)} s`);
     console.log(`  throughput           ${(runs / wall).toFixed(2)} runs/s`);
-    console.log(`  time per run (slot)  ${perRun.toFixed(2)} s  (spawn + events + S3 upload + record + workflow steps)`);
+    console.log(
+      `  time per run (slot)  ${perRun.toFixed(2)} s  (spawn + events + S3 upload + record + workflow steps)`,
+    );
     console.log(`  overhead vs a 60 s run  ${((perRun / 60) * 100).toFixed(2)} %`);
     console.log(`  sweep generations (continue-as-new)  ${status.generation}`);
     await connection.close();

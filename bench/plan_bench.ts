@@ -32,7 +32,13 @@ const recipe = {
   methods: AXES.methods,
   ranks: AXES.ranks,
   seeds: AXES.seeds,
-  training: { max_steps: 100, lr: AXES.lr, batch_size: AXES.batch_size, warmup_ratio: AXES.warmup_ratio, weight_decay: AXES.weight_decay },
+  training: {
+    max_steps: 100,
+    lr: AXES.lr,
+    batch_size: AXES.batch_size,
+    warmup_ratio: AXES.warmup_ratio,
+    weight_decay: AXES.weight_decay,
+  },
   max_runs: N,
 };
 
@@ -55,7 +61,8 @@ function floorOnce(): number {
           for (const batch_size of AXES.batch_size)
             for (const warmup_ratio of AXES.warmup_ratio)
               for (const weight_decay of AXES.weight_decay)
-                for (const seed of AXES.seeds) out.push({ dataset, method, rank, lr, batch_size, warmup_ratio, weight_decay, seed });
+                for (const seed of AXES.seeds)
+                  out.push({ dataset, method, rank, lr, batch_size, warmup_ratio, weight_decay, seed });
   _keep = out;
   return out.length;
 }
@@ -70,7 +77,16 @@ function floorWithIdsOnce(): number {
   const model = { name: 'tiny-encoder', source: 'builtin', task: 'seq-cls', config: {}, random_init: false };
   const out: { id: string; spec: object }[] = [];
   for (const dsName of AXES.datasets) {
-    const dataset = { name: dsName, data_root: null, max_length: 32, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'accuracy', options: {} };
+    const dataset = {
+      name: dsName,
+      data_root: null,
+      max_length: 32,
+      train_size: 512,
+      eval_size: 128,
+      eval_split: 'validation',
+      metric: 'accuracy',
+      options: {},
+    };
     for (const name of AXES.methods)
       for (const rank of AXES.ranks) {
         const method = { name, rank, options: {}, targets: [] };
@@ -80,9 +96,23 @@ function floorWithIdsOnce(): number {
               for (const weight_decay of AXES.weight_decay)
                 for (const seed of AXES.seeds) {
                   const training = {
-                    optimizer: 'adamw', lr, lr_groups: {}, weight_decay, schedule: 'linear', warmup_ratio, max_steps: 100, epochs: null,
-                    batch_size, eval_batch_size: batch_size, grad_accum: 1, max_grad_norm: 1, precision: 'fp32', eval_every: null,
-                    checkpoint_every: null, log_every: 10, train_head: true,
+                    optimizer: 'adamw',
+                    lr,
+                    lr_groups: {},
+                    weight_decay,
+                    schedule: 'linear',
+                    warmup_ratio,
+                    max_steps: 100,
+                    epochs: null,
+                    batch_size,
+                    eval_batch_size: batch_size,
+                    grad_accum: 1,
+                    max_grad_norm: 1,
+                    precision: 'fp32',
+                    eval_every: null,
+                    checkpoint_every: null,
+                    log_every: 10,
+                    train_head: true,
                   };
                   const spec = { schema: 'rankflow.run/v1', model, dataset, method, training, seed, device: 'auto' };
                   out.push({ id: 'run-' + sha256Hex(canonicalJson(spec)).slice(0, 32), spec });
@@ -137,9 +167,19 @@ const p = median(planMs);
 const f = median(floorMs);
 const h = median(idsMs);
 const rate = (ms: number) => Math.round(N / (ms / 1000)).toLocaleString('en-US');
-console.log(`plan_bench: ${N.toLocaleString('en-US')} runs (${Object.entries(AXES).map(([k, v]) => `${k} ${v.length}`).join(' x ')}), median of ${repeat}`);
-console.log(`  planner (validate + expand + canonical JSON + SHA-256 ids + dedup + labels): ${p.toFixed(0)} ms = ${rate(p)} runs/s`);
+console.log(
+  `plan_bench: ${N.toLocaleString('en-US')} runs (${Object.entries(AXES)
+    .map(([k, v]) => `${k} ${v.length}`)
+    .join(' x ')}), median of ${repeat}`,
+);
+console.log(
+  `  planner (validate + expand + canonical JSON + SHA-256 ids + dedup + labels): ${p.toFixed(0)} ms = ${rate(p)} runs/s`,
+);
 console.log(`  floor, nested-loop cartesian product of the same axes: ${f.toFixed(1)} ms = ${rate(f)} combos/s`);
-console.log(`  floor + full spec objects + canonical JSON + pure SHA-256 id each: ${h.toFixed(0)} ms = ${rate(h)} runs/s`);
+console.log(
+  `  floor + full spec objects + canonical JSON + pure SHA-256 id each: ${h.toFixed(0)} ms = ${rate(h)} runs/s`,
+);
 console.log(`  ratio planner / floor: ${(p / f).toFixed(0)}x; planner / (floor with ids): ${(p / h).toFixed(2)}x`);
-console.log(`  peak RSS of the process: ${peakRssMiB.toFixed(0)} MiB; heap retained by 100k planned runs: ${(heapRetained / 2 ** 20).toFixed(0)} MiB (${(heapRetained / N).toFixed(0)} B/run)`);
+console.log(
+  `  peak RSS of the process: ${peakRssMiB.toFixed(0)} MiB; heap retained by 100k planned runs: ${(heapRetained / 2 ** 20).toFixed(0)} MiB (${(heapRetained / N).toFixed(0)} B/run)`,
+);

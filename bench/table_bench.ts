@@ -36,12 +36,50 @@ const sample = (): void => {
 };
 const timer = setInterval(sample, 5);
 
-const METHODS = ['full', 'lora', 'dora', 'vera', 'adalora', 'pissa', 'randlora', 'nola', 'salt', 'bone', 'svfit', 'loldu', 'mos', 'snell', 'snella', 'dept', 'increlora', 'triadaptlora', 'diffora', 'plp'];
+const METHODS = [
+  'full',
+  'lora',
+  'dora',
+  'vera',
+  'adalora',
+  'pissa',
+  'randlora',
+  'nola',
+  'salt',
+  'bone',
+  'svfit',
+  'loldu',
+  'mos',
+  'snell',
+  'snella',
+  'dept',
+  'increlora',
+  'triadaptlora',
+  'diffora',
+  'plp',
+];
 const RANKS = [1, 2, 4, 8, 16];
 const DATASETS = [
-  'glue/mnli', 'glue/sst2', 'glue/mrpc', 'glue/cola', 'glue/qnli', 'glue/qqp', 'glue/rte', 'glue/stsb',
-  'vtab/cifar', 'vtab/caltech101', 'vtab/dtd', 'vtab/oxford_flowers102', 'vtab/oxford_iiit_pet', 'vtab/svhn',
-  'vtab/sun397', 'vtab/patch_camelyon', 'vtab/eurosat', 'vtab/resisc45', 'vtab/diabetic_retinopathy', 'gsm8k',
+  'glue/mnli',
+  'glue/sst2',
+  'glue/mrpc',
+  'glue/cola',
+  'glue/qnli',
+  'glue/qqp',
+  'glue/rte',
+  'glue/stsb',
+  'vtab/cifar',
+  'vtab/caltech101',
+  'vtab/dtd',
+  'vtab/oxford_flowers102',
+  'vtab/oxford_iiit_pet',
+  'vtab/svhn',
+  'vtab/sun397',
+  'vtab/patch_camelyon',
+  'vtab/eurosat',
+  'vtab/resisc45',
+  'vtab/diabetic_retinopathy',
+  'gsm8k',
 ];
 
 interface Item {
@@ -60,7 +98,16 @@ function generate(n: number): Item[] {
     const method = METHODS[j % METHODS.length]!;
     const rank = RANKS[Math.floor(j / METHODS.length) % RANKS.length]!;
     const dataset = DATASETS[Math.floor(j / (METHODS.length * RANKS.length)) % DATASETS.length]!;
-    const metric = dataset === 'glue/cola' ? 'mcc' : dataset === 'glue/stsb' ? 'pearson' : dataset.startsWith('vtab/') ? 'top1' : dataset === 'gsm8k' ? 'exact_match' : 'accuracy';
+    const metric =
+      dataset === 'glue/cola'
+        ? 'mcc'
+        : dataset === 'glue/stsb'
+          ? 'pearson'
+          : dataset.startsWith('vtab/')
+            ? 'top1'
+            : dataset === 'gsm8k'
+              ? 'exact_match'
+              : 'accuracy';
     const u = r();
     const opts: RecordOptions = {
       method,
@@ -85,7 +132,14 @@ const cpuMs = (): number => {
   return (u.user + u.system) / 1000;
 };
 
-function pipeline(items: Item[]): { parse: number; aggregate: number; render: number; cpu: number; rows: number; cols: number } {
+function pipeline(items: Item[]): {
+  parse: number;
+  aggregate: number;
+  render: number;
+  cpu: number;
+  rows: number;
+  cols: number;
+} {
   const c0 = cpuMs();
   const t0 = performance.now();
   const runs: RunRow[] = items.map((it) => {
@@ -99,7 +153,14 @@ function pipeline(items: Item[]): { parse: number; aggregate: number; render: nu
   for (const f of FORMATS) chars += render(model, f).length;
   const t3 = performance.now();
   if (chars === 0) throw new Error('nothing rendered');
-  return { parse: t1 - t0, aggregate: t2 - t1, render: t3 - t2, cpu: cpuMs() - c0, rows: model.rows.length, cols: model.columns.length };
+  return {
+    parse: t1 - t0,
+    aggregate: t2 - t1,
+    render: t3 - t2,
+    cpu: cpuMs() - c0,
+    rows: model.rows.length,
+    cols: model.columns.length,
+  };
 }
 
 const fmt = (ms: number): string => `${(ms / 1000).toFixed(3)} s`;
@@ -111,7 +172,9 @@ const small = items.slice(0, Math.floor(N / 10));
 const genMs = performance.now() - tg;
 sample();
 const jsonBytes = items.reduce((s, it) => s + it.body.length, 0);
-console.log(`table_bench: ${N.toLocaleString('en')} records (${mib(jsonBytes)} of JSON), generated in ${fmt(genMs)}; node ${process.version}`);
+console.log(
+  `table_bench: ${N.toLocaleString('en')} records (${mib(jsonBytes)} of JSON), generated in ${fmt(genMs)}; node ${process.version}`,
+);
 
 // Warm-up on the small set (JIT), then the timed runs.
 pipeline(small);
@@ -123,9 +186,15 @@ sample();
 const totalSmall = a.parse + a.aggregate + a.render;
 const totalBig = b.parse + b.aggregate + b.render;
 console.log(`  records           parse+validate   aggregate   render(5 formats)   total wall   total CPU   table`);
-console.log(`  ${small.length.toLocaleString('en').padStart(7)}           ${fmt(a.parse).padStart(10)}   ${fmt(a.aggregate).padStart(9)}   ${fmt(a.render).padStart(17)}   ${fmt(totalSmall).padStart(10)}   ${fmt(a.cpu).padStart(9)}   ${a.rows}×${a.cols}`);
-console.log(`  ${items.length.toLocaleString('en').padStart(7)}           ${fmt(b.parse).padStart(10)}   ${fmt(b.aggregate).padStart(9)}   ${fmt(b.render).padStart(17)}   ${fmt(totalBig).padStart(10)}   ${fmt(b.cpu).padStart(9)}   ${b.rows}×${b.cols}`);
-console.log(`  ratio 100k/10k: wall ${(totalBig / totalSmall).toFixed(2)}×, CPU ${(b.cpu / a.cpu).toFixed(2)}× for 10× the records (aggregate alone ${(b.aggregate / a.aggregate).toFixed(2)}× wall); CPU/wall ${(b.cpu / totalBig).toFixed(2)} (below 1: other processes shared the cores)`);
+console.log(
+  `  ${small.length.toLocaleString('en').padStart(7)}           ${fmt(a.parse).padStart(10)}   ${fmt(a.aggregate).padStart(9)}   ${fmt(a.render).padStart(17)}   ${fmt(totalSmall).padStart(10)}   ${fmt(a.cpu).padStart(9)}   ${a.rows}×${a.cols}`,
+);
+console.log(
+  `  ${items.length.toLocaleString('en').padStart(7)}           ${fmt(b.parse).padStart(10)}   ${fmt(b.aggregate).padStart(9)}   ${fmt(b.render).padStart(17)}   ${fmt(totalBig).padStart(10)}   ${fmt(b.cpu).padStart(9)}   ${b.rows}×${b.cols}`,
+);
+console.log(
+  `  ratio 100k/10k: wall ${(totalBig / totalSmall).toFixed(2)}×, CPU ${(b.cpu / a.cpu).toFixed(2)}× for 10× the records (aggregate alone ${(b.aggregate / a.aggregate).toFixed(2)}× wall); CPU/wall ${(b.cpu / totalBig).toFixed(2)} (below 1: other processes shared the cores)`,
+);
 console.log(`  throughput: ${Math.round(items.length / (totalBig / 1000)).toLocaleString('en')} records/s end to end`);
 
 if (withStore) {
@@ -140,7 +209,12 @@ if (withStore) {
       recipe: null,
       created_at: new Date(0).toISOString(),
       queues: {},
-      runs: subset.map((it) => ({ id: runIdFor(it.opts), spec: specFor(it.opts), labels: labelsFor(it.opts), params: null })),
+      runs: subset.map((it) => ({
+        id: runIdFor(it.opts),
+        spec: specFor(it.opts),
+        labels: labelsFor(it.opts),
+        params: null,
+      })),
     };
     await store.put('sweeps/bench.json', JSON.stringify(manifest));
     for (const it of subset) if (it.kind === 'json') await store.put(`results/${runIdFor(it.opts)}.json`, it.body);
@@ -150,7 +224,9 @@ if (withStore) {
     buildTable(sel.runs);
     const t2 = performance.now();
     sample();
-    console.log(`  LocalStore: read ${n.toLocaleString('en')} records in ${fmt(t1 - t0)} (${Math.round(n / ((t1 - t0) / 1000)).toLocaleString('en')} records/s), table in ${fmt(t2 - t1)}`);
+    console.log(
+      `  LocalStore: read ${n.toLocaleString('en')} records in ${fmt(t1 - t0)} (${Math.round(n / ((t1 - t0) / 1000)).toLocaleString('en')} records/s), table in ${fmt(t2 - t1)}`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -158,4 +234,6 @@ if (withStore) {
 
 clearInterval(timer);
 const maxRssKiB = process.resourceUsage().maxRSS;
-console.log(`  peak memory: RSS ${mib(Math.max(peakRss, maxRssKiB * 1024))} (includes the ${mib(jsonBytes)} of input JSON strings held in memory), heap ${mib(peakHeap)} (heap before the 100k run ${mib(heapBefore)})`);
+console.log(
+  `  peak memory: RSS ${mib(Math.max(peakRss, maxRssKiB * 1024))} (includes the ${mib(jsonBytes)} of input JSON strings held in memory), heap ${mib(peakHeap)} (heap before the 100k run ${mib(heapBefore)})`,
+);

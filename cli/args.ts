@@ -33,4 +33,3 @@ export function parseCli<T extends ParseArgsConfig['options']>(argv: string[], o
     throw new UserError(`${command}: ${msg}; run \`rankflow ${command} --help\``);
   }
 }
-

@@ -56,7 +56,8 @@ export function controlQueue(config: { queues: Record<string, string> }): string
 function readConfigFile(): { file: ConfigFile; path: string } | null {
   const path = process.env.RANKFLOW_CONFIG ?? resolve('rankflow.config.yaml');
   if (!existsSync(path)) {
-    if (process.env.RANKFLOW_CONFIG) throw new UserError(`${path}: config file not found (RANKFLOW_CONFIG points to it)`);
+    if (process.env.RANKFLOW_CONFIG)
+      throw new UserError(`${path}: config file not found (RANKFLOW_CONFIG points to it)`);
     return null;
   }
   let raw: unknown;
@@ -69,7 +70,10 @@ function readConfigFile(): { file: ConfigFile; path: string } | null {
   if (!r.success) {
     const what = r.error.issues
       .map((i) => {
-        const keys = 'keys' in i && Array.isArray(i.keys) ? ` (unknown key ${i.keys.map((k) => `\`${String(k)}\``).join(', ')})` : '';
+        const keys =
+          'keys' in i && Array.isArray(i.keys)
+            ? ` (unknown key ${i.keys.map((k) => `\`${String(k)}\``).join(', ')})`
+            : '';
         return `field \`${i.path.join('.') || '(root)'}\`: ${i.message}${keys}`;
       })
       .join('; ');
@@ -81,7 +85,8 @@ function readConfigFile(): { file: ConfigFile; path: string } | null {
 function storeFromEnv(): StoreConfig | null {
   const local = process.env.RANKFLOW_STORE;
   if (local) {
-    if (!local.startsWith('file:')) throw new UserError(`RANKFLOW_STORE=${local}: expected file:<folder> (for S3 set RANKFLOW_S3_BUCKET)`);
+    if (!local.startsWith('file:'))
+      throw new UserError(`RANKFLOW_STORE=${local}: expected file:<folder> (for S3 set RANKFLOW_S3_BUCKET)`);
     return { kind: 'local', root: resolve(local.slice('file:'.length)) };
   }
   const bucket = process.env.RANKFLOW_S3_BUCKET;
@@ -109,7 +114,11 @@ export async function resolveConfig(opts: { start: boolean } = { start: true }):
     if (k.startsWith('RANKFLOW_QUEUE_') && v) queues[k.slice('RANKFLOW_QUEUE_'.length).toLowerCase()] = v;
   }
   const address = process.env.RANKFLOW_TEMPORAL_ADDRESS ?? process.env.TEMPORAL_ADDRESS ?? cf?.file.temporal?.address;
-  const namespace = process.env.RANKFLOW_TEMPORAL_NAMESPACE ?? process.env.TEMPORAL_NAMESPACE ?? cf?.file.temporal?.namespace ?? 'default';
+  const namespace =
+    process.env.RANKFLOW_TEMPORAL_NAMESPACE ??
+    process.env.TEMPORAL_NAMESPACE ??
+    cf?.file.temporal?.namespace ??
+    'default';
   let store = storeFromEnv();
   if (!store && cf?.file.store) {
     const s = cf.file.store;
@@ -119,7 +128,14 @@ export async function resolveConfig(opts: { start: boolean } = { start: true }):
         : { ...s, accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY };
   }
   if (address && store) {
-    return { temporalAddress: address, namespace, store, queues, embedded: false, source: cf ? cf.path : 'environment' };
+    return {
+      temporalAddress: address,
+      namespace,
+      store,
+      queues,
+      embedded: false,
+      source: cf ? cf.path : 'environment',
+    };
   }
   if (address && !store) {
     throw new UserError(
@@ -135,9 +151,13 @@ export async function resolveConfig(opts: { start: boolean } = { start: true }):
   }
   if (!file) {
     if (!opts.start) {
-      throw new UserError('no rankflow services are running and none are configured; run `rankflow submit` (which starts them) or set TEMPORAL_ADDRESS');
+      throw new UserError(
+        'no rankflow services are running and none are configured; run `rankflow submit` (which starts them) or set TEMPORAL_ADDRESS',
+      );
     }
-    process.stderr.write('rankflow: starting the embedded Temporal dev server and S3 server (state in .state/services) ...\n');
+    process.stderr.write(
+      'rankflow: starting the embedded Temporal dev server and S3 server (state in .state/services) ...\n',
+    );
     const services = await startServices({ stateDir });
     file = services.file;
   }

@@ -10,7 +10,9 @@ export async function connect(config: Config): Promise<{ client: Client; close: 
   try {
     connection = await Connection.connect({ address: config.temporalAddress, connectTimeout: '10 seconds' });
   } catch (e) {
-    throw new UserError(`cannot reach the Temporal server at ${config.temporalAddress} (${config.source}): ${(e as Error).message}`);
+    throw new UserError(
+      `cannot reach the Temporal server at ${config.temporalAddress} (${config.source}): ${(e as Error).message}`,
+    );
   }
   return { client: new Client({ connection, namespace: config.namespace }), close: () => connection.close() };
 }

@@ -128,7 +128,11 @@ function isObj(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-function mergeInto(base: Record<string, unknown>, over: Record<string, unknown>, top: boolean): Record<string, unknown> {
+function mergeInto(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+  top: boolean,
+): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) {
     if (top && (k === 'extends' || k === 'preset')) continue;
@@ -213,7 +217,9 @@ export function loadRecipeFile(file: string): LoadedRecipe {
       return `${from.layer.display}:${p.line}:${p.col}`;
     };
     if (stack.includes(path)) {
-      errors.push(`${fromWhere()}: extends: \`${display}\` extends itself (${[...stack, path].map(displayPath).join(' -> ')}) — remove one of the extends`);
+      errors.push(
+        `${fromWhere()}: extends: \`${display}\` extends itself (${[...stack, path].map(displayPath).join(' -> ')}) — remove one of the extends`,
+      );
       return;
     }
     let text: string;
@@ -244,10 +250,18 @@ export function loadRecipeFile(file: string): LoadedRecipe {
       return;
     }
     if (!isObj(data)) {
-      errors.push(`${display}:1:1: (recipe): expected a mapping of recipe fields, got ${Array.isArray(data) ? 'a list' : 'a scalar'}`);
+      errors.push(
+        `${display}:1:1: (recipe): expected a mapping of recipe fields, got ${Array.isArray(data) ? 'a list' : 'a scalar'}`,
+      );
       return;
     }
-    const layer: FileLayer = { kind: 'file', display, doc, lc, data: normalizeShorthands(data) as Record<string, unknown> };
+    const layer: FileLayer = {
+      kind: 'file',
+      display,
+      doc,
+      lc,
+      data: normalizeShorthands(data) as Record<string, unknown>,
+    };
     const locOf = (p: FieldPath): string => {
       const { node, keyNode } = nodeAt(doc, p);
       const n = keyNode ?? node;
@@ -256,9 +270,18 @@ export function loadRecipeFile(file: string): LoadedRecipe {
       return `${display}:${lcp.line}:${lcp.col}`;
     };
     if (data.preset !== undefined) {
-      if (typeof data.preset !== 'string') errors.push(`${locOf(['preset'])}: preset: expected a preset name — one of ${Object.keys(PRESETS).join(', ')}`);
-      else if (!PRESETS[data.preset]) errors.push(`${locOf(['preset'])}: preset: unknown preset \`${data.preset}\` — ${suggestHint(data.preset, Object.keys(PRESETS), 'presets')}`);
-      else layers.push({ kind: 'preset', display: `preset \`${data.preset}\``, data: normalizeShorthands(PRESETS[data.preset]!.recipe) as Record<string, unknown> });
+      if (typeof data.preset !== 'string')
+        errors.push(`${locOf(['preset'])}: preset: expected a preset name — one of ${Object.keys(PRESETS).join(', ')}`);
+      else if (!PRESETS[data.preset])
+        errors.push(
+          `${locOf(['preset'])}: preset: unknown preset \`${data.preset}\` — ${suggestHint(data.preset, Object.keys(PRESETS), 'presets')}`,
+        );
+      else
+        layers.push({
+          kind: 'preset',
+          display: `preset \`${data.preset}\``,
+          data: normalizeShorthands(PRESETS[data.preset]!.recipe) as Record<string, unknown>,
+        });
     }
     if (data.extends !== undefined) {
       const list = Array.isArray(data.extends) ? data.extends : [data.extends];
@@ -296,7 +319,11 @@ export function loadRecipeFile(file: string): LoadedRecipe {
 
   const top = layers[layers.length - 1]!;
   const locate = (path: FieldPath): Location => {
-    if (path.length >= 2 && (CONCAT_KEYS as readonly string[]).includes(path[0] as string) && typeof path[1] === 'number') {
+    if (
+      path.length >= 2 &&
+      (CONCAT_KEYS as readonly string[]).includes(path[0] as string) &&
+      typeof path[1] === 'number'
+    ) {
       const p = provenance[path[0] as string]![path[1]];
       if (p) return locateIn(layers[p.layer]!, [path[0]!, p.index, ...path.slice(2)]);
     }
@@ -417,7 +444,8 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
     if (countErrors.length) lines.push(`${display}: the runtime said: ${countErrors[0]}`);
     failWith(lines, display);
   }
-  if (result.countRequests.length) throw new UserError(`${display}: budget: the runtime did not count every candidate setting`);
+  if (result.countRequests.length)
+    throw new UserError(`${display}: budget: the runtime did not count every candidate setting`);
 
   if (canCount && (mode === 'always' || opts.countFn !== undefined || mode === 'auto')) {
     const wanted = countRequestsFor(result.runs, counts, Boolean(methods.full));
@@ -431,7 +459,9 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
     }
     attachCounts(result.runs, counts);
   } else if (mode === 'always') {
-    throw new UserError('cannot count parameters: the runtime is not installed (run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON)');
+    throw new UserError(
+      'cannot count parameters: the runtime is not installed (run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON)',
+    );
   }
 
   const broken = modelError(countErrors);
@@ -444,7 +474,10 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
   return {
     recipe,
     runs: result.runs,
-    sweepId: makeSweepId(recipe.name, result.runs.map((r) => r.id)),
+    sweepId: makeSweepId(
+      recipe.name,
+      result.runs.map((r) => r.id),
+    ),
     warnings,
     counts,
     path: loaded.path,

@@ -45,7 +45,9 @@ function parseJson(body: Buffer, key: string): unknown {
   try {
     return JSON.parse(body.toString('utf8'));
   } catch (e) {
-    throw new TableInputError(`${key}: not valid JSON (${(e as Error).message.split('\n')[0]}); the file is corrupt, delete or rewrite it`);
+    throw new TableInputError(
+      `${key}: not valid JSON (${(e as Error).message.split('\n')[0]}); the file is corrupt, delete or rewrite it`,
+    );
   }
 }
 
@@ -79,8 +81,13 @@ const stem = (p: string): string => basename(p, extname(p));
  * names its latest sweep (a changed recipe gets a new sweep id; older sweeps can be joined by id); `notes`
  * receives a line when older sweeps of a recipe were left out.
  */
-export async function resolveTargets(store: ArtifactStore, targets: string[], notes: string[] = []): Promise<SweepManifest[]> {
-  if (targets.length === 0) throw new TableInputError('name at least one sweep id or recipe (`rankflow table <sweep|recipe>`)');
+export async function resolveTargets(
+  store: ArtifactStore,
+  targets: string[],
+  notes: string[] = [],
+): Promise<SweepManifest[]> {
+  if (targets.length === 0)
+    throw new TableInputError('name at least one sweep id or recipe (`rankflow table <sweep|recipe>`)');
   const chosen = new Map<string, SweepManifest>();
   let all: SweepManifest[] | null = null;
   for (const t of targets) {
@@ -99,11 +106,16 @@ export async function resolveTargets(store: ArtifactStore, targets: string[], no
         `no sweep or recipe named \`${t}\` in ${store.description}; sweeps: ${short(all.map((m) => m.sweep_id).sort())}; recipes: ${short(recipes)}`,
       );
     }
-    const latest = [...byRecipe].sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0))[0]!;
+    const latest = [...byRecipe].sort((a, b) =>
+      a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0,
+    )[0]!;
     chosen.set(latest.sweep_id, latest);
     if (byRecipe.length > 1) {
       notes.push(
-        `recipe ${t} has ${byRecipe.length} sweeps; using the latest, ${latest.sweep_id} (${latest.created_at}); name sweep ids to join others: ${byRecipe.filter((m) => m !== latest).map((m) => m.sweep_id).join(', ')}`,
+        `recipe ${t} has ${byRecipe.length} sweeps; using the latest, ${latest.sweep_id} (${latest.created_at}); name sweep ids to join others: ${byRecipe
+          .filter((m) => m !== latest)
+          .map((m) => m.sweep_id)
+          .join(', ')}`,
       );
     }
   }
@@ -116,20 +128,52 @@ function matchesDataset(filter: string, dataset: string): boolean {
 
 /** Applies the filters to planned runs' labels; a filter value that matches nothing is an error naming what exists. */
 export function filterLabels<T extends { labels: RunLabels }>(runs: T[], f: RunFilters): T[] {
-  const check = (flag: string, wanted: string[] | undefined, have: string[], match: (w: string, h: string) => boolean): void => {
+  const check = (
+    flag: string,
+    wanted: string[] | undefined,
+    have: string[],
+    match: (w: string, h: string) => boolean,
+  ): void => {
     if (!wanted) return;
     for (const w of wanted) {
       if (!have.some((h) => match(w, h))) {
-        throw new TableInputError(`${flag} ${w} matches no run in the selection; it has ${short([...new Set(have)].sort())}`);
+        throw new TableInputError(
+          `${flag} ${w} matches no run in the selection; it has ${short([...new Set(have)].sort())}`,
+        );
       }
     }
   };
   const eqi = (a: string, b: string): boolean => a.toLowerCase() === b.toLowerCase();
-  check('--method', f.methods, runs.map((r) => r.labels.method), eqi);
-  check('--dataset', f.datasets, runs.map((r) => r.labels.dataset), matchesDataset);
-  check('--model', f.models, runs.map((r) => r.labels.model), (a, b) => a === b);
-  check('--setting', f.settings, runs.map((r) => r.labels.setting), (a, b) => a === b);
-  check('--tag', f.tags, runs.flatMap((r) => r.labels.tags), (a, b) => a === b);
+  check(
+    '--method',
+    f.methods,
+    runs.map((r) => r.labels.method),
+    eqi,
+  );
+  check(
+    '--dataset',
+    f.datasets,
+    runs.map((r) => r.labels.dataset),
+    matchesDataset,
+  );
+  check(
+    '--model',
+    f.models,
+    runs.map((r) => r.labels.model),
+    (a, b) => a === b,
+  );
+  check(
+    '--setting',
+    f.settings,
+    runs.map((r) => r.labels.setting),
+    (a, b) => a === b,
+  );
+  check(
+    '--tag',
+    f.tags,
+    runs.flatMap((r) => r.labels.tags),
+    (a, b) => a === b,
+  );
   check(
     '--rank',
     f.ranks?.map((r) => (r === null ? 'none' : String(r))),
@@ -180,7 +224,8 @@ export async function readSelection(
   const notes: string[] = [];
   const sweeps = await resolveTargets(store, targets, notes);
   const planned = new Map<string, { sweep: string; run: SweepManifest['runs'][number] }>();
-  for (const m of sweeps) for (const run of m.runs) if (!planned.has(run.id)) planned.set(run.id, { sweep: m.sweep_id, run });
+  for (const m of sweeps)
+    for (const run of m.runs) if (!planned.has(run.id)) planned.set(run.id, { sweep: m.sweep_id, run });
   const selected = filterLabels(
     [...planned.values()].map((p) => ({ ...p, labels: p.run.labels })),
     filters,
@@ -200,7 +245,13 @@ export async function readSelection(
       if (body) {
         const parsed = ResultRecord.safeParse(parseJson(body, fk));
         if (parsed.success) return runFromRecord({ ...parsed.data, status: 'failed' });
-        return missingRun(run.id, sweep, run.labels, `${fk} is not a valid result record (${firstIssue(parsed.error)})`, run.params);
+        return missingRun(
+          run.id,
+          sweep,
+          run.labels,
+          `${fk} is not a valid result record (${firstIssue(parsed.error)})`,
+          run.params,
+        );
       }
     }
     return missingRun(run.id, sweep, run.labels, null, run.params);

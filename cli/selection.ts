@@ -29,7 +29,10 @@ export const SELECTION_HELP = `Selection (repeatable, or comma-separated):
 
 function list(values: string[] | undefined): string[] | undefined {
   if (!values) return undefined;
-  const out = values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+  const out = values
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
   return out.length ? out : undefined;
 }
 
@@ -72,8 +75,9 @@ export async function loadReferences(path: string): Promise<TableOptions['refere
   try {
     text = await readFile(path, 'utf8');
   } catch {
-    throw new UserError(`--reference ${path}: file not found; give a CSV with columns method,setting,backbone,benchmark,metric,value,params,source`);
+    throw new UserError(
+      `--reference ${path}: file not found; give a CSV with columns method,setting,backbone,benchmark,metric,value,params,source`,
+    );
   }
   return parseReferences(text, path);
 }
-

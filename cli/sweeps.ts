@@ -110,7 +110,10 @@ export async function runProgress(client: Client, runIds: string[]): Promise<Run
   );
 }
 
-export async function sweepStatus(client: Client, sweepId: string): Promise<{ status: SweepStatus; closed: string | null }> {
+export async function sweepStatus(
+  client: Client,
+  sweepId: string,
+): Promise<{ status: SweepStatus; closed: string | null }> {
   const handle = client.workflow.getHandle(sweepId);
   const d = await handle.describe();
   const closed = d.status.name === 'RUNNING' ? null : d.status.name;
@@ -148,7 +151,10 @@ export async function followSweep(
     }
     const progress = await runProgress(client, st.status.running.slice(0, 8));
     const runs = progress
-      .map((p) => `  ${p.run_id.slice(0, 16)} step ${p.step ?? '?'}/${p.total_steps ?? '?'} loss ${p.loss?.toFixed(4) ?? '?'}${p.attempt && p.attempt > 1 ? ` (attempt ${p.attempt})` : ''}`)
+      .map(
+        (p) =>
+          `  ${p.run_id.slice(0, 16)} step ${p.step ?? '?'}/${p.total_steps ?? '?'} loss ${p.loss?.toFixed(4) ?? '?'}${p.attempt && p.attempt > 1 ? ` (attempt ${p.attempt})` : ''}`,
+      )
       .join('\n');
     const text = `${sweepId}: ${formatCounts(st.status)}${runs ? '\n' + runs : ''}`;
     if (tty) {

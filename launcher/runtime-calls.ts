@@ -39,7 +39,9 @@ export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescr
   const v = RuntimeDescription.safeParse(parsed);
   if (!v.success) {
     const i = v.error.issues[0]!;
-    throw new UserError(`\`rankflow_runtime describe\` output does not match schemas/describe.ts at ${i.path.join('.')}: ${i.message}`);
+    throw new UserError(
+      `\`rankflow_runtime describe\` output does not match schemas/describe.ts at ${i.path.join('.')}: ${i.message}`,
+    );
   }
   return v.data;
 }
@@ -47,12 +49,16 @@ export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescr
 function asCount(x: unknown): CountResult | null {
   if (x && typeof x === 'object') {
     const o = x as Record<string, unknown>;
-    if (typeof o.trainable === 'number' && typeof o.total === 'number') return { trainable: o.trainable, total: o.total };
+    if (typeof o.trainable === 'number' && typeof o.total === 'number')
+      return { trainable: o.trainable, total: o.total };
   }
   return null;
 }
 
-async function countBatch(specs: RunSpec[], timeoutMs: number): Promise<{ ok: true; results: (CountResult | null)[] } | { ok: false; error: string }> {
+async function countBatch(
+  specs: RunSpec[],
+  timeoutMs: number,
+): Promise<{ ok: true; results: (CountResult | null)[] } | { ok: false; error: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'rankflow-count-'));
   try {
     const file = join(dir, 'specs.json');
@@ -65,7 +71,11 @@ async function countBatch(specs: RunSpec[], timeoutMs: number): Promise<{ ok: tr
     } catch {
       return { ok: false, error: 'count printed something that is not a JSON array' };
     }
-    if (!Array.isArray(parsed) || parsed.length !== specs.length) return { ok: false, error: `count returned ${Array.isArray(parsed) ? parsed.length : 'no'} results for ${specs.length} specs` };
+    if (!Array.isArray(parsed) || parsed.length !== specs.length)
+      return {
+        ok: false,
+        error: `count returned ${Array.isArray(parsed) ? parsed.length : 'no'} results for ${specs.length} specs`,
+      };
     return { ok: true, results: parsed.map(asCount) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -77,7 +87,11 @@ async function countBatch(specs: RunSpec[], timeoutMs: number): Promise<{ ok: tr
  * (`count --specs`). A spec the runtime refuses gets null (found by counting the failed batch one by one)
  * and its error is appended to `errors`.
  */
-export async function countSpecs(specs: RunSpec[], timeoutMs = 600_000, errors?: string[]): Promise<(CountResult | null)[]> {
+export async function countSpecs(
+  specs: RunSpec[],
+  timeoutMs = 600_000,
+  errors?: string[],
+): Promise<(CountResult | null)[]> {
   if (specs.length === 0) return [];
   const r = await countBatch(specs, timeoutMs);
   if (r.ok) return r.results;
@@ -101,18 +115,26 @@ export async function countSpecs(specs: RunSpec[], timeoutMs = 600_000, errors?:
       for (const i of pending) {
         const one = await countBatch([specs[i]!], timeoutMs);
         if (one.ok) out[i] = one.results[0] ?? null;
-        else errors?.push(`${specs[i]!.method.name}${specs[i]!.method.rank !== null ? ` r=${specs[i]!.method.rank}` : ''}: ${one.error}`);
+        else
+          errors?.push(
+            `${specs[i]!.method.name}${specs[i]!.method.rank !== null ? ` r=${specs[i]!.method.rank}` : ''}: ${one.error}`,
+          );
       }
       break;
     }
     const s = specs[pending[bad]!]!;
-    errors?.push(`${s.method.name}${s.method.rank !== null ? ` r=${s.method.rank}` : ''}: ${last.error.replace(/^specs\.json\[\d+\]: /, '')}`);
+    errors?.push(
+      `${s.method.name}${s.method.rank !== null ? ` r=${s.method.rank}` : ''}: ${last.error.replace(/^specs\.json\[\d+\]: /, '')}`,
+    );
     // The same model and method on another dataset fails the same way (a dataset changes only the head):
     // drop those too, so k distinct failures cost k+1 processes, not one per spec.
     const sig = JSON.stringify([s.model, s.method]);
     pending = pending.filter((i, k) => k !== bad && JSON.stringify([specs[i]!.model, specs[i]!.method]) !== sig);
     if (pending.length === 0) break;
-    last = await countBatch(pending.map((i) => specs[i]!), timeoutMs);
+    last = await countBatch(
+      pending.map((i) => specs[i]!),
+      timeoutMs,
+    );
   }
   if (out.every((x) => x === null)) throw new UserError(`\`rankflow_runtime count\` failed: ${errors?.[0] ?? r.error}`);
   return out;

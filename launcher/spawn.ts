@@ -63,7 +63,9 @@ const BOOT = [
 function launch(args: string[], env: Record<string, string | undefined> | undefined): ChildProcess {
   const python = runtimePython();
   if (!runtimeAvailable()) {
-    throw new UserError(`the Python runtime is not installed (${python} is missing); run \`bash scripts/setup.sh\` or set RANKFLOW_PYTHON`);
+    throw new UserError(
+      `the Python runtime is not installed (${python} is missing); run \`bash scripts/setup.sh\` or set RANKFLOW_PYTHON`,
+    );
   }
   return spawn(python, ['-c', BOOT, ...args], {
     cwd: runtimeCwd(),
@@ -74,7 +76,9 @@ function launch(args: string[], env: Record<string, string | undefined> | undefi
 }
 
 const cannotStart = (why: string): UserError =>
-  new UserError(`cannot start the runtime interpreter \`${runtimePython()}\`: ${why}; run \`bash scripts/setup-python.sh\` or set RANKFLOW_PYTHON`);
+  new UserError(
+    `cannot start the runtime interpreter \`${runtimePython()}\`: ${why}; run \`bash scripts/setup-python.sh\` or set RANKFLOW_PYTHON`,
+  );
 
 function signalGroup(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -188,7 +192,10 @@ export function runRuntime(args: string[], timeoutMs: number): Promise<Completed
     let stderr = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => (child.pid === undefined ? undefined : signalGroup(child.pid, 'SIGKILL')), timeoutMs);
+    const timer = setTimeout(
+      () => (child.pid === undefined ? undefined : signalGroup(child.pid, 'SIGKILL')),
+      timeoutMs,
+    );
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(cannotStart(err.message));

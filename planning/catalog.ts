@@ -22,10 +22,21 @@ export const VTAB_GROUPS = {
   natural: ['cifar', 'caltech101', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn', 'sun397'],
   specialized: ['patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy'],
   structured: [
-    'clevr_count', 'clevr_dist', 'dmlab', 'kitti', 'dsprites_loc', 'dsprites_ori', 'smallnorb_azi', 'smallnorb_ele',
+    'clevr_count',
+    'clevr_dist',
+    'dmlab',
+    'kitti',
+    'dsprites_loc',
+    'dsprites_ori',
+    'smallnorb_azi',
+    'smallnorb_ele',
   ],
 } as const;
-export const VTAB_TASKS: readonly string[] = [...VTAB_GROUPS.natural, ...VTAB_GROUPS.specialized, ...VTAB_GROUPS.structured];
+export const VTAB_TASKS: readonly string[] = [
+  ...VTAB_GROUPS.natural,
+  ...VTAB_GROUPS.specialized,
+  ...VTAB_GROUPS.structured,
+];
 
 export const SYNTHETIC_KINDS = ['seq-cls', 'img-cls', 'causal-lm', 'regression', 'gsm8k-like'] as const;
 
@@ -75,17 +86,73 @@ function staticDefaults(name: string): Omit<DatasetDefaults, 'options'> | null {
     case 'vtab':
       if (!VTAB_TASKS.includes(task)) return null;
       // VTAB-1k: train on the 800+200 examples of train800val200.txt, evaluate on test.txt.
-      return { task: 'img-cls', max_length: 224, train_size: 1000, eval_size: null, eval_split: 'test', metric: 'top1', metrics: ['top1', 'accuracy'] };
+      return {
+        task: 'img-cls',
+        max_length: 224,
+        train_size: 1000,
+        eval_size: null,
+        eval_split: 'test',
+        metric: 'top1',
+        metrics: ['top1', 'accuracy'],
+      };
     case 'gsm8k':
       if (slash >= 0) return null;
-      return { task: 'causal-lm', max_length: 512, train_size: null, eval_size: null, eval_split: 'test', metric: 'exact_match', metrics: ['exact_match', 'exact_match_strict'] };
+      return {
+        task: 'causal-lm',
+        max_length: 512,
+        train_size: null,
+        eval_size: null,
+        eval_split: 'test',
+        metric: 'exact_match',
+        metrics: ['exact_match', 'exact_match_strict'],
+      };
     case 'synthetic': {
       const kinds: Record<string, Omit<DatasetDefaults, 'options'>> = {
-        'seq-cls': { task: 'seq-cls', max_length: 32, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'accuracy', metrics: ['accuracy', 'f1', 'mcc', 'loss'] },
-        regression: { task: 'seq-cls', max_length: 32, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'pearson', metrics: ['pearson', 'spearman', 'mse', 'loss'] },
-        'img-cls': { task: 'img-cls', max_length: 32, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'accuracy', metrics: ['accuracy', 'top1', 'loss'] },
-        'causal-lm': { task: 'causal-lm', max_length: 64, train_size: 512, eval_size: 128, eval_split: 'validation', metric: 'perplexity', metrics: ['loss', 'perplexity', 'token_accuracy'] },
-        'gsm8k-like': { task: 'causal-lm', max_length: 64, train_size: 512, eval_size: 64, eval_split: 'validation', metric: 'exact_match', metrics: ['exact_match', 'exact_match_strict', 'loss', 'perplexity', 'token_accuracy'] },
+        'seq-cls': {
+          task: 'seq-cls',
+          max_length: 32,
+          train_size: 512,
+          eval_size: 128,
+          eval_split: 'validation',
+          metric: 'accuracy',
+          metrics: ['accuracy', 'f1', 'mcc', 'loss'],
+        },
+        regression: {
+          task: 'seq-cls',
+          max_length: 32,
+          train_size: 512,
+          eval_size: 128,
+          eval_split: 'validation',
+          metric: 'pearson',
+          metrics: ['pearson', 'spearman', 'mse', 'loss'],
+        },
+        'img-cls': {
+          task: 'img-cls',
+          max_length: 32,
+          train_size: 512,
+          eval_size: 128,
+          eval_split: 'validation',
+          metric: 'accuracy',
+          metrics: ['accuracy', 'top1', 'loss'],
+        },
+        'causal-lm': {
+          task: 'causal-lm',
+          max_length: 64,
+          train_size: 512,
+          eval_size: 128,
+          eval_split: 'validation',
+          metric: 'perplexity',
+          metrics: ['loss', 'perplexity', 'token_accuracy'],
+        },
+        'gsm8k-like': {
+          task: 'causal-lm',
+          max_length: 64,
+          train_size: 512,
+          eval_size: 64,
+          eval_split: 'validation',
+          metric: 'exact_match',
+          metrics: ['exact_match', 'exact_match_strict', 'loss', 'perplexity', 'token_accuracy'],
+        },
       };
       return kinds[task] ?? null;
     }
@@ -119,7 +186,8 @@ export function datasetDefaults(name: string, described?: Record<string, unknown
   const slash = name.indexOf('/');
   const family = slash < 0 ? name : name.slice(0, slash);
   const task = slash < 0 ? name : name.slice(slash + 1);
-  const fam = described && Object.keys(described).length ? (described[family] as DescribedFamily | undefined) : undefined;
+  const fam =
+    described && Object.keys(described).length ? (described[family] as DescribedFamily | undefined) : undefined;
   if (!fam) return st ? { ...st, options: null } : null;
   if (fam.tasks && !fam.tasks.includes(task)) return null;
   if (!st) return null; // the runtime knows it but we have no defaults for it: refuse rather than guess

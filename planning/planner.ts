@@ -29,7 +29,13 @@ import {
 import type { DatasetSpec, MethodSpec, ModelSpec, PlannedRun, RunLabels, RunSpec } from '../schemas/runspec.js';
 type TrainingSpec = z.infer<typeof TrainingSpecSchema>;
 import { canonicalJson, hashValue } from './canonical.js';
-import { BUILTIN_MODELS, datasetDefaults as catalogDefaults, isOwnData, knownDatasets, ownDataDefaults } from './catalog.js';
+import {
+  BUILTIN_MODELS,
+  datasetDefaults as catalogDefaults,
+  isOwnData,
+  knownDatasets,
+  ownDataDefaults,
+} from './catalog.js';
 import { formatPath, IssueList, type FieldPath, type PlanIssue } from './issues.js';
 import { Sha256 } from './sha256.js';
 import { suggestHint } from './suggest.js';
@@ -102,7 +108,15 @@ export function countKey(spec: RunSpec): string {
         max_length: spec.dataset.max_length,
         options: spec.dataset.options,
         // your own data: the label count depends on the files and the columns
-        ...(spec.dataset.files ? { files: spec.dataset.files, columns: spec.dataset.columns ?? {}, labels: spec.dataset.labels ?? null, problem_type: spec.dataset.problem_type ?? null, data_root: spec.dataset.data_root } : {}),
+        ...(spec.dataset.files
+          ? {
+              files: spec.dataset.files,
+              columns: spec.dataset.columns ?? {},
+              labels: spec.dataset.labels ?? null,
+              problem_type: spec.dataset.problem_type ?? null,
+              data_root: spec.dataset.data_root,
+            }
+          : {}),
       },
       method: spec.method,
       train_head: spec.training.train_head,
@@ -207,13 +221,24 @@ function uniq<T>(xs: T[]): T[] {
 
 function globMatch(pattern: string, name: string): boolean {
   if (!pattern.includes('*')) return pattern === name;
-  const re = new RegExp('^' + pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
+  const re = new RegExp(
+    '^' +
+      pattern
+        .split('*')
+        .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+        .join('.*') +
+      '$',
+  );
   return re.test(name);
 }
 
 function fmtValue(v: unknown): string {
   if (typeof v === 'number') {
-    if (v !== 0 && Math.abs(v) < 1e-3) return v.toExponential().replace('e-', 'e-').replace(/\.?0+e/, 'e');
+    if (v !== 0 && Math.abs(v) < 1e-3)
+      return v
+        .toExponential()
+        .replace('e-', 'e-')
+        .replace(/\.?0+e/, 'e');
     return String(v);
   }
   if (Array.isArray(v)) return v.map(fmtValue).join('+');
@@ -223,9 +248,16 @@ function fmtValue(v: unknown): string {
 }
 
 /** Check one method option value against its schema; returns the normalised value or an error message. */
-function checkOption(s: OptionSchema, v: unknown): { ok: true; value: unknown } | { ok: false; message: string; hint?: string } {
+function checkOption(
+  s: OptionSchema,
+  v: unknown,
+): { ok: true; value: unknown } | { ok: false; message: string; hint?: string } {
   if (v === null && s.default === null) return { ok: true, value: null }; // "use the method's own default"
-  const bad = (expected: string) => ({ ok: false as const, message: `expected ${expected}, got ${describeValue(v)}`, hint: s.help ? `${s.help} (default ${fmtValue(s.default)})` : undefined });
+  const bad = (expected: string) => ({
+    ok: false as const,
+    message: `expected ${expected}, got ${describeValue(v)}`,
+    hint: s.help ? `${s.help} (default ${fmtValue(s.default)})` : undefined,
+  });
   switch (s.type) {
     case 'boolean':
       if (typeof v !== 'boolean') return bad('true or false');
@@ -256,8 +288,10 @@ function checkOption(s: OptionSchema, v: unknown): { ok: true; value: unknown } 
     }
   }
   if (typeof v === 'number') {
-    if (s.min !== undefined && v < s.min) return { ok: false, message: `expected a value >= ${s.min}, got ${v}`, hint: s.help };
-    if (s.max !== undefined && v > s.max) return { ok: false, message: `expected a value <= ${s.max}, got ${v}`, hint: s.help };
+    if (s.min !== undefined && v < s.min)
+      return { ok: false, message: `expected a value >= ${s.min}, got ${v}`, hint: s.help };
+    if (s.max !== undefined && v > s.max)
+      return { ok: false, message: `expected a value <= ${s.max}, got ${v}`, hint: s.help };
   }
   return { ok: true, value: v };
 }
@@ -405,7 +439,13 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     return catalogDefaults(name, opts.datasets);
   };
   const ALL_DATASETS = knownDatasets(opts.datasets);
-  const empty = (): PlanResult => ({ runs: [], issues: issues.items, warnings: warnings.items, countRequests: [], gridSize: 0 });
+  const empty = (): PlanResult => ({
+    runs: [],
+    issues: issues.items,
+    warnings: warnings.items,
+    countRequests: [],
+    gridSize: 0,
+  });
 
   // ---- model -------------------------------------------------------------------------------------
   const m = recipe.model;
@@ -415,12 +455,22 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   if (source === 'builtin') {
     const heads = builtin ? [builtin.task, ...(builtin.otherTasks ?? [])] : [];
     if (!builtin) {
-      issues.add(['model', 'name'], `unknown built-in model \`${m.name}\``, suggestHint(m.name, Object.keys(BUILTIN_MODELS), 'built-in models'));
+      issues.add(
+        ['model', 'name'],
+        `unknown built-in model \`${m.name}\``,
+        suggestHint(m.name, Object.keys(BUILTIN_MODELS), 'built-in models'),
+      );
     } else if (task !== undefined && !heads.includes(task)) {
-      issues.add(['model', 'task'], `\`${m.name}\` has a ${heads.join(' or ')} head, not ${task}`, `remove \`task\` or set it to ${builtin.task}`);
+      issues.add(
+        ['model', 'task'],
+        `\`${m.name}\` has a ${heads.join(' or ')} head, not ${task}`,
+        `remove \`task\` or set it to ${builtin.task}`,
+      );
     } else if (task === undefined) {
       // a built-in with several heads (the decoder also classifies) takes the one its datasets need
-      const wanted = new Set(recipe.datasets.map((d) => datasetDefaults(d.name, d)?.task).filter((t) => t !== undefined));
+      const wanted = new Set(
+        recipe.datasets.map((d) => datasetDefaults(d.name, d)?.task).filter((t) => t !== undefined),
+      );
       const only = wanted.size === 1 ? [...wanted][0]! : undefined;
       task = only !== undefined && heads.includes(only) ? only : builtin.task;
     }
@@ -429,7 +479,12 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   } else if (task === undefined) {
     const tasks = new Set(recipe.datasets.map((d) => datasetDefaults(d.name, d)?.task).filter((t) => t !== undefined));
     if (tasks.size === 1) task = [...tasks][0];
-    else issues.add(['model', 'task'], `missing the task head of Hugging Face model \`${m.name}\``, 'add `task: seq-cls`, `img-cls` or `causal-lm`');
+    else
+      issues.add(
+        ['model', 'task'],
+        `missing the task head of Hugging Face model \`${m.name}\``,
+        'add `task: seq-cls`, `img-cls` or `causal-lm`',
+      );
   }
   const model: ModelSpec = {
     name: m.name,
@@ -445,7 +500,11 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   const checkLayer = (layer: TrainingLayer | undefined, path: FieldPath): Layer[] => {
     if (!layer) return [];
     if (layer.max_steps !== undefined && layer.epochs !== undefined) {
-      issues.add([...path, 'epochs'], 'both `max_steps` and `epochs` are set', 'keep one: a run trains for a number of steps or of epochs');
+      issues.add(
+        [...path, 'epochs'],
+        'both `max_steps` and `epochs` are set',
+        'keep one: a run trains for a number of steps or of epochs',
+      );
     }
     return [{ path, data: layer }];
   };
@@ -454,30 +513,52 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   // ---- datasets ----------------------------------------------------------------------------------
   for (const [name, _s] of Object.entries(recipe.dataset_settings ?? {})) {
     if (!datasetDefaults(name)) {
-      issues.add(['dataset_settings', name], `unknown dataset \`${name}\``, suggestHint(name, ALL_DATASETS, 'datasets'));
+      issues.add(
+        ['dataset_settings', name],
+        `unknown dataset \`${name}\``,
+        suggestHint(name, ALL_DATASETS, 'datasets'),
+      );
     }
   }
-  const resolveDataset = (entry: DatasetEntry | { name: string }, path: FieldPath, namePath: FieldPath): ResolvedDataset | null => {
+  const resolveDataset = (
+    entry: DatasetEntry | { name: string },
+    path: FieldPath,
+    namePath: FieldPath,
+  ): ResolvedDataset | null => {
     const defs = datasetDefaults(entry.name, entry);
     if (!defs) {
       issues.add(namePath, `unknown dataset \`${entry.name}\``, suggestHint(entry.name, ALL_DATASETS, 'datasets'));
       return null;
     }
     if (task !== undefined && defs.task !== task) {
-      issues.add(namePath, `dataset \`${entry.name}\` needs a ${defs.task} model, but \`${model.name}\` is ${task}`, 'use a model with the matching head, or a separate recipe per task');
+      issues.add(
+        namePath,
+        `dataset \`${entry.name}\` needs a ${defs.task} model, but \`${model.name}\` is ${task}`,
+        'use a model with the matching head, or a separate recipe per task',
+      );
     }
     const st = recipe.dataset_settings?.[entry.name] ?? {};
     const e = entry as DatasetEntry;
     const metric = e.metric ?? st.metric ?? defs.metric;
     if (!defs.metrics.includes(metric)) {
       const p = e.metric !== undefined ? [...path, 'metric'] : ['dataset_settings', entry.name, 'metric'];
-      issues.add(p, `\`${entry.name}\` has no metric \`${metric}\``, suggestHint(metric, defs.metrics, `metrics of ${entry.name}`));
+      issues.add(
+        p,
+        `\`${entry.name}\` has no metric \`${metric}\``,
+        suggestHint(metric, defs.metrics, `metrics of ${entry.name}`),
+      );
     }
     const spec: DatasetSpec = {
       name: entry.name,
-      data_root: e.data_root !== undefined ? e.data_root : st.data_root !== undefined ? st.data_root : (recipe.data_root ?? null),
+      data_root:
+        e.data_root !== undefined
+          ? e.data_root
+          : st.data_root !== undefined
+            ? st.data_root
+            : (recipe.data_root ?? null),
       max_length: e.max_length ?? st.max_length ?? defs.max_length,
-      train_size: e.train_size !== undefined ? e.train_size : st.train_size !== undefined ? st.train_size : defs.train_size,
+      train_size:
+        e.train_size !== undefined ? e.train_size : st.train_size !== undefined ? st.train_size : defs.train_size,
       eval_size: e.eval_size !== undefined ? e.eval_size : st.eval_size !== undefined ? st.eval_size : defs.eval_size,
       eval_split: e.eval_split ?? st.eval_split ?? defs.eval_split,
       metric,
@@ -488,10 +569,15 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       const filled: Record<string, unknown> = {};
       for (const [k, sch] of Object.entries(defs.options)) if (sch.default !== null) filled[k] = sch.default;
       for (const [k, v] of Object.entries(spec.options)) {
-        const p = e.options && k in e.options ? [...path, 'options', k] : ['dataset_settings', entry.name, 'options', k];
+        const p =
+          e.options && k in e.options ? [...path, 'options', k] : ['dataset_settings', entry.name, 'options', k];
         const sch = defs.options[k];
         if (!sch) {
-          issues.add(p, `unknown option \`${k}\` for dataset \`${entry.name}\``, suggestHint(k, Object.keys(defs.options), `options of ${entry.name}`));
+          issues.add(
+            p,
+            `unknown option \`${k}\` for dataset \`${entry.name}\``,
+            suggestHint(k, Object.keys(defs.options), `options of ${entry.name}`),
+          );
           continue;
         }
         const r = checkOption(sch, v);
@@ -505,7 +591,10 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       name: entry.name,
       path,
       spec,
-      layers: [...checkLayer(st.training, ['dataset_settings', entry.name, 'training']), ...checkLayer(e.training, [...path, 'training'])],
+      layers: [
+        ...checkLayer(st.training, ['dataset_settings', entry.name, 'training']),
+        ...checkLayer(e.training, [...path, 'training']),
+      ],
     };
   };
   const datasets: ResolvedDataset[] = [];
@@ -518,7 +607,8 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
 
   // ---- methods -----------------------------------------------------------------------------------
   for (const name of Object.keys(recipe.method_settings ?? {})) {
-    if (!registry[name]) issues.add(['method_settings', name], `unknown method \`${name}\``, suggestHint(name, methodNames, 'methods'));
+    if (!registry[name])
+      issues.add(['method_settings', name], `unknown method \`${name}\``, suggestHint(name, methodNames, 'methods'));
   }
   const resolveMethod = (
     entry: MethodEntry,
@@ -527,12 +617,23 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   ): ResolvedMethod | null => {
     const desc = registry[entry.name];
     if (!desc) {
-      issues.add([...path, 'name'], `unknown method \`${entry.name}\``, suggestHint(entry.name, methodNames, 'methods'));
+      issues.add(
+        [...path, 'name'],
+        `unknown method \`${entry.name}\``,
+        suggestHint(entry.name, methodNames, 'methods'),
+      );
       return null;
     }
     for (const g of desc.lr_groups) declaredGroups.add(g);
     const st = recipe.method_settings?.[entry.name] ?? {};
-    const options = resolveOptions(entry.name, desc, st.options, ['method_settings', entry.name, 'options'], issues, true);
+    const options = resolveOptions(
+      entry.name,
+      desc,
+      st.options,
+      ['method_settings', entry.name, 'options'],
+      issues,
+      true,
+    );
     const own = resolveOptions(entry.name, desc, entry.options, [...path, 'options'], issues, false);
     for (const [k, v] of Object.entries(own.fixed)) {
       options.fixed[k] = v;
@@ -555,15 +656,26 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       names.forEach((name, k) => {
         const s = desc.options[name];
         const p = Array.isArray(matchBy.option) ? [...base, 'option', k] : [...base, 'option'];
-        if (!s) issues.add(p, `unknown option \`${name}\` for method \`${entry.name}\``, suggestHint(name, Object.keys(desc.options), `options of ${entry.name}`));
-        else if (s.type !== 'integer' && s.type !== 'number') issues.add(p, `option \`${name}\` is ${s.type}; budget matching needs a numeric option`);
-        else matchBy.values.forEach((v, i) => {
-          const r = checkOption(s, v);
-          if (!r.ok) issues.add([...base, 'values', i], r.message, r.hint);
-        });
+        if (!s)
+          issues.add(
+            p,
+            `unknown option \`${name}\` for method \`${entry.name}\``,
+            suggestHint(name, Object.keys(desc.options), `options of ${entry.name}`),
+          );
+        else if (s.type !== 'integer' && s.type !== 'number')
+          issues.add(p, `option \`${name}\` is ${s.type}; budget matching needs a numeric option`);
+        else
+          matchBy.values.forEach((v, i) => {
+            const r = checkOption(s, v);
+            if (!r.ok) issues.add([...base, 'values', i], r.message, r.hint);
+          });
       });
     } else if (matchBy === 'rank' && !desc.needs_rank) {
-      issues.add(entry.match_by !== undefined ? [...path, 'match_by'] : ['method_settings', entry.name, 'match_by'], `method \`${entry.name}\` takes no rank to match by`, 'use `match_by: none` or a numeric option');
+      issues.add(
+        entry.match_by !== undefined ? [...path, 'match_by'] : ['method_settings', entry.name, 'match_by'],
+        `method \`${entry.name}\` takes no rank to match by`,
+        'use `match_by: none` or a numeric option',
+      );
     }
     return {
       path,
@@ -573,7 +685,10 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       options,
       ranks: desc.needs_rank && ranksRaw !== undefined ? uniq(asList(ranksRaw)!) : null,
       targets: entry.targets ?? st.targets ?? [],
-      layers: [...checkLayer(st.training, ['method_settings', entry.name, 'training']), ...checkLayer(entry.training, [...path, 'training'])],
+      layers: [
+        ...checkLayer(st.training, ['method_settings', entry.name, 'training']),
+        ...checkLayer(entry.training, [...path, 'training']),
+      ],
       matchBy,
       tags: [...(st.tags ?? []), ...(entry.tags ?? [])],
       datasets: extra.datasets ?? null,
@@ -592,7 +707,11 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     const dsList = asList(ds);
     dsList?.forEach((name, i) => {
       if (!datasetDefaults(name)) {
-        issues.add(['include', k, 'datasets', ...(Array.isArray(ds) ? [i] : [])], `unknown dataset \`${name}\``, suggestHint(name, ALL_DATASETS, 'datasets'));
+        issues.add(
+          ['include', k, 'datasets', ...(Array.isArray(ds) ? [i] : [])],
+          `unknown dataset \`${name}\``,
+          suggestHint(name, ALL_DATASETS, 'datasets'),
+        );
       }
     });
     const r = resolveMethod(entry, ['include', k], { datasets: dsList, seeds: asList(seeds), isInclude: true });
@@ -606,7 +725,9 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     ...datasets.flatMap((d) => d.layers),
     ...methods.flatMap((x) => x.layers),
     ...includes.flatMap((x) => x.layers),
-    ...(recipe.overrides ?? []).flatMap((o, i) => (o.training ? [{ path: ['overrides', i, 'training'], data: o.training }] : [])),
+    ...(recipe.overrides ?? []).flatMap((o, i) =>
+      o.training ? [{ path: ['overrides', i, 'training'], data: o.training }] : [],
+    ),
   ];
   for (const l of allLayers) {
     for (const g of Object.keys(l.data.lr_groups ?? {})) {
@@ -614,7 +735,9 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
         issues.add(
           [...l.path, 'lr_groups', g],
           `no method in this recipe has a parameter group \`${g}\``,
-          declaredGroups.size ? suggestHint(g, [...declaredGroups], 'groups') : 'only methods that declare groups (e.g. DePT `prompt`) take lr_groups',
+          declaredGroups.size
+            ? suggestHint(g, [...declaredGroups], 'groups')
+            : 'only methods that declare groups (e.g. DePT `prompt`) take lr_groups',
         );
       }
     }
@@ -634,7 +757,11 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       }
       const lens = keys.map((k) => group[k]!.length);
       if (new Set(lens).size > 1) {
-        issues.add(['zip', gi], `zip lists must have the same length; got ${keys.map((k, i) => `${k}: ${lens[i]}`).join(', ')}`, 'each position of the lists is one setting');
+        issues.add(
+          ['zip', gi],
+          `zip lists must have the same length; got ${keys.map((k, i) => `${k}: ${lens[i]}`).join(', ')}`,
+          'each position of the lists is one setting',
+        );
         return;
       }
       let ok = true;
@@ -649,20 +776,31 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
           continue;
         }
         if (k === 'lr_groups' || !(TRAINING_FIELDS as string[]).includes(k)) {
-          issues.add(['zip', gi, k], `\`${k}\` cannot vary in a zip group`, k === 'lr_groups' ? 'zip scalar training fields only' : suggestHint(k, [...TRAINING_FIELDS.filter((f) => f !== 'lr_groups'), 'rank'], 'fields'));
+          issues.add(
+            ['zip', gi, k],
+            `\`${k}\` cannot vary in a zip group`,
+            k === 'lr_groups'
+              ? 'zip scalar training fields only'
+              : suggestHint(k, [...TRAINING_FIELDS.filter((f) => f !== 'lr_groups'), 'rank'], 'fields'),
+          );
           ok = false;
           continue;
         }
         const inTraining = (recipe.training as Record<string, unknown> | undefined)?.[k];
         if (Array.isArray(inTraining)) {
-          issues.add(['zip', gi, k], `\`${k}\` is both a grid axis in \`training\` and a zip field`, `remove the list from training.${k}`);
+          issues.add(
+            ['zip', gi, k],
+            `\`${k}\` is both a grid axis in \`training\` and a zip field`,
+            `remove the list from training.${k}`,
+          );
           ok = false;
         }
         const fieldSchema = (TrainingSpecSchema.shape as Record<string, z.ZodType>)[k]!;
         group[k]!.forEach((v, i) => {
           const r = fieldSchema.safeParse(v);
           if (!r.success) {
-            for (const sub of zodIssues(r.error.issues, recipe, fieldSchema, ['zip', gi, k, i])) issues.add(sub.path, sub.message, sub.hint);
+            for (const sub of zodIssues(r.error.issues, recipe, fieldSchema, ['zip', gi, k, i]))
+              issues.add(sub.path, sub.message, sub.hint);
             ok = false;
           }
         });
@@ -697,10 +835,26 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   if (budget) {
     budgetLevels = uniq(asList(budget.rank)!);
     const ref = registry[budget.match];
-    if (!ref) issues.add(['budget', 'match'], `unknown method \`${budget.match}\``, suggestHint(budget.match, methodNames, 'methods'));
-    else if (!ref.needs_rank) issues.add(['budget', 'match'], `method \`${budget.match}\` has no rank to set a budget with`, 'match against a method with a rank, e.g. `lora`');
-    if (recipeRanks) issues.add(['ranks'], '`ranks` is not used with `budget`', 'budget.rank sets the reference rank; a method\'s own `ranks` lists its candidates');
-    if (zipHasRank) issues.add(['zip'], '`rank` in a zip group is not used with `budget`', 'remove `rank` from the zip group');
+    if (!ref)
+      issues.add(
+        ['budget', 'match'],
+        `unknown method \`${budget.match}\``,
+        suggestHint(budget.match, methodNames, 'methods'),
+      );
+    else if (!ref.needs_rank)
+      issues.add(
+        ['budget', 'match'],
+        `method \`${budget.match}\` has no rank to set a budget with`,
+        'match against a method with a rank, e.g. `lora`',
+      );
+    if (recipeRanks)
+      issues.add(
+        ['ranks'],
+        '`ranks` is not used with `budget`',
+        "budget.rank sets the reference rank; a method's own `ranks` lists its candidates",
+      );
+    if (zipHasRank)
+      issues.add(['zip'], '`rank` in a zip group is not used with `budget`', 'remove `rank` from the zip group');
   }
 
   // ---- overrides, excludes ------------------------------------------------------------------------
@@ -708,30 +862,63 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   overrides.forEach((o, i) => {
     asList(o.when.method)?.forEach((name, k) => {
       if (!registry[name] && !labels.has(name)) {
-        issues.add(['overrides', i, 'when', 'method', ...(Array.isArray(o.when.method) ? [k] : [])], `unknown method \`${name}\``, suggestHint(name, [...methodNames, ...labels], 'methods'));
+        issues.add(
+          ['overrides', i, 'when', 'method', ...(Array.isArray(o.when.method) ? [k] : [])],
+          `unknown method \`${name}\``,
+          suggestHint(name, [...methodNames, ...labels], 'methods'),
+        );
       }
     });
     asList(o.when.dataset)?.forEach((pat, k) => {
       if (!pat.includes('*') && !datasetDefaults(pat)) {
-        issues.add(['overrides', i, 'when', 'dataset', ...(Array.isArray(o.when.dataset) ? [k] : [])], `unknown dataset \`${pat}\``, suggestHint(pat, ALL_DATASETS, 'datasets'));
+        issues.add(
+          ['overrides', i, 'when', 'dataset', ...(Array.isArray(o.when.dataset) ? [k] : [])],
+          `unknown dataset \`${pat}\``,
+          suggestHint(pat, ALL_DATASETS, 'datasets'),
+        );
       }
     });
   });
   const excludes: ExcludeRule[] = recipe.exclude ?? [];
   excludes.forEach((x, i) => {
-    if (Object.keys(x).length === 0) issues.add(['exclude', i], 'empty exclude rule (it would drop every run)', 'give at least one of method, label, dataset, rank, seed, training, options');
+    if (Object.keys(x).length === 0)
+      issues.add(
+        ['exclude', i],
+        'empty exclude rule (it would drop every run)',
+        'give at least one of method, label, dataset, rank, seed, training, options',
+      );
     asList(x.method)?.forEach((name, k) => {
-      if (!registry[name]) issues.add(['exclude', i, 'method', ...(Array.isArray(x.method) ? [k] : [])], `unknown method \`${name}\``, suggestHint(name, methodNames, 'methods'));
+      if (!registry[name])
+        issues.add(
+          ['exclude', i, 'method', ...(Array.isArray(x.method) ? [k] : [])],
+          `unknown method \`${name}\``,
+          suggestHint(name, methodNames, 'methods'),
+        );
     });
     asList(x.label)?.forEach((name, k) => {
-      if (!labels.has(name)) issues.add(['exclude', i, 'label', ...(Array.isArray(x.label) ? [k] : [])], `no method entry has the label \`${name}\``, labels.size ? suggestHint(name, [...labels], 'labels') : 'labels are set with `label:` on a method entry');
+      if (!labels.has(name))
+        issues.add(
+          ['exclude', i, 'label', ...(Array.isArray(x.label) ? [k] : [])],
+          `no method entry has the label \`${name}\``,
+          labels.size ? suggestHint(name, [...labels], 'labels') : 'labels are set with `label:` on a method entry',
+        );
     });
     for (const k of Object.keys(x.training ?? {})) {
-      if (!(TRAINING_FIELDS as string[]).includes(k)) issues.add(['exclude', i, 'training', k], `unknown training field \`${k}\``, suggestHint(k, TRAINING_FIELDS, 'training fields'));
+      if (!(TRAINING_FIELDS as string[]).includes(k))
+        issues.add(
+          ['exclude', i, 'training', k],
+          `unknown training field \`${k}\``,
+          suggestHint(k, TRAINING_FIELDS, 'training fields'),
+        );
     }
     for (const k of Object.keys(x.options ?? {})) {
       const owners = [...methods, ...includes].filter((mm) => k in mm.desc.options);
-      if (owners.length === 0) issues.add(['exclude', i, 'options', k], `no method in this recipe has an option \`${k}\``, suggestHint(k, [...new Set(methods.flatMap((mm) => Object.keys(mm.desc.options)))], 'options'));
+      if (owners.length === 0)
+        issues.add(
+          ['exclude', i, 'options', k],
+          `no method in this recipe has an option \`${k}\``,
+          suggestHint(k, [...new Set(methods.flatMap((mm) => Object.keys(mm.desc.options)))], 'options'),
+        );
     }
   });
 
@@ -774,7 +961,13 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     seeds: number[];
   }
 
-  const buildCell = (mm: ResolvedMethod, d: ResolvedDataset, rank: number | null, z: ZipCombo, optionPatch?: Record<string, unknown>): Cell => {
+  const buildCell = (
+    mm: ResolvedMethod,
+    d: ResolvedDataset,
+    rank: number | null,
+    z: ZipCombo,
+    optionPatch?: Record<string, unknown>,
+  ): Cell => {
     const matched = overrides.map((o, i) => (matches(o, mm, d, rank) ? i : -1)).filter((i) => i >= 0);
     for (const i of matched) overrideUsed[i] = true;
     const layers: (TrainingLayer | undefined)[] = [
@@ -825,12 +1018,28 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       if (overrides[i]!.targets) targets = overrides[i]!.targets!;
     }
     if (optionPatch) apply({ fixed: optionPatch, axes: [] });
-    fixed = Object.fromEntries(Object.entries(fixed).filter(([, v]) => v !== null).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-    return { mm, d, rank, trainAxes, trainFixed, evalBatchFollows, options: { fixed, axes }, targets, seeds: mm.seeds ?? seeds };
+    fixed = Object.fromEntries(
+      Object.entries(fixed)
+        .filter(([, v]) => v !== null)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
+    return {
+      mm,
+      d,
+      rank,
+      trainAxes,
+      trainFixed,
+      evalBatchFollows,
+      options: { fixed, axes },
+      targets,
+      seeds: mm.seeds ?? seeds,
+    };
   };
 
   const cellSize = (c: Cell): number =>
-    c.trainAxes.reduce((n, a) => n * a.values.length, 1) * c.options.axes.reduce((n, a) => n * a.values.length, 1) * c.seeds.length;
+    c.trainAxes.reduce((n, a) => n * a.values.length, 1) *
+    c.options.axes.reduce((n, a) => n * a.values.length, 1) *
+    c.seeds.length;
 
   /** The training spec of one pick of the training axes. */
   const trainingOf = (c: Cell, pick: unknown[]): TrainingSpec => {
@@ -852,14 +1061,29 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     if (c.options.axes.length === 0) return c.options.fixed;
     const o: Record<string, unknown> = { ...c.options.fixed };
     c.options.axes.forEach((a, i) => (o[a.key] = pick[i]));
-    return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== null).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    return Object.fromEntries(
+      Object.entries(o)
+        .filter(([, v]) => v !== null)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
   };
   const firstSpec = (c: Cell): RunSpec => ({
     schema: SPEC_SCHEMA,
     model,
     dataset: c.d.spec,
-    method: { name: c.mm.name, rank: c.rank, options: optionsOf(c, c.options.axes.map((a) => a.values[0])), targets: c.targets },
-    training: trainingOf(c, c.trainAxes.map((a) => a.values[0])),
+    method: {
+      name: c.mm.name,
+      rank: c.rank,
+      options: optionsOf(
+        c,
+        c.options.axes.map((a) => a.values[0]),
+      ),
+      targets: c.targets,
+    },
+    training: trainingOf(
+      c,
+      c.trainAxes.map((a) => a.values[0]),
+    ),
     seed: c.seeds[0] ?? 0,
     device,
   });
@@ -875,10 +1099,12 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     tag: string | null;
   }
   const refMethod: ResolvedMethod | null = budget
-    ? (methods.find((x) => x.name === budget.match) ?? resolveMethod({ name: budget.match }, ['budget', 'match'], { isInclude: false }))
+    ? (methods.find((x) => x.name === budget.match) ??
+      resolveMethod({ name: budget.match }, ['budget', 'match'], { isInclude: false }))
     : null;
   const rankChoices = (mm: ResolvedMethod, d: ResolvedDataset, z: ZipCombo): RankChoice[] => {
-    if (!mm.desc.needs_rank && (!budget || mm.isInclude || typeof mm.matchBy !== 'object')) return [{ rank: null, tag: null }];
+    if (!mm.desc.needs_rank && (!budget || mm.isInclude || typeof mm.matchBy !== 'object'))
+      return [{ rank: null, tag: null }];
     const plain = (): RankChoice[] => {
       if (z.rank !== undefined) return [{ rank: z.rank, tag: null }];
       const rs = mm.ranks ?? recipeRanks;
@@ -888,7 +1114,9 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
           issues.add(
             [...mm.path, 'name'],
             `method \`${mm.name}\` needs a rank, and neither the recipe nor the entry gives \`ranks\``,
-            budget ? `add \`ranks: [...]\` to this entry, or let budget matching choose (match_by: rank)` : 'add `ranks: [8]` to the recipe or to this entry',
+            budget
+              ? `add \`ranks: [...]\` to this entry, or let budget matching choose (match_by: rank)`
+              : 'add `ranks: [8]` to the recipe or to this entry',
           );
         }
         return [];
@@ -931,7 +1159,11 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       }
       if (missing) continue;
       if (refCount === null || refCount === undefined) {
-        issues.add(['budget', 'match'], `the runtime could not count \`${budget.match}\` at rank ${level} on \`${d.name}\``, 'check that the rank fits the model');
+        issues.add(
+          ['budget', 'match'],
+          `the runtime could not count \`${budget.match}\` at rank ${level} on \`${d.name}\``,
+          'check that the rank fits the model',
+        );
         continue;
       }
       let best = -1;
@@ -940,13 +1172,20 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
         const c = counts[countKey(s)];
         if (!c) return;
         const key: [number, number, number] = [Math.abs(c.trainable - refCount.trainable), c.trainable, i];
-        if (key[0] < bestKey[0] || (key[0] === bestKey[0] && (key[1] < bestKey[1] || (key[1] === bestKey[1] && key[2] < bestKey[2])))) {
+        if (
+          key[0] < bestKey[0] ||
+          (key[0] === bestKey[0] && (key[1] < bestKey[1] || (key[1] === bestKey[1] && key[2] < bestKey[2])))
+        ) {
           best = i;
           bestKey = key;
         }
       });
       if (best < 0) {
-        issues.add([...mm.path, 'name'], `no candidate setting of \`${mm.name}\` could be counted on \`${d.name}\``, 'give candidates with `ranks:` or `match_by: {option, values}`');
+        issues.add(
+          [...mm.path, 'name'],
+          `no candidate setting of \`${mm.name}\` could be counted on \`${d.name}\``,
+          'give candidates with `ranks:` or `match_by: {option, values}`',
+        );
         continue;
       }
       out.push(candidates[best]!);
@@ -967,8 +1206,12 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     dataset: asList(x.dataset),
     rank: asList(x.rank),
     seed: asList(x.seed),
-    training: Object.entries(x.training ?? {}).map(([k, v]) => [k, (Array.isArray(v) ? v : [v]).map(canonicalJson)] as const),
-    options: Object.entries(x.options ?? {}).map(([k, v]) => [k, (Array.isArray(v) ? v : [v]).map(canonicalJson)] as const),
+    training: Object.entries(x.training ?? {}).map(
+      ([k, v]) => [k, (Array.isArray(v) ? v : [v]).map(canonicalJson)] as const,
+    ),
+    options: Object.entries(x.options ?? {}).map(
+      ([k, v]) => [k, (Array.isArray(v) ? v : [v]).map(canonicalJson)] as const,
+    ),
   }));
   const isExcluded = (c: Cell, training: TrainingSpec, options: Record<string, unknown>, seed: number): boolean => {
     let hit = false;
@@ -978,7 +1221,8 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       if (x.dataset && !x.dataset.some((p) => globMatch(p, c.d.name))) return;
       if (x.rank && (c.rank === null || !x.rank.includes(c.rank))) return;
       if (x.seed && !x.seed.includes(seed)) return;
-      for (const [k, vals] of x.training) if (!vals.includes(canonicalJson((training as Record<string, unknown>)[k] ?? null))) return;
+      for (const [k, vals] of x.training)
+        if (!vals.includes(canonicalJson((training as Record<string, unknown>)[k] ?? null))) return;
       for (const [k, vals] of x.options) if (!(k in options) || !vals.includes(canonicalJson(options[k]))) return;
       excludeUsed[i] = true;
       hit = true;
@@ -994,45 +1238,67 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     const trainings: TrainingSpec[] = [];
     product(trainAxisValues, (pick) => trainings.push(trainingOf(c, pick)));
     const trainingCanons = trainings.map((t) => canonicalJson(t));
-    product(c.options.axes.map((a) => a.values), (opick) => {
-      const options = optionsOf(c, opick);
-      const method: MethodSpec = { name: c.mm.name, rank: c.rank, options, targets: c.targets };
-      const keyByHead = new Map<boolean, string>();
-      const prefix = new Sha256().update(
-        `{"dataset":${datasetCanon},"device":${JSON.stringify(device)},"method":${canonicalJson(method)},"model":${modelCanon},"schema":"${SPEC_SCHEMA}","seed":`,
-      );
-      trainings.forEach((training, ti) => {
-        for (const seed of c.seeds) {
-          if (applyExclude && excludeSets.length && isExcluded(c, training, options, seed)) {
-            excluded++;
-            continue;
+    product(
+      c.options.axes.map((a) => a.values),
+      (opick) => {
+        const options = optionsOf(c, opick);
+        const method: MethodSpec = { name: c.mm.name, rank: c.rank, options, targets: c.targets };
+        const keyByHead = new Map<boolean, string>();
+        const prefix = new Sha256().update(
+          `{"dataset":${datasetCanon},"device":${JSON.stringify(device)},"method":${canonicalJson(method)},"model":${modelCanon},"schema":"${SPEC_SCHEMA}","seed":`,
+        );
+        trainings.forEach((training, ti) => {
+          for (const seed of c.seeds) {
+            if (applyExclude && excludeSets.length && isExcluded(c, training, options, seed)) {
+              excluded++;
+              continue;
+            }
+            const id =
+              'run-' +
+              scratch
+                .copyFrom(prefix)
+                .update(String(seed))
+                .update(',"training":')
+                .update(trainingCanons[ti]!)
+                .update('}')
+                .hex()
+                .slice(0, 32);
+            if (byId.has(id)) continue;
+            if (runs.length >= maxRuns) throw new TooManyRuns();
+            byId.set(id, runs.length);
+            const spec: RunSpec = { schema: SPEC_SCHEMA, model, dataset: c.d.spec, method, training, seed, device };
+            let cnt: CountResult | null | undefined;
+            if (haveCounts) {
+              let k = keyByHead.get(training.train_head);
+              if (k === undefined) keyByHead.set(training.train_head, (k = countKey(spec)));
+              cnt = counts[k];
+            }
+            runs.push({
+              id,
+              spec,
+              labels: {
+                model: model.name,
+                method: c.mm.name,
+                rank: c.rank,
+                dataset: c.d.name,
+                seed,
+                setting: '',
+                tags: [],
+              },
+              params: cnt ? { trainable: cnt.trainable, total: cnt.total } : null,
+            });
+            metas.push({ entry: c.mm, budgetTag: tag });
           }
-          const id = 'run-' + scratch.copyFrom(prefix).update(String(seed)).update(',"training":').update(trainingCanons[ti]!).update('}').hex().slice(0, 32);
-          if (byId.has(id)) continue;
-          if (runs.length >= maxRuns) throw new TooManyRuns();
-          byId.set(id, runs.length);
-          const spec: RunSpec = { schema: SPEC_SCHEMA, model, dataset: c.d.spec, method, training, seed, device };
-          let cnt: CountResult | null | undefined;
-          if (haveCounts) {
-            let k = keyByHead.get(training.train_head);
-            if (k === undefined) keyByHead.set(training.train_head, (k = countKey(spec)));
-            cnt = counts[k];
-          }
-          runs.push({
-            id,
-            spec,
-            labels: { model: model.name, method: c.mm.name, rank: c.rank, dataset: c.d.name, seed, setting: '', tags: [] },
-            params: cnt ? { trainable: cnt.trainable, total: cnt.total } : null,
-          });
-          metas.push({ entry: c.mm, budgetTag: tag });
-        }
-      });
-    });
+        });
+      },
+    );
   };
 
   const entryDatasets = (mm: ResolvedMethod): ResolvedDataset[] => {
     if (!mm.datasets) return datasets;
-    return mm.datasets.map((name) => datasetByName.get(name) ?? resolveDataset({ name }, mm.path, [...mm.path, 'datasets'])!).filter(Boolean);
+    return mm.datasets
+      .map((name) => datasetByName.get(name) ?? resolveDataset({ name }, mm.path, [...mm.path, 'datasets'])!)
+      .filter(Boolean);
   };
 
   // First pass: rank choices for every (entry, dataset, zip) -- this is where count requests arise.
@@ -1074,12 +1340,15 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     if (!used) warnings.add(['exclude', i], 'this exclude rule matches no run', 'check its values, or remove it');
   });
   overrideUsed.forEach((used, i) => {
-    if (!used) warnings.add(['overrides', i, 'when'], 'this override selects no run', 'check its `when` values, or remove it');
+    if (!used)
+      warnings.add(['overrides', i, 'when'], 'this override selects no run', 'check its `when` values, or remove it');
   });
   if (runs.length === 0) {
     issues.add(
       excluded > 0 ? ['exclude'] : [],
-      excluded > 0 ? `the recipe expands to zero runs: the exclude rules remove all ${excluded} grid runs` : 'the recipe expands to zero runs',
+      excluded > 0
+        ? `the recipe expands to zero runs: the exclude rules remove all ${excluded} grid runs`
+        : 'the recipe expands to zero runs',
       excluded > 0 ? 'loosen the exclude rules' : 'add datasets, methods, ranks or seeds',
     );
     return empty();
@@ -1118,7 +1387,12 @@ function assignSettings(runs: PlannedRun[], metas: RunMeta[], recipeTags: string
     if (i === 0) return false;
     const a = runs[i]!.spec;
     const b = runs[i - 1]!.spec;
-    return a.training === b.training && a.method === b.method && a.dataset === b.dataset && metas[i]!.entry === metas[i - 1]!.entry;
+    return (
+      a.training === b.training &&
+      a.method === b.method &&
+      a.dataset === b.dataset &&
+      metas[i]!.entry === metas[i - 1]!.entry
+    );
   };
   runs.forEach((r, i) => {
     if (sameAsPrevious(i)) return;
@@ -1167,7 +1441,11 @@ export function attachCounts(runs: PlannedRun[], counts: CountTable): void {
 }
 
 /** The specs to count so every run has params and a full-model size (deduplicated by count key). */
-export function countRequestsFor(runs: readonly PlannedRun[], counts: CountTable = {}, withFullModel = true): RunSpec[] {
+export function countRequestsFor(
+  runs: readonly PlannedRun[],
+  counts: CountTable = {},
+  withFullModel = true,
+): RunSpec[] {
   const out = new Map<string, RunSpec>();
   for (const r of runs) {
     const specs = withFullModel ? [r.spec, fullModelSpec(r.spec)] : [r.spec];
@@ -1178,4 +1456,3 @@ export function countRequestsFor(runs: readonly PlannedRun[], counts: CountTable
   }
   return [...out.values()];
 }
-

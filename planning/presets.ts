@@ -25,20 +25,40 @@ const LORA_GLUE_TASKS: Record<string, { epochs: number; lr: number }> = {
 };
 
 const VTAB_ALL = [
-  'cifar', 'caltech101', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn', 'sun397',
-  'patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy',
-  'clevr_count', 'clevr_dist', 'dmlab', 'kitti', 'dsprites_loc', 'dsprites_ori', 'smallnorb_azi', 'smallnorb_ele',
+  'cifar',
+  'caltech101',
+  'dtd',
+  'oxford_flowers102',
+  'oxford_iiit_pet',
+  'svhn',
+  'sun397',
+  'patch_camelyon',
+  'eurosat',
+  'resisc45',
+  'diabetic_retinopathy',
+  'clevr_count',
+  'clevr_dist',
+  'dmlab',
+  'kitti',
+  'dsprites_loc',
+  'dsprites_ori',
+  'smallnorb_azi',
+  'smallnorb_ele',
 ].map((t) => `vtab/${t}`);
 
 export const PRESETS: Record<string, Preset> = {
   'lora-glue-roberta-base': {
     description: 'RoBERTa-base on the eight GLUE tasks of the LoRA paper, with its per-task epochs and learning rates',
-    source: 'Hu et al., LoRA, ICLR 2022 (arXiv:2106.09685), Appendix D, Table 9 (RoBERTa-base); microsoft/LoRA examples/NLU',
+    source:
+      'Hu et al., LoRA, ICLR 2022 (arXiv:2106.09685), Appendix D, Table 9 (RoBERTa-base); microsoft/LoRA examples/NLU',
     recipe: {
       model: { name: 'FacebookAI/roberta-base', task: 'seq-cls' },
       datasets: Object.keys(LORA_GLUE_TASKS),
       dataset_settings: Object.fromEntries(
-        Object.entries(LORA_GLUE_TASKS).map(([name, t]) => [name, { max_length: 512, training: { epochs: t.epochs, lr: t.lr } }]),
+        Object.entries(LORA_GLUE_TASKS).map(([name, t]) => [
+          name,
+          { max_length: 512, training: { epochs: t.epochs, lr: t.lr } },
+        ]),
       ),
       method_settings: {
         lora: { options: { alpha: 8 }, targets: ['query', 'value'], ranks: [8] },
@@ -57,8 +77,10 @@ export const PRESETS: Record<string, Preset> = {
     },
   },
   'vtab1k-vit-b16': {
-    description: 'ViT-B/16 (ImageNet-21k) on the 19 VTAB-1k tasks with the common PEFT protocol (100 epochs, cosine, batch 64)',
-    source: 'Zhai et al., VTAB (arXiv:1910.04867); protocol of NOAH/SNELL (Shen et al., NeurIPS 2024, ssfgunner/SNELL) and NOLA (UCDvision/NOLA)',
+    description:
+      'ViT-B/16 (ImageNet-21k) on the 19 VTAB-1k tasks with the common PEFT protocol (100 epochs, cosine, batch 64)',
+    source:
+      'Zhai et al., VTAB (arXiv:1910.04867); protocol of NOAH/SNELL (Shen et al., NeurIPS 2024, ssfgunner/SNELL) and NOLA (UCDvision/NOLA)',
     recipe: {
       model: { name: 'google/vit-base-patch16-224-in21k', task: 'img-cls' },
       datasets: VTAB_ALL,
@@ -80,8 +102,10 @@ export const PRESETS: Record<string, Preset> = {
     },
   },
   'gsm8k-llama': {
-    description: 'A LLaMA-style decoder fine-tuned on GSM8k train, evaluated by exact match on GSM8k test (q/v adapters, r=32, α=64)',
-    source: 'Hugging Face PEFT method_comparison/MetaMathQA (Llama-3.2-3B, LoRA r=32 α=64 on q_proj/v_proj, lr 1e-4); batch and epochs (ours)',
+    description:
+      'A LLaMA-style decoder fine-tuned on GSM8k train, evaluated by exact match on GSM8k test (q/v adapters, r=32, α=64)',
+    source:
+      'Hugging Face PEFT method_comparison/MetaMathQA (Llama-3.2-3B, LoRA r=32 α=64 on q_proj/v_proj, lr 1e-4); batch and epochs (ours)',
     recipe: {
       model: { name: 'meta-llama/Llama-3.2-3B', task: 'causal-lm' },
       datasets: [{ name: 'gsm8k', max_length: 512 }],

@@ -48,6 +48,9 @@ export function suggestHint(name: string, candidates: readonly string[], what: s
   const c = closest(name, candidates);
   if (c !== null) return `did you mean \`${c}\`?`;
   const sorted = [...candidates].sort();
-  const shown = sorted.slice(0, max).map((x) => `\`${x}\``).join(', ');
+  const shown = sorted
+    .slice(0, max)
+    .map((x) => `\`${x}\``)
+    .join(', ');
   return `known ${what}: ${shown}${sorted.length > max ? `, ... (${sorted.length} in all)` : ''}`;
 }

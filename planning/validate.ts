@@ -139,16 +139,28 @@ function addZodIssue(out: IssueList, issue: AnyIssue, prefix: FieldPath, raw: un
     case 'too_small': {
       if (issue.origin === 'array') out.add(path, `expected at least ${issue.minimum} item(s), got an empty list`);
       else if (issue.origin === 'string') out.add(path, 'expected a non-empty string');
-      else out.add(path, `expected a number ${issue.inclusive ? '>=' : '>'} ${issue.minimum}, got ${describeValue(found)}`);
+      else
+        out.add(
+          path,
+          `expected a number ${issue.inclusive ? '>=' : '>'} ${issue.minimum}, got ${describeValue(found)}`,
+        );
       return;
     }
     case 'too_big': {
-      if (issue.origin === 'array' || issue.origin === 'string') out.add(path, `expected at most ${issue.maximum} item(s)`);
-      else out.add(path, `expected a number ${issue.inclusive ? '<=' : '<'} ${issue.maximum}, got ${describeValue(found)}`);
+      if (issue.origin === 'array' || issue.origin === 'string')
+        out.add(path, `expected at most ${issue.maximum} item(s)`);
+      else
+        out.add(
+          path,
+          `expected a number ${issue.inclusive ? '<=' : '<'} ${issue.maximum}, got ${describeValue(found)}`,
+        );
       return;
     }
     case 'invalid_format':
-      out.add(path, `expected ${issue.message.replace(/^Invalid string: must match pattern .*/, 'a valid name')}, got ${describeValue(found)}`);
+      out.add(
+        path,
+        `expected ${issue.message.replace(/^Invalid string: must match pattern .*/, 'a valid name')}, got ${describeValue(found)}`,
+      );
       return;
     default:
       out.add(path, issue.message);
@@ -159,7 +171,13 @@ function addZodIssue(out: IssueList, issue: AnyIssue, prefix: FieldPath, raw: un
  * Convert the zod issues of `schema.safeParse(valueAt(root, prefix))` into PlanIssues with full paths.
  * `root` is the whole recipe, `prefix` the path of the validated value inside it.
  */
-export function zodIssues(issues: readonly AnyIssue[], raw: unknown, schema: z.ZodType, prefix: FieldPath = [], into?: IssueList): PlanIssue[] {
+export function zodIssues(
+  issues: readonly AnyIssue[],
+  raw: unknown,
+  schema: z.ZodType,
+  prefix: FieldPath = [],
+  into?: IssueList,
+): PlanIssue[] {
   const out = into ?? new IssueList();
   const def = (schema as unknown as { _zod: { def: Def } })._zod.def;
   for (const i of issues) addZodIssue(out, i, prefix, raw, objectRoot(def, prefix));
@@ -205,7 +223,8 @@ export function validateRecipe(raw: unknown): { recipe: Recipe | null; issues: P
   let partial: Recipe | null = null;
   if (r.error.issues.every((i) => i.code === 'unrecognized_keys')) {
     let stripped: unknown = norm;
-    for (const i of r.error.issues) if (i.code === 'unrecognized_keys') stripped = withoutKeys(stripped, i.path, i.keys);
+    for (const i of r.error.issues)
+      if (i.code === 'unrecognized_keys') stripped = withoutKeys(stripped, i.path, i.keys);
     const again = Recipe.safeParse(stripped);
     if (again.success) partial = again.data;
   }

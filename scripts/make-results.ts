@@ -45,9 +45,11 @@ async function main(argv: string[]): Promise<void> {
     throw new UserError(`make-results: ${(e as Error).message.split('\n')[0]}`);
   }
   const { values: v, positionals } = parsed;
-  if (positionals.length === 0) throw new UserError('make-results: name a sweep id or recipe: npm run results -- <sweep|recipe> [--store DIR]');
+  if (positionals.length === 0)
+    throw new UserError('make-results: name a sweep id or recipe: npm run results -- <sweep|recipe> [--store DIR]');
   const name = (v.name ?? positionals[0]!).replace(/^.*\//, '').replace(/\.ya?ml$/, '');
-  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UserError(`--name ${name}: use letters, digits, '.', '_' and '-' only`);
+  if (!/^[A-Za-z0-9._-]+$/.test(name))
+    throw new UserError(`--name ${name}: use letters, digits, '.', '_' and '-' only`);
   const digits = v.digits === undefined ? 1 : Number(v.digits);
   const out = resolve(v.out ?? 'results');
   await mkdir(out, { recursive: true });

@@ -22,7 +22,8 @@ import {
   tailFile,
 } from '../services/embedded.js';
 
-const USAGE = 'usage: tsx scripts/services.ts start|stop|status|env [--state-dir DIR] [--no-temporal] [--no-s3] [--timeout SECONDS] [--json]';
+const USAGE =
+  'usage: tsx scripts/services.ts start|stop|status|env [--state-dir DIR] [--no-temporal] [--no-s3] [--timeout SECONDS] [--json]';
 
 function fail(message: string, code = 1): never {
   process.stderr.write(`services: ${message}\n`);
@@ -60,7 +61,8 @@ async function main(): Promise<void> {
       let timeoutS = 90;
       if (values.timeout !== undefined) {
         timeoutS = Number(values.timeout);
-        if (!Number.isFinite(timeoutS) || timeoutS <= 0) fail(`--timeout: '${values.timeout}' is not a positive number of seconds`, 2);
+        if (!Number.isFinite(timeoutS) || timeoutS <= 0)
+          fail(`--timeout: '${values.timeout}' is not a positive number of seconds`, 2);
       }
       const existing = readServicesFile(stateDir);
       if (existing && existing.state === 'ready' && livePids(existing).length > 0) {
@@ -70,7 +72,12 @@ async function main(): Promise<void> {
           printSummary(existing);
           return;
         }
-        fail(`services in ${stateDir} are running but unhealthy: ${health.filter((h) => !h.ok).map((h) => h.error).join('; ')}; run 'npx tsx scripts/services.ts stop' first`);
+        fail(
+          `services in ${stateDir} are running but unhealthy: ${health
+            .filter((h) => !h.ok)
+            .map((h) => h.error)
+            .join('; ')}; run 'npx tsx scripts/services.ts stop' first`,
+        );
       }
       const t0 = Date.now();
       const s = await startServices({
@@ -90,7 +97,9 @@ async function main(): Promise<void> {
         process.stdout.write(`services: nothing recorded in ${stateDir}\n`);
         return;
       }
-      process.stdout.write(`services: stopped (temporal: ${r.temporal ?? 'not started'}, s3: ${r.s3 ?? 'not started'})\n`);
+      process.stdout.write(
+        `services: stopped (temporal: ${r.temporal ?? 'not started'}, s3: ${r.s3 ?? 'not started'})\n`,
+      );
       return;
     }
     case 'status': {
@@ -102,7 +111,9 @@ async function main(): Promise<void> {
       }
       const health = await checkServices(file, 5_000);
       if (values.json) {
-        process.stdout.write(JSON.stringify({ running: true, stateDir, state: file.state, services: health }, null, 2) + '\n');
+        process.stdout.write(
+          JSON.stringify({ running: true, stateDir, state: file.state, services: health }, null, 2) + '\n',
+        );
       } else {
         for (const h of health) {
           process.stdout.write(`${h.name.padEnd(8)} pid ${h.pid}  ${h.address}  ${h.ok ? 'ok' : `DOWN: ${h.error}`}\n`);
@@ -114,10 +125,12 @@ async function main(): Promise<void> {
     // eslint-disable-next-line no-fallthrough
     case 'env': {
       const file = readServicesFile(stateDir);
-      if (!file) fail(`not running (nothing recorded in ${stateDir}); start them with 'npx tsx scripts/services.ts start'`);
+      if (!file)
+        fail(`not running (nothing recorded in ${stateDir}); start them with 'npx tsx scripts/services.ts start'`);
       const env = servicesEnv(file);
       if (values.json) process.stdout.write(JSON.stringify(env, null, 2) + '\n');
-      else for (const [k, v] of Object.entries(env)) process.stdout.write(`export ${k}='${v.replace(/'/g, `'\\''`)}'\n`);
+      else
+        for (const [k, v] of Object.entries(env)) process.stdout.write(`export ${k}='${v.replace(/'/g, `'\\''`)}'\n`);
       return;
     }
     default:
@@ -126,8 +139,14 @@ async function main(): Promise<void> {
 }
 
 function printSummary(file: NonNullable<ReturnType<typeof readServicesFile>>): void {
-  if (file.temporal) process.stdout.write(`  temporal  ${file.temporal.address}  (pid ${file.temporal.pid}, log ${file.temporal.log})\n`);
-  if (file.s3) process.stdout.write(`  s3        ${file.s3.endpoint}  bucket ${file.s3.bucket}  (pid ${file.s3.pid}, log ${file.s3.log})\n`);
+  if (file.temporal)
+    process.stdout.write(
+      `  temporal  ${file.temporal.address}  (pid ${file.temporal.pid}, log ${file.temporal.log})\n`,
+    );
+  if (file.s3)
+    process.stdout.write(
+      `  s3        ${file.s3.endpoint}  bucket ${file.s3.bucket}  (pid ${file.s3.pid}, log ${file.s3.log})\n`,
+    );
 }
 
 main().catch((e: unknown) => {

@@ -27,7 +27,8 @@ import { makeS3Client } from '../store/s3.js';
 export const defaultStateDir = (): string =>
   path.resolve(process.env.RANKFLOW_STATE_DIR ?? path.join(PROJECT_ROOT, '.state', 'services'));
 /** Where `scripts/setup.sh` puts the `temporal` and `weed` binaries; `RANKFLOW_TOOLS_BIN` overrides it. */
-export const toolsBin = (): string => path.resolve(process.env.RANKFLOW_TOOLS_BIN ?? path.join(PROJECT_ROOT, '.tools', 'bin'));
+export const toolsBin = (): string =>
+  path.resolve(process.env.RANKFLOW_TOOLS_BIN ?? path.join(PROJECT_ROOT, '.tools', 'bin'));
 
 export const SERVICES_FILE = 'services.json';
 export const DEFAULT_BUCKET = 'rankflow';
@@ -312,12 +313,7 @@ export async function stopProcessGroup(
 }
 
 /** Poll `probe` until it resolves, the process exits, or `timeoutMs` passes; errors carry the log tail. */
-async function waitReady(
-  s: Spawned,
-  what: string,
-  timeoutMs: number,
-  probe: () => Promise<void>,
-): Promise<void> {
+async function waitReady(s: Spawned, what: string, timeoutMs: number, probe: () => Promise<void>): Promise<void> {
   const start = Date.now();
   let last = 'no answer yet';
   while (Date.now() - start < timeoutMs) {
@@ -368,7 +364,11 @@ export interface S3Access {
 
 /** Create the bucket if needed and round-trip a tiny object: proves the gateway, filer and volume all work. */
 export async function probeS3(a: S3Access, bucket: string, timeoutMs = 5_000): Promise<void> {
-  const client = makeS3Client(a, { connectionTimeoutMs: Math.min(2_000, timeoutMs), requestTimeoutMs: timeoutMs, maxAttempts: 1 });
+  const client = makeS3Client(a, {
+    connectionTimeoutMs: Math.min(2_000, timeoutMs),
+    requestTimeoutMs: timeoutMs,
+    maxAttempts: 1,
+  });
   try {
     await withTimeout(`S3 at ${a.endpoint}`, timeoutMs, async (abortSignal) => {
       try {
@@ -417,18 +417,31 @@ export async function startTemporal(opts: {
   const db = path.join(opts.stateDir, 'temporal.db');
   const log = path.join(opts.stateDir, 'temporal.log');
   const args = [
-    'server', 'start-dev', '--headless',
-    '--ip', '127.0.0.1',
-    '--port', String(port),
-    '--http-port', String(http),
-    '--metrics-port', String(metrics),
-    '--db-filename', db,
-    '--log-level', 'warn',
+    'server',
+    'start-dev',
+    '--headless',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--http-port',
+    String(http),
+    '--metrics-port',
+    String(metrics),
+    '--db-filename',
+    db,
+    '--log-level',
+    'warn',
   ];
   const spawned = spawnLogged('temporal', bin, args, log, opts.stateDir);
   const address = `127.0.0.1:${port}`;
   const record: TemporalRecord = {
-    address, namespace: 'default', pid: spawned.pid, ports: { grpc: port, http: http!, metrics: metrics! }, db, log,
+    address,
+    namespace: 'default',
+    pid: spawned.pid,
+    ports: { grpc: port, http: http!, metrics: metrics! },
+    db,
+    log,
   };
   return { record, spawned };
 }
@@ -468,19 +481,32 @@ export async function startS3(opts: { stateDir: string; bucket?: string }): Prom
   // Only this identity exists, so every request must be signed with these keys (no anonymous access).
   fs.writeFileSync(
     configFile,
-    JSON.stringify({
-      identities: [
-        {
-          name: 'rankflow',
-          credentials: [{ accessKey: creds.accessKeyId, secretKey: creds.secretAccessKey }],
-          actions: ['Admin', 'Read', 'List', 'Tagging', 'Write'],
-        },
-      ],
-    }, null, 2) + '\n',
+    JSON.stringify(
+      {
+        identities: [
+          {
+            name: 'rankflow',
+            credentials: [{ accessKey: creds.accessKeyId, secretKey: creds.secretAccessKey }],
+            actions: ['Admin', 'Read', 'List', 'Tagging', 'Write'],
+          },
+        ],
+      },
+      null,
+      2,
+    ) + '\n',
     { mode: 0o600 },
   );
   const names = [
-    's3', 's3Grpc', 'master', 'masterGrpc', 'volume', 'volumeGrpc', 'filer', 'filerGrpc', 'admin', 'adminGrpc',
+    's3',
+    's3Grpc',
+    'master',
+    'masterGrpc',
+    'volume',
+    'volumeGrpc',
+    'filer',
+    'filerGrpc',
+    'admin',
+    'adminGrpc',
   ] as const;
   const list = await freePorts(names.length);
   const ports = Object.fromEntries(names.map((n, i) => [n, list[i]!])) as Record<(typeof names)[number], number>;
@@ -642,21 +668,30 @@ export async function startServices(opts: StartOptions = {}): Promise<Services> 
       const t = await startTemporal({ stateDir, port: opts.temporalPort });
       spawned.push(t.spawned);
       file.temporal = t.record;
-      waits.push(waitReady(t.spawned, `Temporal dev server (pid ${t.spawned.pid}, ${t.record.address})`, readyTimeoutMs,
-        () => probeTemporal(t.record.address, t.record.namespace, 3_000)));
+      waits.push(
+        waitReady(t.spawned, `Temporal dev server (pid ${t.spawned.pid}, ${t.record.address})`, readyTimeoutMs, () =>
+          probeTemporal(t.record.address, t.record.namespace, 3_000),
+        ),
+      );
     }
     if (wantS3) {
       const s = await startS3({ stateDir, bucket: opts.bucket });
       spawned.push(s.spawned);
       file.s3 = s.record;
-      waits.push(waitReady(s.spawned, `SeaweedFS S3 gateway (pid ${s.spawned.pid}, ${s.record.endpoint})`, readyTimeoutMs,
-        () => probeS3(s.record, s.record.bucket, 5_000)));
+      waits.push(
+        waitReady(s.spawned, `SeaweedFS S3 gateway (pid ${s.spawned.pid}, ${s.record.endpoint})`, readyTimeoutMs, () =>
+          probeS3(s.record, s.record.bucket, 5_000),
+        ),
+      );
     }
     // Written before the readiness wait, so `stop` in another process can clean up a start that hangs.
     writeServicesFile(stateDir, file);
     const results = await Promise.allSettled(waits);
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length > 0) throw failed.length === 1 ? failed[0]!.reason : new ServiceError(failed.map((f) => (f.reason as Error).message).join('\n'));
+    if (failed.length > 0)
+      throw failed.length === 1
+        ? failed[0]!.reason
+        : new ServiceError(failed.map((f) => (f.reason as Error).message).join('\n'));
     file.state = 'ready';
     writeServicesFile(stateDir, file);
     return toServices(file, spawned, graceMs);
@@ -699,31 +734,35 @@ export async function checkServices(file: ServicesFile, timeoutMs = 5_000): Prom
   const checks: Promise<ServiceHealth>[] = [];
   if (file.temporal) {
     const t = file.temporal;
-    checks.push((async () => {
-      const running = groupAlive(t.pid);
-      const base = { name: 'temporal' as const, pid: t.pid, address: t.address, running, log: t.log };
-      if (!running) return { ...base, ok: false, error: `Temporal dev server (pid ${t.pid}) is not running` };
-      try {
-        await probeTemporal(t.address, t.namespace, timeoutMs);
-        return { ...base, ok: true };
-      } catch (e) {
-        return { ...base, ok: false, error: (e as Error).message };
-      }
-    })());
+    checks.push(
+      (async () => {
+        const running = groupAlive(t.pid);
+        const base = { name: 'temporal' as const, pid: t.pid, address: t.address, running, log: t.log };
+        if (!running) return { ...base, ok: false, error: `Temporal dev server (pid ${t.pid}) is not running` };
+        try {
+          await probeTemporal(t.address, t.namespace, timeoutMs);
+          return { ...base, ok: true };
+        } catch (e) {
+          return { ...base, ok: false, error: (e as Error).message };
+        }
+      })(),
+    );
   }
   if (file.s3) {
     const s = file.s3;
-    checks.push((async () => {
-      const running = groupAlive(s.pid);
-      const base = { name: 's3' as const, pid: s.pid, address: s.endpoint, running, log: s.log };
-      if (!running) return { ...base, ok: false, error: `SeaweedFS S3 gateway (pid ${s.pid}) is not running` };
-      try {
-        await probeS3(s, s.bucket, timeoutMs);
-        return { ...base, ok: true };
-      } catch (e) {
-        return { ...base, ok: false, error: (e as Error).message };
-      }
-    })());
+    checks.push(
+      (async () => {
+        const running = groupAlive(s.pid);
+        const base = { name: 's3' as const, pid: s.pid, address: s.endpoint, running, log: s.log };
+        if (!running) return { ...base, ok: false, error: `SeaweedFS S3 gateway (pid ${s.pid}) is not running` };
+        try {
+          await probeS3(s, s.bucket, timeoutMs);
+          return { ...base, ok: true };
+        } catch (e) {
+          return { ...base, ok: false, error: (e as Error).message };
+        }
+      })(),
+    );
   }
   return Promise.all(checks);
 }

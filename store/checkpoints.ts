@@ -48,7 +48,9 @@ export async function uploadCheckpoint(
     try {
       sha = await sha256File(local);
     } catch (e) {
-      throw new CheckpointFileError(`checkpoint file ${local} is gone (${(e as Error).message}); a newer checkpoint supersedes it`);
+      throw new CheckpointFileError(
+        `checkpoint file ${local} is gone (${(e as Error).message}); a newer checkpoint supersedes it`,
+      );
     }
     if (sha !== f.sha256) {
       throw new CheckpointFileError(`checkpoint file ${local} has sha256 ${sha}, the runtime reported ${f.sha256}`);
@@ -113,7 +115,9 @@ export async function downloadLatestCheckpoint(
     const path = join(dir, String(ck.step));
     const bad = await downloadCheckpoint(store, runId, ck, path);
     if (bad === null) return { step: ck.step, path };
-    warn(`checkpoint ${checkpointPrefix(runId, ck.step)} is damaged (${bad} missing or its sha256 differs); trying an older one`);
+    warn(
+      `checkpoint ${checkpointPrefix(runId, ck.step)} is damaged (${bad} missing or its sha256 differs); trying an older one`,
+    );
   }
   return null;
 }

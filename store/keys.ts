@@ -28,5 +28,7 @@ export function checkpointPrefix(runId: string, step?: number): string {
 
 /** The sweep id of a `sweeps/<id>.json` key, or null for other keys. */
 export function sweepIdOfKey(key: string): string | null {
-  return key.startsWith(SWEEPS_PREFIX) && key.endsWith('.json') ? key.slice(SWEEPS_PREFIX.length, -'.json'.length) : null;
+  return key.startsWith(SWEEPS_PREFIX) && key.endsWith('.json')
+    ? key.slice(SWEEPS_PREFIX.length, -'.json'.length)
+    : null;
 }

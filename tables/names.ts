@@ -15,7 +15,16 @@ export const GLUE_TASKS = ['cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli'
 export const VTAB_GROUPS = {
   natural: ['cifar', 'caltech101', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn', 'sun397'],
   specialized: ['patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy'],
-  structured: ['clevr_count', 'clevr_dist', 'dmlab', 'kitti', 'dsprites_loc', 'dsprites_ori', 'smallnorb_azi', 'smallnorb_ele'],
+  structured: [
+    'clevr_count',
+    'clevr_dist',
+    'dmlab',
+    'kitti',
+    'dsprites_loc',
+    'dsprites_ori',
+    'smallnorb_azi',
+    'smallnorb_ele',
+  ],
 } as const;
 
 /** GLUE columns in the order the LoRA / AdaLoRA / DoRA papers print them; WNLI last (not averaged). */
@@ -98,12 +107,15 @@ export function prettyMethod(name: string): string {
 }
 
 /** Where a dataset belongs: `glue`, `vtab:<group>`, or null for a stand-alone dataset. */
-export function benchmarkOf(dataset: string): { benchmark: 'glue' | 'vtab'; group: VtabGroup | null; task: string } | null {
+export function benchmarkOf(
+  dataset: string,
+): { benchmark: 'glue' | 'vtab'; group: VtabGroup | null; task: string } | null {
   const slash = dataset.indexOf('/');
   if (slash < 0) return null;
   const family = dataset.slice(0, slash);
   const task = dataset.slice(slash + 1);
-  if (family === 'glue' && (GLUE_TASKS as readonly string[]).includes(task)) return { benchmark: 'glue', group: null, task };
+  if (family === 'glue' && (GLUE_TASKS as readonly string[]).includes(task))
+    return { benchmark: 'glue', group: null, task };
   if (family === 'vtab') {
     for (const g of VTAB_GROUP_NAMES) {
       if ((VTAB_GROUPS[g] as readonly string[]).includes(task)) return { benchmark: 'vtab', group: g, task };

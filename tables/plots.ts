@@ -52,7 +52,9 @@ function seriesLabel(r: RunRow, dims: Dim[]): string {
 }
 
 /** Mean training loss per step over the seeds of each (series, dataset) group. */
-export function lossCurveData(runs: RunRow[]): { series: string; dataset: string; step: number; loss: number; seeds: number }[] {
+export function lossCurveData(
+  runs: RunRow[],
+): { series: string; dataset: string; step: number; loss: number; seeds: number }[] {
   const ok = runs.filter((r) => r.status === 'succeeded' && r.curve.length > 0);
   if (ok.length === 0) throw new TableInputError('no finished run with a loss curve in the selection; nothing to plot');
   const dims = seriesDims(ok, []);
@@ -71,7 +73,13 @@ export function lossCurveData(runs: RunRow[]): { series: string; dataset: string
   const out: { series: string; dataset: string; step: number; loss: number; seeds: number }[] = [];
   for (const g of groups.values()) {
     for (const [step, ls] of [...g.steps.entries()].sort((a, b) => a[0] - b[0])) {
-      out.push({ series: g.series, dataset: g.dataset, step, loss: ls.reduce((s, x) => s + x, 0) / ls.length, seeds: ls.length });
+      out.push({
+        series: g.series,
+        dataset: g.dataset,
+        step,
+        loss: ls.reduce((s, x) => s + x, 0) / ls.length,
+        seeds: ls.length,
+      });
     }
   }
   return out;
@@ -96,7 +104,15 @@ export function lossCurveSpec(runs: RunRow[], title = 'Training loss (mean over 
     },
   };
   if (datasets.size === 1) {
-    return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title: `${title}: ${[...datasets][0]}`, config: CONFIG, data: { values }, width: 420, height: 280, ...layer };
+    return {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: `${title}: ${[...datasets][0]}`,
+      config: CONFIG,
+      data: { values },
+      width: 420,
+      height: 280,
+      ...layer,
+    };
   }
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
@@ -119,10 +135,14 @@ function rowScoreColumn(model: TableModel): number {
   }
   const data = model.columns.map((c, i) => [c, i] as const).filter(([c]) => c.kind === 'data');
   if (data.length === 1) return data[0]![1];
-  throw new TableInputError('the parameter plot needs one score per row: the columns have no average (mixed metric directions); narrow with --dataset or --metric');
+  throw new TableInputError(
+    'the parameter plot needs one score per row: the columns have no average (mixed metric directions); narrow with --dataset or --metric',
+  );
 }
 
-export function paramsData(model: TableModel): { label: string; method: string; params: number; score: number; pct: number | null }[] {
+export function paramsData(
+  model: TableModel,
+): { label: string; method: string; params: number; score: number; pct: number | null }[] {
   const ci = rowScoreColumn(model);
   const out = model.rows
     .filter((r) => r.kind === 'result' && r.params?.trainable && r.cells[ci]!.mean !== null)
@@ -133,7 +153,8 @@ export function paramsData(model: TableModel): { label: string; method: string; 
       score: r.cells[ci]!.mean!,
       pct: r.params!.total ? (100 * r.params!.trainable!) / r.params!.total : null,
     }));
-  if (out.length === 0) throw new TableInputError('no row has both a score and a trainable-parameter count; nothing to plot');
+  if (out.length === 0)
+    throw new TableInputError('no row has both a score and a trainable-parameter count; nothing to plot');
   return out;
 }
 
@@ -146,7 +167,13 @@ export function paramsSpec(model: TableModel, title?: string): TopLevelSpec {
       ? `${col.label}${scaled ? ' (×100)' : ''}`
       : `${col.label} (${col.metric}${(model.scales[col.metric] ?? 1) !== 1 ? ` ×${model.scales[col.metric]}` : ''})`;
   const enc = {
-    x: { field: 'params', type: 'quantitative' as const, scale: { type: 'log' as const }, title: 'trainable parameters (log scale)', axis: { format: '~s' } },
+    x: {
+      field: 'params',
+      type: 'quantitative' as const,
+      scale: { type: 'log' as const },
+      title: 'trainable parameters (log scale)',
+      axis: { format: '~s' },
+    },
     y: { field: 'score', type: 'quantitative' as const, scale: { zero: false, padding: 12 }, title: yTitle },
   };
   return {
@@ -178,13 +205,27 @@ export function paramsSpec(model: TableModel, title?: string): TopLevelSpec {
 }
 
 /** Mean ± std per (series, dataset, rank) over seeds, for runs that have a rank. */
-export function rankData(runs: RunRow[], metric: string | null = null): { series: string; dataset: string; rank: number; mean: number; lo: number; hi: number; n: number }[] {
+export function rankData(
+  runs: RunRow[],
+  metric: string | null = null,
+): { series: string; dataset: string; rank: number; mean: number; lo: number; hi: number; n: number }[] {
   // A setting that only restates the rank (`r=8`) would split a method's line into points: drop that part.
   const stripped = runs
     .filter((r) => r.labels.rank !== null)
-    .map((r) => ({ ...r, labels: { ...r.labels, setting: r.labels.setting.replace(/\b(r|rank)=\d+\b[,;]?\s*/g, '').trim() } }));
-  if (stripped.length === 0) throw new TableInputError('no run in the selection has a rank; the rank plot needs methods with a rank');
-  const model = buildTable(stripped, { rows: ['method', 'dataset'], cols: 'rank', metric, std: true, params: false, avg: false });
+    .map((r) => ({
+      ...r,
+      labels: { ...r.labels, setting: r.labels.setting.replace(/\b(r|rank)=\d+\b[,;]?\s*/g, '').trim() },
+    }));
+  if (stripped.length === 0)
+    throw new TableInputError('no run in the selection has a rank; the rank plot needs methods with a rank');
+  const model = buildTable(stripped, {
+    rows: ['method', 'dataset'],
+    cols: 'rank',
+    metric,
+    std: true,
+    params: false,
+    avg: false,
+  });
   const out: { series: string; dataset: string; rank: number; mean: number; lo: number; hi: number; n: number }[] = [];
   const seriesDimsOf = model.row_dims.filter((d) => d !== 'dataset');
   for (const row of model.rows) {
@@ -194,18 +235,36 @@ export function rankData(runs: RunRow[], metric: string | null = null): { series
       const cell = row.cells[i]!;
       if (c.kind !== 'data' || cell.mean === null) return;
       const sd = cell.std ?? 0;
-      out.push({ series, dataset: prettyDataset(String(row.dims.dataset)), rank: Number(c.key), mean: cell.mean, lo: cell.mean - sd, hi: cell.mean + sd, n: cell.n });
+      out.push({
+        series,
+        dataset: prettyDataset(String(row.dims.dataset)),
+        rank: Number(c.key),
+        mean: cell.mean,
+        lo: cell.mean - sd,
+        hi: cell.mean + sd,
+        n: cell.n,
+      });
     });
   }
   if (out.length === 0) throw new TableInputError('no finished run with a rank in the selection; nothing to plot');
   return out;
 }
 
-export function rankSpec(runs: RunRow[], metric: string | null = null, title = 'Score vs rank (mean ± std over seeds)'): TopLevelSpec {
+export function rankSpec(
+  runs: RunRow[],
+  metric: string | null = null,
+  title = 'Score vs rank (mean ± std over seeds)',
+): TopLevelSpec {
   const values = rankData(runs, metric);
   const order = seriesSort(values);
   const datasets = new Set(values.map((v) => v.dataset));
-  const x = { field: 'rank', type: 'quantitative' as const, scale: { type: 'log' as const, base: 2 }, title: 'rank r (log2 scale)', axis: { format: 'd' } };
+  const x = {
+    field: 'rank',
+    type: 'quantitative' as const,
+    scale: { type: 'log' as const, base: 2 },
+    title: 'rank r (log2 scale)',
+    axis: { format: 'd' },
+  };
   const layers = [
     {
       mark: { type: 'errorbar' as const, ticks: true },
@@ -232,7 +291,15 @@ export function rankSpec(runs: RunRow[], metric: string | null = null, title = '
     },
   ];
   if (datasets.size === 1) {
-    return { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', title: `${title}: ${[...datasets][0]}`, config: CONFIG, data: { values }, width: 420, height: 280, layer: layers };
+    return {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: `${title}: ${[...datasets][0]}`,
+      config: CONFIG,
+      data: { values },
+      width: 420,
+      height: 280,
+      layer: layers,
+    };
   }
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',

@@ -20,7 +20,16 @@ export interface ReferenceRow {
   source: string;
 }
 
-export const REFERENCE_COLUMNS = ['method', 'setting', 'backbone', 'benchmark', 'metric', 'value', 'params', 'source'] as const;
+export const REFERENCE_COLUMNS = [
+  'method',
+  'setting',
+  'backbone',
+  'benchmark',
+  'metric',
+  'value',
+  'params',
+  'source',
+] as const;
 
 /** Splits one CSV line (RFC 4180 quoting: `"a, b"`, doubled `""` inside quotes). */
 export function splitCsvLine(line: string): string[] {
@@ -65,12 +74,16 @@ export function parseReferences(text: string, file: string): ReferenceRow[] {
       header = cells;
       const missing = REFERENCE_COLUMNS.filter((c) => !header!.includes(c));
       if (missing.length > 0) {
-        throw new TableInputError(`${file}:${i + 1}: header lacks column(s) ${missing.join(', ')}; the header is ${REFERENCE_COLUMNS.join(',')}`);
+        throw new TableInputError(
+          `${file}:${i + 1}: header lacks column(s) ${missing.join(', ')}; the header is ${REFERENCE_COLUMNS.join(',')}`,
+        );
       }
       return;
     }
     if (cells.length !== header.length) {
-      throw new TableInputError(`${file}:${i + 1}: ${cells.length} fields, the header has ${header.length}; quote fields that contain commas`);
+      throw new TableInputError(
+        `${file}:${i + 1}: ${cells.length} fields, the header has ${header.length}; quote fields that contain commas`,
+      );
     }
     const get = (c: (typeof REFERENCE_COLUMNS)[number]): string => cells[header!.indexOf(c)]!;
     const value = Number(get('value'));
@@ -80,7 +93,9 @@ export function parseReferences(text: string, file: string): ReferenceRow[] {
     const p = get('params');
     const params = p === '' ? null : Number(p);
     if (params !== null && !(Number.isFinite(params) && params >= 0)) {
-      throw new TableInputError(`${file}:${i + 1}: params \`${p}\` is not a non-negative number (leave it empty if unknown)`);
+      throw new TableInputError(
+        `${file}:${i + 1}: params \`${p}\` is not a non-negative number (leave it empty if unknown)`,
+      );
     }
     for (const c of ['method', 'backbone', 'benchmark', 'metric', 'source'] as const) {
       if (get(c) === '') throw new TableInputError(`${file}:${i + 1}: empty \`${c}\``);
@@ -96,6 +111,7 @@ export function parseReferences(text: string, file: string): ReferenceRow[] {
       source: get('source'),
     });
   });
-  if (!header) throw new TableInputError(`${file}: no header line; the first line must be ${REFERENCE_COLUMNS.join(',')}`);
+  if (!header)
+    throw new TableInputError(`${file}: no header line; the first line must be ${REFERENCE_COLUMNS.join(',')}`);
   return rows;
 }

@@ -88,7 +88,8 @@ function cellParts(model: TableModel, row: TableRow, col: TableColumn, cell: Tab
   if (row.kind === 'reference-delta') {
     return { value: signed(cell.mean, d), std: null, note: null, delta: null, text: null, mark: null };
   }
-  const std = model.show_std && col.kind === 'data' && row.kind === 'result' && cell.std !== null ? fixed(cell.std, d) : null;
+  const std =
+    model.show_std && col.kind === 'data' && row.kind === 'result' && cell.std !== null ? fixed(cell.std, d) : null;
   let note: string | null = null;
   if (cell.status === 'partial') note = `(${cell.n}/${cell.planned})`;
   else if (cell.partial_members) note = '(*)';
@@ -111,7 +112,10 @@ function header(model: TableModel): string[] {
 // Markdown
 
 export function mdEscape(s: string): string {
-  return s.replace(/([\\|*_`[\]])/g, '\\$1').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  return s
+    .replace(/([\\|*_`[\]])/g, '\\$1')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;');
 }
 
 function mdCell(p: CellParts): string {
@@ -347,7 +351,12 @@ export function renderCsv(model: TableModel): string {
 // HTML
 
 export function htmlEscape(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+  return s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&#39;');
 }
 
 function htmlCell(p: CellParts): string {
@@ -383,7 +392,11 @@ export function renderHtml(model: TableModel): string {
   out.push('<body>');
   out.push(`<h1>${htmlEscape(title)}</h1>`);
   out.push('<table>');
-  out.push(`<thead><tr>${header(model).map((h) => `<th>${htmlEscape(h)}</th>`).join('')}</tr></thead>`);
+  out.push(
+    `<thead><tr>${header(model)
+      .map((h) => `<th>${htmlEscape(h)}</th>`)
+      .join('')}</tr></thead>`,
+  );
   out.push('<tbody>');
   let firstRef = true;
   for (const row of model.rows) {

@@ -39,7 +39,11 @@ export function runFromRecord(r: ResultRecord): RunRow {
     trainable: r.trainable_params,
     total: r.total_params,
     curve: r.curve,
-    error: r.error ? `${r.error.kind}: ${r.error.message}` : r.status === 'failed' ? 'failed (no error recorded)' : null,
+    error: r.error
+      ? `${r.error.kind}: ${r.error.message}`
+      : r.status === 'failed'
+        ? 'failed (no error recorded)'
+        : null,
   };
 }
 

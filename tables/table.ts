@@ -238,14 +238,20 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   }
   for (const d of [...askedRows, colDim]) {
     if (!(DIMS as readonly string[]).includes(d)) {
-      throw new TableInputError(`unknown table dimension \`${d}\`; use one of ${DIMS.join(', ')} for --rows and --cols`);
+      throw new TableInputError(
+        `unknown table dimension \`${d}\`; use one of ${DIMS.join(', ')} for --rows and --cols`,
+      );
     }
   }
   if (askedRows.includes(colDim)) {
-    throw new TableInputError(`\`${colDim}\` is both a row and the column dimension; drop it from --rows or pick another --cols`);
+    throw new TableInputError(
+      `\`${colDim}\` is both a row and the column dimension; drop it from --rows or pick another --cols`,
+    );
   }
   if (runs.length === 0) {
-    throw new TableInputError('empty selection: no runs to tabulate; check the sweep/recipe name and the --method/--dataset/--rank/--tag filters');
+    throw new TableInputError(
+      'empty selection: no runs to tabulate; check the sweep/recipe name and the --method/--dataset/--rank/--tag filters',
+    );
   }
   const notes: string[] = [];
 
@@ -432,7 +438,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
 
   // Data columns.
   const columns: TableColumn[] = colKeys.map((ck) => {
-    const m = columnMetric.get(ck) ?? (opts.metric ?? 'none');
+    const m = columnMetric.get(ck) ?? opts.metric ?? 'none';
     const dirs = new Set<Direction>();
     for (const [, bm] of colMetric) for (const mm of bm.get(ck) ?? []) dirs.add(directionOf(mm));
     return {
@@ -503,9 +509,12 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     }
     const glueCols = columns.filter((c) => bmOf(c)?.benchmark === 'glue');
     if (glueCols.length > glueAvg.length && glueAvg.length >= 2) {
-      notes.push(`GLUE Avg excludes ${GLUE_NOT_AVERAGED.map((t) => prettyDataset(`glue/${t}`)).join(', ')}, as the GLUE papers do.`);
+      notes.push(
+        `GLUE Avg excludes ${GLUE_NOT_AVERAGED.map((t) => prettyDataset(`glue/${t}`)).join(', ')}, as the GLUE papers do.`,
+      );
     }
-    if (vtabGroupCols.length >= 2) notes.push('VTAB Mean is the mean of the group means (Natural, Specialized, Structured).');
+    if (vtabGroupCols.length >= 2)
+      notes.push('VTAB Mean is the mean of the group means (Natural, Specialized, Structured).');
   } else {
     withGroups.push(...columns);
   }
@@ -650,7 +659,9 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   }
 
   // Notes on what the numbers are.
-  const complete = rows.filter((r) => r.kind === 'result').flatMap((r) => r.cells.filter((c, i) => withGroups[i]!.kind === 'data' && c.status === 'ok'));
+  const complete = rows
+    .filter((r) => r.kind === 'result')
+    .flatMap((r) => r.cells.filter((c, i) => withGroups[i]!.kind === 'data' && c.status === 'ok'));
   const ns = [...new Set(complete.map((c) => c.n))].sort((a, b) => a - b);
   const statText =
     ns.length === 0
@@ -662,12 +673,21 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   const metricText = columns
     .map((c) => c.metric)
     .filter((m, i, a) => a.indexOf(m) === i && m !== 'none')
-    .map((m) => `${m}${(scales[m] ?? 1) !== 1 ? ` ×${scales[m]}` : ''} (${metricDirection(m) === 'max' ? 'higher' : 'lower'} is better)`);
+    .map(
+      (m) =>
+        `${m}${(scales[m] ?? 1) !== 1 ? ` ×${scales[m]}` : ''} (${metricDirection(m) === 'max' ? 'higher' : 'lower'} is better)`,
+    );
   if (metricText.length > 0) {
-    notes.splice(1, 0, `Metric${metricText.length > 1 ? 's' : ''}: ${metricText.join('; ')}${which === 'best' ? ', at the best checkpoint' : ''}. Bold: best per column; underlined: second best (ties share the mark).`);
+    notes.splice(
+      1,
+      0,
+      `Metric${metricText.length > 1 ? 's' : ''}: ${metricText.join('; ')}${which === 'best' ? ', at the best checkpoint' : ''}. Bold: best per column; underlined: second best (ties share the mark).`,
+    );
   }
   if (rows.some((r) => r.cells.some((c) => c.status === 'partial' || c.partial_members))) {
-    notes.push('(k/n): only k of the n planned runs of that cell finished; an average marked (*) includes such a cell.');
+    notes.push(
+      '(k/n): only k of the n planned runs of that cell finished; an average marked (*) includes such a cell.',
+    );
   }
   if (rows.some((r) => r.cells.some((c) => c.status === 'incomplete'))) {
     notes.push('n/a: average not computed because one of its cells has no finished run.');
@@ -676,7 +696,9 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     notes.push(`${failures.length} failed run(s): ${listText(failures, 5)}.`);
   }
   if (missingRuns.length > 0) {
-    notes.push(`${missingRuns.length} planned run(s) have no result yet: ${listText(missingRuns.map(describeRun), 5)}.`);
+    notes.push(
+      `${missingRuns.length} planned run(s) have no result yet: ${listText(missingRuns.map(describeRun), 5)}.`,
+    );
   }
   if (baselineLabel) notes.push(`(±x): difference to the baseline row ${baselineLabel}.`);
 
@@ -786,13 +808,21 @@ function referenceRows(refs: ReferenceRow[], results: TableRow[], columns: Table
         is_baseline: false,
       });
     } else if (candidates.length > 1) {
-      notes.push(`No difference row for ${label}: ${candidates.length} reproduced rows match; give the reference a setting.`);
+      notes.push(
+        `No difference row for ${label}: ${candidates.length} reproduced rows match; give the reference a setting.`,
+      );
     }
   }
   if (partialAverages.size > 0) {
-    notes.push(`Published ${[...partialAverages].join(', ')} values are not shown: this table averages fewer tasks than the papers do.`);
+    notes.push(
+      `Published ${[...partialAverages].join(', ')} values are not shown: this table averages fewer tasks than the papers do.`,
+    );
   }
-  if (skippedMetric > 0) notes.push(`${skippedMetric} reference value(s) skipped: their metric differs from the column's.`);
-  if (out.length > 0) notes.push('Reference rows: numbers reported in papers (sources listed below); their backbones differ from the reproduction\'s.');
+  if (skippedMetric > 0)
+    notes.push(`${skippedMetric} reference value(s) skipped: their metric differs from the column's.`);
+  if (out.length > 0)
+    notes.push(
+      "Reference rows: numbers reported in papers (sources listed below); their backbones differ from the reproduction's.",
+    );
   return out;
 }

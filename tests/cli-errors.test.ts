@@ -27,7 +27,8 @@ describe('rankflow command line', () => {
     expect(v.code).toBe(0);
     expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
     const h = rankflow('--help');
-    for (const c of ['plan', 'submit', 'status', 'resume', 'worker', 'table', 'logs', 'cancel']) expect(h.stdout).toContain(`  ${c} `);
+    for (const c of ['plan', 'submit', 'status', 'resume', 'worker', 'table', 'logs', 'cancel'])
+      expect(h.stdout).toContain(`  ${c} `);
   });
 
   it('names unknown commands and flags', () => {

@@ -90,9 +90,18 @@ describe('rankflow export', () => {
     expect(older.stdout).toMatch(/step 2, written to/);
     expect(existsSync(join(dir, 'step2', 'adapter_model.safetensors'))).toBe(true);
 
-    expectUserError(await rankflow('export', lora, '--out', join(dir, 'x'), '--step', '3'), /no stored checkpoint at step 3; stored steps: 2, 4/);
-    expectUserError(await rankflow('export', 'run-00000000000000000000', '--out', join(dir, 'x')), /no run `run-00000000000000000000`/);
-    expectUserError(await rankflow('export', nola, '--out', join(dir, 'x')), /method 'nola' has no Hugging Face PEFT implementation/);
+    expectUserError(
+      await rankflow('export', lora, '--out', join(dir, 'x'), '--step', '3'),
+      /no stored checkpoint at step 3; stored steps: 2, 4/,
+    );
+    expectUserError(
+      await rankflow('export', 'run-00000000000000000000', '--out', join(dir, 'x')),
+      /no run `run-00000000000000000000`/,
+    );
+    expectUserError(
+      await rankflow('export', nola, '--out', join(dir, 'x')),
+      /method 'nola' has no Hugging Face PEFT implementation/,
+    );
     expect(existsSync(join(dir, 'x'))).toBe(false);
   }, 400_000);
 });

@@ -17,7 +17,14 @@ afterAll(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-const ck = (step: number, best: boolean): StoredCheckpoint => ({ run_id: 'run-x', step, best, reason: 'interval', files: [], stored_at: '' });
+const ck = (step: number, best: boolean): StoredCheckpoint => ({
+  run_id: 'run-x',
+  step,
+  best,
+  reason: 'interval',
+  files: [],
+  stored_at: '',
+});
 
 describe('rankflow export', () => {
   it('picks --step, else the newest best checkpoint, else the newest', () => {
@@ -37,7 +44,14 @@ describe('rankflow export', () => {
     await store.put('sweeps/sweep-a.json', '{not json');
     await store.put(
       'sweeps/sweep-b.json',
-      JSON.stringify({ schema: 'rankflow.sweep/v1', sweep_id: 'sweep-b', recipe: null, created_at: '', queues: {}, runs: [run] }),
+      JSON.stringify({
+        schema: 'rankflow.sweep/v1',
+        sweep_id: 'sweep-b',
+        recipe: null,
+        created_at: '',
+        queues: {},
+        runs: [run],
+      }),
     );
     const found = await findRunSpec(store, run.id);
     expect(found?.from).toBe('sweeps/sweep-b.json');

@@ -31,7 +31,13 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
 });
 
-async function submit(client: Client, config: Config, store: S3Store, runs: PlannedRun[], extra: Partial<SubmitOptions> = {}): Promise<string> {
+async function submit(
+  client: Client,
+  config: Config,
+  store: S3Store,
+  runs: PlannedRun[],
+  extra: Partial<SubmitOptions> = {},
+): Promise<string> {
   const opts: SubmitOptions = {
     sweepId: uniqueId('sweep-fault'),
     recipe: 'faults',
@@ -81,7 +87,9 @@ function workerProcess(config: Config): ChildProcess {
 }
 
 /** A TCP proxy to a real server that can be cut off (connections dropped, port closed) and restored. */
-async function proxy(target: string): Promise<{ endpoint: string; cut: () => Promise<void>; restore: () => Promise<void>; close: () => Promise<void> }> {
+async function proxy(
+  target: string,
+): Promise<{ endpoint: string; cut: () => Promise<void>; restore: () => Promise<void>; close: () => Promise<void> }> {
   const url = new URL(target);
   const port = await freePort();
   const sockets = new Set<Socket>();
@@ -139,7 +147,11 @@ describe('fault tolerance on the real parts', () => {
     const port = await freePort();
     const up = async () => {
       const t = await startTemporal({ stateDir, port });
-      await waitFor('Temporal to answer', async () => (await probeTemporal(t.record.address, 'default', 2_000), true), 90_000);
+      await waitFor(
+        'Temporal to answer',
+        async () => (await probeTemporal(t.record.address, 'default', 2_000), true),
+        90_000,
+      );
       return t;
     };
     let temporal = await up();
@@ -151,9 +163,16 @@ describe('fault tolerance on the real parts', () => {
     cleanups.push(() => worker.shutdown());
     const connection = await Connection.connect({ address: config.temporalAddress });
     const client = new Client({ connection });
-    const runs = [planned(tinySpec({ steps: 12, checkpointEvery: 3 })), planned(tinySpec({ steps: 12, checkpointEvery: 3 }))];
+    const runs = [
+      planned(tinySpec({ steps: 12, checkpointEvery: 3 })),
+      planned(tinySpec({ steps: 12, checkpointEvery: 3 })),
+    ];
     const sweepId = await submit(client, config, store, runs);
-    await waitFor('the first run to train', async () => (await listCheckpoints(store, runs[0]!.id)).length > 0, 240_000);
+    await waitFor(
+      'the first run to train',
+      async () => (await listCheckpoints(store, runs[0]!.id)).length > 0,
+      240_000,
+    );
     await stopProcessGroup(temporal.spawned.pid, 10_000, temporal.spawned.exitedPromise);
     await new Promise((r) => setTimeout(r, 2_000));
     temporal = await up();
@@ -177,7 +196,9 @@ describe('fault tolerance on the real parts', () => {
     const worker = await startWorker(config, { slots: { cpu: 1 }, shutdownGraceS: 5 });
     cleanups.push(() => worker.shutdown());
     const run = planned(tinySpec({ steps: 30, checkpointEvery: 2 }));
-    const sweepId = await submit(client, config, store, [run], { policy: { heartbeat_timeout_s: 60, max_attempts: 6 } });
+    const sweepId = await submit(client, config, store, [run], {
+      policy: { heartbeat_timeout_s: 60, max_attempts: 6 },
+    });
     await waitFor('a stored checkpoint', async () => (await listCheckpoints(direct, run.id)).length > 0, 240_000);
     await p.cut();
     await new Promise((r) => setTimeout(r, 6_000));
@@ -202,11 +223,15 @@ describe('fault tolerance on the real parts', () => {
     const reference = uninterrupted(spec);
     const opts = { sweepId: uniqueId('sweep-cancel') };
     const sweepId = await submit(client, config, store, [run], opts);
-    await waitFor('training progress', async () => {
-      const p = (await runProgress(client, [run.id]))[0];
-      if (process.env.RANKFLOW_TEST_DEBUG) console.error('progress', p);
-      return (p?.step ?? 0) >= 2;
-    }, 240_000);
+    await waitFor(
+      'training progress',
+      async () => {
+        const p = (await runProgress(client, [run.id]))[0];
+        if (process.env.RANKFLOW_TEST_DEBUG) console.error('progress', p);
+        return (p?.step ?? 0) >= 2;
+      },
+      240_000,
+    );
     if (process.env.RANKFLOW_TEST_DEBUG) console.error('cancelling');
     await client.workflow.getHandle(sweepId).signal(cancelSignal);
     const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;

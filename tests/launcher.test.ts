@@ -26,13 +26,16 @@ function writeSst2(root: string): void {
   const dir = join(root, 'glue', 'SST-2');
   mkdirSync(dir, { recursive: true });
   const rows = (n: number) =>
-    ['sentence\tlabel', ...Array.from({ length: n }, (_, i) => `${i % 2 ? 'a good film' : 'a dull film'} ${i}\t${i % 2}`)].join('\n');
+    [
+      'sentence\tlabel',
+      ...Array.from({ length: n }, (_, i) => `${i % 2 ? 'a good film' : 'a dull film'} ${i}\t${i % 2}`),
+    ].join('\n');
   writeFileSync(join(dir, 'train.tsv'), rows(24) + '\n');
   writeFileSync(join(dir, 'dev.tsv'), rows(8) + '\n');
 }
 
 describe('launcher: one working folder and environment for every runtime call', () => {
-  it('starts the runtime in the caller\'s working folder with the package on PYTHONPATH', () => {
+  it("starts the runtime in the caller's working folder with the package on PYTHONPATH", () => {
     expect(runtimeCwd()).toBe(process.cwd());
     const env = runtimeEnv({ RANKFLOW_RUN_ID: 'run-x', PYTHONPATH: '/extra' });
     expect(env.PYTHONPATH).toBe(`${RUNTIME_DIR}:/extra`);
@@ -40,39 +43,54 @@ describe('launcher: one working folder and environment for every runtime call', 
     expect(env.RANKFLOW_RUN_ID).toBe('run-x');
   });
 
-  it('trains a run whose data_root is relative to the folder rankflow was started in', { timeout: 180_000 }, async () => {
-    const user = join(tmp, 'project');
-    writeSst2(join(user, 'data'));
-    const base = tinySpec({ steps: 3, checkpointEvery: 100 });
-    const spec = {
-      ...base,
-      dataset: { ...base.dataset, name: 'glue/sst2', data_root: 'data', train_size: null, eval_size: null, eval_split: 'validation' },
-    };
-    const run = planned(spec);
-    const input: RunInput = {
-      run_id: run.id,
-      sweep_id: 'sweep-launcher-test',
-      recipe: null,
-      spec,
-      labels: run.labels,
-      task_queue: 'rankflow-cpu',
-      parent: null,
-      policy: DEFAULT_POLICY,
-    };
-    const activities = createActivities({
-      store: new LocalStore(join(tmp, 'store')),
-      workDir: join(tmp, 'work'),
-      slots: SlotPool.cpu(1, 1),
-      versions: { rankflow: 'test', git: null },
-    });
-    const before = process.cwd();
-    process.chdir(user);
-    try {
-      const out: TrainOutput = await new MockActivityEnvironment().run<[RunInput], TrainOutput, typeof activities.train>(activities.train, input);
-      expect(out.metrics.accuracy).toBeGreaterThanOrEqual(0);
-      expect(out.metrics.accuracy).toBeLessThanOrEqual(1);
-    } finally {
-      process.chdir(before);
-    }
-  });
+  it(
+    'trains a run whose data_root is relative to the folder rankflow was started in',
+    { timeout: 180_000 },
+    async () => {
+      const user = join(tmp, 'project');
+      writeSst2(join(user, 'data'));
+      const base = tinySpec({ steps: 3, checkpointEvery: 100 });
+      const spec = {
+        ...base,
+        dataset: {
+          ...base.dataset,
+          name: 'glue/sst2',
+          data_root: 'data',
+          train_size: null,
+          eval_size: null,
+          eval_split: 'validation',
+        },
+      };
+      const run = planned(spec);
+      const input: RunInput = {
+        run_id: run.id,
+        sweep_id: 'sweep-launcher-test',
+        recipe: null,
+        spec,
+        labels: run.labels,
+        task_queue: 'rankflow-cpu',
+        parent: null,
+        policy: DEFAULT_POLICY,
+      };
+      const activities = createActivities({
+        store: new LocalStore(join(tmp, 'store')),
+        workDir: join(tmp, 'work'),
+        slots: SlotPool.cpu(1, 1),
+        versions: { rankflow: 'test', git: null },
+      });
+      const before = process.cwd();
+      process.chdir(user);
+      try {
+        const out: TrainOutput = await new MockActivityEnvironment().run<
+          [RunInput],
+          TrainOutput,
+          typeof activities.train
+        >(activities.train, input);
+        expect(out.metrics.accuracy).toBeGreaterThanOrEqual(0);
+        expect(out.metrics.accuracy).toBeLessThanOrEqual(1);
+      } finally {
+        process.chdir(before);
+      }
+    },
+  );
 });

@@ -42,7 +42,14 @@ afterAll(async () => {
 
 async function runSweep(runs: PlannedRun[], extra: Partial<SubmitOptions> = {}): Promise<SweepStatus> {
   const sweepId = uniqueId('sweep-test');
-  const opts: SubmitOptions = { sweepId, recipe: 'test', runs, concurrency: 2, policy: { heartbeat_timeout_s: 20, max_attempts: 4 }, ...extra };
+  const opts: SubmitOptions = {
+    sweepId,
+    recipe: 'test',
+    runs,
+    concurrency: 2,
+    policy: { heartbeat_timeout_s: 20, max_attempts: 4 },
+    ...extra,
+  };
   await writeManifest(store, config, opts);
   expect(await startSweep(client, config, opts)).toBe(true);
   return (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
@@ -86,7 +93,10 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
 
     const ra = (await readRecord(store, a.id))!;
     const rb = (await readRecord(store, b.id))!;
-    for (const [r, p] of [[ra, a], [rb, b]] as const) {
+    for (const [r, p] of [
+      [ra, a],
+      [rb, b],
+    ] as const) {
       expect(r.status).toBe('succeeded');
       expect(r.run_id).toBe(p.id);
       expect(r.spec).toEqual(p.spec);
@@ -99,7 +109,10 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
 
     // Determinism: the recorded histories replay against the current workflow code.
     for (const id of [a.id, bad.id]) {
-      await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, await client.workflow.getHandle(id).fetchHistory());
+      await Worker.runReplayHistory(
+        { workflowBundle: await workflowBundle() },
+        await client.workflow.getHandle(id).fetchHistory(),
+      );
     }
 
     // Resubmitting the finished runs plus one new seed runs only the new one; old records are untouched.

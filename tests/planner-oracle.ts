@@ -19,14 +19,58 @@ interface Shapes {
 }
 
 export const ORACLE_MODELS: Record<string, Shapes> = {
-  'tiny-encoder': { layers: 2, targets: [[64, 64], [64, 64]], total: 140_800, hidden: 64 },
-  'tiny-vit': { layers: 2, targets: [[64, 64], [64, 64]], total: 104_000, hidden: 64 },
-  'tiny-decoder': { layers: 2, targets: [[64, 64], [64, 64]], total: 230_000, hidden: 64, vocab: 1024 },
-  'FacebookAI/roberta-base': { layers: 12, targets: [[768, 768], [768, 768]], total: 124_645_632, hidden: 768 },
-  'google/vit-base-patch16-224-in21k': { layers: 12, targets: [[768, 768], [768, 768]], total: 85_798_656, hidden: 768 },
+  'tiny-encoder': {
+    layers: 2,
+    targets: [
+      [64, 64],
+      [64, 64],
+    ],
+    total: 140_800,
+    hidden: 64,
+  },
+  'tiny-vit': {
+    layers: 2,
+    targets: [
+      [64, 64],
+      [64, 64],
+    ],
+    total: 104_000,
+    hidden: 64,
+  },
+  'tiny-decoder': {
+    layers: 2,
+    targets: [
+      [64, 64],
+      [64, 64],
+    ],
+    total: 230_000,
+    hidden: 64,
+    vocab: 1024,
+  },
+  'FacebookAI/roberta-base': {
+    layers: 12,
+    targets: [
+      [768, 768],
+      [768, 768],
+    ],
+    total: 124_645_632,
+    hidden: 768,
+  },
+  'google/vit-base-patch16-224-in21k': {
+    layers: 12,
+    targets: [
+      [768, 768],
+      [768, 768],
+    ],
+    total: 85_798_656,
+    hidden: 768,
+  },
   'meta-llama/Llama-3.2-3B': {
     layers: 28,
-    targets: [[3072, 3072], [1024, 3072]],
+    targets: [
+      [3072, 3072],
+      [1024, 3072],
+    ],
     total: 3_212_749_824,
     hidden: 3072,
     vocab: 128_256,

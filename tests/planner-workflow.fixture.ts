@@ -14,5 +14,12 @@ export async function planInWorkflow(
   const v = validateRecipe(raw);
   if (!v.recipe) return { ids: [], sweep: '', issues: v.issues.length };
   const r = planRecipe(v.recipe, { methods, datasets });
-  return { ids: r.runs.map((x) => x.id), sweep: sweepId(v.recipe.name, r.runs.map((x) => x.id)), issues: r.issues.length };
+  return {
+    ids: r.runs.map((x) => x.id),
+    sweep: sweepId(
+      v.recipe.name,
+      r.runs.map((x) => x.id),
+    ),
+    issues: r.issues.length,
+  };
 }

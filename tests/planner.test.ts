@@ -59,9 +59,20 @@ function planWithOracle(raw: Record<string, unknown>): { result: PlanResult; cou
 
 describe('sha256 (pure JS)', () => {
   it('matches node:crypto on ASCII, multi-block, and non-ASCII input', () => {
-    const inputs = ['', 'abc', 'a'.repeat(55), 'a'.repeat(56), 'a'.repeat(64), 'a'.repeat(1000), 'α=√r · 😀 日本', '\ud800x'];
+    const inputs = [
+      '',
+      'abc',
+      'a'.repeat(55),
+      'a'.repeat(56),
+      'a'.repeat(64),
+      'a'.repeat(1000),
+      'α=√r · 😀 日本',
+      '\ud800x',
+    ];
     for (const s of inputs) {
-      const want = createHash('sha256').update(Buffer.from(new TextEncoder().encode(s))).digest('hex');
+      const want = createHash('sha256')
+        .update(Buffer.from(new TextEncoder().encode(s)))
+        .digest('hex');
       expect(sha256Hex(s)).toBe(want);
     }
     expect(sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
@@ -78,7 +89,9 @@ describe('sha256 (pure JS)', () => {
 
 describe('canonical JSON', () => {
   it('sorts keys at every level and normalises numbers', () => {
-    expect(canonicalJson({ b: 1, a: { d: [3, { z: 1, y: 2 }], c: -0 } })).toBe('{"a":{"c":0,"d":[3,{"y":2,"z":1}]},"b":1}');
+    expect(canonicalJson({ b: 1, a: { d: [3, { z: 1, y: 2 }], c: -0 } })).toBe(
+      '{"a":{"c":0,"d":[3,{"y":2,"z":1}]},"b":1}',
+    );
     expect(canonicalJson({ x: 1.0, y: 1e-4 })).toBe(canonicalJson({ y: 0.0001, x: 1 }));
   });
   it('refuses values without a canonical form', () => {
@@ -145,7 +158,13 @@ describe('run ids', () => {
 describe('defaults and resolution', () => {
   it('fills every field of the run spec explicitly', () => {
     const s = ok(BASE).runs[0]!.spec;
-    expect(s.model).toEqual({ name: 'tiny-encoder', source: 'builtin', task: 'seq-cls', config: {}, random_init: false });
+    expect(s.model).toEqual({
+      name: 'tiny-encoder',
+      source: 'builtin',
+      task: 'seq-cls',
+      config: {},
+      random_init: false,
+    });
     expect(s.dataset.metric).toBe('accuracy');
     expect(s.dataset.train_size).toBe(512);
     expect(s.method.options).toEqual({ alpha: 8, dropout: 0, use_rslora: false });
@@ -156,14 +175,22 @@ describe('defaults and resolution', () => {
     expect(s.device).toBe('auto');
     // options with a non-null default are written out; a null default means "computed by the runtime"
     const dsOpts = (SNAP.datasets.synthetic as { options: Record<string, { default: unknown }> }).options;
-    expect(Object.keys(s.dataset.options).sort()).toEqual(Object.keys(dsOpts).filter((k) => dsOpts[k]!.default !== null).sort());
+    expect(Object.keys(s.dataset.options).sort()).toEqual(
+      Object.keys(dsOpts)
+        .filter((k) => dsOpts[k]!.default !== null)
+        .sort(),
+    );
     const rl = ok({ ...BASE, methods: ['randlora'] }).runs[0]!.spec.method.options;
     expect(rl).not.toHaveProperty('alpha'); // RandLoRA's α defaults to 20·r inside the runtime
     expect(rl).toHaveProperty('basis', 'dense');
   });
 
   it('per-dataset defaults: GLUE metric and split, VTAB sizes, causal-lm head', () => {
-    const g = ok({ ...BASE, model: { name: 'FacebookAI/roberta-base' }, datasets: ['glue/cola', 'glue/mnli', 'glue/stsb'] }).runs;
+    const g = ok({
+      ...BASE,
+      model: { name: 'FacebookAI/roberta-base' },
+      datasets: ['glue/cola', 'glue/mnli', 'glue/stsb'],
+    }).runs;
     expect(g.map((r) => [r.spec.dataset.metric, r.spec.dataset.eval_split])).toEqual([
       ['mcc', 'validation'],
       ['accuracy', 'validation_matched'],
@@ -189,10 +216,17 @@ describe('defaults and resolution', () => {
 
 describe('sweep axes', () => {
   it('any training field given as a list is a grid axis; order is entries, datasets, ranks, grid, seeds', () => {
-    const r = ok({ ...BASE, ranks: [4, 8], seeds: [0, 1], training: { max_steps: 10, lr: [1e-3, 1e-2], batch_size: [8, 16] } });
+    const r = ok({
+      ...BASE,
+      ranks: [4, 8],
+      seeds: [0, 1],
+      training: { max_steps: 10, lr: [1e-3, 1e-2], batch_size: [8, 16] },
+    });
     expect(r.runs).toHaveLength(2 * 2 * 2 * 2);
     expect(r.gridSize).toBe(16);
-    expect(r.runs.slice(0, 4).map((x) => [x.labels.rank, x.spec.training.lr, x.spec.training.batch_size, x.labels.seed])).toEqual([
+    expect(
+      r.runs.slice(0, 4).map((x) => [x.labels.rank, x.spec.training.lr, x.spec.training.batch_size, x.labels.seed]),
+    ).toEqual([
       [4, 1e-3, 8, 0],
       [4, 1e-3, 8, 1],
       [4, 1e-3, 16, 0],
@@ -232,7 +266,8 @@ describe('sweep axes', () => {
         { when: { method: 'lora', rank: 8 }, options: { alpha: 16 } },
       ],
     });
-    const get = (m: string, d: string, rank: number) => r.runs.find((x) => x.labels.method === m && x.labels.dataset === d && x.labels.rank === rank)!;
+    const get = (m: string, d: string, rank: number) =>
+      r.runs.find((x) => x.labels.method === m && x.labels.dataset === d && x.labels.rank === rank)!;
     expect(get('lora', 'synthetic/seq-cls', 4).spec.training.lr).toBe(1e-4);
     expect(get('lora', 'synthetic/regression', 4).spec.training.lr).toBe(3e-3);
     expect(get('vera', 'synthetic/seq-cls', 4).spec.training.lr).toBe(2e-2);
@@ -250,7 +285,14 @@ describe('sweep axes', () => {
       method_settings: { lora: { options: { alpha: 32 }, targets: ['query'] } },
       methods: ['lora', { name: 'lora', label: 'own', options: { alpha: 4 } }],
     });
-    expect(r.runs.map((x) => [x.spec.dataset.max_length, x.spec.training.lr, x.spec.method.options.alpha, x.spec.method.targets])).toEqual([
+    expect(
+      r.runs.map((x) => [
+        x.spec.dataset.max_length,
+        x.spec.training.lr,
+        x.spec.method.options.alpha,
+        x.spec.method.targets,
+      ]),
+    ).toEqual([
       [48, 2e-3, 32, ['query']],
       [48, 2e-3, 4, ['query']],
     ]);
@@ -263,7 +305,10 @@ describe('sweep axes', () => {
       methods: ['lora', 'full', 'lora'],
       ranks: [4, 8],
       seeds: [0, 1],
-      exclude: [{ method: 'lora', rank: 8, seed: 1 }, { method: 'full', training: { lr: 1e-4 }, seed: 0 }],
+      exclude: [
+        { method: 'lora', rank: 8, seed: 1 },
+        { method: 'full', training: { lr: 1e-4 }, seed: 0 },
+      ],
       include: [{ name: 'lora', ranks: [64], seeds: [0], training: { lr: 1e-3 } }],
     });
     const keys = r.runs.map((x) => `${x.labels.method}:${x.labels.rank}:${x.labels.seed}`);
@@ -278,7 +323,11 @@ describe('sweep axes', () => {
   });
 
   it('lr_groups reach only the methods that declare the group; missing ones default to lr', () => {
-    const r = ok({ ...BASE, methods: ['lora', 'plp'], training: { max_steps: 10, lr: 1e-3, lr_groups: { up: [1e-4, 1e-5] } } });
+    const r = ok({
+      ...BASE,
+      methods: ['lora', 'plp'],
+      training: { max_steps: 10, lr: 1e-3, lr_groups: { up: [1e-4, 1e-5] } },
+    });
     const lora = r.runs.filter((x) => x.labels.method === 'lora');
     const plp = r.runs.filter((x) => x.labels.method === 'plp');
     expect(lora).toHaveLength(1);
@@ -304,7 +353,14 @@ describe('parameter-budget matching', () => {
     model: { name: 'FacebookAI/roberta-base', task: 'seq-cls' },
     datasets: ['glue/sst2', 'glue/rte'],
     ranks: undefined,
-    methods: ['lora', 'vera', 'randlora', 'loldu', { name: 'salt', ranks: [8], match_by: { option: 'r_lora', values: [1, 2, 4, 8, 16] } }, 'full'],
+    methods: [
+      'lora',
+      'vera',
+      'randlora',
+      'loldu',
+      { name: 'salt', ranks: [8], match_by: { option: 'r_lora', values: [1, 2, 4, 8, 16] } },
+      'full',
+    ],
     budget: { match: 'lora', rank: 8 },
   };
 
@@ -320,7 +376,10 @@ describe('parameter-budget matching', () => {
     const chosen = (m: string) => result.runs.filter((r) => r.labels.method === m && r.labels.dataset === 'glue/sst2');
     // RandLoRA's count falls as the rank grows: the ladder value closest to the budget wins
     const rl = chosen('randlora')[0]!;
-    const ladder = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map((r) => ({ r, c: oracleCount({ ...rl.spec, method: { ...rl.spec.method, rank: r } })!.trainable }));
+    const ladder = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map((r) => ({
+      r,
+      c: oracleCount({ ...rl.spec, method: { ...rl.spec.method, rank: r } })!.trainable,
+    }));
     const best = ladder.reduce((a, b) => (Math.abs(b.c - ref) < Math.abs(a.c - ref) ? b : a));
     expect(rl.labels.rank).toBe(best.r);
     expect(rl.params!.trainable).toBe(best.c);
@@ -337,7 +396,12 @@ describe('parameter-budget matching', () => {
   });
 
   it('several budget levels give one setting per level', () => {
-    const { result } = planWithOracle({ ...recipe, methods: ['lora', 'dora'], datasets: ['glue/sst2'], budget: { match: 'lora', rank: [4, 16] } });
+    const { result } = planWithOracle({
+      ...recipe,
+      methods: ['lora', 'dora'],
+      datasets: ['glue/sst2'],
+      budget: { match: 'lora', rank: [4, 16] },
+    });
     expect(result.runs.map((r) => [r.labels.method, r.labels.rank])).toEqual([
       ['lora', 4],
       ['lora', 16],
@@ -350,7 +414,9 @@ describe('parameter-budget matching', () => {
     expect(errors({ ...recipe, ranks: [8] })).toEqual([
       "ranks: `ranks` is not used with `budget` — budget.rank sets the reference rank; a method's own `ranks` lists its candidates",
     ]);
-    expect(errors({ ...recipe, budget: { match: 'lorra', rank: 8 } })).toEqual(['budget.match: unknown method `lorra` — did you mean `lora`?']);
+    expect(errors({ ...recipe, budget: { match: 'lorra', rank: 8 } })).toEqual([
+      'budget.match: unknown method `lorra` — did you mean `lora`?',
+    ]);
     expect(errors({ ...recipe, budget: { match: 'full', rank: 8 } })[0]).toMatch(/has no rank to set a budget with/);
   });
 });
@@ -371,7 +437,12 @@ describe('errors', () => {
   });
 
   it('unknown keys anywhere are errors, all collected in one pass', () => {
-    const e = errors({ ...BASE, rnaks: [4], model: { name: 'tiny-encoder', tsak: 'seq-cls' }, training: { lr: 1e-3, optimzer: 'adamw' } });
+    const e = errors({
+      ...BASE,
+      rnaks: [4],
+      model: { name: 'tiny-encoder', tsak: 'seq-cls' },
+      training: { lr: 1e-3, optimzer: 'adamw' },
+    });
     expect(e).toEqual([
       'model.tsak: unknown key `tsak` — did you mean `task`?',
       'training.optimzer: unknown key `optimzer` — did you mean `optimizer`?',
@@ -380,16 +451,29 @@ describe('errors', () => {
   });
 
   it('types, ranges and enums say what was expected', () => {
-    const e = errors({ ...BASE, ranks: [4, 0], training: { lr: 'fast', schedule: 'cosin', warmup_ratio: 2 }, seeds: -1 });
+    const e = errors({
+      ...BASE,
+      ranks: [4, 0],
+      training: { lr: 'fast', schedule: 'cosin', warmup_ratio: 2 },
+      seeds: -1,
+    });
     expect(e).toContain('ranks[1]: expected a number > 0, got number `0`');
     expect(e).toContain('training.lr: expected a number, got `fast`');
-    expect(e).toContain('training.schedule: expected one of `constant`, `linear`, `cosine`, got `cosin` — did you mean `cosine`?');
+    expect(e).toContain(
+      'training.schedule: expected one of `constant`, `linear`, `cosine`, got `cosin` — did you mean `cosine`?',
+    );
     expect(e).toContain('training.warmup_ratio: expected a number <= 1, got number `2`');
     expect(e).toContain('seeds: expected a number >= 0, got number `-1`');
   });
 
   it('method option values are checked against the method schema', () => {
-    const e = errors({ ...BASE, methods: [{ name: 'lora', options: { dropout: 1.5, use_rslora: 'yes' } }, { name: 'randlora', options: { basis: 'sparce' } }] });
+    const e = errors({
+      ...BASE,
+      methods: [
+        { name: 'lora', options: { dropout: 1.5, use_rslora: 'yes' } },
+        { name: 'randlora', options: { basis: 'sparce' } },
+      ],
+    });
     expect(e).toEqual([
       'methods[0].options.dropout: expected a value <= 1, got 1.5 — dropout probability on the LoRA path input',
       expect.stringMatching(/^methods\[0\]\.options\.use_rslora: expected true or false, got `yes`/),
@@ -398,44 +482,72 @@ describe('errors', () => {
   });
 
   it('datasets: unknown names, a head that does not fit, unknown metrics and options', () => {
-    expect(errors({ ...BASE, datasets: ['glue/sst3'] })).toEqual(['datasets[0].name: unknown dataset `glue/sst3` — did you mean `glue/sst2`?']);
-    expect(errors({ ...BASE, datasets: ['sst2'] })).toEqual(['datasets[0].name: unknown dataset `sst2` — did you mean `glue/sst2`?']);
-    expect(errors({ ...BASE, datasets: ['vtab/cifar'] })[0]).toMatch(/needs a img-cls model, but `tiny-encoder` is seq-cls/);
-    expect(errors({ ...BASE, datasets: [{ name: 'glue/cola', metric: 'mcc2' }] })).toEqual(['datasets[0].metric: `glue/cola` has no metric `mcc2` — did you mean `mcc`?']);
+    expect(errors({ ...BASE, datasets: ['glue/sst3'] })).toEqual([
+      'datasets[0].name: unknown dataset `glue/sst3` — did you mean `glue/sst2`?',
+    ]);
+    expect(errors({ ...BASE, datasets: ['sst2'] })).toEqual([
+      'datasets[0].name: unknown dataset `sst2` — did you mean `glue/sst2`?',
+    ]);
+    expect(errors({ ...BASE, datasets: ['vtab/cifar'] })[0]).toMatch(
+      /needs a img-cls model, but `tiny-encoder` is seq-cls/,
+    );
+    expect(errors({ ...BASE, datasets: [{ name: 'glue/cola', metric: 'mcc2' }] })).toEqual([
+      'datasets[0].metric: `glue/cola` has no metric `mcc2` — did you mean `mcc`?',
+    ]);
     expect(errors({ ...BASE, datasets: [{ name: 'glue/cola', options: { subsetseed: 1 } }] })).toEqual([
       'datasets[0].options.subsetseed: unknown option `subsetseed` for dataset `glue/cola` — did you mean `subset_seed`?',
     ]);
   });
 
   it('models: unknown built-ins and a missing task head', () => {
-    expect(errors({ ...BASE, model: { name: 'tiny-encodr', source: 'builtin' } })).toEqual(['model.name: unknown built-in model `tiny-encodr` — did you mean `tiny-encoder`?']);
-    expect(errors({ ...BASE, model: 'my/model', datasets: ['glue/sst2', 'gsm8k'] })[0]).toMatch(/^model\.task: missing the task head/);
+    expect(errors({ ...BASE, model: { name: 'tiny-encodr', source: 'builtin' } })).toEqual([
+      'model.name: unknown built-in model `tiny-encodr` — did you mean `tiny-encoder`?',
+    ]);
+    expect(errors({ ...BASE, model: 'my/model', datasets: ['glue/sst2', 'gsm8k'] })[0]).toMatch(
+      /^model\.task: missing the task head/,
+    );
   });
 
   it('a rank-needing method without ranks, ranks on a method without one', () => {
-    expect(errors({ ...BASE, ranks: undefined })).toEqual(['methods[0].name: method `lora` needs a rank, and neither the recipe nor the entry gives `ranks` — add `ranks: [8]` to the recipe or to this entry']);
-    expect(errors({ ...BASE, methods: [{ name: 'full', ranks: [4] }] })).toEqual(['methods[0].ranks: method `full` takes no rank — remove `ranks` for it']);
-  });
-
-  it('zip groups: unequal lengths, unknown fields, a field that is also a grid axis', () => {
-    expect(errors({ ...BASE, zip: [{ lr: [1, 2], warmup_ratio: [0] }] })[0]).toMatch(/^zip\[0\]: zip lists must have the same length; got lr: 2, warmup_ratio: 1/);
-    expect(errors({ ...BASE, zip: [{ lrr: [1, 2] }] })).toEqual(['zip[0].lrr: `lrr` cannot vary in a zip group — did you mean `lr`?']);
-    expect(errors({ ...BASE, training: { max_steps: 10, lr: [1, 2] }, zip: [{ lr: [1, 2] }] })[0]).toMatch(/both a grid axis/);
-    expect(errors({ ...BASE, zip: [{ lr: [1e-3, -1] }] })).toEqual(['zip[0].lr[1]: expected a number > 0, got number `-1`']);
-  });
-
-  it('both max_steps and epochs in one layer', () => {
-    expect(errors({ ...BASE, training: { max_steps: 10, epochs: 2 } })[0]).toMatch(/^training\.epochs: both `max_steps` and `epochs` are set/);
-  });
-
-  it('lr_groups that no method declares', () => {
-    expect(errors({ ...BASE, training: { max_steps: 10, lr_groups: { uq: 1e-3 } }, methods: ['lora', 'plp'] })).toEqual([
-      'training.lr_groups.uq: no method in this recipe has a parameter group `uq` — did you mean `up`?',
+    expect(errors({ ...BASE, ranks: undefined })).toEqual([
+      'methods[0].name: method `lora` needs a rank, and neither the recipe nor the entry gives `ranks` — add `ranks: [8]` to the recipe or to this entry',
+    ]);
+    expect(errors({ ...BASE, methods: [{ name: 'full', ranks: [4] }] })).toEqual([
+      'methods[0].ranks: method `full` takes no rank — remove `ranks` for it',
     ]);
   });
 
+  it('zip groups: unequal lengths, unknown fields, a field that is also a grid axis', () => {
+    expect(errors({ ...BASE, zip: [{ lr: [1, 2], warmup_ratio: [0] }] })[0]).toMatch(
+      /^zip\[0\]: zip lists must have the same length; got lr: 2, warmup_ratio: 1/,
+    );
+    expect(errors({ ...BASE, zip: [{ lrr: [1, 2] }] })).toEqual([
+      'zip[0].lrr: `lrr` cannot vary in a zip group — did you mean `lr`?',
+    ]);
+    expect(errors({ ...BASE, training: { max_steps: 10, lr: [1, 2] }, zip: [{ lr: [1, 2] }] })[0]).toMatch(
+      /both a grid axis/,
+    );
+    expect(errors({ ...BASE, zip: [{ lr: [1e-3, -1] }] })).toEqual([
+      'zip[0].lr[1]: expected a number > 0, got number `-1`',
+    ]);
+  });
+
+  it('both max_steps and epochs in one layer', () => {
+    expect(errors({ ...BASE, training: { max_steps: 10, epochs: 2 } })[0]).toMatch(
+      /^training\.epochs: both `max_steps` and `epochs` are set/,
+    );
+  });
+
+  it('lr_groups that no method declares', () => {
+    expect(errors({ ...BASE, training: { max_steps: 10, lr_groups: { uq: 1e-3 } }, methods: ['lora', 'plp'] })).toEqual(
+      ['training.lr_groups.uq: no method in this recipe has a parameter group `uq` — did you mean `up`?'],
+    );
+  });
+
   it('zero runs and too many runs say so', () => {
-    expect(errors({ ...BASE, exclude: [{ method: 'lora' }] })).toEqual(['exclude: the recipe expands to zero runs: the exclude rules remove all 1 grid runs — loosen the exclude rules']);
+    expect(errors({ ...BASE, exclude: [{ method: 'lora' }] })).toEqual([
+      'exclude: the recipe expands to zero runs: the exclude rules remove all 1 grid runs — loosen the exclude rules',
+    ]);
     const big = { ...BASE, seeds: Array.from({ length: 30 }, (_, i) => i), ranks: [1, 2, 4, 8], max_runs: 100 };
     expect(errors(big)).toEqual([
       'max_runs: the recipe expands to more than max_runs=100 runs (120 grid combinations before exclude rules and deduplication) — shrink an axis (ranks, seeds, a training list), add `exclude` rules, or raise `max_runs`',

@@ -31,7 +31,8 @@ describe.skipIf(!haveRuntime)('planner with the real runtime', () => {
     const plan = await planRecipeFile(join(ROOT, 'recipes', 'quickstart.yaml'), { count: 'always' });
     expect(plan.warnings).toEqual([]);
     expect(plan.runs.every((r) => r.params !== null)).toBe(true);
-    const p = (m: string, rank: number | null) => plan.runs.find((r) => r.labels.method === m && r.labels.rank === rank)!;
+    const p = (m: string, rank: number | null) =>
+      plan.runs.find((r) => r.labels.method === m && r.labels.rank === rank)!;
     // tiny-encoder: 2 layers x (query, value), each 64x64: LoRA adds r*(64+64) per matrix
     expect(p('lora', 8).params!.trainable - p('lora', 4).params!.trainable).toBe(4 * 128 * 4);
     expect(p('full', null).params!.trainable).toBe(p('full', null).params!.total);

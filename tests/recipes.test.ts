@@ -52,7 +52,9 @@ training:
 describe('errors name file, line and column', () => {
   it('unknown method (a shorthand entry) with a did-you-mean', async () => {
     const f = write('e1.yaml', GOOD.replace('  - lora\n', '  - lora\n  - randlroa\n'));
-    expect(await planError(f)).toEqual([`${f}:6:5: methods[1].name: unknown method \`randlroa\` — did you mean \`randlora\`?`]);
+    expect(await planError(f)).toEqual([
+      `${f}:6:5: methods[1].name: unknown method \`randlroa\` — did you mean \`randlora\`?`,
+    ]);
   });
 
   it('many problems in one pass, each at its own position, unknown keys included', async () => {
@@ -96,7 +98,9 @@ training:
 
   it('zero runs, and more runs than max_runs', async () => {
     const f = write('e6.yaml', GOOD + 'exclude:\n  - method: lora\n');
-    expect(await planError(f)).toEqual([`${f}:9:1: exclude: the recipe expands to zero runs: the exclude rules remove all 1 grid runs — loosen the exclude rules`]);
+    expect(await planError(f)).toEqual([
+      `${f}:9:1: exclude: the recipe expands to zero runs: the exclude rules remove all 1 grid runs — loosen the exclude rules`,
+    ]);
     const g = write('e7.yaml', GOOD + 'seeds: [0, 1, 2]\nmax_runs: 2\n');
     expect(await planError(g)).toEqual([
       `${g}:10:1: max_runs: the recipe expands to more than max_runs=2 runs (3 grid combinations before exclude rules and deduplication) — shrink an axis (ranks, seeds, a training list), add \`exclude\` rules, or raise \`max_runs\``,
@@ -137,44 +141,82 @@ overrides:
     );
     const p = await planRecipeFile(child, ORACLE);
     expect(p.recipe.name).toBe('child'); // defaults to the file name
-    expect(p.runs.map((r) => [r.labels.method, r.labels.rank, r.spec.training.lr, r.spec.training.batch_size, r.spec.training.max_steps, r.spec.training.epochs, r.spec.method.options.alpha])).toEqual([
+    expect(
+      p.runs.map((r) => [
+        r.labels.method,
+        r.labels.rank,
+        r.spec.training.lr,
+        r.spec.training.batch_size,
+        r.spec.training.max_steps,
+        r.spec.training.epochs,
+        r.spec.method.options.alpha,
+      ]),
+    ).toEqual([
       ['lora', 4, 1e-3, 8, 20, null, 8],
       ['lora', 8, 1e-3, 8, 20, null, 16],
     ]);
     expect(p.recipe.overrides).toHaveLength(2);
     // positions follow the file that wrote the field, also for concatenated lists
     const loaded = loadRecipeFile(child);
-    expect(loaded.locate(['overrides', 0, 'when'])).toMatchObject({ file: expect.stringContaining('common.yaml'), line: 11 });
-    expect(loaded.locate(['overrides', 1, 'when'])).toMatchObject({ file: expect.stringContaining('child.yaml'), line: 6 });
+    expect(loaded.locate(['overrides', 0, 'when'])).toMatchObject({
+      file: expect.stringContaining('common.yaml'),
+      line: 11,
+    });
+    expect(loaded.locate(['overrides', 1, 'when'])).toMatchObject({
+      file: expect.stringContaining('child.yaml'),
+      line: 6,
+    });
     expect(loaded.locate(['training', 'lr'])).toMatchObject({ file: expect.stringContaining('common.yaml'), line: 7 });
-    expect(loaded.locate(['training', 'max_steps'])).toMatchObject({ file: expect.stringContaining('child.yaml'), line: 4 });
+    expect(loaded.locate(['training', 'max_steps'])).toMatchObject({
+      file: expect.stringContaining('child.yaml'),
+      line: 4,
+    });
   });
 
   it('an error in a base file is reported in the base file', async () => {
-    write('b2/base.yaml', 'model: tiny-encoder\ndatasets: [synthetic/seq-cls]\nmethods: [lora]\nranks: [4]\ntraining: {warmup: 0.1}\n');
+    write(
+      'b2/base.yaml',
+      'model: tiny-encoder\ndatasets: [synthetic/seq-cls]\nmethods: [lora]\nranks: [4]\ntraining: {warmup: 0.1}\n',
+    );
     const child = write('b2/child.yaml', 'extends: base.yaml\nseeds: [1]\n');
-    expect(await planError(child)).toEqual([`${join(tmp, 'b2/base.yaml')}:5:12: training.warmup: unknown key \`warmup\` — did you mean \`warmup_ratio\`?`]);
+    expect(await planError(child)).toEqual([
+      `${join(tmp, 'b2/base.yaml')}:5:12: training.warmup: unknown key \`warmup\` — did you mean \`warmup_ratio\`?`,
+    ]);
   });
 
   it('cycles and missing files are reported where the extends is written', async () => {
     write('c/a.yaml', 'extends: b.yaml\nname: a\n');
     const b = write('c/b.yaml', 'extends: [a.yaml]\n');
     const errs = await planError(b);
-    expect(errs[0]).toMatch(/a\.yaml:1:10: extends: `.*b\.yaml` extends itself \(.*b\.yaml -> .*a\.yaml -> .*b\.yaml\)/);
+    expect(errs[0]).toMatch(
+      /a\.yaml:1:10: extends: `.*b\.yaml` extends itself \(.*b\.yaml -> .*a\.yaml -> .*b\.yaml\)/,
+    );
     const m = write('c/m.yaml', GOOD + 'extends: nothere.yaml\n');
-    expect(await planError(m)).toEqual([`${m}:9:10: extends: cannot read \`${join(tmp, 'c/nothere.yaml')}\` (no such file) — paths are relative to the file that names them`]);
+    expect(await planError(m)).toEqual([
+      `${m}:9:10: extends: cannot read \`${join(tmp, 'c/nothere.yaml')}\` (no such file) — paths are relative to the file that names them`,
+    ]);
   });
 
   it('presets apply beneath the recipe; an unknown preset gets a did-you-mean', async () => {
-    const f = write('p1.yaml', 'preset: vtab1k-vit-b16\ndatasets: [vtab/dtd]\nmethods: [lora]\ntraining: {epochs: 5}\n');
+    const f = write(
+      'p1.yaml',
+      'preset: vtab1k-vit-b16\ndatasets: [vtab/dtd]\nmethods: [lora]\ntraining: {epochs: 5}\n',
+    );
     const p = await planRecipeFile(f, ORACLE);
     expect(p.runs).toHaveLength(1);
     const s = p.runs[0]!.spec;
-    expect([s.model.name, s.training.lr, s.training.epochs, s.training.batch_size, s.training.schedule, s.method.targets]).toEqual([
-      'google/vit-base-patch16-224-in21k', 1e-3, 5, 64, 'cosine', [],
-    ]);
+    expect([
+      s.model.name,
+      s.training.lr,
+      s.training.epochs,
+      s.training.batch_size,
+      s.training.schedule,
+      s.method.targets,
+    ]).toEqual(['google/vit-base-patch16-224-in21k', 1e-3, 5, 64, 'cosine', []]);
     const g = write('p2.yaml', 'preset: lora-glue-roberta\nmethods: [lora]\n');
-    expect(await planError(g)).toEqual([`${g}:1:1: preset: unknown preset \`lora-glue-roberta\` — did you mean \`lora-glue-roberta-base\`?`]);
+    expect(await planError(g)).toEqual([
+      `${g}:1:1: preset: unknown preset \`lora-glue-roberta\` — did you mean \`lora-glue-roberta-base\`?`,
+    ]);
   });
 
   it('every preset plans on its own with one method', async () => {
@@ -185,14 +227,20 @@ overrides:
       const p = await planRecipeFile(f, ORACLE);
       expect(p.runs.length, name).toBeGreaterThan(0);
       expect(p.warnings, name).toEqual([]);
-      expect(p.runs.every((r) => r.labels.rank === 8), name).toBe(true);
+      expect(
+        p.runs.every((r) => r.labels.rank === 8),
+        name,
+      ).toBe(true);
     }
   });
 
   it('counts are asked for the architecture only (random_init), once per distinct count key', async () => {
     const seen: boolean[] = [];
     let asked = 0;
-    const f = write('cnt.yaml', 'preset: gsm8k-llama\nmethods: [lora, {name: dora, ranks: [16, 32]}]\nseeds: [0, 1, 2]\n');
+    const f = write(
+      'cnt.yaml',
+      'preset: gsm8k-llama\nmethods: [lora, {name: dora, ranks: [16, 32]}]\nseeds: [0, 1, 2]\n',
+    );
     const p = await planRecipeFile(f, {
       countFn: async (specs) => {
         asked += specs.length;
@@ -218,15 +266,25 @@ overrides:
   it('errors in a preset-provided field name the preset', async () => {
     const f = write('p3.yaml', 'preset: gsm8k-llama\nmethods: [lora]\nmodel: tiny-encoder\n');
     const errs = await planError(f);
-    expect(errs).toContain('preset `gsm8k-llama`: datasets[0].name: dataset `gsm8k` needs a causal-lm model, but `tiny-encoder` is seq-cls — use a model with the matching head, or a separate recipe per task');
+    expect(errs).toContain(
+      'preset `gsm8k-llama`: datasets[0].name: dataset `gsm8k` needs a causal-lm model, but `tiny-encoder` is seq-cls — use a model with the matching head, or a separate recipe per task',
+    );
   });
 });
 
 describe('the rankflow CLI on recipes', () => {
-  const cli = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'cli', 'bin.mjs'), ...args], { encoding: 'utf8', cwd: tmp, env: { ...process.env, RANKFLOW_PYTHON: '/nonexistent/python' } });
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [join(ROOT, 'cli', 'bin.mjs'), ...args], {
+      encoding: 'utf8',
+      cwd: tmp,
+      env: { ...process.env, RANKFLOW_PYTHON: '/nonexistent/python' },
+    });
 
   it('plan on a bad recipe: exit 2, one line per problem, no stack trace', () => {
-    const f = write('cli-bad.yaml', GOOD.replace('  - lora\n', '  - lora\n  - vrea\n').replace('ranks: [4]', 'ranks: [4]\nseeds: [0, x]'));
+    const f = write(
+      'cli-bad.yaml',
+      GOOD.replace('  - lora\n', '  - lora\n  - vrea\n').replace('ranks: [4]', 'ranks: [4]\nseeds: [0, x]'),
+    );
     const r = cli('plan', f);
     expect(r.status).toBe(2);
     expect(r.stdout).toBe('');
@@ -234,14 +292,18 @@ describe('the rankflow CLI on recipes', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
     const v = cli('validate', write('cli-bad2.yaml', GOOD.replace('  - lora\n', '  - lora\n  - vrea\n')));
     expect(v.status).toBe(2);
-    expect(v.stderr).toBe('rankflow: cli-bad2.yaml:6:5: methods[1].name: unknown method `vrea` — did you mean `vera`?\n');
+    expect(v.stderr).toBe(
+      'rankflow: cli-bad2.yaml:6:5: methods[1].name: unknown method `vrea` — did you mean `vera`?\n',
+    );
   });
 
   it('plan prints a table with totals (no runtime: params not counted), --json validates as PlannedRun', () => {
     const f = write('cli-good.yaml', GOOD.replace('ranks: [4]', 'ranks: [4, 8]\nseeds: [0, 1]'));
     const t = cli('plan', f);
     expect(t.status).toBe(0);
-    expect(t.stdout.split('\n')[0]).toBe('#  METHOD  RANK  DATASET            SEED  SETTING  OVERRIDES  TRAINABLE  % FULL');
+    expect(t.stdout.split('\n')[0]).toBe(
+      '#  METHOD  RANK  DATASET            SEED  SETTING  OVERRIDES  TRAINABLE  % FULL',
+    );
     expect(t.stdout).toContain('4 runs (lora 4) on 1 dataset x 2 seeds');
     const j = cli('plan', f, '--json');
     expect(j.status).toBe(0);
@@ -257,19 +319,36 @@ describe('the rankflow CLI on recipes', () => {
   });
 
   it('bad flags and missing files are one-line errors', async () => {
-    expect(() => parsePlanArgs([], 'plan')).toThrow(new UserError('plan: missing the recipe file; usage: rankflow plan <recipe.yaml>'));
-    expect(() => parsePlanArgs(['x.yaml', '--jsn'], 'plan')).toThrow(new UserError('plan: unknown option `--jsn`; see `rankflow plan --help`'));
-    expect(() => parsePlanArgs(['x.yaml', '--max-runs', '0'], 'plan')).toThrow(new UserError('--max-runs: expected a positive integer, got `0`'));
-    expect(parsePlanArgs(['x.yaml', '--json', '--max-runs=5', '--no-count'], 'plan')).toEqual({ file: 'x.yaml', json: true, count: 'never', maxRuns: 5 });
-    expect(await planError(join(tmp, 'nope.yaml'))).toEqual([`${join(tmp, 'nope.yaml')}: cannot read the recipe (no such file)`]);
+    expect(() => parsePlanArgs([], 'plan')).toThrow(
+      new UserError('plan: missing the recipe file; usage: rankflow plan <recipe.yaml>'),
+    );
+    expect(() => parsePlanArgs(['x.yaml', '--jsn'], 'plan')).toThrow(
+      new UserError('plan: unknown option `--jsn`; see `rankflow plan --help`'),
+    );
+    expect(() => parsePlanArgs(['x.yaml', '--max-runs', '0'], 'plan')).toThrow(
+      new UserError('--max-runs: expected a positive integer, got `0`'),
+    );
+    expect(parsePlanArgs(['x.yaml', '--json', '--max-runs=5', '--no-count'], 'plan')).toEqual({
+      file: 'x.yaml',
+      json: true,
+      count: 'never',
+      maxRuns: 5,
+    });
+    expect(await planError(join(tmp, 'nope.yaml'))).toEqual([
+      `${join(tmp, 'nope.yaml')}: cannot read the recipe (no such file)`,
+    ]);
   });
 });
 
 describe('example recipes (golden plans)', () => {
-  const recipes = readdirSync(join(ROOT, 'recipes')).filter((f) => f.endsWith('.yaml')).sort();
+  const recipes = readdirSync(join(ROOT, 'recipes'))
+    .filter((f) => f.endsWith('.yaml'))
+    .sort();
 
   it('include the four documented examples', () => {
-    expect(recipes).toEqual(expect.arrayContaining(['quickstart.yaml', 'glue-roberta-base.yaml', 'vtab-vit-b16.yaml', 'gsm8k-llama.yaml']));
+    expect(recipes).toEqual(
+      expect.arrayContaining(['quickstart.yaml', 'glue-roberta-base.yaml', 'vtab-vit-b16.yaml', 'gsm8k-llama.yaml']),
+    );
   });
 
   for (const file of recipes) {
@@ -284,10 +363,20 @@ describe('example recipes (golden plans)', () => {
         expect(log.calls).toBeLessThanOrEqual(2);
         for (const r of plan.runs) expect(PlannedRun.safeParse(r).success).toBe(true);
         const table = renderPlanTable(plan) + '\n';
-        const ids = plan.runs.map((r) => `${r.id}\t${r.labels.method}\t${r.labels.rank ?? '-'}\t${r.labels.dataset}\t${r.labels.seed}\t${r.labels.setting}`).join('\n') + '\n';
+        const ids =
+          plan.runs
+            .map(
+              (r) =>
+                `${r.id}\t${r.labels.method}\t${r.labels.rank ?? '-'}\t${r.labels.dataset}\t${r.labels.seed}\t${r.labels.setting}`,
+            )
+            .join('\n') + '\n';
         const first = JSON.stringify((planJson(plan) as { runs: unknown[] }).runs[0], null, 2) + '\n';
         const base = join(GOLDEN, file.replace(/\.yaml$/, ''));
-        const golden: [string, string][] = [[base + '.table.txt', table], [base + '.ids.tsv', ids], [base + '.first-run.json', first]];
+        const golden: [string, string][] = [
+          [base + '.table.txt', table],
+          [base + '.ids.tsv', ids],
+          [base + '.first-run.json', first],
+        ];
         for (const [path, text] of golden) {
           if (process.env.UPDATE_GOLDEN || !existsSync(path)) writeFileSync(path, text);
           expect(text, `${path} (UPDATE_GOLDEN=1 to accept a change)`).toBe(readFileSync(path, 'utf8'));

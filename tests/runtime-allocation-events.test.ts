@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { AllocationEvent, RunnerEvent } from '../schemas/events.js';
+import { type AllocationEvent, RunnerEvent } from '../schemas/events.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const PY = process.env.RANKFLOW_PYTHON ?? join(ROOT, 'runtime-native', '.venv', 'bin', 'python');

@@ -52,12 +52,17 @@ let s3: S3Client;
 
 beforeAll(async () => {
   services = await startServices({ stateDir, readyTimeoutMs: 120_000, stopGraceMs: 5_000 });
-  s3 = new S3Client(s3ClientConfig({
-    endpoint: services.s3Endpoint!,
-    region: services.s3Region,
-    accessKeyId: services.accessKeyId,
-    secretAccessKey: services.secretAccessKey,
-  }, { requestTimeoutMs: 30_000 }));
+  s3 = new S3Client(
+    s3ClientConfig(
+      {
+        endpoint: services.s3Endpoint!,
+        region: services.s3Region,
+        accessKeyId: services.accessKeyId,
+        secretAccessKey: services.secretAccessKey,
+      },
+      { requestTimeoutMs: 30_000 },
+    ),
+  );
 }, 180_000);
 
 let failed = false;
@@ -99,7 +104,8 @@ describe('services: start-up and hand-over', () => {
     const conn = await Connection.connect({ address: services.temporalAddress!, connectTimeout: 5_000 });
     try {
       const res = await conn.withDeadline(Date.now() + 10_000, () =>
-        conn.workflowService.describeNamespace({ namespace: 'default' }));
+        conn.workflowService.describeNamespace({ namespace: 'default' }),
+      );
       expect(res.namespaceInfo?.name).toBe('default');
     } finally {
       await conn.close();
@@ -111,26 +117,42 @@ describe('services: S3 behaviour that the artifact store relies on', () => {
   const bucket = () => services.s3Bucket;
 
   it('requires the configured keys (a wrong secret and an unsigned request are refused)', async () => {
-    const bad = new S3Client(s3ClientConfig({
-      endpoint: services.s3Endpoint!, region: services.s3Region,
-      accessKeyId: services.accessKeyId, secretAccessKey: 'not-the-secret',
-    }, { maxAttempts: 1 }));
+    const bad = new S3Client(
+      s3ClientConfig(
+        {
+          endpoint: services.s3Endpoint!,
+          region: services.s3Region,
+          accessKeyId: services.accessKeyId,
+          secretAccessKey: 'not-the-secret',
+        },
+        { maxAttempts: 1 },
+      ),
+    );
     try {
       const r = await elapsed(() => bad.send(new ListObjectsV2Command({ Bucket: bucket() })));
       expect(r.error?.name).toMatch(/SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId/);
     } finally {
       bad.destroy();
     }
-    const anonymous = await fetch(`${services.s3Endpoint}/${bucket()}?list-type=2`, { signal: AbortSignal.timeout(10_000) });
+    const anonymous = await fetch(`${services.s3Endpoint}/${bucket()}?list-type=2`, {
+      signal: AbortSignal.timeout(10_000),
+    });
     expect(anonymous.status).toBe(403);
   });
 
   it('round-trips a streamed upload byte for byte (no aws-chunked framing stored)', async () => {
     const data = randomBytes(3 * 1024 * 1024 + 17);
-    const chunks = Array.from({ length: Math.ceil(data.length / 65536) }, (_, i) => data.subarray(i * 65536, (i + 1) * 65536));
-    await s3.send(new PutObjectCommand({
-      Bucket: bucket(), Key: 'test/streamed.bin', Body: Readable.from(chunks), ContentLength: data.length,
-    }));
+    const chunks = Array.from({ length: Math.ceil(data.length / 65536) }, (_, i) =>
+      data.subarray(i * 65536, (i + 1) * 65536),
+    );
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: bucket(),
+        Key: 'test/streamed.bin',
+        Body: Readable.from(chunks),
+        ContentLength: data.length,
+      }),
+    );
     const got = await s3.send(new GetObjectCommand({ Bucket: bucket(), Key: 'test/streamed.bin' }));
     const back = await got.Body!.transformToByteArray();
     expect(back.length).toBe(data.length);
@@ -139,7 +161,9 @@ describe('services: S3 behaviour that the artifact store relies on', () => {
 
   it('completes a multipart upload (lib-storage, 5 MiB parts) and reads it back intact', async () => {
     const data = randomBytes(11 * MiB + 123);
-    const chunks = Array.from({ length: Math.ceil(data.length / MiB) }, (_, i) => data.subarray(i * MiB, (i + 1) * MiB));
+    const chunks = Array.from({ length: Math.ceil(data.length / MiB) }, (_, i) =>
+      data.subarray(i * MiB, (i + 1) * MiB),
+    );
     const up = new Upload({
       client: s3,
       params: { Bucket: bucket(), Key: 'test/multipart.bin', Body: Readable.from(chunks) },
@@ -147,7 +171,9 @@ describe('services: S3 behaviour that the artifact store relies on', () => {
       queueSize: 2,
     });
     const parts: number[] = [];
-    up.on('httpUploadProgress', (p) => { if (p.part !== undefined) parts.push(p.part); });
+    up.on('httpUploadProgress', (p) => {
+      if (p.part !== undefined) parts.push(p.part);
+    });
     await up.done();
     expect(new Set(parts).size).toBe(3);
     const head = await s3.send(new HeadObjectCommand({ Bucket: bucket(), Key: 'test/multipart.bin' }));
@@ -160,8 +186,12 @@ describe('services: S3 behaviour that the artifact store relies on', () => {
   it("honours IfNoneMatch: '*' for a sequential second writer (412), keeping the first body", async () => {
     const Key = `test/conditional-${Date.now()}.txt`;
     await s3.send(new PutObjectCommand({ Bucket: bucket(), Key, Body: 'first', IfNoneMatch: '*' }));
-    const second = await elapsed(() => s3.send(new PutObjectCommand({ Bucket: bucket(), Key, Body: 'second', IfNoneMatch: '*' })));
-    expect((second.error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode).toBe(412);
+    const second = await elapsed(() =>
+      s3.send(new PutObjectCommand({ Bucket: bucket(), Key, Body: 'second', IfNoneMatch: '*' })),
+    );
+    expect((second.error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode).toBe(
+      412,
+    );
     const got = await s3.send(new GetObjectCommand({ Bucket: bucket(), Key }));
     expect(await got.Body!.transformToString()).toBe('first');
   });
@@ -172,8 +202,9 @@ describe('services: S3 behaviour that the artifact store relies on', () => {
     for (let round = 0; round < 3; round++) {
       const Key = `test/conditional-race-${Date.now()}-${round}.txt`;
       const bodies = Array.from({ length: 8 }, (_, i) => `writer-${i}-${'x'.repeat(1000)}`);
-      const results = await Promise.allSettled(bodies.map((Body) =>
-        s3.send(new PutObjectCommand({ Bucket: bucket(), Key, Body, IfNoneMatch: '*' }))));
+      const results = await Promise.allSettled(
+        bodies.map((Body) => s3.send(new PutObjectCommand({ Bucket: bucket(), Key, Body, IfNoneMatch: '*' }))),
+      );
       const accepted = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
       for (const r of results) {
         if (r.status === 'rejected') {
@@ -194,7 +225,9 @@ describe('services: failures are clear errors, never hangs', () => {
     const port = (busy.address() as net.AddressInfo).port;
     const dir = fs.mkdtempSync(path.join(projectRoot, '.state', 'svc-test-busy-'));
     try {
-      const r = await elapsed(() => startServices({ stateDir: dir, s3: false, temporalPort: port, readyTimeoutMs: 60_000 }));
+      const r = await elapsed(() =>
+        startServices({ stateDir: dir, s3: false, temporalPort: port, readyTimeoutMs: 60_000 }),
+      );
       expect(r.error).toBeInstanceOf(ServiceError);
       expect(r.error!.message).toMatch(/Temporal dev server .* (exited during start-up|was not ready)/);
       expect(r.error!.message).toContain('--- last lines of');
@@ -210,10 +243,18 @@ describe('services: failures are clear errors, never hangs', () => {
     const pid = services.pids.s3!;
     process.kill(-pid, 'SIGSTOP');
     try {
-      const r = await elapsed(() => probeS3({
-        endpoint: services.s3Endpoint!, region: services.s3Region,
-        accessKeyId: services.accessKeyId, secretAccessKey: services.secretAccessKey,
-      }, services.s3Bucket, 2_000));
+      const r = await elapsed(() =>
+        probeS3(
+          {
+            endpoint: services.s3Endpoint!,
+            region: services.s3Region,
+            accessKeyId: services.accessKeyId,
+            secretAccessKey: services.secretAccessKey,
+          },
+          services.s3Bucket,
+          2_000,
+        ),
+      );
       expect(r.error?.message).toMatch(/S3 at http:\/\/127\.0\.0\.1:\d+/);
       expect(r.ms).toBeLessThan(6_000);
     } finally {
@@ -225,7 +266,9 @@ describe('services: failures are clear errors, never hangs', () => {
     const pid = services.pids.s3!;
     process.kill(-pid, 'SIGKILL');
     await new Promise((r) => setTimeout(r, 300));
-    const put = await elapsed(() => s3.send(new PutObjectCommand({ Bucket: services.s3Bucket, Key: 'test/after-kill', Body: 'x' })));
+    const put = await elapsed(() =>
+      s3.send(new PutObjectCommand({ Bucket: services.s3Bucket, Key: 'test/after-kill', Body: 'x' })),
+    );
     expect(put.error).toBeDefined();
     expect(put.ms).toBeLessThan(15_000);
     const health = await checkServices(readServicesFile(stateDir)!, 3_000);

@@ -37,7 +37,12 @@ const makers: [string, () => Promise<ArtifactStore>][] = [
   ],
 ];
 
-async function fakeCheckpoint(dir: string, step: number, best = false, reason: 'interval' | 'final' | 'preempt' = 'interval'): Promise<CheckpointEvent> {
+async function fakeCheckpoint(
+  dir: string,
+  step: number,
+  best = false,
+  reason: 'interval' | 'final' | 'preempt' = 'interval',
+): Promise<CheckpointEvent> {
   const path = join(dir, `step-${step}`);
   await mkdir(path, { recursive: true });
   const files = [];

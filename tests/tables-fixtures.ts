@@ -136,7 +136,11 @@ export function rng(seed: number): () => number {
  */
 export function glueRuns(): RunRow[] {
   const datasets = ['glue/sst2', 'glue/cola', 'glue/rte'];
-  const base: Record<string, number[]> = { full: [0.9, 0.6, 0.7], lora: [0.91, 0.6, 0.68], my_method: [0.85, 0.55, 0.71] };
+  const base: Record<string, number[]> = {
+    full: [0.9, 0.6, 0.7],
+    lora: [0.91, 0.6, 0.68],
+    my_method: [0.85, 0.55, 0.71],
+  };
   const runs: RunRow[] = [];
   for (const method of Object.keys(base)) {
     for (const [i, dataset] of datasets.entries()) {
@@ -165,7 +169,6 @@ export function glueRuns(): RunRow[] {
   return runs;
 }
 
-
 /** Three methods on six VTAB-1k tasks (two per group), two seeds each. */
 export function vtabRuns(): RunRow[] {
   const runs: RunRow[] = [];
@@ -175,7 +178,14 @@ export function vtabRuns(): RunRow[] {
       for (const seed of [0, 1]) {
         runs.push(
           runFromRecord(
-            makeRecord({ method, rank: method === 'linear-probe' ? null : 8, dataset: t, seed, metric: 'top1', metrics: { top1: 0.5 + 0.05 * ti - 0.03 * mi + 0.002 * seed } }),
+            makeRecord({
+              method,
+              rank: method === 'linear-probe' ? null : 8,
+              dataset: t,
+              seed,
+              metric: 'top1',
+              metrics: { top1: 0.5 + 0.05 * ti - 0.03 * mi + 0.002 * seed },
+            }),
           ),
         );
       }

@@ -22,7 +22,9 @@ function hasTex(): boolean {
 }
 const tex = hasTex();
 if (!tex) {
-  console.warn('tables-latex: skipped: no pdflatex on this machine (apt-get install texlive-latex-base texlive-latex-recommended)');
+  console.warn(
+    'tables-latex: skipped: no pdflatex on this machine (apt-get install texlive-latex-base texlive-latex-recommended)',
+  );
 }
 
 describe('LaTeX output', () => {
@@ -31,7 +33,11 @@ describe('LaTeX output', () => {
       readFileSync(join(import.meta.dirname, '..', 'reference', 'paper-numbers.csv'), 'utf8'),
       'reference/paper-numbers.csv',
     );
-    const model = buildTable(glueRuns(), { baseline: 'lora', references: refs, title: 'GLUE dev: 50% & more_than #1 $' });
+    const model = buildTable(glueRuns(), {
+      baseline: 'lora',
+      references: refs,
+      title: 'GLUE dev: 50% & more_than #1 $',
+    });
     const vtab = buildTable(vtabRuns(), { title: 'VTAB-1k' });
     const doc = [
       '\\documentclass{article}',
@@ -46,7 +52,11 @@ describe('LaTeX output', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rankflow-tex-'));
     try {
       writeFileSync(join(dir, 'table.tex'), doc);
-      const r = spawnSync('pdflatex', ['-interaction=nonstopmode', '-halt-on-error', 'table.tex'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync('pdflatex', ['-interaction=nonstopmode', '-halt-on-error', 'table.tex'], {
+        cwd: dir,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
       expect(r.status, r.stdout.slice(-2000)).toBe(0);
       expect(existsSync(join(dir, 'table.pdf'))).toBe(true);
       const log = readFileSync(join(dir, 'table.log'), 'utf8');

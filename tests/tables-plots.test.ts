@@ -3,7 +3,16 @@
  * per rank) and the rendered SVG / PNG (vega headless, resvg), including text rendered with a real font.
  */
 import { describe, expect, it } from 'vitest';
-import { lossCurveData, lossCurveSpec, paramsData, paramsSpec, rankData, rankSpec, specToSvg, svgToPng } from '../tables/plots.js';
+import {
+  lossCurveData,
+  lossCurveSpec,
+  paramsData,
+  paramsSpec,
+  rankData,
+  rankSpec,
+  specToSvg,
+  svgToPng,
+} from '../tables/plots.js';
 import { buildTable, TableInputError } from '../tables/table.js';
 import { runFromRecord, type RunRow } from '../tables/runs.js';
 import { glueRuns, makeRecord, type RecordOptions } from './tables-fixtures.js';
@@ -17,7 +26,16 @@ function pngSize(png: Buffer): { width: number; height: number } {
 describe('plot data', () => {
   it('averages loss curves over seeds per run group', () => {
     const runs = [0, 1].map((seed) =>
-      run({ method: 'lora', rank: 8, dataset: 'glue/sst2', seed, curve: [{ step: 1, loss: 1 + seed }, { step: 2, loss: 0.5 + seed }] }),
+      run({
+        method: 'lora',
+        rank: 8,
+        dataset: 'glue/sst2',
+        seed,
+        curve: [
+          { step: 1, loss: 1 + seed },
+          { step: 2, loss: 0.5 + seed },
+        ],
+      }),
     );
     const d = lossCurveData(runs);
     expect(d).toEqual([
@@ -39,7 +57,16 @@ describe('plot data', () => {
 
   it('gives mean ± std per rank, ignoring a setting that only restates the rank', () => {
     const runs = [4, 8].flatMap((rank) =>
-      [0, 1].map((seed) => run({ method: 'lora', rank, setting: `r=${rank}`, dataset: 'glue/sst2', seed, metrics: { accuracy: rank / 10 + seed / 100 } })),
+      [0, 1].map((seed) =>
+        run({
+          method: 'lora',
+          rank,
+          setting: `r=${rank}`,
+          dataset: 'glue/sst2',
+          seed,
+          metrics: { accuracy: rank / 10 + seed / 100 },
+        }),
+      ),
     );
     const d = rankData(runs);
     expect(d.map((p) => [p.series, p.rank, Number(p.mean.toFixed(6))])).toEqual([
@@ -47,7 +74,9 @@ describe('plot data', () => {
       ['LoRA', 8, 80.5],
     ]);
     expect(d[0]!.hi - d[0]!.mean).toBeCloseTo(Math.SQRT1_2, 10);
-    expect(() => rankData([run({ method: 'full', dataset: 'glue/sst2', seed: 0 })])).toThrow(/no run in the selection has a rank/);
+    expect(() => rankData([run({ method: 'full', dataset: 'glue/sst2', seed: 0 })])).toThrow(
+      /no run in the selection has a rank/,
+    );
   });
 });
 

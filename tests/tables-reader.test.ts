@@ -24,7 +24,12 @@ let dir: string;
 let store: LocalStore;
 
 function planned(o: RecordOptions): SweepManifest['runs'][number] {
-  return { id: runIdFor(o), spec: specFor(o), labels: labelsFor(o), params: { trainable: o.trainable ?? 1000, total: 100000 } };
+  return {
+    id: runIdFor(o),
+    spec: specFor(o),
+    labels: labelsFor(o),
+    params: { trainable: o.trainable ?? 1000, total: 100000 },
+  };
 }
 
 async function writeSweep(sweep_id: string, recipe: string, runs: RecordOptions[]): Promise<void> {
@@ -64,7 +69,15 @@ for (const method of ['full', 'lora']) {
 // Sweep B shares one LoRA run with sweep A and adds DoRA.
 const sweepB: RecordOptions[] = [
   sweepA.find((o) => o.method === 'lora')!,
-  ...[0, 1].map((seed) => ({ method: 'dora', rank: 8, dataset: 'glue/sst2', seed, sweep_id: 'sweep-b', recipe: 'recipes/glue-dora.yaml', metrics: { accuracy: 0.82 + 0.01 * seed } })),
+  ...[0, 1].map((seed) => ({
+    method: 'dora',
+    rank: 8,
+    dataset: 'glue/sst2',
+    seed,
+    sweep_id: 'sweep-b',
+    recipe: 'recipes/glue-dora.yaml',
+    metrics: { accuracy: 0.82 + 0.01 * seed },
+  })),
 ];
 
 beforeAll(async () => {
@@ -76,14 +89,23 @@ beforeAll(async () => {
     const isMissing = o.method === 'full' && o.dataset === 'glue/rte' && o.seed === 1;
     if (isMissing) continue;
     const failed = o.method === 'lora' && o.dataset === 'glue/rte' && o.seed === 1;
-    await store.put(`results/${runIdFor(o)}.json`, JSON.stringify(makeRecord({ ...o, status: failed ? 'failed' : 'succeeded' })));
+    await store.put(
+      `results/${runIdFor(o)}.json`,
+      JSON.stringify(makeRecord({ ...o, status: failed ? 'failed' : 'succeeded' })),
+    );
   }
   // A DoRA run failed after its retries: the orchestrator's failure record (a result record, status failed).
   const doraFailed: RecordOptions = { method: 'dora', rank: 8, dataset: 'glue/sst2', seed: 1, sweep_id: 'sweep-b' };
   await store.delete(`results/${runIdFor(doraFailed)}.json`);
   await store.put(
     `failed/${runIdFor(doraFailed)}.json`,
-    JSON.stringify(makeRecord({ ...doraFailed, status: 'failed', error: { kind: 'oom', message: 'CUDA out of memory', hint: null } })),
+    JSON.stringify(
+      makeRecord({
+        ...doraFailed,
+        status: 'failed',
+        error: { kind: 'oom', message: 'CUDA out of memory', hint: null },
+      }),
+    ),
   );
 });
 
@@ -114,13 +136,31 @@ describe('results reader', () => {
   it('takes the latest sweep of a recipe, and says so', async () => {
     const old = new LocalStore(mkdtempSync(join(tmpdir(), 'rankflow-tables-old-')));
     try {
-      for (const [id, at] of [['sweep-old', '2026-01-01T00:00:00Z'], ['sweep-new', '2026-02-01T00:00:00Z']] as const) {
-        await old.put(`sweeps/${id}.json`, JSON.stringify({ schema: 'rankflow.sweep/v1', sweep_id: id, recipe: 'recipes/q.yaml', created_at: at, queues: {}, runs: [planned(sweepA[0]!)] }));
+      for (const [id, at] of [
+        ['sweep-old', '2026-01-01T00:00:00Z'],
+        ['sweep-new', '2026-02-01T00:00:00Z'],
+      ] as const) {
+        await old.put(
+          `sweeps/${id}.json`,
+          JSON.stringify({
+            schema: 'rankflow.sweep/v1',
+            sweep_id: id,
+            recipe: 'recipes/q.yaml',
+            created_at: at,
+            queues: {},
+            runs: [planned(sweepA[0]!)],
+          }),
+        );
       }
       const notes: string[] = [];
       expect((await resolveTargets(old, ['q'], notes)).map((m) => m.sweep_id)).toEqual(['sweep-new']);
-      expect(notes).toEqual(['recipe q has 2 sweeps; using the latest, sweep-new (2026-02-01T00:00:00Z); name sweep ids to join others: sweep-old']);
-      expect((await resolveTargets(old, ['q', 'sweep-old'])).map((m) => m.sweep_id).sort()).toEqual(['sweep-new', 'sweep-old']);
+      expect(notes).toEqual([
+        'recipe q has 2 sweeps; using the latest, sweep-new (2026-02-01T00:00:00Z); name sweep ids to join others: sweep-old',
+      ]);
+      expect((await resolveTargets(old, ['q', 'sweep-old'])).map((m) => m.sweep_id).sort()).toEqual([
+        'sweep-new',
+        'sweep-old',
+      ]);
     } finally {
       rmSync(old.root, { recursive: true, force: true });
     }
@@ -135,13 +175,16 @@ describe('results reader', () => {
   });
 
   it('filters by method, dataset family, rank and tag', async () => {
-    const f = async (filters: Parameters<typeof readSelection>[2]) => (await readSelection(store, ['sweep-a', 'sweep-b'], filters)).runs;
+    const f = async (filters: Parameters<typeof readSelection>[2]) =>
+      (await readSelection(store, ['sweep-a', 'sweep-b'], filters)).runs;
     expect((await f({ methods: ['LoRA'] })).every((r) => r.labels.method === 'lora')).toBe(true);
     expect(await f({ datasets: ['glue'] })).toHaveLength(10);
     expect(await f({ datasets: ['glue/rte'] })).toHaveLength(4);
     expect((await f({ ranks: [null] })).map((r) => r.labels.method)).toEqual(['full', 'full', 'full', 'full']);
     expect(await f({ tags: ['peft'] })).toHaveLength(4);
-    await expect(f({ methods: ['vera'] })).rejects.toThrow(/^--method vera matches no run in the selection; it has dora, full, lora$/);
+    await expect(f({ methods: ['vera'] })).rejects.toThrow(
+      /^--method vera matches no run in the selection; it has dora, full, lora$/,
+    );
   });
 
   it('names what exists when a target is unknown, and the file when a record is corrupt', async () => {
@@ -151,9 +194,21 @@ describe('results reader', () => {
     const bad = new LocalStore(mkdtempSync(join(tmpdir(), 'rankflow-tables-bad-')));
     try {
       const o = sweepA[0]!;
-      await bad.put('sweeps/s.json', JSON.stringify({ schema: 'rankflow.sweep/v1', sweep_id: 's', recipe: null, created_at: 'x', queues: {}, runs: [planned(o)] }));
+      await bad.put(
+        'sweeps/s.json',
+        JSON.stringify({
+          schema: 'rankflow.sweep/v1',
+          sweep_id: 's',
+          recipe: null,
+          created_at: 'x',
+          queues: {},
+          runs: [planned(o)],
+        }),
+      );
       await bad.put(`results/${runIdFor(o)}.json`, '{"schema": "rankflow.result/v1", "run_id": 3');
-      await expect(readSelection(bad, ['s'])).rejects.toThrow(new RegExp(`^results/${runIdFor(o)}\\.json: not valid JSON`));
+      await expect(readSelection(bad, ['s'])).rejects.toThrow(
+        new RegExp(`^results/${runIdFor(o)}\\.json: not valid JSON`),
+      );
       await bad.put(`results/${runIdFor(o)}.json`, JSON.stringify({ ...makeRecord(o), status: 'done' }));
       await expect(readSelection(bad, ['s'])).rejects.toThrow(/not a valid result record \(field `status`/);
       await expect(readSelection(bad, ['s'])).rejects.toBeInstanceOf(TableInputError);
@@ -165,34 +220,46 @@ describe('results reader', () => {
 
 describe('results reader over S3', () => {
   const hasServices = inject('services') !== undefined;
-  if (!hasServices) console.warn('tables-reader: S3 test skipped: no test services (run with the repository vitest.config.ts)');
-  it.skipIf(!hasServices)('reads the same selection from the S3 server as from a folder, also via `rankflow table --store s3://`', async () => {
-    const config = testConfig();
-    const s3 = testStore(config);
-    await s3.ensureBucket();
-    for (const k of await store.list('')) await s3.put(k, (await store.get(k))!);
-    const local = await readSelection(store, ['sweep-a', 'glue-dora']);
-    const remote = await readSelection(s3, ['sweep-a', 'glue-dora']);
-    expect(remote.runs).toEqual(local.runs);
-    expect(remote.runs.filter((r) => r.status === 'failed').map((r) => r.error)).toContain('oom: CUDA out of memory');
-    const sc = config.store as Extract<typeof config.store, { kind: 's3' }>;
-    const env = {
-      ...process.env,
-      RANKFLOW_S3_ENDPOINT: sc.endpoint,
-      AWS_ACCESS_KEY_ID: sc.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: sc.secretAccessKey,
-      AWS_REGION: sc.region,
-    };
-    const viaS3 = cli(['table', 'sweep-a', 'sweep-b', '--store', `s3://${sc.bucket}/${sc.prefix}`], env);
-    const viaDir = cli(['table', 'sweep-a', 'sweep-b', '--store', dir]);
-    expect(viaS3.stderr).not.toMatch(/^rankflow:/m); // the AWS SDK may warn about the Node version
-    expect(viaS3.status).toBe(0);
-    expect(viaS3.stdout).toBe(viaDir.stdout);
-  });
+  if (!hasServices)
+    console.warn('tables-reader: S3 test skipped: no test services (run with the repository vitest.config.ts)');
+  it.skipIf(!hasServices)(
+    'reads the same selection from the S3 server as from a folder, also via `rankflow table --store s3://`',
+    async () => {
+      const config = testConfig();
+      const s3 = testStore(config);
+      await s3.ensureBucket();
+      for (const k of await store.list('')) await s3.put(k, (await store.get(k))!);
+      const local = await readSelection(store, ['sweep-a', 'glue-dora']);
+      const remote = await readSelection(s3, ['sweep-a', 'glue-dora']);
+      expect(remote.runs).toEqual(local.runs);
+      expect(remote.runs.filter((r) => r.status === 'failed').map((r) => r.error)).toContain('oom: CUDA out of memory');
+      const sc = config.store as Extract<typeof config.store, { kind: 's3' }>;
+      const env = {
+        ...process.env,
+        RANKFLOW_S3_ENDPOINT: sc.endpoint,
+        AWS_ACCESS_KEY_ID: sc.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: sc.secretAccessKey,
+        AWS_REGION: sc.region,
+      };
+      const viaS3 = cli(['table', 'sweep-a', 'sweep-b', '--store', `s3://${sc.bucket}/${sc.prefix}`], env);
+      const viaDir = cli(['table', 'sweep-a', 'sweep-b', '--store', dir]);
+      expect(viaS3.stderr).not.toMatch(/^rankflow:/m); // the AWS SDK may warn about the Node version
+      expect(viaS3.status).toBe(0);
+      expect(viaS3.stdout).toBe(viaDir.stdout);
+    },
+  );
 });
 
-function cli(args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [join(root, 'cli', 'bin.mjs'), ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000, env });
+function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(root, 'cli', 'bin.mjs'), ...args], {
+    cwd: dir,
+    encoding: 'utf8',
+    timeout: 60_000,
+    env,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -202,9 +269,13 @@ describe('rankflow table / plot (CLI)', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('| Method / Rank | Params | SST-2 | RTE | GLUE Avg |');
-    expect(r.stdout).toMatch(/\| Full FT \| 100K \(100%\) \| 70\.5 ± 0\.7 \(-10\.0\) \| <u>60\.0<\/u> \(1\/2\) \(-10\.0\) \| <u>65\.3<\/u> \(\*\) \(-10\.0\) \|/);
+    expect(r.stdout).toMatch(
+      /\| Full FT \| 100K \(100%\) \| 70\.5 ± 0\.7 \(-10\.0\) \| <u>60\.0<\/u> \(1\/2\) \(-10\.0\) \| <u>65\.3<\/u> \(\*\) \(-10\.0\) \|/,
+    );
     expect(r.stdout).toMatch(/\| DoRA \(r=8\) \| 1K \(1\.00%\) \| \*\*82\.0\*\* \(1\/2\) \(\+1\.5\) \| – \| n\/a \|/);
-    expect(r.stdout).toContain('2 failed run(s): lora r=8 on glue/rte seed 1: nan: loss became NaN at step 7, dora r=8 on glue/sst2 seed 1: oom: CUDA out of memory.');
+    expect(r.stdout).toContain(
+      '2 failed run(s): lora r=8 on glue/rte seed 1: nan: loss became NaN at step 7, dora r=8 on glue/sst2 seed 1: oom: CUDA out of memory.',
+    );
     expect(r.stdout).toContain('planned run(s) have no result yet: full on glue/rte seed 1');
   });
 
@@ -218,7 +289,9 @@ describe('rankflow table / plot (CLI)', () => {
     expect(text).toContain('\\toprule');
     const csv = cli(['table', 'sweep-a', '--store', dir, '--format', 'csv', '--dataset', 'glue/sst2']);
     expect(csv.status).toBe(0);
-    expect(csv.stdout.split('\n')[1]).toMatch(/^Full FT,result,,full,,,glue\/sst2,glue\/sst2,SST-2,data,accuracy,100,70\.5,0\.707106781187,2,2,0,0,0;1,ok,second,/);
+    expect(csv.stdout.split('\n')[1]).toMatch(
+      /^Full FT,result,,full,,,glue\/sst2,glue\/sst2,SST-2,data,accuracy,100,70\.5,0\.707106781187,2,2,0,0,0;1,ok,second,/,
+    );
   });
 
   it('fails with one line and exit code 2 on bad input', async () => {
@@ -229,16 +302,48 @@ describe('rankflow table / plot (CLI)', () => {
     expect(r.stdout).toBe('');
     // ... and the messages in process (each one line, a UserError, naming the fix).
     const cases: [Command, string[], RegExp][] = [
-      [tableCommand, ['sweep-a', '--store', dir, '--rows', 'seed'], /^--rows seed: unknown dimension `seed`; use model, method, rank, setting, dataset$/],
-      [tableCommand, ['sweep-a', '--store', dir, '--format', 'docx'], /^--format docx: use one of md, latex, csv, html, json$/],
-      [tableCommand, ['nope', '--store', dir], /^no sweep or recipe named `nope` in file:\/\/.*; sweeps: sweep-a, sweep-b; recipes: /],
-      [tableCommand, ['sweep-a', '--store', dir, '--dataset', 'glue/mnli'], /^--dataset glue\/mnli matches no run in the selection; it has glue\/rte, glue\/sst2$/],
-      [tableCommand, ['sweep-a', '--store', dir, '--bogus'], /^table: Unknown option '--bogus'.*; run `rankflow table --help`$/],
+      [
+        tableCommand,
+        ['sweep-a', '--store', dir, '--rows', 'seed'],
+        /^--rows seed: unknown dimension `seed`; use model, method, rank, setting, dataset$/,
+      ],
+      [
+        tableCommand,
+        ['sweep-a', '--store', dir, '--format', 'docx'],
+        /^--format docx: use one of md, latex, csv, html, json$/,
+      ],
+      [
+        tableCommand,
+        ['nope', '--store', dir],
+        /^no sweep or recipe named `nope` in file:\/\/.*; sweeps: sweep-a, sweep-b; recipes: /,
+      ],
+      [
+        tableCommand,
+        ['sweep-a', '--store', dir, '--dataset', 'glue/mnli'],
+        /^--dataset glue\/mnli matches no run in the selection; it has glue\/rte, glue\/sst2$/,
+      ],
+      [
+        tableCommand,
+        ['sweep-a', '--store', dir, '--bogus'],
+        /^table: Unknown option '--bogus'.*; run `rankflow table --help`$/,
+      ],
       [tableCommand, ['sweep-a', '--store', dir, '--digits', 'x'], /^--digits x: expected an integer from 0 to 6$/],
-      [tableCommand, ['sweep-a', '--store', dir, '--baseline', 'vera'], /^--baseline `vera` matches no row; rows are: Full FT, LoRA \(r=8\)$/],
-      [tableCommand, ['sweep-a', '--store', dir, '--reference', join(dir, 'none.csv')], /^--reference .*none\.csv: file not found; give a CSV with columns /],
+      [
+        tableCommand,
+        ['sweep-a', '--store', dir, '--baseline', 'vera'],
+        /^--baseline `vera` matches no row; rows are: Full FT, LoRA \(r=8\)$/,
+      ],
+      [
+        tableCommand,
+        ['sweep-a', '--store', dir, '--reference', join(dir, 'none.csv')],
+        /^--reference .*none\.csv: file not found; give a CSV with columns /,
+      ],
       [plotCommand, ['sweep-a', '--store', dir, '--kind', 'pie'], /^--kind pie: use loss, params, rank$/],
-      [plotCommand, ['sweep-a', '--store', dir, '--kind', 'rank', '--method', 'full', '--out', join(dir, 'p')], /^no run in the selection has a rank; the rank plot needs methods with a rank$/],
+      [
+        plotCommand,
+        ['sweep-a', '--store', dir, '--kind', 'rank', '--method', 'full', '--out', join(dir, 'p')],
+        /^no run in the selection has a rank; the rank plot needs methods with a rank$/,
+      ],
     ];
     for (const [cmd, args, re] of cases) {
       const err = await cmd.run(args).then(
@@ -253,13 +358,27 @@ describe('rankflow table / plot (CLI)', () => {
 
   it('regenerates a results folder in one command (npm run results)', () => {
     const out = join(dir, 'results');
-    const r = spawnSync(join(root, 'node_modules', '.bin', 'tsx'), [join(root, 'scripts', 'make-results.ts'), 'recipes/glue.yaml', 'sweep-b', '--store', dir, '--out', out, '--reference'], {
-      cwd: root,
-      encoding: 'utf8',
-      timeout: 120_000,
-    });
+    const r = spawnSync(
+      join(root, 'node_modules', '.bin', 'tsx'),
+      [
+        join(root, 'scripts', 'make-results.ts'),
+        'recipes/glue.yaml',
+        'sweep-b',
+        '--store',
+        dir,
+        '--out',
+        out,
+        '--reference',
+      ],
+      {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 120_000,
+      },
+    );
     expect(r.status, r.stderr).toBe(0);
-    for (const ext of ['md', 'tex', 'csv', 'html', 'json']) expect(existsSync(join(out, `glue.${ext}`)), ext).toBe(true);
+    for (const ext of ['md', 'tex', 'csv', 'html', 'json'])
+      expect(existsSync(join(out, `glue.${ext}`)), ext).toBe(true);
     for (const kind of ['loss', 'params', 'rank']) {
       expect(existsSync(join(out, `glue-${kind}.svg`)), kind).toBe(true);
       expect(existsSync(join(out, `glue-${kind}.png`)), kind).toBe(true);

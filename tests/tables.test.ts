@@ -29,7 +29,6 @@ function golden(name: string, text: string): void {
 
 const run = (o: RecordOptions): RunRow => runFromRecord(makeRecord(o));
 
-
 function cellOf(model: TableModel, rowLabelPrefix: string, colKey: string) {
   const row = model.rows.find((r) => r.label.startsWith(rowLabelPrefix));
   const ci = model.columns.findIndex((c) => c.key === colKey);
@@ -74,7 +73,9 @@ describe('aggregation', () => {
 
   it('shows a cell with no finished run as failed or missing, and its averages as n/a', () => {
     const runs = glueRuns().map((r) =>
-      r.labels.method === 'full' && r.labels.dataset === 'glue/rte' ? { ...r, status: 'failed' as const, metrics: {}, best_metrics: {}, error: 'oom: out of memory' } : r,
+      r.labels.method === 'full' && r.labels.dataset === 'glue/rte'
+        ? { ...r, status: 'failed' as const, metrics: {}, best_metrics: {}, error: 'oom: out of memory' }
+        : r,
     );
     const m = buildTable(runs);
     expect(cellOf(m, 'Full FT', 'glue/rte')).toMatchObject({ mean: null, status: 'failed', failed: 3 });
@@ -91,18 +92,35 @@ describe('aggregation', () => {
 
   it('averages GLUE tasks (without WNLI) and VTAB groups as the papers do', () => {
     const runs: RunRow[] = [];
-    const vtab = { 'vtab/cifar': 0.7, 'vtab/dtd': 0.6, 'vtab/eurosat': 0.9, 'vtab/clevr_count': 0.5, 'vtab/dmlab': 0.4 };
-    for (const [d, v] of Object.entries(vtab)) runs.push(run({ method: 'lora', rank: 8, dataset: d, seed: 0, metric: 'top1', metrics: { top1: v } }));
+    const vtab = {
+      'vtab/cifar': 0.7,
+      'vtab/dtd': 0.6,
+      'vtab/eurosat': 0.9,
+      'vtab/clevr_count': 0.5,
+      'vtab/dmlab': 0.4,
+    };
+    for (const [d, v] of Object.entries(vtab))
+      runs.push(run({ method: 'lora', rank: 8, dataset: d, seed: 0, metric: 'top1', metrics: { top1: v } }));
     const m = buildTable(runs);
     expect(m.columns.map((c) => c.label)).toEqual([
-      'CIFAR-100', 'DTD', 'Natural', 'EuroSAT', 'Specialized', 'Clevr-Count', 'DMLab', 'Structured', 'VTAB Mean',
+      'CIFAR-100',
+      'DTD',
+      'Natural',
+      'EuroSAT',
+      'Specialized',
+      'Clevr-Count',
+      'DMLab',
+      'Structured',
+      'VTAB Mean',
     ]);
     expect(cellOf(m, 'LoRA', 'vtab:natural').mean).toBeCloseTo(65, 10);
     expect(cellOf(m, 'LoRA', 'vtab:specialized').mean).toBeCloseTo(90, 10);
     expect(cellOf(m, 'LoRA', 'vtab:structured').mean).toBeCloseTo(45, 10);
     expect(cellOf(m, 'LoRA', 'vtab').mean).toBeCloseTo((65 + 90 + 45) / 3, 10); // mean of group means, not of tasks
 
-    const glue = ['glue/sst2', 'glue/rte', 'glue/wnli'].map((d, i) => run({ method: 'lora', rank: 8, dataset: d, seed: 0, metrics: { accuracy: [0.9, 0.7, 0.1][i]! } }));
+    const glue = ['glue/sst2', 'glue/rte', 'glue/wnli'].map((d, i) =>
+      run({ method: 'lora', rank: 8, dataset: d, seed: 0, metrics: { accuracy: [0.9, 0.7, 0.1][i]! } }),
+    );
     const g = buildTable(glue);
     expect(g.columns.map((c) => c.label)).toEqual(['SST-2', 'RTE', 'WNLI', 'GLUE Avg']);
     expect(cellOf(g, 'LoRA', 'glue').mean).toBeCloseTo(80, 10);
@@ -111,7 +129,16 @@ describe('aggregation', () => {
 
   it('adds an Avg column over mixed benchmarks and reports parameters', () => {
     const runs = ['glue/sst2', 'gsm8k'].map((d, i) =>
-      run({ method: 'lora', rank: 8, dataset: d, seed: 0, metric: i ? 'exact_match' : 'accuracy', metrics: i ? { exact_match: 0.4 } : { accuracy: 0.9 }, trainable: 9_175_040, total: 3_221_924_864 }),
+      run({
+        method: 'lora',
+        rank: 8,
+        dataset: d,
+        seed: 0,
+        metric: i ? 'exact_match' : 'accuracy',
+        metrics: i ? { exact_match: 0.4 } : { accuracy: 0.9 },
+        trainable: 9_175_040,
+        total: 3_221_924_864,
+      }),
     );
     const m = buildTable(runs);
     expect(m.columns.map((c) => c.key)).toEqual(['glue/sst2', 'gsm8k', 'avg']);
@@ -122,7 +149,11 @@ describe('aggregation', () => {
   });
 
   it('splits rows by dimensions that vary instead of averaging over them', () => {
-    const runs = [8, 16].flatMap((rank) => [0, 1].map((seed) => run({ method: 'lora', rank, dataset: 'glue/sst2', seed, metrics: { accuracy: rank / 100 + seed / 1000 } })));
+    const runs = [8, 16].flatMap((rank) =>
+      [0, 1].map((seed) =>
+        run({ method: 'lora', rank, dataset: 'glue/sst2', seed, metrics: { accuracy: rank / 100 + seed / 1000 } }),
+      ),
+    );
     const m = buildTable(runs, { rows: ['method'] });
     expect(m.rows.map((r) => r.label)).toEqual(['LoRA (r=8)', 'LoRA (r=16)']);
     expect(m.rows.every((r) => r.cells[0]!.n === 2)).toBe(true);
@@ -205,7 +236,9 @@ describe('baseline and reference rows', () => {
     expect(cellOf(m, 'Full FT', 'glue/sst2').delta).toBeCloseTo(-1, 10);
     expect(cellOf(m, 'LoRA', 'glue/sst2').delta).toBeNull();
     expect(m.rows.find((r) => r.label.startsWith('LoRA'))!.is_baseline).toBe(true);
-    expect(() => buildTable(glueRuns(), { baseline: 'vera' })).toThrow(/--baseline `vera` matches no row; rows are: Full FT, LoRA \(r=8\)/);
+    expect(() => buildTable(glueRuns(), { baseline: 'vera' })).toThrow(
+      /--baseline `vera` matches no row; rows are: Full FT, LoRA \(r=8\)/,
+    );
   });
 
   it('shows published numbers and the difference to the reproduction', () => {
@@ -229,8 +262,15 @@ describe('baseline and reference rows', () => {
     const ci = m.columns.findIndex((c) => c.key === 'glue/sst2');
     expect(delta.cells[ci]!.mean).toBeCloseTo(92 - 95.1, 10);
     expect(ref.cells[ci]!.mark).toBeNull(); // published numbers are not ranked
-    expect(() => parseReferences('method,backbone\nx,y', 'r.csv')).toThrow(/r\.csv:1: header lacks column\(s\) setting, benchmark, metric, value, params, source/);
-    expect(() => parseReferences(`${'method,setting,backbone,benchmark,metric,value,params,source'}\nlora,,b,glue/sst2,accuracy,high,,s`, 'r.csv')).toThrow(/r\.csv:2: value `high` is not a number/);
+    expect(() => parseReferences('method,backbone\nx,y', 'r.csv')).toThrow(
+      /r\.csv:1: header lacks column\(s\) setting, benchmark, metric, value, params, source/,
+    );
+    expect(() =>
+      parseReferences(
+        `${'method,setting,backbone,benchmark,metric,value,params,source'}\nlora,,b,glue/sst2,accuracy,high,,s`,
+        'r.csv',
+      ),
+    ).toThrow(/r\.csv:2: value `high` is not a number/);
   });
 });
 
@@ -249,15 +289,25 @@ describe('bad input', () => {
       throw new Error('expected an error');
     };
     expect(one(() => buildTable([]))).toMatch(/^empty selection: .*check the sweep\/recipe name/);
-    expect(one(() => buildTable(runs, { metric: 'bleu' }))).toMatch(/^unknown metric `bleu`: no run reports it; available final metrics: accuracy, mcc/);
-    expect(one(() => buildTable(runs, { metric: 'mcc' }))).toMatch(/^metric `mcc` is missing from 16 run\(s\) on glue\/rte, glue\/sst2; .*--dataset/);
-    expect(one(() => buildTable(runs, { rows: ['method', 'seed' as never] }))).toMatch(/^unknown table dimension `seed`; use one of model, method, rank, setting, dataset/);
-    expect(one(() => buildTable(runs, { rows: ['dataset'], cols: 'dataset' }))).toMatch(/both a row and the column dimension/);
+    expect(one(() => buildTable(runs, { metric: 'bleu' }))).toMatch(
+      /^unknown metric `bleu`: no run reports it; available final metrics: accuracy, mcc/,
+    );
+    expect(one(() => buildTable(runs, { metric: 'mcc' }))).toMatch(
+      /^metric `mcc` is missing from 16 run\(s\) on glue\/rte, glue\/sst2; .*--dataset/,
+    );
+    expect(one(() => buildTable(runs, { rows: ['method', 'seed' as never] }))).toMatch(
+      /^unknown table dimension `seed`; use one of model, method, rank, setting, dataset/,
+    );
+    expect(one(() => buildTable(runs, { rows: ['dataset'], cols: 'dataset' }))).toMatch(
+      /both a row and the column dimension/,
+    );
     const mixed = [
       run({ method: 'lora', dataset: 'glue/mrpc', seed: 0, metric: 'accuracy', metrics: { accuracy: 0.8, f1: 0.85 } }),
       run({ method: 'lora', dataset: 'glue/mrpc', seed: 1, metric: 'f1', metrics: { accuracy: 0.8, f1: 0.85 } }),
     ];
-    expect(one(() => buildTable(mixed))).toMatch(/^column glue\/mrpc mixes metrics accuracy and f1; pass --metric NAME/);
+    expect(one(() => buildTable(mixed))).toMatch(
+      /^column glue\/mrpc mixes metrics accuracy and f1; pass --metric NAME/,
+    );
     expect(buildTable(mixed, { metric: 'f1' }).rows[0]!.cells[0]!.n).toBe(2);
     expect(one(() => buildTable(runs, { digits: 9 }))).toMatch(/--digits must be an integer from 0 to 6/);
   });
@@ -301,7 +351,9 @@ describe('golden files', () => {
     expect(md).toContain('my\\_method (r=8, lr=1e-3 & 50% #2)');
     const csv = render(model, 'csv').split('\n');
     expect(csv[0]).toMatch(/^row,row_kind,model,method,rank,setting,dataset,column,/);
-    expect(csv.find((l) => l.startsWith('LoRA (r=8),result') && l.includes(',glue/rte,')))!.toContain(',69,1.41421356237,2,3,1,0,0;2,partial,');
+    expect(csv.find((l) => l.startsWith('LoRA (r=8),result') && l.includes(',glue/rte,')))!.toContain(
+      ',69,1.41421356237,2,3,1,0,0;2,partial,',
+    );
   });
 
   it('writes VTAB and loss tables too', () => {
@@ -309,10 +361,21 @@ describe('golden files', () => {
     golden('vtab.md', render(vtab, 'md'));
     const tex = render(vtab, 'latex');
     golden('vtab.tex', tex);
-    expect(tex).toContain(' &  & \\multicolumn{3}{c}{Natural} & \\multicolumn{3}{c}{Specialized} & \\multicolumn{3}{c}{Structured} &  \\\\');
+    expect(tex).toContain(
+      ' &  & \\multicolumn{3}{c}{Natural} & \\multicolumn{3}{c}{Specialized} & \\multicolumn{3}{c}{Structured} &  \\\\',
+    );
     expect(tex).toContain('\\cmidrule(lr){3-5} \\cmidrule(lr){6-8} \\cmidrule(lr){9-11}');
     const lossRuns = ['lora', 'dora', 'full'].flatMap((m, i) =>
-      [0, 1].map((seed) => run({ method: m, rank: m === 'full' ? null : 4, dataset: 'synthetic/causal-lm', seed, metric: 'loss', metrics: { loss: 2 + 0.1 * i + 0.01 * seed, perplexity: Math.exp(2 + 0.1 * i) } })),
+      [0, 1].map((seed) =>
+        run({
+          method: m,
+          rank: m === 'full' ? null : 4,
+          dataset: 'synthetic/causal-lm',
+          seed,
+          metric: 'loss',
+          metrics: { loss: 2 + 0.1 * i + 0.01 * seed, perplexity: Math.exp(2 + 0.1 * i) },
+        }),
+      ),
     );
     golden('loss.md', render(buildTable(lossRuns, { digits: 3 }), 'md'));
   });

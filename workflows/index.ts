@@ -57,7 +57,12 @@ function failureInfo(err: unknown): { type: string; message: string; hint: strin
   while (cur instanceof ActivityFailure && cur.cause) cur = cur.cause;
   if (cur instanceof ApplicationFailure) {
     const d = (cur.details?.[0] ?? null) as { kind?: string; hint?: string | null; attempt?: number } | null;
-    return { type: d?.kind ?? cur.type ?? 'error', message: cur.message, hint: d?.hint ?? null, attempt: d?.attempt ?? null };
+    return {
+      type: d?.kind ?? cur.type ?? 'error',
+      message: cur.message,
+      hint: d?.hint ?? null,
+      attempt: d?.attempt ?? null,
+    };
   }
   return { type: 'error', message: err instanceof Error ? err.message : String(err), hint: null, attempt: null };
 }
@@ -107,7 +112,13 @@ async function runOnce(input: RunInput): Promise<RunOutcome> {
     if (isCancellation(err)) throw err;
     const f = failureInfo(err);
     await CancellationScope.nonCancellable(() =>
-      light.recordFailure(input, { kind: f.type, message: f.message, hint: f.hint, attempts: f.attempt ?? input.policy.max_attempts, started_at: startedAt }),
+      light.recordFailure(input, {
+        kind: f.type,
+        message: f.message,
+        hint: f.hint,
+        attempts: f.attempt ?? input.policy.max_attempts,
+        started_at: startedAt,
+      }),
     );
     throw err;
   }
@@ -198,7 +209,10 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
   for (;;) {
     if (cancelled) {
       await CancellationScope.nonCancellable(async () => {
-        for (const id of running) await getExternalWorkflowHandle(id).cancel().catch(() => undefined);
+        for (const id of running)
+          await getExternalWorkflowHandle(id)
+            .cancel()
+            .catch(() => undefined);
       });
       await condition(() => running.size === 0, '10 minutes');
       return status();
@@ -239,7 +253,12 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
 }
 
 /** Issue 2's smoke check: one activity that runs the runtime's smoke trainer and round-trips S3. */
-export async function smokeWorkflow(): Promise<{ losses: number[]; bytes: number; sha256: string; roundTrip: boolean }> {
+export async function smokeWorkflow(): Promise<{
+  losses: number[];
+  bytes: number;
+  sha256: string;
+  roundTrip: boolean;
+}> {
   const { smoke } = proxyActivities<Activities>({
     startToCloseTimeout: '5 minutes',
     retry: { maximumAttempts: 2 },

@@ -29,7 +29,10 @@ type Exported = Extract<RunnerEvent, { event: 'exported' }>;
 type ErrorEv = Extract<RunnerEvent, { event: 'error' }>;
 
 /** The run's spec: its result record, its failure record, else the first sweep manifest that lists it. */
-export async function findRunSpec(store: ArtifactStore, runId: string): Promise<{ spec: RunSpec; from: string } | null> {
+export async function findRunSpec(
+  store: ArtifactStore,
+  runId: string,
+): Promise<{ spec: RunSpec; from: string } | null> {
   for (const key of [resultKey(runId), failureKey(runId)]) {
     const body = await store.get(key);
     if (!body) continue;
@@ -40,7 +43,10 @@ export async function findRunSpec(store: ArtifactStore, runId: string): Promise<
       throw new UserError(`export: ${key} in ${store.description} is not valid JSON; the record is corrupt`);
     }
     const r = ResultRecord.safeParse(parsed);
-    if (!r.success) throw new UserError(`export: ${key} in ${store.description} is not a result record (${r.error.issues[0]?.message})`);
+    if (!r.success)
+      throw new UserError(
+        `export: ${key} in ${store.description} is not a result record (${r.error.issues[0]?.message})`,
+      );
     return { spec: r.data.spec, from: key };
   }
   for (const key of (await store.list(SWEEPS_PREFIX)).filter((k) => k.endsWith('.json')).sort()) {
@@ -66,13 +72,13 @@ export function pickCheckpoint(all: StoredCheckpoint[], step?: number): StoredCh
 
 export const exportCommand: Command = {
   name: 'export',
-  summary: 'write a run\'s trained adapter in Hugging Face PEFT format (adapter_config.json + safetensors)',
+  summary: "write a run's trained adapter in Hugging Face PEFT format (adapter_config.json + safetensors)",
   help: [
     'Usage: rankflow export <run-id> --out DIR [--step N] [--pissa-mode lora|residual]',
     '',
     'Writes DIR/adapter_config.json and DIR/adapter_model.safetensors, which',
     '`peft.PeftModel.from_pretrained(base_model, DIR)` loads onto the original base model.',
-    'The checkpoint is the run\'s best stored one (else its newest); --step picks another stored step.',
+    "The checkpoint is the run's best stored one (else its newest); --step picks another stored step.",
     'Exportable methods: lora, dora, pissa, vera, randlora, bone.',
     '  --pissa-mode   PiSSA only: lora (default; a rank-2r LoRA on the original weights) or residual',
     '                 (the rank-r adapter plus residual_weights.safetensors)',
@@ -84,7 +90,10 @@ export const exportCommand: Command = {
       'pissa-mode': { type: 'string' },
     });
     const runId = positionals[0];
-    if (!runId || positionals.length > 1) throw new UserError('export: expected one run id (`run-...`, see `rankflow status <sweep>` or `rankflow plan <recipe>`)');
+    if (!runId || positionals.length > 1)
+      throw new UserError(
+        'export: expected one run id (`run-...`, see `rankflow status <sweep>` or `rankflow plan <recipe>`)',
+      );
     if (!values.out) throw new UserError('export: --out DIR is required (the folder for the PEFT adapter)');
     const step = values.step === undefined ? undefined : intFlag('export', 'step', values.step, 0, 0);
     const pissaMode = values['pissa-mode'];
@@ -97,16 +106,25 @@ export const exportCommand: Command = {
     const store = await openConfiguredStore(config);
     const found = await findRunSpec(store, runId);
     if (!found) {
-      throw new UserError(`export: no run \`${runId}\` in ${store.description} (no result record and no sweep lists it); see \`rankflow status <sweep>\``);
+      throw new UserError(
+        `export: no run \`${runId}\` in ${store.description} (no result record and no sweep lists it); see \`rankflow status <sweep>\``,
+      );
     }
     const all = await listCheckpoints(store, runId);
     if (all.length === 0) {
-      throw new UserError(`export: run \`${runId}\` has no stored checkpoint in ${store.description} (checkpoints are stored during training and at its end)`);
+      throw new UserError(
+        `export: run \`${runId}\` has no stored checkpoint in ${store.description} (checkpoints are stored during training and at its end)`,
+      );
     }
     const ck = pickCheckpoint(all, step);
-    if (!ck) throw new UserError(`export: run \`${runId}\` has no stored checkpoint at step ${step}; stored steps: ${all.map((c) => c.step).join(', ')}`);
+    if (!ck)
+      throw new UserError(
+        `export: run \`${runId}\` has no stored checkpoint at step ${step}; stored steps: ${all.map((c) => c.step).join(', ')}`,
+      );
     if (!runtimeAvailable()) {
-      throw new UserError(`export: the Python runtime is not installed (${runtimePython()} is missing); run \`bash scripts/setup.sh\` or set RANKFLOW_PYTHON`);
+      throw new UserError(
+        `export: the Python runtime is not installed (${runtimePython()} is missing); run \`bash scripts/setup.sh\` or set RANKFLOW_PYTHON`,
+      );
     }
 
     const tmp = await mkdtemp(join(tmpdir(), 'rankflow-export-'));
@@ -114,7 +132,9 @@ export const exportCommand: Command = {
       const ckDir = join(tmp, 'checkpoint');
       const bad = await downloadCheckpoint(store, runId, ck, ckDir);
       if (bad !== null) {
-        throw new UserError(`export: ${checkpointPrefix(runId, ck.step)}${bad} in ${store.description} is missing or its sha256 differs; pick another checkpoint with --step (stored: ${all.map((c) => c.step).join(', ')})`);
+        throw new UserError(
+          `export: ${checkpointPrefix(runId, ck.step)}${bad} in ${store.description} is missing or its sha256 differs; pick another checkpoint with --step (stored: ${all.map((c) => c.step).join(', ')})`,
+        );
       }
       const specPath = join(tmp, 'spec.json');
       await writeFile(specPath, JSON.stringify({ ...found.spec, run_id: runId }, null, 1));
@@ -147,13 +167,19 @@ export const exportCommand: Command = {
       }
       const done = exported as Exported | null;
       if (exit.code !== EXIT.ok || !done) {
-        const tail = existsSync(logFile) ? (await readFile(logFile, 'utf8')).trim().split('\n').slice(-10).join('\n') : '';
+        const tail = existsSync(logFile)
+          ? (await readFile(logFile, 'utf8')).trim().split('\n').slice(-10).join('\n')
+          : '';
         const why = err ? `${err.kind} error: ${err.message}` : `exit code ${exit.code ?? exit.signal}`;
         throw new Error(`export: the runtime failed (${why})${tail ? `\n${tail}` : ''}`);
       }
       const which = ck.best ? 'best' : ck.step === all.at(-1)?.step ? 'newest' : 'chosen';
-      console.log(`${runId}: ${done.method} adapter (PEFT ${done.peft_type}${done.r === null ? '' : `, r=${done.r}`}) from the ${which} checkpoint, step ${done.step}, written to ${done.path}`);
-      console.log(`  ${done.files.map((f) => f.name).join(', ')}; load it with peft.PeftModel.from_pretrained(base_model, "${done.path}")`);
+      console.log(
+        `${runId}: ${done.method} adapter (PEFT ${done.peft_type}${done.r === null ? '' : `, r=${done.r}`}) from the ${which} checkpoint, step ${done.step}, written to ${done.path}`,
+      );
+      console.log(
+        `  ${done.files.map((f) => f.name).join(', ')}; load it with peft.PeftModel.from_pretrained(base_model, "${done.path}")`,
+      );
       return 0;
     } finally {
       await rm(tmp, { recursive: true, force: true });

@@ -29,7 +29,8 @@ async function withSweep<T>(cmd: string, id: string, fn: (client: Client, config
   try {
     return await fn(client, config);
   } catch (e) {
-    if (e instanceof WorkflowNotFoundError) throw new UserError(`${cmd}: no sweep \`${id}\` on ${config.temporalAddress}; see \`rankflow ls\``);
+    if (e instanceof WorkflowNotFoundError)
+      throw new UserError(`${cmd}: no sweep \`${id}\` on ${config.temporalAddress}; see \`rankflow ls\``);
     throw e;
   } finally {
     await close();
@@ -50,16 +51,27 @@ export const workerCommand: Command = {
     '  --no-control    do not serve the control queue (sweep and run workflows); for extra GPU hosts',
   ].join('\n'),
   async run(argv) {
-    const { values } = parseFlags('worker', argv, {
-      'cpu-slots': { type: 'string' },
-      gpus: { type: 'string' },
-      queue: { type: 'string' },
-      'no-control': { type: 'boolean' },
-    }, false);
+    const { values } = parseFlags(
+      'worker',
+      argv,
+      {
+        'cpu-slots': { type: 'string' },
+        gpus: { type: 'string' },
+        queue: { type: 'string' },
+        'no-control': { type: 'boolean' },
+      },
+      false,
+    );
     if (values.gpus && values['cpu-slots']) throw new UserError('worker: give either --gpus or --cpu-slots, not both');
-    const gpus = values.gpus?.split(',').map((s) => s.trim()).filter(Boolean);
-    if (gpus && gpus.some((g) => !/^\d+$/.test(g))) throw new UserError(`worker: --gpus expects ids like 0,1,2, got \`${values.gpus}\``);
-    const slots: { gpus: string[] } | { cpu: number } = gpus ? { gpus } : { cpu: intFlag('worker', 'cpu-slots', values['cpu-slots'], 1) };
+    const gpus = values.gpus
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (gpus && gpus.some((g) => !/^\d+$/.test(g)))
+      throw new UserError(`worker: --gpus expects ids like 0,1,2, got \`${values.gpus}\``);
+    const slots: { gpus: string[] } | { cpu: number } = gpus
+      ? { gpus }
+      : { cpu: intFlag('worker', 'cpu-slots', values['cpu-slots'], 1) };
     const config = await resolveConfig();
     const w = await startWorker(config, { slots, queue: values.queue, control: !values['no-control'] });
     const desc = 'gpus' in slots ? `GPUs ${slots.gpus.join(',')}` : `${slots.cpu} CPU slot(s)`;
@@ -74,7 +86,7 @@ export const workerCommand: Command = {
 
 export const statusCommand: Command = {
   name: 'status',
-  summary: 'show a sweep\'s progress (counts by state, running runs with step and loss)',
+  summary: "show a sweep's progress (counts by state, running runs with step and loss)",
   help: 'Usage: rankflow status <sweep-id> [--json]\n\nWithout a sweep id, lists sweeps like `rankflow ls`.',
   async run(argv) {
     const { values, positionals } = parseFlags('status', argv, { json: { type: 'boolean' } });
@@ -89,7 +101,9 @@ export const statusCommand: Command = {
       }
       console.log(`${id} (${closed ? closed.toLowerCase() : 'running'}): ${formatCounts(status)}`);
       for (const p of progress) {
-        console.log(`  running ${p.run_id}  step ${p.step ?? '?'}/${p.total_steps ?? '?'}  loss ${p.loss?.toFixed(4) ?? '?'}${p.attempt && p.attempt > 1 ? `  attempt ${p.attempt}` : ''}`);
+        console.log(
+          `  running ${p.run_id}  step ${p.step ?? '?'}/${p.total_steps ?? '?'}  loss ${p.loss?.toFixed(4) ?? '?'}${p.attempt && p.attempt > 1 ? `  attempt ${p.attempt}` : ''}`,
+        );
       }
       for (const f of status.failed) console.log(`  failed  ${f.run_id}  ${f.message?.split('\n')[0] ?? ''}`);
       return 0;
@@ -121,11 +135,22 @@ export const lsCommand: Command = {
         } catch {
           /* no workflow (yet, or beyond retention) */
         }
-        rows.push({ sweep_id: id, recipe: m?.recipe ?? null, runs: m?.runs.length ?? 0, created_at: m?.created_at ?? null, state, counts });
+        rows.push({
+          sweep_id: id,
+          recipe: m?.recipe ?? null,
+          runs: m?.runs.length ?? 0,
+          created_at: m?.created_at ?? null,
+          state,
+          counts,
+        });
       }
       if (values.json) console.log(JSON.stringify(rows, null, 2));
       else if (rows.length === 0) console.log('no sweeps yet; submit one with `rankflow submit <recipe.yaml>`');
-      else for (const r of rows) console.log(`${r.sweep_id}  ${r.state.padEnd(11)} ${String(r.runs).padStart(5)} runs  ${r.recipe ?? ''}  ${r.counts}`);
+      else
+        for (const r of rows)
+          console.log(
+            `${r.sweep_id}  ${r.state.padEnd(11)} ${String(r.runs).padStart(5)} runs  ${r.recipe ?? ''}  ${r.counts}`,
+          );
       return 0;
     } finally {
       await close();
@@ -140,12 +165,16 @@ export const logsCommand: Command = {
   async run(argv) {
     const { values, positionals } = parseFlags('logs', argv, { attempt: { type: 'string' } });
     const id = positionals[0];
-    if (!id || positionals.length > 1) throw new UserError('logs: expected one run id (`run-...`, see `rankflow status <sweep>`)');
+    if (!id || positionals.length > 1)
+      throw new UserError('logs: expected one run id (`run-...`, see `rankflow status <sweep>`)');
     const config = await resolveConfig({ start: false });
     const store = await openConfiguredStore(config);
     let keys = await store.list(logsPrefix(id));
     if (values.attempt) keys = keys.filter((k) => k.endsWith(`/attempt-${values.attempt}.log`));
-    if (keys.length === 0) throw new UserError(`logs: no logs for \`${id}\` in ${store.description} (a run's log is stored when an attempt ends)`);
+    if (keys.length === 0)
+      throw new UserError(
+        `logs: no logs for \`${id}\` in ${store.description} (a run's log is stored when an attempt ends)`,
+      );
     keys.sort((a, b) => Number(/attempt-(\d+)/.exec(a)?.[1]) - Number(/attempt-(\d+)/.exec(b)?.[1]));
     for (const k of keys) {
       process.stdout.write(`==> ${k} <==\n`);
@@ -154,7 +183,9 @@ export const logsCommand: Command = {
     const failed = await store.get(failureKey(id));
     if (failed) {
       const rec = ResultRecord.parse(JSON.parse(failed.toString('utf8')));
-      process.stdout.write(`==> failure <==\n${rec.error?.kind}: ${rec.error?.message}${rec.error?.hint ? `\nhint: ${rec.error.hint}` : ''}\n`);
+      process.stdout.write(
+        `==> failure <==\n${rec.error?.kind}: ${rec.error?.message}${rec.error?.hint ? `\nhint: ${rec.error.hint}` : ''}\n`,
+      );
     }
     return 0;
   },
@@ -183,8 +214,18 @@ export const cancelCommand = signalCommand(
   cancelSignal,
   'cancel requested (running runs checkpoint, then stop)',
 );
-export const pauseCommand = signalCommand('pause', 'stop starting new runs of a sweep (running ones finish)', pauseSignal, 'paused');
-export const unpauseCommand = signalCommand('unpause', 'start new runs of a paused sweep again', resumeSignal, 'unpaused');
+export const pauseCommand = signalCommand(
+  'pause',
+  'stop starting new runs of a sweep (running ones finish)',
+  pauseSignal,
+  'paused',
+);
+export const unpauseCommand = signalCommand(
+  'unpause',
+  'start new runs of a paused sweep again',
+  resumeSignal,
+  'unpaused',
+);
 
 export const resumeCommand: Command = {
   name: 'resume',
@@ -196,7 +237,10 @@ export const resumeCommand: Command = {
     'from their latest stored checkpoint.',
   ].join('\n'),
   async run(argv) {
-    const { values, positionals } = parseFlags('resume', argv, { concurrency: { type: 'string' }, detach: { type: 'boolean' } });
+    const { values, positionals } = parseFlags('resume', argv, {
+      concurrency: { type: 'string' },
+      detach: { type: 'boolean' },
+    });
     const id = sweepArg('resume', positionals);
     const config = await resolveConfig();
     const store = await openConfiguredStore(config);
@@ -243,7 +287,8 @@ export const servicesCommand: Command = {
         return 0;
       }
       const health = await checkServices(file);
-      for (const h of health) console.log(`${h.name.padEnd(8)} pid ${h.pid}  ${h.address}  ${h.ok ? 'ok' : `NOT OK: ${h.error}`}`);
+      for (const h of health)
+        console.log(`${h.name.padEnd(8)} pid ${h.pid}  ${h.address}  ${h.ok ? 'ok' : `NOT OK: ${h.error}`}`);
       return health.every((h) => h.ok) ? 0 : 1;
     }
     throw new UserError('services: expected `status` or `stop`');

@@ -36,13 +36,16 @@ export function parsePlanArgs(argv: string[], command: string): PlanArgs {
     else if (a === '--max-runs' || a.startsWith('--max-runs=')) {
       const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
       const n = Number(v);
-      if (!v || !Number.isInteger(n) || n <= 0) throw new UserError(`--max-runs: expected a positive integer, got \`${v ?? ''}\``);
+      if (!v || !Number.isInteger(n) || n <= 0)
+        throw new UserError(`--max-runs: expected a positive integer, got \`${v ?? ''}\``);
       maxRuns = n;
-    } else if (a.startsWith('-')) throw new UserError(`${command}: unknown option \`${a}\`; see \`rankflow ${command} --help\``);
+    } else if (a.startsWith('-'))
+      throw new UserError(`${command}: unknown option \`${a}\`; see \`rankflow ${command} --help\``);
     else if (file === undefined) file = a;
     else throw new UserError(`${command}: one recipe file at a time (got \`${file}\` and \`${a}\`)`);
   }
-  if (file === undefined) throw new UserError(`${command}: missing the recipe file; usage: rankflow ${command} <recipe.yaml>`);
+  if (file === undefined)
+    throw new UserError(`${command}: missing the recipe file; usage: rankflow ${command} <recipe.yaml>`);
   return { file, json, count, maxRuns };
 }
 
@@ -57,7 +60,8 @@ function fmtPct(f: number | null): string {
 }
 
 function fmtValue(v: unknown): string {
-  if (typeof v === 'number') return v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential().replace(/\.?0+e/, 'e') : String(v);
+  if (typeof v === 'number')
+    return v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential().replace(/\.?0+e/, 'e') : String(v);
   if (v === null) return 'none';
   return typeof v === 'object' ? JSON.stringify(v) : String(v);
 }
@@ -70,7 +74,8 @@ export function trainingOverrides(runs: readonly PlannedRun[]): string[] {
   const fields = (r: PlannedRun): [string, string][] => {
     const out: [string, string][] = [];
     for (const [k, v] of Object.entries(r.spec.training)) {
-      if (k === 'lr_groups') for (const [g, x] of Object.entries(v as Record<string, number>)) out.push([`lr.${g}`, fmtValue(x)]);
+      if (k === 'lr_groups')
+        for (const [g, x] of Object.entries(v as Record<string, number>)) out.push([`lr.${g}`, fmtValue(x)]);
       else out.push([k, fmtValue(v)]);
     }
     return out;
@@ -84,7 +89,8 @@ export function trainingOverrides(runs: readonly PlannedRun[]): string[] {
     }
   }
   const mode = new Map<string, string>();
-  for (const [k, m] of tally) mode.set(k, [...m.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]![0]);
+  for (const [k, m] of tally)
+    mode.set(k, [...m.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]![0]);
   return runs.map((r) => {
     const named = new Set(r.labels.setting.split(' ').map((p) => p.split('=')[0]));
     return fields(r)
@@ -112,7 +118,10 @@ export function renderPlanTable(plan: PlannedRecipe): string {
   const right = new Set([0, 2, 4, 7, 8]);
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
   const line = (cells: string[]) =>
-    cells.map((x, c) => (right.has(c) ? x.padStart(widths[c]!) : x.padEnd(widths[c]!))).join('  ').trimEnd();
+    cells
+      .map((x, c) => (right.has(c) ? x.padStart(widths[c]!) : x.padEnd(widths[c]!)))
+      .join('  ')
+      .trimEnd();
   const out = [line(header), ...rows.map(line)];
   out.push('', ...totals(plan));
   return out.join('\n');

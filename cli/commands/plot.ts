@@ -9,7 +9,15 @@ import { UserError } from '../../core/errors.js';
 import { openResultStore, readSelection } from '../results-reader.js';
 import { buildTable } from '../../tables/table.js';
 import type { RunRow } from '../../tables/runs.js';
-import { lossCurveSpec, paramsSpec, PLOT_KINDS, rankSpec, specToSvg, svgToPng, type PlotKind } from '../../tables/plots.js';
+import {
+  lossCurveSpec,
+  paramsSpec,
+  PLOT_KINDS,
+  rankSpec,
+  specToSvg,
+  svgToPng,
+  type PlotKind,
+} from '../../tables/plots.js';
 import { TableInputError } from '../../core/errors.js';
 import { parseCli } from '../args.js';
 import { filtersFrom, SELECTION_OPTIONS, userErrors } from '../selection.js';
@@ -83,14 +91,16 @@ export async function runPlot(argv: string[]): Promise<number> {
   const { values: v, positionals } = parseCli(argv, PLOT_OPTIONS, 'plot');
   const kinds = (v.kind ? v.kind.split(',').map((k) => k.trim()) : [...PLOT_KINDS]) as PlotKind[];
   for (const k of kinds) {
-    if (!(PLOT_KINDS as readonly string[]).includes(k)) throw new UserError(`--kind ${k}: use ${PLOT_KINDS.join(', ')}`);
+    if (!(PLOT_KINDS as readonly string[]).includes(k))
+      throw new UserError(`--kind ${k}: use ${PLOT_KINDS.join(', ')}`);
   }
   const f = v.format ?? 'both';
   if (!['svg', 'png', 'both'].includes(f)) throw new UserError(`--format ${f}: use svg, png or both`);
   const formats: ('svg' | 'png')[] = f === 'both' ? ['svg', 'png'] : [f as 'svg' | 'png'];
   const filters = filtersFrom(v);
   const name = (v.name ?? positionals[0] ?? 'results').replace(/^.*\//, '').replace(/\.ya?ml$/, '');
-  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UserError(`--name ${name}: use letters, digits, '.', '_' and '-' only`);
+  if (!/^[A-Za-z0-9._-]+$/.test(name))
+    throw new UserError(`--name ${name}: use letters, digits, '.', '_' and '-' only`);
   const { written, skipped } = await userErrors(async () => {
     const store = await openResultStore(v.store);
     const sel = await readSelection(store, positionals, filters);

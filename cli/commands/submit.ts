@@ -26,11 +26,15 @@ function ensureBackgroundWorker(slots: number): string {
   }
   const logFile = join(dir, 'worker.log');
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), 'worker', '--cpu-slots', String(slots)], {
-    detached: true,
-    stdio: ['ignore', fd, fd],
-    env: process.env,
-  });
+  const child = spawn(
+    process.execPath,
+    [join(PROJECT_ROOT, 'cli', 'bin.mjs'), 'worker', '--cpu-slots', String(slots)],
+    {
+      detached: true,
+      stdio: ['ignore', fd, fd],
+      env: process.env,
+    },
+  );
   closeSync(fd);
   child.unref();
   writeFileSync(pidFile, String(child.pid));
@@ -65,7 +69,8 @@ export const submitCommand: Command = {
       'no-table': { type: 'boolean' },
     });
     const file = positionals[0];
-    if (!file || positionals.length > 1) throw new UserError('submit: expected one recipe file, e.g. `rankflow submit recipes/quickstart.yaml`');
+    if (!file || positionals.length > 1)
+      throw new UserError('submit: expected one recipe file, e.g. `rankflow submit recipes/quickstart.yaml`');
     const plan = await planRecipeFile(file);
     for (const w of plan.warnings) console.error(w);
     const config = await resolveConfig();
@@ -100,7 +105,9 @@ export const submitCommand: Command = {
       }
       const stop = new AbortController();
       const onInt = (): void => {
-        console.error('\nrankflow: stopping; running runs checkpoint and continue with `rankflow resume ' + plan.sweepId + '`');
+        console.error(
+          '\nrankflow: stopping; running runs checkpoint and continue with `rankflow resume ' + plan.sweepId + '`',
+        );
         stop.abort();
       };
       process.once('SIGINT', onInt);
@@ -108,7 +115,8 @@ export const submitCommand: Command = {
       process.removeListener('SIGINT', onInt);
       if (closed === 'DETACHED') return 130;
       console.log(`${plan.sweepId} ${closed.toLowerCase()}: ${formatCounts(status)}`);
-      for (const f of status.failed) console.log(`  failed ${f.run_id}: ${f.message?.split('\n')[0] ?? ''} (see \`rankflow logs ${f.run_id}\`)`);
+      for (const f of status.failed)
+        console.log(`  failed ${f.run_id}: ${f.message?.split('\n')[0] ?? ''} (see \`rankflow logs ${f.run_id}\`)`);
       if (!values['no-table'] && status.counts.succeeded + status.counts.skipped > 0) {
         console.log('');
         await runTable([plan.sweepId]);

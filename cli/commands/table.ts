@@ -8,7 +8,14 @@ import type { Command } from '../command.js';
 import { UserError } from '../../core/errors.js';
 import { parseCli } from '../args.js';
 import { openResultStore, readSelection } from '../results-reader.js';
-import { DEFAULT_REFERENCE, filtersFrom, loadReferences, SELECTION_HELP, SELECTION_OPTIONS, userErrors } from '../selection.js';
+import {
+  DEFAULT_REFERENCE,
+  filtersFrom,
+  loadReferences,
+  SELECTION_HELP,
+  SELECTION_OPTIONS,
+  userErrors,
+} from '../selection.js';
 import { buildTable, DIMS, type Dim, type TableOptions } from '../../tables/table.js';
 import { FORMATS, render, type Format } from '../../tables/render.js';
 
@@ -48,7 +55,10 @@ Table:
   -o, --out FILE   write to FILE instead of stdout`;
 
 function parseDims(flag: string, value: string): Dim[] {
-  const dims = value.split(',').map((d) => d.trim()).filter((d) => d !== '');
+  const dims = value
+    .split(',')
+    .map((d) => d.trim())
+    .filter((d) => d !== '');
   for (const d of dims) {
     if (!(DIMS as readonly string[]).includes(d)) {
       throw new UserError(`${flag} ${value}: unknown dimension \`${d}\`; use ${DIMS.join(', ')}`);
@@ -57,7 +67,14 @@ function parseDims(flag: string, value: string): Dim[] {
   return dims as Dim[];
 }
 
-const EXT_FORMAT: Record<string, Format> = { '.md': 'md', '.tex': 'latex', '.csv': 'csv', '.html': 'html', '.htm': 'html', '.json': 'json' };
+const EXT_FORMAT: Record<string, Format> = {
+  '.md': 'md',
+  '.tex': 'latex',
+  '.csv': 'csv',
+  '.html': 'html',
+  '.htm': 'html',
+  '.json': 'json',
+};
 
 export async function runTable(argv: string[]): Promise<number> {
   // `--reference` may stand without a file: use the default file then.
@@ -69,22 +86,28 @@ export async function runTable(argv: string[]): Promise<number> {
   let format: Format = 'md';
   if (v.format) {
     const f = v.format === 'tex' ? 'latex' : v.format === 'markdown' ? 'md' : v.format;
-    if (!(FORMATS as readonly string[]).includes(f)) throw new UserError(`--format ${v.format}: use one of ${FORMATS.join(', ')}`);
+    if (!(FORMATS as readonly string[]).includes(f))
+      throw new UserError(`--format ${v.format}: use one of ${FORMATS.join(', ')}`);
     format = f as Format;
   } else if (outPath) {
     const f = EXT_FORMAT[extname(outPath).toLowerCase()];
-    if (!f) throw new UserError(`--out ${outPath}: cannot tell the format from the extension; add --format ${FORMATS.join('|')}`);
+    if (!f)
+      throw new UserError(
+        `--out ${outPath}: cannot tell the format from the extension; add --format ${FORMATS.join('|')}`,
+      );
     format = f;
   }
   let digits = 1;
   if (v.digits !== undefined) {
     digits = Number(v.digits);
-    if (!Number.isInteger(digits) || digits < 0 || digits > 6) throw new UserError(`--digits ${v.digits}: expected an integer from 0 to 6`);
+    if (!Number.isInteger(digits) || digits < 0 || digits > 6)
+      throw new UserError(`--digits ${v.digits}: expected an integer from 0 to 6`);
   }
   let scale: TableOptions['scale'] = 'auto';
   if (v.scale !== undefined && v.scale !== 'auto') {
     scale = Number(v.scale);
-    if (!Number.isFinite(scale) || scale === 0) throw new UserError(`--scale ${v.scale}: expected auto or a non-zero number such as 1 or 100`);
+    if (!Number.isFinite(scale) || scale === 0)
+      throw new UserError(`--scale ${v.scale}: expected auto or a non-zero number such as 1 or 100`);
   }
   const rows = v.rows ? parseDims('--rows', v.rows) : undefined;
   const cols = v.cols ? parseDims('--cols', v.cols) : undefined;

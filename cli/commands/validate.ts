@@ -18,7 +18,8 @@ export const validateCommand: Command = {
     const files = argv.filter((a) => !a.startsWith('-'));
     const bad = argv.find((a) => a.startsWith('-'));
     if (bad) throw new UserError(`validate: unknown option \`${bad}\`; see \`rankflow validate --help\``);
-    if (files.length === 0) throw new UserError('validate: missing the recipe file; usage: rankflow validate <recipe.yaml>');
+    if (files.length === 0)
+      throw new UserError('validate: missing the recipe file; usage: rankflow validate <recipe.yaml>');
     const { methods, datasets } = snapshot();
     const failures: string[] = [];
     for (const f of files) {
@@ -30,7 +31,9 @@ export const validateCommand: Command = {
           continue;
         }
         for (const w of formatIssues(r.warnings, loaded.locate)) console.error(`rankflow: warning: ${w}`);
-        const what = r.countRequests.length ? 'runs chosen by budget matching at plan time' : `${r.runs.length} run${r.runs.length === 1 ? '' : 's'}`;
+        const what = r.countRequests.length
+          ? 'runs chosen by budget matching at plan time'
+          : `${r.runs.length} run${r.runs.length === 1 ? '' : 's'}`;
         console.log(`${f}: ok (${what})`);
       } catch (e) {
         if (!(e instanceof UserError)) throw e;

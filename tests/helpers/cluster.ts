@@ -64,9 +64,15 @@ export function cliEnv(config: Config): NodeJS.ProcessEnv {
 }
 
 /** Runs the real `rankflow` command with that environment. */
-export function rankflowCli(config: Config, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function rankflowCli(
+  config: Config,
+  ...args: string[]
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), ...args], { cwd: PROJECT_ROOT, env: cliEnv(config) });
+    const p = spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), ...args], {
+      cwd: PROJECT_ROOT,
+      env: cliEnv(config),
+    });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));

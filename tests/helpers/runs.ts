@@ -10,7 +10,16 @@ import { ResultRecord } from '../../schemas/result.js';
 import { runId } from '../../planning/planner.js';
 import type { PlannedRun, RunSpec } from '../../schemas/runspec.js';
 
-export function tinySpec(over: { method?: string; rank?: number | null; options?: Record<string, unknown>; seed?: number; steps?: number; checkpointEvery?: number } = {}): RunSpec {
+export function tinySpec(
+  over: {
+    method?: string;
+    rank?: number | null;
+    options?: Record<string, unknown>;
+    seed?: number;
+    steps?: number;
+    checkpointEvery?: number;
+  } = {},
+): RunSpec {
   return {
     schema: 'rankflow.run/v1',
     model: {
@@ -30,7 +39,12 @@ export function tinySpec(over: { method?: string; rank?: number | null; options?
       metric: 'accuracy',
       options: {},
     },
-    method: { name: over.method ?? 'lora', rank: over.rank === undefined ? 2 : over.rank, options: over.options ?? {}, targets: [] },
+    method: {
+      name: over.method ?? 'lora',
+      rank: over.rank === undefined ? 2 : over.rank,
+      options: over.options ?? {},
+      targets: [],
+    },
     training: {
       optimizer: 'adamw',
       lr: 0.005,
@@ -74,7 +88,11 @@ export function planned(spec: RunSpec): PlannedRun {
 }
 
 /** Polls `fn` until it returns something truthy (errors count as "not yet"). */
-export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false>,
+  timeoutMs: number,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     const v = await fn().catch(() => null);

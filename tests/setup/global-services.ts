@@ -40,7 +40,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('services', {
     temporalAddress: t.address,
     namespace: t.namespace,
-    s3: { endpoint: s.endpoint, bucket: s.bucket, region: s.region, accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey },
+    s3: {
+      endpoint: s.endpoint,
+      bucket: s.bucket,
+      region: s.region,
+      accessKeyId: s.accessKeyId,
+      secretAccessKey: s.secretAccessKey,
+    },
   });
   return async () => {
     if (started && !reuse) {
