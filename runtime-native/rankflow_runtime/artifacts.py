@@ -170,7 +170,7 @@ def open_artifact(path: str, *, flag: str, kind: Optional[str] = None, run_id: O
         raise DataError(f"{flag}: {path} has no {MANIFEST} (an incomplete or foreign artifact)",
                         hint="pass a complete artifact written by a rankflow run")
     try:
-        with open(mp, "r", encoding="utf-8") as f:
+        with open(mp, encoding="utf-8") as f:
             manifest = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{flag}: {mp} is corrupt ({e})", hint="the artifact is damaged; re-run the run that wrote it") from None

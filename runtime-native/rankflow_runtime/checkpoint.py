@@ -209,7 +209,7 @@ def read_manifest(path: str, flag: str = "--resume") -> Dict[str, Any]:
     if not os.path.exists(mp):
         raise ConfigError(f"{flag} {path}: no {MANIFEST}", hint="pass a checkpoint directory written by rankflow")
     try:
-        with open(mp, "r", encoding="utf-8") as f:
+        with open(mp, encoding="utf-8") as f:
             manifest = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{mp}: corrupt manifest ({e})", hint="the checkpoint is damaged; resume from an older one") from None

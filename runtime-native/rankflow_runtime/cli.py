@@ -4,7 +4,6 @@ become one `error` event and exit code 2, never a stack trace."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -12,7 +11,7 @@ import traceback
 from typing import List, Optional
 
 from . import __version__
-from .errors import EXIT_CONFIG, EXIT_RETRYABLE, ConfigError, RunError, exit_code_of
+from .errors import EXIT_RETRYABLE, ConfigError, RunError, exit_code_of
 from .events import emit, take_stdout, write_json
 
 log = logging.getLogger("rankflow")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 

@@ -32,7 +32,7 @@ class GroupRules:
     weight_decay: float
 
     @classmethod
-    def from_training(cls, t: Dict[str, Any]) -> "GroupRules":
+    def from_training(cls, t: Dict[str, Any]) -> GroupRules:
         return cls(lr=float(t["lr"]), lr_groups=dict(t["lr_groups"]), weight_decay=float(t["weight_decay"]))
 
     def lr_of(self, group: str) -> float:

@@ -10,7 +10,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from .errors import ConfigError, did_you_mean
 
@@ -188,7 +188,7 @@ def read_json(path: str, what: str = "spec") -> Any:
     if not os.path.exists(path):
         raise ConfigError(f"{path}: {what} file not found", hint="check the path passed on the command line")
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})",

@@ -35,6 +35,7 @@ from .optim import GroupRules, GroupSchedule, lr_lambda, make_optimizer  # noqa:
 from .spec import RunSpec
 from .step import Stepper
 
+
 KEEP_CHECKPOINTS = 2  # interval checkpoints kept on disk (the orchestrator uploads each one as it appears)
 
 
@@ -210,7 +211,6 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
                               hint="raise dataset.train_size or check the data files")
         bs = t["batch_size"]
         batches_per_epoch = n_train // bs if n_train >= bs else 1
-        steps_per_epoch = max(1, batches_per_epoch // t["grad_accum"])
         total_steps = t["max_steps"] or max(1, math.ceil(t["epochs"] * batches_per_epoch / t["grad_accum"]))
         warmup = int(math.ceil(t["warmup_ratio"] * total_steps))
 

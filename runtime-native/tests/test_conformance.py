@@ -2,7 +2,6 @@
 
 Registering a method (a file in rankflow_runtime/methods/ with @register) enrolls it here.
 """
-import copy
 import json
 
 import pytest
@@ -14,7 +13,7 @@ from rankflow_runtime.methods.base import (SHARED_ATTR, AdaptedLinear, adapt_mod
                                            load_adapter_state_dict, trainable_numel)
 from rankflow_runtime.models import BUILTIN, build_model
 from rankflow_runtime.testing import (NUM_LABELS, TINY_TARGETS, adapted_model, base_model, make_method,
-                                      synthetic_batch, tiny_info, train_steps)
+                                      synthetic_batch, train_steps)
 
 METHODS = sorted(registry())
 MODELS = ["tiny-encoder", "tiny-vit", "tiny-decoder"]

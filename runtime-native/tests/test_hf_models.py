@@ -1,5 +1,4 @@
 """Hugging Face models: bundled architectures on the meta device, random init, local weights, no downloads."""
-import json
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """Metrics against values worked out by hand (the arithmetic is in the comments)."""
 import math
 
-import numpy as np
 import pytest
 
 from rankflow_runtime import metrics as M

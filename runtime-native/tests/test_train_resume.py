@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from rankflow_runtime import events
 from rankflow_runtime.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, NanError

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
+
 IGNORE_INDEX = -100
 
 
@@ -18,7 +19,8 @@ class ModelInfo:
 
     ``task`` is ``seq-cls`` | ``img-cls`` | ``causal-lm``. ``vocab_size`` / ``max_length`` bound the token ids
     and the sequence length (the dataset's ``max_length`` is capped by it); ``image_size`` / ``channels`` shape
-    ``pixel_values`` (``image_mean`` / ``image_std``: the model's own normalisation, when it has one). The default special ids are those of the built-in tokenizers (``data.tokenizer.SPECIALS``):
+    ``pixel_values`` (``image_mean`` / ``image_std``: the model's own normalisation, when it has one). The default
+    special ids are those of the built-in tokenizers (``data.tokenizer.SPECIALS``):
     built-in models should use them. ``tokenizer`` is an optional local folder with Hugging Face tokenizer
     files (used when ``transformers`` is importable; never downloaded).
     """
@@ -37,7 +39,7 @@ class ModelInfo:
     trust_remote_code: bool = False  # the recipe allows the model folder's own (tokenizer) code
 
     @classmethod
-    def of(cls, obj) -> "ModelInfo":
+    def of(cls, obj) -> ModelInfo:
         """Accept this class or any object with the same attributes, including the models package's
         ``ModelInfo`` (``pad_token_id`` / ``bos_token_id`` / ``eos_token_id`` / ``tokenizer_path``)."""
         if isinstance(obj, cls):

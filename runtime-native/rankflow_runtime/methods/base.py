@@ -63,10 +63,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -254,7 +253,7 @@ class AdaptedLinear(nn.Module):
     `<name>.base.`) and adds a method's trainable update. Subclasses implement `adapter_forward` and, when
     mergeable, `delta_weight`."""
 
-    def __init__(self, base: nn.Linear, method: "Method", shared: Optional[nn.Module] = None):
+    def __init__(self, base: nn.Linear, method: Method, shared: Optional[nn.Module] = None):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"AdaptedLinear wraps nn.Linear, got {type(base).__name__}")

@@ -55,7 +55,7 @@ def bat_delta(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 class BoneLinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "Bone", name: str):
+    def __init__(self, base: nn.Linear, method: Bone, name: str):
         super().__init__(base, method, None)
         r, opts = method.rank, method.options
         self.r, self.variant = r, opts.variant

@@ -34,7 +34,7 @@ from .lora import LoRAOptions
 
 
 class DoRALinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "DoRA", shared=None):
+    def __init__(self, base: nn.Linear, method: DoRA, shared=None):
         super().__init__(base, method, shared)
         r, opts = method.rank, method.options
         kw = dict(device=self.device, dtype=self.adapter_dtype)

@@ -69,7 +69,7 @@ def ldu_factors(w: torch.Tensor, r: int):
 
 
 class LoLDULinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "LoLDU", shared=None):
+    def __init__(self, base: nn.Linear, method: LoLDU, shared=None):
         super().__init__(base, method, shared)
         opts = method.options
         r = method.layer_rank(self.out_features, self.in_features)

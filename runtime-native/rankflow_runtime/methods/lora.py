@@ -26,7 +26,7 @@ class LoRAOptions:
 
 
 class LoRALinear(LowRankLinear):
-    def __init__(self, base: nn.Linear, method: "LoRA", shared=None):
+    def __init__(self, base: nn.Linear, method: LoRA, shared=None):
         super().__init__(base, method, shared)
         r, opts = method.rank, method.options
         kw = dict(device=self.device, dtype=self.adapter_dtype)

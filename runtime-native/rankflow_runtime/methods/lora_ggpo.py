@@ -72,7 +72,7 @@ class LoRAGGPOOptions(LoRAOptions):
 
 
 class GGPOLinear(LoRALinear):
-    def __init__(self, base: nn.Linear, method: "LoRAGGPO", shared=None):
+    def __init__(self, base: nn.Linear, method: LoRAGGPO, shared=None):
         super().__init__(base, method, shared)
         rows = self.out_features if method.options.variant == "ggpo" else 1
         kw = dict(device=self.device, dtype=torch.float32)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -76,7 +76,7 @@ def _type_key(name: str, shape: Tuple[int, int]) -> str:
 class MoSPools(nn.Module):
     """The per-model shared state: one (pool_A, pool_B) pair per module type."""
 
-    def __init__(self, plan: Dict[str, dict], method: "MoS", device, dtype):
+    def __init__(self, plan: Dict[str, dict], method: MoS, device, dtype):
         super().__init__()
         c = method.options.num_chunks
         self.pool_A = nn.ParameterDict()
@@ -94,10 +94,10 @@ class MoSPools(nn.Module):
 
 
 class MoSLinear(LowRankLinear):
-    def __init__(self, base: nn.Linear, method: "MoS", shared: MoSPools, key: str, layer_idx: int, t: dict):
+    def __init__(self, base: nn.Linear, method: MoS, shared: MoSPools, key: str, layer_idx: int, t: dict):
         super().__init__(base, method, shared)
         o = method.options
-        r, c = method.rank, o.num_chunks
+        r = method.rank
         self.key = key
         self.scaling = o.alpha / r
         self.dropout = nn.Dropout(o.dropout) if o.dropout > 0 else nn.Identity()

@@ -162,7 +162,7 @@ class NOLAOptions:
 
 
 class NOLALinear(LowRankLinear):
-    def __init__(self, base: nn.Linear, method: "NOLA", name: str):
+    def __init__(self, base: nn.Linear, method: NOLA, name: str):
         super().__init__(base, method, None)
         r, opts = method.rank, method.options
         self.r = r

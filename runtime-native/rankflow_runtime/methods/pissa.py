@@ -50,7 +50,7 @@ class PiSSAOptions:
 
 
 class PiSSALinear(LowRankLinear):
-    def __init__(self, base: nn.Linear, method: "PiSSA", name: str):
+    def __init__(self, base: nn.Linear, method: PiSSA, name: str):
         super().__init__(base, method, None)
         r, opts = method.rank, method.options
         if r > min(self.in_features, self.out_features):

@@ -83,7 +83,7 @@ def orthogonal_basis(rows: int, cols: int, g: torch.Generator) -> torch.Tensor:
 
 
 class PLPLinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "PLP", name: str, shared=None):
+    def __init__(self, base: nn.Linear, method: PLP, name: str, shared=None):
         super().__init__(base, method, shared)
         o, r = method.options, method.rank
         d_in, d_out = self.in_features, self.out_features

@@ -244,7 +244,7 @@ def _compute_dtype(x: torch.Tensor, default: torch.dtype) -> torch.dtype:
 
 
 class RandLoRALinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "RandLoRA", shared: RandLoRAShared):
+    def __init__(self, base: nn.Linear, method: RandLoRA, shared: RandLoRAShared):
         super().__init__(base, method, shared)
         r, opts = method.rank, method.options
         self.r = r

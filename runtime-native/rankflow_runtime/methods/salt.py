@@ -70,7 +70,7 @@ class SALTOptions:
 
 
 class SALTLinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "SALT", shared=None):
+    def __init__(self, base: nn.Linear, method: SALT, shared=None):
         super().__init__(base, method, shared)
         opts = method.options
         k = min(self.out_features, self.in_features)
@@ -98,7 +98,7 @@ class SALTLinear(AdaptedLinear):
         self.register_buffer("Vh", Vh, persistent=False)
 
     @torch.no_grad()
-    def _init_xy(self, rest: int, opts: "SALTOptions") -> None:
+    def _init_xy(self, rest: int, opts: SALTOptions) -> None:
         """X, Y on the CPU, from the run-seeded global RNG or (init_seed) a generator re-seeded per layer."""
         g = None if opts.init_seed is None else torch.Generator().manual_seed(opts.init_seed)
         if opts.init == "randn":

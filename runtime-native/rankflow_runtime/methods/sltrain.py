@@ -100,7 +100,7 @@ class SLTrainOptions:
 
 
 class SLTrainLinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "SLTrain", index_offset: int):
+    def __init__(self, base: nn.Linear, method: SLTrain, index_offset: int):
         super().__init__(base, method, None)
         r, o = method.rank, method.options
         d_out, d_in = self.out_features, self.in_features

@@ -89,7 +89,7 @@ def competition_sparsify(m: torch.Tensor, s: float) -> torch.Tensor:
 
 
 class SNELLLinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "SNELL", name: str = "", shared=None):
+    def __init__(self, base: nn.Linear, method: SNELL, name: str = "", shared=None):
         super().__init__(base, method, shared)
         o = method.options
         H, qh = o.num_kernels, method.rank // o.num_kernels

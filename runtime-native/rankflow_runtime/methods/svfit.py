@@ -47,7 +47,7 @@ def top_svd(w: torch.Tensor, r: int):
 
 
 class SVFitLinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "SVFit", shared=None):
+    def __init__(self, base: nn.Linear, method: SVFit, shared=None):
         super().__init__(base, method, shared)
         r = method.layer_rank(self.out_features, self.in_features)
         kw = dict(device=self.device, dtype=self.adapter_dtype)

@@ -66,7 +66,7 @@ class VeRAShared(nn.Module):
 
 
 class VeRALinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "VeRA", shared: VeRAShared):
+    def __init__(self, base: nn.Linear, method: VeRA, shared: VeRAShared):
         super().__init__(base, method, shared)
         r, opts = method.rank, method.options
         kw = dict(device=self.device, dtype=self.adapter_dtype)

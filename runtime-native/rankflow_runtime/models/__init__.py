@@ -85,7 +85,7 @@ def _resolve_builtin(spec: Dict[str, Any], max_length: Optional[int]) -> ModelIn
         limit = cfg["max_position"]
         if max_length is not None and max_length > limit:
             raise ConfigError(f"dataset.max_length: {max_length} exceeds {name}'s max_position {limit}",
-                              hint=f"lower dataset.max_length or raise model.config.max_position")
+                              hint="lower dataset.max_length or raise model.config.max_position")
         info.max_length = max_length or limit
         info.max_positions = limit
         info.pad_token_id = cfg.get("pad_token_id")

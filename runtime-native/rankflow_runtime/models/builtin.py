@@ -16,7 +16,6 @@ for the causal LM.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 

@@ -60,7 +60,7 @@ def bundled() -> Dict[str, Dict[str, Any]]:
     """name -> bundled config (including `_aliases` and `_task`)."""
     out = {}
     for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.json"))):
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
         out[os.path.splitext(os.path.basename(path))[0]] = cfg
     return out
@@ -85,7 +85,7 @@ def _has_tokenizer(path: str) -> bool:
 
 def _read_json(path: str) -> Optional[Dict[str, Any]]:
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             obj = json.load(f)
         return obj if isinstance(obj, dict) else None
     except (OSError, ValueError):

@@ -2,7 +2,10 @@
 
 Run from the repository root: runtime-native/.venv/bin/python runtime-native/tests/data/make_fixtures.py
 The texts are invented; only the file layouts follow the official distributions."""
-import json, os, zlib, struct
+import json
+import os
+import zlib
+import struct
 import numpy as np
 root = "runtime-native/tests/data"
 def w(path, lines, bom=False):

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from rankflow_runtime.methods.base import AdaptedLinear, adapted_layers, trainable_numel
+from rankflow_runtime.methods.base import adapted_layers, trainable_numel
 from rankflow_runtime.methods.loldu import ldu_factors
 from rankflow_runtime.testing import adapted_model, synthetic_batch, train_steps
 
 
 def _layers(m):
-    return [x for x in adapted_layers(m)]
+    return list(adapted_layers(m))
 
 
 @pytest.mark.parametrize("train_scale", [False, True])

@@ -6,7 +6,6 @@ import torch
 
 from rankflow_runtime.errors import ConfigError
 from rankflow_runtime.methods.base import SHARED_ATTR, adapted_layers, trainable_numel
-from rankflow_runtime.methods.mos import MoSLinear
 from rankflow_runtime.testing import adapted_model, synthetic_batch, train_steps
 
 
@@ -124,6 +123,6 @@ def test_training_updates_shared_pools():
     pools = getattr(m, SHARED_ATTR)
     before = {k: p.detach().clone() for k, p in pools.pool_B.items()}
     idx = [lay.index_A.clone() for lay in adapted_layers(m)]
-    losses = train_steps(m, meth, synthetic_batch("tiny-decoder"), steps=3, lr=1e-2)
+    train_steps(m, meth, synthetic_batch("tiny-decoder"), steps=3, lr=1e-2)
     assert all(not torch.equal(before[k], p) for k, p in pools.pool_B.items())
     assert all(torch.equal(i, lay.index_A) for i, lay in zip(idx, adapted_layers(m)))  # routing is fixed

@@ -89,8 +89,10 @@ def test_sgd_step_equals_official_masked_gradient_lora():
     # Official form: full down/up parameters, gradient hooks zero the first half columns/rows.
     down = nn.Parameter(lay.down().detach().clone())
     up = nn.Parameter(lay.up().detach().clone())
-    cmask = torch.ones(1, 10); cmask[:, :5] = 0
-    rmask = torch.ones(8, 1); rmask[:4] = 0
+    cmask = torch.ones(1, 10)
+    cmask[:, :5] = 0
+    rmask = torch.ones(8, 1)
+    rmask[:4] = 0
     down.register_hook(lambda g: g * cmask)
     up.register_hook(lambda g: g * rmask)
     x = torch.randn(6, 10)
