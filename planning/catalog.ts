@@ -229,15 +229,28 @@ export function isOwnData(name: string, f: OwnDataFields): boolean {
  * regression, else classification. The evaluated split is `validation`, else the one other file.
  */
 export function ownDataDefaults(f: OwnDataFields, described?: Record<string, unknown>): DatasetDefaults {
-  const kind = f.prompt || f.target || !f.label ? 'lm' : f.problem_type === 'regression' ? 'regression' : 'classification';
+  const kind =
+    f.prompt || f.target || !f.label ? 'lm' : f.problem_type === 'regression' ? 'regression' : 'classification';
   const fam = (described?.['custom'] ?? {}) as {
     options?: Record<string, OptionSchema>;
     per_kind?: Record<string, { model_task: Task; metrics: string[]; default_metric: string }>;
   };
   const fallback = {
-    classification: { model_task: 'seq-cls' as Task, metrics: ['accuracy', 'f1', 'mcc', 'loss'], default_metric: 'accuracy' },
-    regression: { model_task: 'seq-cls' as Task, metrics: ['pearson', 'spearman', 'mse', 'loss'], default_metric: 'pearson' },
-    lm: { model_task: 'causal-lm' as Task, metrics: ['loss', 'perplexity', 'token_accuracy'], default_metric: 'perplexity' },
+    classification: {
+      model_task: 'seq-cls' as Task,
+      metrics: ['accuracy', 'f1', 'mcc', 'loss'],
+      default_metric: 'accuracy',
+    },
+    regression: {
+      model_task: 'seq-cls' as Task,
+      metrics: ['pearson', 'spearman', 'mse', 'loss'],
+      default_metric: 'pearson',
+    },
+    lm: {
+      model_task: 'causal-lm' as Task,
+      metrics: ['loss', 'perplexity', 'token_accuracy'],
+      default_metric: 'perplexity',
+    },
   }[kind];
   const k = fam.per_kind?.[kind] ?? fallback;
   const splits = Object.keys(f.files ?? {}).filter((s) => s !== 'train');

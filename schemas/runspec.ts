@@ -58,7 +58,10 @@ export const DatasetSpec = z.strictObject({
     })
     .optional(),
   /** Your own classification data: the label set in id order (default: the sorted distinct training labels). */
-  labels: z.array(z.union([z.string(), z.number()])).min(2).optional(),
+  labels: z
+    .array(z.union([z.string(), z.number()]))
+    .min(2)
+    .optional(),
   /** Your own labelled data: `classification` (absent) or `regression`. */
   problem_type: z.enum(['classification', 'regression']).optional(),
 });

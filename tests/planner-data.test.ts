@@ -53,23 +53,62 @@ describe('dataset formats and your own data', () => {
     const r = ok({
       ...BASE,
       model: { name: './roberta', task: 'seq-cls' },
-      datasets: [{ name: 'my-reviews', format: 'csv', files: { train: 'train.csv', validation: 'dev.csv' }, text: ['premise', 'hypothesis'], label: 'label' }],
+      datasets: [
+        {
+          name: 'my-reviews',
+          format: 'csv',
+          files: { train: 'train.csv', validation: 'dev.csv' },
+          text: ['premise', 'hypothesis'],
+          label: 'label',
+        },
+      ],
     });
     const d = r.runs[0]!.spec.dataset;
-    expect(d).toMatchObject({ name: 'my-reviews', format: 'csv', files: { train: 'train.csv', validation: 'dev.csv' }, columns: { text: ['premise', 'hypothesis'], label: 'label' }, metric: 'accuracy', eval_split: 'validation' });
+    expect(d).toMatchObject({
+      name: 'my-reviews',
+      format: 'csv',
+      files: { train: 'train.csv', validation: 'dev.csv' },
+      columns: { text: ['premise', 'hypothesis'], label: 'label' },
+      metric: 'accuracy',
+      eval_split: 'validation',
+    });
     expect('labels' in d || 'problem_type' in d).toBe(false);
     const bench = ok({ ...BASE, model: 'tiny-encoder', datasets: ['glue/sst2'] }).runs[0]!.spec.dataset;
     expect(['format', 'files', 'columns', 'labels', 'problem_type'].filter((k) => k in bench)).toEqual([]);
   });
 
   it('infers the model task and metric from the columns: regression, causal LM, a test-only split', () => {
-    const reg = ok({ ...BASE, model: { name: './m' }, datasets: [{ name: 'scores', files: { train: 'a.tsv', validation: 'b.tsv' }, text: 's', label: 'y', problem_type: 'regression' }] });
+    const reg = ok({
+      ...BASE,
+      model: { name: './m' },
+      datasets: [
+        {
+          name: 'scores',
+          files: { train: 'a.tsv', validation: 'b.tsv' },
+          text: 's',
+          label: 'y',
+          problem_type: 'regression',
+        },
+      ],
+    });
     expect(reg.runs[0]!.spec.model.task).toBe('seq-cls');
     expect(reg.runs[0]!.spec.dataset).toMatchObject({ metric: 'pearson', problem_type: 'regression' });
-    const lm = ok({ ...BASE, model: { name: './m' }, datasets: [{ name: 'qa', files: { train: 'a.jsonl', test: 'b.jsonl' }, prompt: 'q', target: 'a' }] });
+    const lm = ok({
+      ...BASE,
+      model: { name: './m' },
+      datasets: [{ name: 'qa', files: { train: 'a.jsonl', test: 'b.jsonl' }, prompt: 'q', target: 'a' }],
+    });
     expect(lm.runs[0]!.spec.model.task).toBe('causal-lm');
-    expect(lm.runs[0]!.spec.dataset).toMatchObject({ metric: 'perplexity', eval_split: 'test', columns: { prompt: 'q', target: 'a' } });
-    const bad = plan({ ...BASE, model: 'tiny-encoder', datasets: [{ name: 'qa', files: { train: 'a.jsonl' }, prompt: 'q', target: 'a' }] });
+    expect(lm.runs[0]!.spec.dataset).toMatchObject({
+      metric: 'perplexity',
+      eval_split: 'test',
+      columns: { prompt: 'q', target: 'a' },
+    });
+    const bad = plan({
+      ...BASE,
+      model: 'tiny-encoder',
+      datasets: [{ name: 'qa', files: { train: 'a.jsonl' }, prompt: 'q', target: 'a' }],
+    });
     expect(bad.issues.map((i) => i.message).join('\n')).toMatch(/needs a causal-lm model/);
   });
 
@@ -78,14 +117,25 @@ describe('dataset formats and your own data', () => {
     expect(r.runs[0]!.spec.dataset).toMatchObject({ name: 'glue/sst2', format: 'hf', metric: 'accuracy' });
     const auto = ok({ ...BASE, model: 'tiny-encoder', datasets: [{ name: 'glue/sst2', format: 'auto' }] });
     expect(auto.runs[0]!.id).toBe(ok({ ...BASE, model: 'tiny-encoder', datasets: ['glue/sst2'] }).runs[0]!.id);
-    expect(plan({ ...BASE, model: 'tiny-encoder', datasets: [{ name: 'glue/sst2', format: 'xlsx' }] }).issues.length).toBeGreaterThan(0);
+    expect(
+      plan({ ...BASE, model: 'tiny-encoder', datasets: [{ name: 'glue/sst2', format: 'xlsx' }] }).issues.length,
+    ).toBeGreaterThan(0);
     // a name outside the benchmarks without files is still unknown
-    expect(plan({ ...BASE, model: 'tiny-encoder', datasets: [{ name: 'my-reviews', text: 's', label: 'y' }] }).issues.map((i) => i.message).join()).toMatch(/unknown dataset/);
+    expect(
+      plan({ ...BASE, model: 'tiny-encoder', datasets: [{ name: 'my-reviews', text: 's', label: 'y' }] })
+        .issues.map((i) => i.message)
+        .join(),
+    ).toMatch(/unknown dataset/);
   });
 
   it('the count key of your own data includes its files and columns (the label count comes from them)', async () => {
     const { countKey } = await import('../planning/planner.js');
-    const mk = (label: string) => ok({ ...BASE, model: { name: './m', task: 'seq-cls' }, datasets: [{ name: 'x', files: { train: 'a.csv' }, text: 's', label }] }).runs[0]!.spec;
+    const mk = (label: string) =>
+      ok({
+        ...BASE,
+        model: { name: './m', task: 'seq-cls' },
+        datasets: [{ name: 'x', files: { train: 'a.csv' }, text: 's', label }],
+      }).runs[0]!.spec;
     expect(countKey(mk('y'))).not.toBe(countKey(mk('z')));
   });
 });

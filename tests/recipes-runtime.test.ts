@@ -43,7 +43,10 @@ describe.skipIf(!haveRuntime)('planner with the real runtime', () => {
   it('the test oracle counts linear-probe as the runtime does (one linear map on the features)', async () => {
     const plan = await planRecipeFile(join(ROOT, 'recipes', 'vtab-vit-b16.yaml'), { count: 'never' });
     const probes = plan.runs
-      .filter((r) => r.labels.method === 'linear-probe' && ['vtab/cifar', 'vtab/sun397', 'vtab/kitti'].includes(r.labels.dataset))
+      .filter(
+        (r) =>
+          r.labels.method === 'linear-probe' && ['vtab/cifar', 'vtab/sun397', 'vtab/kitti'].includes(r.labels.dataset),
+      )
       .map((r) => ({ ...r.spec, model: { ...r.spec.model, random_init: true } }));
     expect(probes).toHaveLength(3);
     const real = await countSpecs(probes);

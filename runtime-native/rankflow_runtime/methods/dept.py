@@ -32,7 +32,8 @@ Deviations and notes
 --------------------
 * No weight decay on P, A or B whatever `training.weight_decay` says: the official optimizer is built without
   a `weight_decay` argument, so the weight decay of its arguments is never applied (procedures.md §5); we
-  follow the code. A trained task head (T5 has none) keeps the run's weight decay. Its AdamW ε (1e-6, the transformers default) is not copied: the run's optimizer is used.
+  follow the code. A trained task head (T5 has none) keeps the run's weight decay. Its AdamW ε (1e-6, the
+  transformers default) is not copied: the run's optimizer is used.
 * s is the run's input length (`dataset.max_length`, else the model's limit minus the m prompt positions),
   not a separate option, so the data and the update always agree; padding to s happens in the model's input
   hook, so no data option is needed. The runtime's greedy decoder stops at max_length, so generation stays
