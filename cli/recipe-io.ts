@@ -176,10 +176,16 @@ export function missingModelFolder(model: { name: string; source?: string }): { 
   const full = resolve(name.startsWith('~') ? name.replace(/^~/, process.env.HOME ?? '~') : name);
   if (!existsSync(full)) {
     if (!pathLike) return null; // a hub id (in the local HF cache, or not: the runtime's count says)
-    return { message: `model folder \`${name}\` does not exist (${full})`, hint: 'fix the path (relative to the folder you run rankflow in), or name a bundled model / a hub id in the local HF cache' };
+    return {
+      message: `model folder \`${name}\` does not exist (${full})`,
+      hint: 'fix the path (relative to the folder you run rankflow in), or name a bundled model / a hub id in the local HF cache',
+    };
   }
   if (!existsSync(join(full, 'config.json'))) {
-    return { message: `\`${name}\` has no config.json, so it is not a Hugging Face model folder`, hint: 'point model.name at the folder save_pretrained wrote' };
+    return {
+      message: `\`${name}\` has no config.json, so it is not a Hugging Face model folder`,
+      hint: 'point model.name at the folder save_pretrained wrote',
+    };
   }
   return null;
 }
@@ -190,7 +196,7 @@ function modelError(countErrors: readonly string[]): PlanIssue | null {
     const m = /(?:^|: )(model(?:\.[A-Za-z_][\w]*)*): (.*)$/.exec(e);
     if (!m) continue;
     const path = m[1]!.split('.').slice(0, 2) as FieldPath;
-    return { path: path.length > 1 ? path : ["model", "name"], message: `the runtime cannot build the model: ${m[2]}` };
+    return { path: path.length > 1 ? path : ['model', 'name'], message: `the runtime cannot build the model: ${m[2]}` };
   }
   return null;
 }

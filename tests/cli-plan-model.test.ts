@@ -11,10 +11,25 @@ import { describe, expect, it } from 'vitest';
 const ROOT = join(import.meta.dirname, '..');
 const tmp = mkdtempSync(join(tmpdir(), 'rankflow-plan-model-'));
 const cli = (...args: string[]) =>
-  spawnSync(process.execPath, [join(ROOT, 'cli', 'bin.mjs'), ...args], { encoding: 'utf8', cwd: tmp, env: { ...process.env, RANKFLOW_CONFIG: join(tmp, 'none.yaml') }, timeout: 300_000 });
+  spawnSync(process.execPath, [join(ROOT, 'cli', 'bin.mjs'), ...args], {
+    encoding: 'utf8',
+    cwd: tmp,
+    env: { ...process.env, RANKFLOW_CONFIG: join(tmp, 'none.yaml') },
+    timeout: 300_000,
+  });
 
 function recipe(file: string, model: string): string {
-  const text = ['name: m', 'model:', `  name: ${model}`, '  task: seq-cls', 'datasets: [synthetic/seq-cls]', 'methods: [lora]', 'ranks: [4]', 'training: {max_steps: 2}', ''].join('\n');
+  const text = [
+    'name: m',
+    'model:',
+    `  name: ${model}`,
+    '  task: seq-cls',
+    'datasets: [synthetic/seq-cls]',
+    'methods: [lora]',
+    'ranks: [4]',
+    'training: {max_steps: 2}',
+    '',
+  ].join('\n');
   writeFileSync(join(tmp, file), text);
   return file;
 }
@@ -26,7 +41,9 @@ describe('plan and submit on a missing or broken model', () => {
       const r = cli('plan', f, ...extra);
       expect(r.status).toBe(2);
       expect(r.stdout).toBe('');
-      expect(r.stderr).toMatch(/^rankflow: missing\.yaml:3:\d+: model\.name: model folder `\.\/models\/no-such-model` does not exist .* — fix the path/);
+      expect(r.stderr).toMatch(
+        /^rankflow: missing\.yaml:3:\d+: model\.name: model folder `\.\/models\/no-such-model` does not exist .* — fix the path/,
+      );
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
     const s = cli('submit', f, '--detach');
@@ -37,7 +54,10 @@ describe('plan and submit on a missing or broken model', () => {
 
   it('a broken model folder (config.json the runtime cannot read): the runtime says why, at the model line', () => {
     mkdirSync(join(tmp, 'broken'), { recursive: true });
-    writeFileSync(join(tmp, 'broken', 'config.json'), JSON.stringify({ model_type: 'no-such-architecture', hidden_size: 8 }));
+    writeFileSync(
+      join(tmp, 'broken', 'config.json'),
+      JSON.stringify({ model_type: 'no-such-architecture', hidden_size: 8 }),
+    );
     const r = cli('plan', recipe('broken.yaml', './broken'));
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^rankflow: broken\.yaml:3:\d+: model\.name: the runtime cannot build the model: /);

@@ -42,7 +42,7 @@ DEFAULT_HELD_OUT = 0.05
 def _open_text(path: str) -> io.TextIOBase:
     if path.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, "r", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 def _kind(path: str) -> str:
