@@ -97,4 +97,26 @@ training: {max_steps: 5}
     expect(plan.counts[countKey(rl.spec)]!.trainable).toBe(rl.params!.trainable);
     expect(plan.runs.map((r) => r.labels.method)).toEqual(['lora', 'randlora', 'vera', 'full']);
   }, 240_000);
+
+  it('prompt methods and LoRA-GGPO plan from a recipe: depth-independent budget matching, DePT lr groups', async () => {
+    const file = join(tmp, 'prompts.yaml');
+    writeFileSync(file, [
+      'name: prompts', 'model: tiny-encoder',
+      'datasets: [{name: synthetic/seq-cls, max_length: 64}]',
+      'methods:', '  - lora',
+      '  - {name: prompt-tuning, match_by: {option: num_virtual_tokens, values: [8, 16, 32, 64]}}',
+      '  - {name: dept, options: {num_virtual_tokens: 8}, training: {lr_groups: {prompt: 0.3, lora: 0.001}}}',
+      '  - {name: lora-ggpo, options: {variant: [ggpo, mgpo]}}',
+      'budget: {match: lora, rank: 4}', 'training: {max_steps: 10}', '',
+    ].join('\n'));
+    const plan = await planRecipeFile(file, { count: 'always' });
+    const by = (m: string) => plan.runs.filter((r) => r.labels.method === m);
+    const lora = by('lora')[0]!.params!.trainable;
+    const pt = by('prompt-tuning')[0]!;
+    expect(pt.spec.method.options.num_virtual_tokens).toBe(32); // 32 x 64 = LoRA r=4 on 2 layers x (query, value)
+    expect(pt.params!.trainable).toBe(lora);
+    expect(by('dept')[0]!.spec.training.lr_groups).toEqual({ prompt: 0.3, lora: 0.001 });
+    expect(by('lora-ggpo').map((r) => r.spec.method.options.variant)).toEqual(['ggpo', 'mgpo']);
+    expect(by('lora-ggpo').every((r) => r.params!.trainable === lora)).toBe(true);
+  }, 240_000);
 });
