@@ -113,7 +113,8 @@ export const ArtifactEvent = z.strictObject({
 });
 export type ArtifactEvent = z.infer<typeof ArtifactEvent>;
 
-export const ERROR_KINDS = ['config', 'data', 'oom', 'nan', 'internal'] as const;
+/** `checkpoint`: the runtime refused a `--resume` checkpoint (damaged, or another run's); exit 2. */
+export const ERROR_KINDS = ['config', 'checkpoint', 'data', 'oom', 'nan', 'internal'] as const;
 export const ErrorEvent = z.strictObject({
   event: z.literal('error'),
   ...base,

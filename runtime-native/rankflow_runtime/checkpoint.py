@@ -2,20 +2,21 @@
 
 A checkpoint is a directory::
 
-    manifest.json        format, step, spec (identity), method, adapter shapes, optimizer/scheduler structure,
-                         RNG states (python, numpy), data position, trainer state, method extra state,
-                         and the sha256 + size of every other file
-    adapter.safetensors  trainable parameters + persistent adapter buffers (never the frozen backbone)
+    manifest.json          format, step, spec (identity), method, adapter shapes, optimizer/scheduler structure,
+                           RNG states (python, numpy), data position, trainer state, method extra state
+    adapter.safetensors    trainable parameters + persistent adapter buffers (never the frozen backbone)
     optimizer.safetensors  optimizer state tensors (exp_avg, exp_avg_sq, step, ...)
-    state.safetensors    torch CPU/CUDA RNG states, numpy's MT state, the sampler order of the current epoch
+    state.safetensors      torch CPU/CUDA RNG states, numpy's MT state, the sampler order of the current epoch
+    complete.json          the completion marker, written last: sha256 + size of each file above
 
 It is written into a temporary sibling directory which is then renamed into place, so a reader never sees a
-half-written checkpoint. `load_checkpoint` verifies every checksum and that the checkpoint belongs to this
-run (same spec identity, method and shapes) before anything is loaded; otherwise it raises ConfigError.
+half-written checkpoint. Before anything is loaded, `checkpoint_check.verify_checkpoint` checks the marker, every
+digest (of the files the format requires, not of those a file lists), the manifest's structure and that the
+checkpoint belongs to this run; loading then checks shapes, the optimizer's groups and hyperparameters and the
+RNG states. Every refusal is a CheckpointError (kind `checkpoint`, exit 2).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -25,47 +26,20 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import ConfigError
+from .checkpoint_check import (COMPLETE, DAMAGED, FORMAT, MANIFEST, REQUIRED_FILES, file_entry, optimizer_mismatch,
+                               sha256_file, verify_checkpoint, write_marker)
+from .errors import CheckpointError, ConfigError
 from .methods.base import adapter_state_dict, load_adapter_state_dict
 from .optim import restore_added_groups
 
-FORMAT = "rankflow.checkpoint/v1"
-MANIFEST = "manifest.json"
-# Spec fields that may differ between the writer and the resumer (machine-specific, not the experiment).
-RESUME_MAY_DIFFER = {("dataset", "data_root"), ("device",)}
+__all__ = ["FORMAT", "MANIFEST", "COMPLETE", "REQUIRED_FILES", "sha256_file", "verify_checkpoint", "save_checkpoint",
+           "load_checkpoint", "load_trained_state", "Loaded"]
 
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def _comparable_spec(identity: Dict[str, Any]) -> Dict[str, Any]:
-    spec = json.loads(json.dumps(identity))
-    for path in RESUME_MAY_DIFFER:
-        node = spec
-        for key in path[:-1]:
-            node = node.get(key, {})
-        node.pop(path[-1], None)
-    return spec
-
-
-def _diff_fields(a: Any, b: Any, prefix: str = "") -> List[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: List[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_fields(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
+# What a damaged file or a state that does not fit the model raises while it is loaded.
+LOAD_ERRORS = (SafetensorError, ValueError, KeyError, TypeError, IndexError, RuntimeError, OverflowError)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -154,44 +128,44 @@ class Loaded:
 def save_checkpoint(path: str, *, step: int, spec_identity: Dict[str, Any], model: torch.nn.Module, method,
                     optimizer: torch.optim.Optimizer, scheduler, trainer: Dict[str, Any],
                     data_order: Optional[torch.Tensor] = None, scaler=None) -> List[Dict[str, Any]]:
-    """Write a checkpoint atomically to `path`; returns the file list of the checkpoint event."""
+    """Write a checkpoint atomically to `path`; returns the file list of the checkpoint event (every file, the
+    completion marker last)."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".tmp-{os.path.basename(path)}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    adapter = {k: v.detach().cpu().contiguous().clone() for k, v in adapter_state_dict(model).items()}
-    save_file(adapter, os.path.join(tmp, "adapter.safetensors"))
-    opt_js, opt_t = optimizer_to_files(optimizer.state_dict())
-    save_file(opt_t, os.path.join(tmp, "optimizer.safetensors"))
-    rng_js, state_t = capture_rng()
-    if data_order is not None:
-        state_t["data.order"] = data_order.to(torch.int64).contiguous()
-    save_file({k: v.contiguous() for k, v in state_t.items()}, os.path.join(tmp, "state.safetensors"))
-    files = []
-    for name in ("adapter.safetensors", "optimizer.safetensors", "state.safetensors"):
-        p = os.path.join(tmp, name)
-        files.append({"name": name, "sha256": sha256_file(p), "bytes": os.path.getsize(p)})
-    manifest = {
-        "format": FORMAT,
-        "step": step,
-        "spec": spec_identity,
-        "method": method.name,
-        "adapter_shapes": {k: list(v.shape) for k, v in adapter.items()},
-        "optimizer": opt_js,
-        "scheduler": _jsonable(scheduler.state_dict()) if scheduler is not None else None,
-        "scaler": _jsonable(scaler.state_dict()) if scaler is not None else None,
-        "rng": rng_js,
-        "trainer": trainer,
-        "method_extra": method.extra_state(),
-        "files": files,
-    }
-    with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    mp = os.path.join(tmp, MANIFEST)
-    files = files + [{"name": MANIFEST, "sha256": sha256_file(mp), "bytes": os.path.getsize(mp)}]
+    try:
+        adapter = {k: v.detach().cpu().contiguous().clone() for k, v in adapter_state_dict(model).items()}
+        save_file(adapter, os.path.join(tmp, "adapter.safetensors"))
+        opt_js, opt_t = optimizer_to_files(optimizer.state_dict())
+        save_file(opt_t, os.path.join(tmp, "optimizer.safetensors"))
+        rng_js, state_t = capture_rng()
+        if data_order is not None:
+            state_t["data.order"] = data_order.to(torch.int64).contiguous()
+        save_file({k: v.contiguous() for k, v in state_t.items()}, os.path.join(tmp, "state.safetensors"))
+        manifest = {
+            "format": FORMAT,
+            "step": step,
+            "spec": spec_identity,
+            "method": method.name,
+            "adapter_shapes": {k: list(v.shape) for k, v in adapter.items()},
+            "optimizer": opt_js,
+            "scheduler": _jsonable(scheduler.state_dict()) if scheduler is not None else None,
+            "scaler": _jsonable(scaler.state_dict()) if scaler is not None else None,
+            "rng": rng_js,
+            "trainer": trainer,
+            "method_extra": method.extra_state(),
+        }
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        marker = write_marker(tmp, step)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk, a signal: no half-written sibling stays behind
+        raise
+    files = marker["files"] + [file_entry(tmp, COMPLETE)]
     if os.path.exists(path):  # replace an older checkpoint of the same name
         old = path + f".old-{os.getpid()}"
         os.replace(path, old)
@@ -202,77 +176,103 @@ def save_checkpoint(path: str, *, step: int, spec_identity: Dict[str, Any], mode
     return files
 
 
-def read_manifest(path: str, flag: str = "--resume") -> Dict[str, Any]:
-    mp = os.path.join(path, MANIFEST)
-    if not os.path.isdir(path):
-        raise ConfigError(f"{flag} {path}: not a directory", hint="pass a checkpoint directory (it holds manifest.json)")
-    if not os.path.exists(mp):
-        raise ConfigError(f"{flag} {path}: no {MANIFEST}", hint="pass a checkpoint directory written by rankflow")
+def _refuse(path: str, flag: str, what: str, e: BaseException) -> CheckpointError:
+    msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return CheckpointError(f"{flag} {path}: {what} ({msg})", hint=DAMAGED)
+
+
+def _load_tensors(path: str, name: str, flag: str) -> Dict[str, torch.Tensor]:
     try:
-        with open(mp, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{mp}: corrupt manifest ({e})", hint="the checkpoint is damaged; resume from an older one") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ConfigError(f"{mp}: not a {FORMAT} manifest", hint="pass a checkpoint directory written by rankflow")
-    return manifest
+        return load_file(os.path.join(path, name))
+    except LOAD_ERRORS as e:
+        raise _refuse(os.path.join(path, name), flag, "not a readable safetensors file", e) from None
 
 
-def verify_files(path: str, manifest: Dict[str, Any]) -> None:
-    for f in manifest.get("files", []):
-        p = os.path.join(path, f["name"])
-        if not os.path.exists(p):
-            raise ConfigError(f"{p}: missing checkpoint file", hint="the checkpoint is incomplete; resume from an older one")
-        got = sha256_file(p)
-        if got != f["sha256"] or os.path.getsize(p) != f["bytes"]:
-            raise ConfigError(f"{p}: sha256 mismatch (manifest {f['sha256'][:12]}..., file {got[:12]}...)",
-                              hint="the checkpoint is corrupt; resume from an older one")
+def _load_adapter(path: str, manifest: Dict[str, Any], model: torch.nn.Module, method, flag: str) -> None:
+    adapter = _load_tensors(path, "adapter.safetensors", flag)
+    shapes = {k: list(v.shape) for k, v in adapter.items()}
+    if shapes != manifest["adapter_shapes"]:
+        raise CheckpointError(f"{flag} {path}: adapter.safetensors does not hold the tensors the manifest lists",
+                              hint=DAMAGED)
+    try:
+        method.load_extra_state(manifest.get("method_extra") or {})
+        method.prepare_load(model, adapter)
+        load_adapter_state_dict(model, adapter)
+    except ConfigError as e:
+        raise CheckpointError(e.message, hint=e.hint) from None
+    except LOAD_ERRORS as e:
+        raise _refuse(path, flag, "the adapter does not fit this run's model", e) from None
 
 
 def load_trained_state(path: str, *, spec_identity: Dict[str, Any], model: torch.nn.Module, method,
-                       flag: str = "--resume") -> Dict[str, Any]:
-    """Verify a checkpoint (every sha256, the method, the spec identity) and load only what was trained (the
-    adapter tensors and the method's extra state) into the model; returns the manifest. Read-only: the
-    optimizer, scheduler and RNG files are checked but not used (export, evaluation). `flag` names the
-    command-line option in error messages."""
-    manifest = read_manifest(path, flag)
-    verify_files(path, manifest)
-    if manifest.get("method") != method.name:
-        raise ConfigError(f"{flag} {path}: written by method {manifest.get('method')!r}, this run uses {method.name!r}",
-                          hint="resume a checkpoint of the same run" if flag == "--resume" else "pass a checkpoint of this run")
-    want, got = _comparable_spec(spec_identity), _comparable_spec(manifest.get("spec", {}))
-    if _canonical(want) != _canonical(got):
-        diff = _diff_fields(got, want)
-        raise ConfigError(f"{flag} {path}: written by a different run spec (differs in {', '.join(diff[:4])})",
-                          hint="resume with the spec that wrote the checkpoint, or start without --resume"
-                          if flag == "--resume" else "pass the spec of the run that wrote the checkpoint")
-    adapter = load_file(os.path.join(path, "adapter.safetensors"))
-    method.load_extra_state(manifest.get("method_extra") or {})
-    method.prepare_load(model, adapter)
-    load_adapter_state_dict(model, adapter)
+                       flag: str = "--resume", manifest: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Verify a checkpoint (`verify_checkpoint`, unless its `manifest` was verified already) and load only what
+    was trained (the adapter tensors and the method's extra state) into the model; returns the manifest.
+    Read-only: the optimizer, scheduler and RNG files are checked but not used (export, evaluation). `flag`
+    names the command-line option in error messages."""
+    if manifest is None:
+        manifest = verify_checkpoint(path, spec_identity=spec_identity, flag=flag)
+    _load_adapter(path, manifest, model, method, flag)
     return manifest
 
 
+def _load_optimizer(path: str, manifest: Dict[str, Any], optimizer: torch.optim.Optimizer, model, flag: str) -> None:
+    opt_t = _load_tensors(path, "optimizer.safetensors", flag)
+    saved_groups = manifest["optimizer"]["param_groups"]
+    bad = optimizer_mismatch(saved_groups, optimizer.param_groups)
+    if bad:
+        raise CheckpointError(f"{flag} {path}: the optimizer state contradicts the run spec: {bad}", hint=DAMAGED)
+    try:
+        # Groups added during training (rank growth): the method has re-created their tensors in prepare_load;
+        # give them back to the optimizer, in order, before its state is loaded.
+        restore_added_groups(optimizer, model, saved_groups, path)
+        optimizer.load_state_dict(optimizer_from_files(manifest["optimizer"], opt_t))
+    except ConfigError as e:
+        raise CheckpointError(e.message, hint=e.hint) from None
+    except LOAD_ERRORS as e:
+        raise CheckpointError(f"{flag} {path}: optimizer state does not match this run ({str(e)[:200]})",
+                              hint="resume with the same method, targets and training settings") from None
+    bad = _incomplete_state(optimizer)
+    if bad:
+        raise CheckpointError(f"{flag} {path}: optimizer.safetensors: {bad}", hint=DAMAGED)
+
+
+def _incomplete_state(optimizer: torch.optim.Optimizer) -> Optional[str]:
+    """Every parameter that has optimizer state has the same entries, and each non-scalar entry has the
+    parameter's shape (a missing or reshaped moment would fail, or silently mislead, the next step)."""
+    keys = None
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if not st:
+                continue
+            if keys is None:
+                keys = set(st)
+            if set(st) != keys:
+                return f"a parameter's state has {sorted(st)}, others have {sorted(keys)}"
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.numel() > 1 and tuple(v.shape) != tuple(p.shape):
+                    return f"state {k} has shape {tuple(v.shape)}, its parameter {tuple(p.shape)}"
+    return None
+
+
 def load_checkpoint(path: str, *, spec_identity: Dict[str, Any], model: torch.nn.Module, method,
-                    optimizer: torch.optim.Optimizer, scheduler, scaler=None) -> Loaded:
+                    optimizer: torch.optim.Optimizer, scheduler, scaler=None,
+                    manifest: Optional[Dict[str, Any]] = None) -> Loaded:
     """Verify and load a checkpoint into the model/optimizer/scheduler and restore the RNG states. Order: the
     method's extra state, `prepare_load` (shapes of tensors grown during training), the adapter tensors, the
     optimizer groups added during training, the optimizer state, the schedule (per-group state is in the
-    optimizer's groups), the grad scaler, the RNGs."""
-    manifest = load_trained_state(path, spec_identity=spec_identity, model=model, method=method)
-    opt_t = load_file(os.path.join(path, "optimizer.safetensors"))
-    # Groups added during training (rank growth): the method has re-created their tensors in prepare_load;
-    # give them back to the optimizer, in order, before its state is loaded.
-    restore_added_groups(optimizer, model, manifest["optimizer"]["param_groups"], path)
+    optimizer's groups), the grad scaler, the RNGs. `manifest`: the result of an earlier `verify_checkpoint`."""
+    flag = "--resume"
+    manifest = load_trained_state(path, spec_identity=spec_identity, model=model, method=method, manifest=manifest)
+    _load_optimizer(path, manifest, optimizer, model, flag)
+    state_t = _load_tensors(path, "state.safetensors", flag)
     try:
-        optimizer.load_state_dict(optimizer_from_files(manifest["optimizer"], opt_t))
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise ConfigError(f"--resume {path}: optimizer state does not match this run ({e})",
-                          hint="resume with the same method, targets and training settings") from None
-    if scheduler is not None and manifest.get("scheduler") is not None:
-        scheduler.load_state_dict(manifest["scheduler"])
-    if scaler is not None and manifest.get("scaler"):
-        scaler.load_state_dict(manifest["scaler"])
-    state_t = load_file(os.path.join(path, "state.safetensors"))
-    restore_rng(manifest["rng"], state_t)
+        if scheduler is not None and manifest.get("scheduler") is not None:
+            scheduler.load_state_dict(manifest["scheduler"])
+        if scaler is not None and manifest.get("scaler"):
+            scaler.load_state_dict(manifest["scaler"])
+        restore_rng(manifest["rng"], state_t)
+    except LOAD_ERRORS as e:
+        raise _refuse(path, flag, "the schedule or RNG state cannot be restored", e) from None
     return Loaded(step=int(manifest["step"]), manifest=manifest, state_tensors=state_t)

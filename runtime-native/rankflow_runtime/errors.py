@@ -34,6 +34,13 @@ class ConfigError(RunError):
     exit_code = EXIT_CONFIG
 
 
+class CheckpointError(ConfigError):
+    """A damaged checkpoint or one of another run: refused before anything in it is used. The orchestrator falls
+    back to an older checkpoint (or a fresh start) instead of failing the run."""
+
+    kind = "checkpoint"
+
+
 class DataError(RunError):
     """Missing or malformed data files."""
 
@@ -71,10 +78,10 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 RankflowError = RunError  # alias used by the data package
 
-_KIND_EXIT = {"config": EXIT_CONFIG, "data": EXIT_CONFIG, "nan": EXIT_CONFIG, "oom": EXIT_RETRYABLE,
-              "internal": EXIT_RETRYABLE}
+_KIND_EXIT = {"config": EXIT_CONFIG, "checkpoint": EXIT_CONFIG, "data": EXIT_CONFIG, "nan": EXIT_CONFIG,
+              "oom": EXIT_RETRYABLE, "internal": EXIT_RETRYABLE}
 
 
 def exit_code_of(kind: str) -> int:
-    """The exit code of an error event kind (config/data/nan: 2, never retried; oom/internal: 3)."""
+    """The exit code of an error event kind (config/checkpoint/data/nan: 2, never retried; oom/internal: 3)."""
     return _KIND_EXIT.get(kind, EXIT_RETRYABLE)

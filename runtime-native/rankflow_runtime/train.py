@@ -27,8 +27,8 @@ import torch
 
 from . import __version__, signals
 from .build import build, data_model_info, resolve_info
-from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, InternalError
+from .checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
+from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, InternalError
 from .events import emit, finite_metrics, log
 from .methods.base import TrainContext, adapter_state_dict, trainable_numel
 from .optim import GroupRules, GroupSchedule, lr_lambda, make_optimizer  # noqa: F401  (lr_lambda: re-export)
@@ -195,6 +195,8 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
     os.makedirs(out_dir, exist_ok=True)
     ckpt_root = os.path.join(out_dir, "checkpoints")
     t = spec.training
+    # A damaged or foreign checkpoint is refused before the (slow) data and model set-up.
+    verified = verify_checkpoint(resume, spec_identity=spec.identity()) if resume else None
     with Preemption() as pre:
         device = pick_device(spec.device)
         info = resolve_info(spec)
@@ -227,16 +229,20 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         pos = Position()
         if resume:
             loaded = load_checkpoint(resume, spec_identity=spec.identity(), model=model, method=method,
-                                     optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+                                     optimizer=optimizer, scheduler=scheduler, scaler=scaler, manifest=verified)
             tr = loaded.manifest["trainer"]
             pos = Position(step=loaded.step, epoch=tr["epoch"], batch=tr["batch"], best_value=tr["best_value"],
                            best_step=tr["best_step"], best_metrics=tr["best_metrics"],
                            last_metrics=tr["last_metrics"], last_eval_step=tr["last_eval_step"])
+            if pos.epoch * batches_per_epoch + pos.batch != pos.step * t["grad_accum"]:
+                raise CheckpointError(f"--resume {resume}: the data position (epoch {pos.epoch}, batch {pos.batch}) "
+                                      f"is not where step {pos.step} ends",
+                                      hint="the checkpoint is damaged; resume from an older one")
             order = epoch_order(n_train, spec.seed, pos.epoch)
             saved = loaded.state_tensors.get("data.order")
             if saved is None or not torch.equal(saved, order):
-                raise ConfigError(f"--resume {resume}: the data order differs from the checkpoint's",
-                                  hint="resume with the same dataset (size, seed) as the run that wrote it")
+                raise CheckpointError(f"--resume {resume}: the data order differs from the checkpoint's",
+                                      hint="resume with the same dataset (size, seed) as the run that wrote it")
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume, pos.step, pos.epoch, pos.batch)
         order = epoch_order(n_train, spec.seed, pos.epoch)
         allocation = Allocation(method, model, loaded.manifest["trainer"].get("allocation") if resume else None)

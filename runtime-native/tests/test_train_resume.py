@@ -94,8 +94,8 @@ def test_checkpoint_holds_only_trainable_state(reference, tmp_path):
     manifest = json.load(open(os.path.join(path, "manifest.json")))
     assert manifest["step"] == 2 and manifest["method"] == "lora"
     ck = only(recs, "checkpoint")[0]
-    assert {f["name"] for f in ck["files"]} == {"adapter.safetensors", "optimizer.safetensors", "state.safetensors",
-                                               "manifest.json"}
+    assert [f["name"] for f in ck["files"]] == ["adapter.safetensors", "optimizer.safetensors", "state.safetensors",
+                                                "manifest.json", "complete.json"]  # the completion marker last
 
 
 def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path):
@@ -112,7 +112,7 @@ def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path):
     data = bytearray(open(f, "rb").read())
     data[-1] ^= 0xFF
     open(f, "wb").write(bytes(data))
-    with pytest.raises(ConfigError, match="sha256 mismatch"):
+    with pytest.raises(ConfigError, match="sha256 mismatch"):  # a CheckpointError (kind checkpoint)
         run_inproc(resume_spec(), tmp_path / "w", resume=path)
 
 
