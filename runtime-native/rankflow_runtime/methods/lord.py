@@ -99,7 +99,7 @@ class LoRDOptions:
 class LoRDLinear(AdaptedLinear):
     """W replaced by B·A (both trainable); the bias stays frozen; the dense weight is dropped."""
 
-    def __init__(self, base: nn.Linear, method: "LoRD", rank: int, init: Optional[Tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(self, base: nn.Linear, method: LoRD, rank: int, init: Optional[Tuple[torch.Tensor, torch.Tensor]]):
         super().__init__(base, method, None)
         kw = dict(device=self.device, dtype=self.adapter_dtype)
         self.rank = rank
