@@ -98,7 +98,10 @@ export const DoneEvent = z.strictObject({
   stats: z.record(z.string(), z.number()).optional(),
 });
 
-/** An output artifact written (a directory: safetensors shards + manifest.json); the orchestrator stores it. */
+/**
+ * An output artifact written (a directory: safetensors shards, manifest.json, and complete.json, the marker
+ * written last with every other file's sha256); the orchestrator stores it.
+ */
 export const ARTIFACT_KINDS = ['model', 'adapter'] as const;
 export const ArtifactEvent = z.strictObject({
   event: z.literal('artifact'),
@@ -108,7 +111,7 @@ export const ArtifactEvent = z.strictObject({
   kind: z.enum(ARTIFACT_KINDS),
   /** The directory holding it (absolute). */
   path: z.string().min(1),
-  /** Every file with its sha256 and size; manifest.json last. */
+  /** Every file with its sha256 and size; complete.json last. */
   files: z.array(CheckpointFile).min(1),
 });
 export type ArtifactEvent = z.infer<typeof ArtifactEvent>;

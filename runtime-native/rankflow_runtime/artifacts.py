@@ -4,13 +4,15 @@ An artifact is a directory::
 
     model-00001-of-00003.safetensors ...   tensors, sharded above `shard_bytes` (one file when they fit)
     <extra>.safetensors                    optional named tensor files (e.g. LoRAM's kept-index map)
-    manifest.json                          written last: format, name, kind, the producing run's spec identity,
-                                           the tensor -> file map, kind-specific `meta` (the model spec, the
-                                           structure transforms to rebuild it, metrics) and the sha256 + size
-                                           of every other file
+    manifest.json                          format, name, kind, the producing run's id and spec identity, the
+                                           tensor -> file map, kind-specific `meta` (the model spec, the
+                                           structure transforms to rebuild it, metrics)
+    complete.json                          the completion marker, written last: sha256 + size of every file
+                                           above, the manifest's own included
 
 Like a checkpoint it is written into a temporary sibling directory and renamed into place, so a reader never
-sees half an artifact. `open_artifact` verifies the manifest, every file's size and sha256, the kind and the
+sees half an artifact (as checkpoints do, `checkpoint.py`). `open_artifact` verifies the marker, every file's
+size and sha256 (the manifest's too), that the marker covers every tensor file the manifest names, the kind and the
 producing run before anything is loaded; any problem is a one-line `data` error (missing or damaged files) or
 `config` error (the wrong artifact), never a stack trace. On the command line a run receives its inputs as
 `--input NAME=DIR`; the run spec's `inputs` says which upstream run and artifact each name must come from.
@@ -32,6 +34,7 @@ from .errors import ConfigError, DataError
 
 FORMAT = "rankflow.artifact/v1"
 MANIFEST = "manifest.json"
+COMPLETE = "complete.json"
 KINDS = ("model", "adapter")
 DEFAULT_SHARD_BYTES = 2 * 1024**3  # 2 GiB per safetensors shard (RANKFLOW_ARTIFACT_SHARD_MB overrides)
 
@@ -134,21 +137,15 @@ def write_artifact(root: str, name: str, kind: str, tensors: Dict[str, torch.Ten
         fname = f"{ename}.safetensors"
         save_file({k: v.detach().cpu().contiguous() for k, v in etensors.items()}, os.path.join(tmp, fname))
         extra_files[ename] = fname
-    files = []
-    for fname in shard_names + list(extra_files.values()):
-        p = os.path.join(tmp, fname)
-        files.append({"name": fname, "sha256": sha256_file(p), "bytes": os.path.getsize(p)})
     manifest = {"format": FORMAT, "name": name, "kind": kind, "run_id": run_id, "spec": spec_identity,
                 "shards": shard_names, "weight_map": weight_map, "extras": extra_files,
                 "shapes": {k: list(v.shape) for k, v in cpu.items()},
                 "dtypes": {k: str(v.dtype).replace("torch.", "") for k, v in cpu.items()},
-                "meta": meta or {}, "files": files}
-    mp = os.path.join(tmp, MANIFEST)
-    with open(mp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    files = files + [{"name": MANIFEST, "sha256": sha256_file(mp), "bytes": os.path.getsize(mp)}]
+                "meta": meta or {}}
+    _write_json(os.path.join(tmp, MANIFEST), manifest)
+    files = [_entry(tmp, f) for f in shard_names + list(extra_files.values()) + [MANIFEST]]
+    _write_json(os.path.join(tmp, COMPLETE), {"format": FORMAT, "name": name, "files": files})
+    files.append(_entry(tmp, COMPLETE))
     if os.path.exists(path):
         old = path + f".old-{os.getpid()}"
         os.replace(path, old)
@@ -159,24 +156,50 @@ def write_artifact(root: str, name: str, kind: str, tensors: Dict[str, torch.Ten
     return {"name": name, "kind": kind, "path": os.path.abspath(path), "files": files}
 
 
+def _write_json(path: str, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _entry(root: str, name: str) -> Dict[str, Any]:
+    p = os.path.join(root, name)
+    return {"name": name, "sha256": sha256_file(p), "bytes": os.path.getsize(p)}
+
+
+def _read_json(path: str, flag: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{flag}: {path} is corrupt ({e})", hint="the artifact is damaged; re-run the run that wrote it") from None
+
+
 def open_artifact(path: str, *, flag: str, kind: Optional[str] = None, run_id: Optional[str] = None,
                   artifact: Optional[str] = None) -> Artifact:
-    """Verify the artifact at `path` (manifest, every file's size and sha256) and, when given, that it is of
+    """Verify the artifact at `path` (marker, every file's size and sha256, the manifest) and, when given, that it is of
     `kind`, named `artifact` and written by run `run_id`. `flag` names the command-line option in messages."""
     if not os.path.isdir(path):
-        raise DataError(f"{flag}: {path} is not a directory", hint="pass the folder of an artifact (it holds manifest.json)")
-    mp = os.path.join(path, MANIFEST)
-    if not os.path.exists(mp):
-        raise DataError(f"{flag}: {path} has no {MANIFEST} (an incomplete or foreign artifact)",
+        raise DataError(f"{flag}: {path} is not a directory", hint="pass the folder of an artifact (it holds complete.json)")
+    cp = os.path.join(path, COMPLETE)
+    if not os.path.exists(cp):
+        raise DataError(f"{flag}: {path} has no {COMPLETE} (an incomplete or foreign artifact)",
                         hint="pass a complete artifact written by a rankflow run")
-    try:
-        with open(mp, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{flag}: {mp} is corrupt ({e})", hint="the artifact is damaged; re-run the run that wrote it") from None
+    marker = _read_json(cp, flag)
+    if not isinstance(marker, dict) or marker.get("format") != FORMAT or not isinstance(marker.get("files"), list):
+        raise ConfigError(f"{flag}: {cp} is not a {FORMAT} marker", hint="pass an artifact written by a rankflow run")
+    _verify_files(path, marker["files"], flag)
+    listed = {f["name"] for f in marker["files"]}
+    if MANIFEST not in listed:
+        raise DataError(f"{flag}: {cp} does not cover {MANIFEST}", hint="the artifact is damaged")
+    manifest = _read_json(os.path.join(path, MANIFEST), flag)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ConfigError(f"{flag}: {mp} is not a {FORMAT} manifest", hint="pass an artifact written by a rankflow run")
-    _verify_files(path, manifest, flag)
+        raise ConfigError(f"{flag}: {path}/{MANIFEST} is not a {FORMAT} manifest",
+                          hint="pass an artifact written by a rankflow run")
+    needed = set(manifest.get("shards") or []) | set((manifest.get("extras") or {}).values())
+    if not needed or not needed <= listed:
+        raise DataError(f"{flag}: {cp} does not cover every tensor file of the manifest", hint="the artifact is damaged")
     if kind is not None and manifest.get("kind") != kind:
         raise ConfigError(f"{flag}: {path} is a {manifest.get('kind')!r} artifact, this run needs a {kind!r} one",
                           hint="pass the artifact the run spec's inputs name")
@@ -189,21 +212,19 @@ def open_artifact(path: str, *, flag: str, kind: Optional[str] = None, run_id: O
     return Artifact(path=path, manifest=manifest)
 
 
-def _verify_files(path: str, manifest: Dict[str, Any], flag: str) -> None:
-    listed = {f["name"] for f in manifest.get("files", [])}
-    needed = set(manifest.get("shards", [])) | set((manifest.get("extras") or {}).values())
-    if not needed or not needed <= listed:
-        raise DataError(f"{flag}: {path}/{MANIFEST} does not list every tensor file", hint="the artifact is damaged")
-    for f in manifest["files"]:
+def _verify_files(path: str, files: List[Dict[str, Any]], flag: str) -> None:
+    for f in files:
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str) or "/" in f["name"] or f["name"] in ("", ".."):
+            raise DataError(f"{flag}: {path}/{COMPLETE} has a malformed file entry", hint="the artifact is damaged")
         p = os.path.join(path, f["name"])
         if not os.path.exists(p):
             raise DataError(f"{flag}: {p} is missing", hint="the artifact is incomplete; re-run the run that wrote it")
         if os.path.getsize(p) != f["bytes"]:
-            raise DataError(f"{flag}: {p} has {os.path.getsize(p)} bytes, the manifest says {f['bytes']}",
+            raise DataError(f"{flag}: {p} has {os.path.getsize(p)} bytes, the marker says {f['bytes']}",
                             hint="the artifact is damaged; re-run the run that wrote it")
         got = sha256_file(p)
         if got != f["sha256"]:
-            raise DataError(f"{flag}: {p} sha256 mismatch (manifest {f['sha256'][:12]}..., file {got[:12]}...)",
+            raise DataError(f"{flag}: {p} sha256 mismatch (marker {f['sha256'][:12]}..., file {got[:12]}...)",
                             hint="the artifact is corrupt; re-run the run that wrote it")
 
 

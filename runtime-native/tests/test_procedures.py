@@ -86,7 +86,7 @@ def test_finetune_writes_the_artifacts_it_is_asked_for(upstream):
     assert [r["event"] for r in recs][-1] == "done"
     assert recs.index(arts[0]) > max(i for i, r in enumerate(recs) if r["event"] == "checkpoint")
     for a in arts:
-        assert a["files"][-1]["name"] == "manifest.json"
+        assert [f["name"] for f in a["files"]][-2:] == ["manifest.json", "complete.json"]
         art = open_artifact(a["path"], flag="test", kind=a["kind"], run_id=UP, artifact=a["name"])
         assert art.manifest["spec"] == parse_spec(json.loads(json.dumps(spec))).identity()
     adapter = open_artifact(arts[0]["path"], flag="t")
@@ -147,9 +147,15 @@ def test_a_corrupt_missing_or_wrong_artifact_is_refused_before_loading(upstream,
         _run(kind, tmp_path / "x", {"model": adapter})
     partial = tmp_path / "partial"
     shutil.copytree(src, partial)
-    os.remove(partial / "manifest.json")
-    with pytest.raises(DataError, match="has no manifest.json"):
+    os.remove(partial / "complete.json")
+    with pytest.raises(DataError, match="has no complete.json"):
         _run(down, tmp_path / "x", {"model": str(partial)})
+    torn = tmp_path / "torn"  # a damaged manifest is caught by the marker's digest
+    shutil.copytree(src, torn)
+    with open(torn / "manifest.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(DataError, match="manifest.json has .* bytes, the marker says"):
+        _run(down, tmp_path / "x", {"model": str(torn)})
     assert not (tmp_path / "x" / "checkpoints").exists()  # nothing ran
 
 
@@ -177,7 +183,7 @@ def test_artifacts_shard_above_the_limit_and_reassemble(tmp_path):
     tensors = {f"w{i}": torch.randn(64, 64, generator=g) for i in range(5)}  # 16 KiB each
     ev = write_artifact(str(tmp_path), "model", "model", tensors, spec_identity={"x": 1}, run_id=UP,
                         shard_bytes=40_000)
-    shards = [f["name"] for f in ev["files"] if f["name"] != "manifest.json"]
+    shards = [f["name"] for f in ev["files"] if f["name"] not in ("manifest.json", "complete.json")]
     assert shards == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
     art = open_artifact(ev["path"], flag="t", run_id=UP)
     back = art.tensors()
