@@ -280,7 +280,8 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
                 pos.best_value, pos.best_step, pos.best_metrics = value, pos.step, metrics
                 _save_best(os.path.join(out_dir, "best"), model, pos.step, metrics)
 
-        ctx = TrainContext(model=model, step=pos.step, total_steps=total_steps, device=device)
+        ctx = TrainContext(model=model, step=pos.step, total_steps=total_steps, device=device,
+                           total_epochs=total_steps * t["grad_accum"] / batches_per_epoch)
         stepper = Stepper(model, method, optimizer, ctx, scheduler=scheduler, rules=GroupRules.from_training(t),
                           max_grad_norm=t["max_grad_norm"], scaler=scaler, autocast=autocast)
         method.on_train_start(ctx)

@@ -210,7 +210,8 @@ class TrainContext:
     total_steps: int
     optimizer: Optional[torch.optim.Optimizer] = None
     scheduler: Any = None
-    epoch: float = 0.0
+    epoch: float = 0.0  # fractional: epochs done before this step's first micro-batch
+    total_epochs: Optional[float] = None  # epochs the run covers (None: the loop does not count epochs)
     loss: Optional[torch.Tensor] = None
     batch: Optional[Dict[str, torch.Tensor]] = None
     device: Optional[torch.device] = None
