@@ -100,15 +100,22 @@ training: {max_steps: 5}
 
   it('prompt methods and LoRA-GGPO plan from a recipe: depth-independent budget matching, DePT lr groups', async () => {
     const file = join(tmp, 'prompts.yaml');
-    writeFileSync(file, [
-      'name: prompts', 'model: tiny-encoder',
-      'datasets: [{name: synthetic/seq-cls, max_length: 64}]',
-      'methods:', '  - lora',
-      '  - {name: prompt-tuning, match_by: {option: num_virtual_tokens, values: [8, 16, 32, 64]}}',
-      '  - {name: dept, options: {num_virtual_tokens: 8}, training: {lr_groups: {prompt: 0.3, lora: 0.001}}}',
-      '  - {name: lora-ggpo, options: {variant: [ggpo, mgpo]}}',
-      'budget: {match: lora, rank: 4}', 'training: {max_steps: 10}', '',
-    ].join('\n'));
+    writeFileSync(
+      file,
+      [
+        'name: prompts',
+        'model: tiny-encoder',
+        'datasets: [{name: synthetic/seq-cls, max_length: 64}]',
+        'methods:',
+        '  - lora',
+        '  - {name: prompt-tuning, match_by: {option: num_virtual_tokens, values: [8, 16, 32, 64]}}',
+        '  - {name: dept, options: {num_virtual_tokens: 8}, training: {lr_groups: {prompt: 0.3, lora: 0.001}}}',
+        '  - {name: lora-ggpo, options: {variant: [ggpo, mgpo]}}',
+        'budget: {match: lora, rank: 4}',
+        'training: {max_steps: 10}',
+        '',
+      ].join('\n'),
+    );
     const plan = await planRecipeFile(file, { count: 'always' });
     const by = (m: string) => plan.runs.filter((r) => r.labels.method === m);
     const lora = by('lora')[0]!.params!.trainable;

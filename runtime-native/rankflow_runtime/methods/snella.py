@@ -129,7 +129,7 @@ def split_budget(volume: float, scores: Sequence[float], caps: Sequence[int]) ->
 
 
 class SNELLALinear(SNELLLinear):
-    def __init__(self, base: nn.Linear, method: "SNELLA", name: str = "", shared=None):
+    def __init__(self, base: nn.Linear, method: SNELLA, name: str = "", shared=None):
         super().__init__(base, method, name, shared)
         kw = dict(device=self.device, dtype=self.adapter_dtype)
         self.alpha = nn.Parameter(torch.ones(1, **kw))

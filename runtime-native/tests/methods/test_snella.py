@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from rankflow_runtime.errors import ConfigError
 from rankflow_runtime.methods.base import TrainContext, adapt_model, adapted_layers
-from rankflow_runtime.methods.snella import SNELLA, budget, magnitude_competition, split_budget
+from rankflow_runtime.methods.snella import SNELLA, budget, split_budget
 from rankflow_runtime.spec import example_spec, parse_spec
 from rankflow_runtime.testing import adapted_model
 
