@@ -175,7 +175,7 @@ export const exportCommand: Command = {
       }
       const which = ck.best ? 'best' : ck.step === all.at(-1)?.step ? 'newest' : 'chosen';
       console.log(
-        `${runId}: ${done.method} adapter (PEFT ${done.peft_type}${done.r === null ? '' : `, r=${done.r}`}) from the ${which} checkpoint, step ${done.step}, written to ${done.path}`,
+        `${runId}: ${done.method} adapter (PEFT ${done.peft_type}${rankLabel(done.r)}) from the ${which} checkpoint, step ${done.step}, written to ${done.path}`,
       );
       console.log(
         `  ${done.files.map((f) => f.name).join(', ')}; load it with peft.PeftModel.from_pretrained(base_model, "${done.path}")`,
@@ -186,3 +186,8 @@ export const exportCommand: Command = {
     }
   },
 };
+
+/** `, r=8` for adapters with a rank; nothing for those without (prompt tuning). */
+function rankLabel(r: number | null): string {
+  return r === null ? '' : `, r=${r}`;
+}
