@@ -50,7 +50,9 @@ function asCount(x: unknown): CountResult | null {
   if (x && typeof x === 'object') {
     const o = x as Record<string, unknown>;
     if (typeof o.trainable === 'number' && typeof o.total === 'number')
-      return { trainable: o.trainable, total: o.total };
+      return typeof o.final === 'number' && o.final !== o.trainable
+        ? { trainable: o.trainable, total: o.total, final: o.final }
+        : { trainable: o.trainable, total: o.total };
   }
   return null;
 }

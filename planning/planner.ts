@@ -48,7 +48,15 @@ export const DEFAULT_RANK_LADDER = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 export interface CountResult {
   trainable: number;
   total: number;
+  /**
+   * Trainable count of the final pattern, for methods that move rank during training (AdaLoRA's kept
+   * triplets, IncreLoRA/TriAdaptLoRA after growth, DiffoRA's selection); absent or equal to `trainable`
+   * otherwise. Budget matching compares this one.
+   */
+  final?: number;
 }
+/** The count budget matching compares: the final pattern's. */
+const budgetCount = (c: CountResult): number => c.final ?? c.trainable;
 /** Counts by `countKey(spec)`; null marks a spec the runtime could not count (e.g. a rank too large). */
 export type CountTable = Record<string, CountResult | null>;
 
@@ -1171,7 +1179,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       specs.forEach((s, i) => {
         const c = counts[countKey(s)];
         if (!c) return;
-        const key: [number, number, number] = [Math.abs(c.trainable - refCount.trainable), c.trainable, i];
+        const key: [number, number, number] = [Math.abs(budgetCount(c) - budgetCount(refCount)), budgetCount(c), i];
         if (
           key[0] < bestKey[0] ||
           (key[0] === bestKey[0] && (key[1] < bestKey[1] || (key[1] === bestKey[1] && key[2] < bestKey[2])))

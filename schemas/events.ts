@@ -174,6 +174,8 @@ export const AllocationEvent = z.strictObject({
   ranks: z.record(z.string(), z.number().int().nonnegative()),
   total: z.number().int().nonnegative(),
   budget: z.number().int().nonnegative().nullable(),
+  /** Parameters the current pattern uses (AdaLoRA: the unmasked triplets; null when the method does not say). */
+  params: z.number().int().nonnegative().nullable(),
   /** Trainable parameters of the model at that step (grows with rank growth). */
   trainable_params: z.number().int().nonnegative(),
   final: z.boolean(),

@@ -395,6 +395,22 @@ describe('parameter-budget matching', () => {
     expect(Object.keys(counts).length).toBe(first.countRequests.length);
   });
 
+  it('compares the final count of methods that move rank during training (AdaLoRA: the kept pattern)', () => {
+    const r = { ...recipe, datasets: ['glue/sst2'], methods: ['lora', { name: 'adalora', ranks: [4, 8, 16] }] };
+    const first = plan(r);
+    const counts: CountTable = {};
+    for (const s of first.countRequests) {
+      const rank = s.method.rank!;
+      // AdaLoRA creates init_r = 1.5·rank triplets but keeps `rank` of them: `final` is what the budget compares
+      counts[countKey(s)] =
+        s.method.name === 'lora'
+          ? { trainable: 1000 * rank, total: 10 ** 6 }
+          : { trainable: 1500 * rank + 10, total: 10 ** 6, final: 1000 * rank + 10 };
+    }
+    const chosen = ok(r, counts).runs.filter((x) => x.labels.method === 'adalora');
+    expect(chosen.map((x) => x.labels.rank)).toEqual([8]); // by `trainable` alone it would have picked 4
+  });
+
   it('several budget levels give one setting per level', () => {
     const { result } = planWithOracle({
       ...recipe,

@@ -159,4 +159,6 @@ def count(spec: RunSpec) -> dict:
     info = resolve_info(spec)
     n, _ = num_labels_for(spec, info, spec.seed)
     b = build(spec, info, n, device="meta")
-    return {"trainable": b.trainable, "total": b.total, "formula": b.formula}
+    final = b.method.final_count(b.shapes)
+    final = b.trainable if final is None else b.trainable - b.method.count(b.shapes) + final
+    return {"trainable": b.trainable, "total": b.total, "formula": b.formula, "final": final}

@@ -25,6 +25,7 @@ Methods and their PEFT counterpart:
 | `randlora` | `RandLoraConfig(save_projection=True)`  | randlora_lambda, randlora_gamma; randlora_A, randlora_B      |
 | `bone`     | `MissConfig` (balance / bat / mini)     | miss_block                                                   |
 | `prompt-tuning` | `PromptTuningConfig` (task SEQ_CLS / CAUSAL_LM) | prompt_embeddings (no target modules; head as `base_model.<head>.*`) |
+| `adalora`  | `AdaLoraConfig(rank_pattern=...)`       | lora_A, lora_E, lora_B of the kept triplets                  |
 
 PiSSA trains on the residual W_res = W0 − s·B0 A0 (its frozen base is not the original weight), so a plain
 rank-r LoRA of (A, B) would be wrong on the original model. Two modes:
@@ -174,6 +175,27 @@ def _export_bone(model, method, opts):
     return tensors, config, {}
 
 
+def _export_adalora(model, method, opts):
+    """The kept triplets only (PEFT's save slices A, E, B by `rank_pattern`; its load resizes every module to
+    the pattern's rank and keeps ranknum = init_r, so the scaling is unchanged)."""
+    o = method.options
+    tensors: Dict[str, torch.Tensor] = {}
+    pattern: Dict[str, List[bool]] = {}
+    for name, layer in _layers(model, method):
+        keep = layer.rank_mask.bool()
+        pre = f"base_model.model.{name}."
+        tensors[pre + "lora_A"] = _t(layer.lora_A[keep])
+        tensors[pre + "lora_E"] = _t(layer.lora_E[keep])
+        tensors[pre + "lora_B"] = _t(layer.lora_B[:, keep])
+        pattern[f"{name}.lora_E"] = keep.tolist()
+    config = {"peft_type": "ADALORA", "r": int(method.rank), "init_r": int(method.init_r), "target_r": int(method.rank),
+              "tinit": int(o.tinit), "tfinal": int(o.tfinal), "deltaT": int(o.delta_t), "beta1": float(o.beta1),
+              "beta2": float(o.beta2), "orth_reg_weight": float(o.orth_reg_weight),
+              "total_step": int(method.total or 1), "rank_pattern": pattern, "lora_alpha": float(o.alpha),
+              "lora_dropout": float(o.dropout), "init_lora_weights": True, "bias": "none", "fan_in_fan_out": False}
+    return tensors, config, {}
+
+
 def _export_prompt_tuning(model, method, opts):
     from .methods.prompt_tuning import input_embedding
     prompt = _shared(model).prompt
@@ -192,6 +214,7 @@ PROMPT_LEARNING = {"PROMPT_TUNING"}
 
 EXPORTERS: Dict[str, Callable] = {
     "prompt-tuning": _export_prompt_tuning,
+    "adalora": _export_adalora,
     "lora": _export_lora,
     "lora-ggpo": _export_lora,  # a plain LoRA adapter (the perturbation only acts during training)
     "dora": _export_dora,

@@ -123,6 +123,7 @@ class Allocation:
             return
         ranks = {k: int(v) for k, v in a["ranks"].items()}
         budget = None if a.get("budget") is None else int(a["budget"])
+        params = None if a.get("params") is None else int(a["params"])
         changed = (ranks, budget) != self.last
         if changed:
             self.last = (ranks, budget)
@@ -131,7 +132,7 @@ class Allocation:
                 self.history = self.history[:-1:2] + self.history[-1:]
         if changed or final or start:
             emit("allocation", step=step, unit=a.get("unit", "rank"), ranks=ranks, total=sum(ranks.values()),
-                 budget=budget, trainable_params=trainable_numel(self.model), final=final,
+                 budget=budget, params=params, trainable_params=trainable_numel(self.model), final=final,
                  history=self.history if final else None)
 
 

@@ -436,6 +436,11 @@ class Method:
         """The method's trainable-parameter formula over the (d_out, d_in) shapes of its targets."""
         return sum(self.layer_count(o, i) for o, i in shapes) + self.shared_count(shapes)
 
+    def final_count(self, shapes: Sequence[Shape]) -> Optional[int]:
+        """For methods whose trainable count changes during training (rank growth, pruning, selection): the
+        count of the final pattern, by formula (what budget matching compares); None: the same as `count`."""
+        return None
+
     def formula(self, model: nn.Module, shapes: Sequence[Shape], ctx: AdaptContext) -> int:
         """Trainable parameters of the whole adapted model, by formula (excluding the task head)."""
         return self.count(shapes)
@@ -503,7 +508,8 @@ class Method:
     # -- allocation (methods that move rank during training) ----------------------------------------
     def allocation(self, model: nn.Module) -> Optional[Dict[str, Any]]:
         """Where the method's capacity sits now, for methods that decide it during training: None (the
-        default) or `{"ranks": {module name: int}, "budget": int or None, "unit": "rank"}`. The loop emits an
+        default) or `{"ranks": {module name: int}, "budget": int or None, "params": int or None, "unit": "rank"}`
+        (`params`: parameters the current pattern uses, e.g. AdaLoRA's unmasked triplets). The loop emits an
         `allocation` event when it changes (checked every `log_every` steps), at the start and at the end;
         the final pattern is stored in the result record."""
         return None
