@@ -78,7 +78,7 @@ class AdaLoRAOptions:
 
 
 class AdaLoRALinear(AdaptedLinear):
-    def __init__(self, base: nn.Linear, method: "AdaLoRA", shared=None):
+    def __init__(self, base: nn.Linear, method: AdaLoRA, shared=None):
         super().__init__(base, method, shared)
         r, opts = method.init_r, method.options
         kw = dict(device=self.device, dtype=self.adapter_dtype)
