@@ -4,6 +4,9 @@ has (LoRA, RandLoRA, VeRA, DoRA, MiSS/Bone) on the same model and layers.
 
 Run from the repository root:
     runtime-native/.venv/bin/python bench/methods_bench.py [--rank 8] [--reps 7] [--steps 3] [--hidden 128] ...
+    # the step-changing methods against LoRA, SNELL and full fine-tuning:
+    runtime-native/.venv/bin/python bench/methods_bench.py --no-peft --hidden 256 \
+        --methods lora,full,snell,snella,lora-ggpo,lora-ggpo@variant=mgpo,prompt-tuning,dept@init=vocab
 
 How it measures (one process, one run, so the ratios share the machine's state):
 * Every configuration (model × method × implementation) is built once with its AdamW optimizer. Repetitions are
@@ -17,6 +20,10 @@ How it measures (one process, one run, so the ratios share the machine's state):
   (`--device cuda`) the peak of `torch.cuda.max_memory_allocated` over a step, minus the backbone, is used instead.
 * "x LoRA" columns divide by rankflow's LoRA on the same model; "vs PEFT" divides rankflow's number by PEFT's
   implementation of the same method.
+* rankflow methods step with their training hooks in the loop's order (before_forward, after_backward,
+  after_optimizer_step, after_step), so the cost of a method that works in its hooks (LoRA-GGPO's weight
+  perturbation, SNELLA's importance EMAs and allocation) is in its step time and memory. Prompt methods get
+  `--seq` as the input length (DePT's s) and positions to spare.
 """
 from __future__ import annotations
 
@@ -56,7 +63,7 @@ def model_config(name: str, a) -> Dict:
         return dict(vocab_size=512, hidden_size=a.hidden, num_layers=a.layers, num_heads=4, num_kv_heads=2,
                     intermediate_size=2 * a.hidden, max_position=max(256, a.seq))
     return dict(vocab_size=512, hidden_size=a.hidden, num_layers=a.layers, num_heads=4,
-                intermediate_size=2 * a.hidden, max_position=max(128, a.seq))
+                intermediate_size=2 * a.hidden, max_position=a.seq + 128)  # room for a soft prompt
 
 
 def make_batch(name: str, info, a) -> Dict[str, torch.Tensor]:
@@ -78,11 +85,28 @@ def build_base(name: str, a, device):
     return build_model({}, info, NUM_LABELS[name]).to(device), info
 
 
+def method_options(method: str):
+    """`name@key=value@...` (values as JSON where they parse: `lora-ggpo@variant="mgpo"` or
+    `lora-ggpo@variant=mgpo`) -> (name, options)."""
+    import json
+    name, *pairs = method.split("@")
+    opts = {}
+    for pair in pairs:
+        k, _, v = pair.partition("=")
+        try:
+            opts[k] = json.loads(v)
+        except ValueError:
+            opts[k] = v
+    return name, opts
+
+
 def build_ours(method: str, name: str, a, device):
     m, info = build_base(name, a, device)
+    method, opts = method_options(method)
     cls = registry()[method]
-    meth = cls(a.rank if cls.needs_rank else None, {}, 0)
-    adapt_model(m, meth, TARGETS[name], info.head_name, False)
+    meth = cls(a.rank if cls.needs_rank else None, opts, 0)
+    adapt_model(m, meth, TARGETS[name], info.head_name, False, task=info.task, max_length=a.seq,
+                max_positions=info.max_positions, pad_token_id=info.pad_token_id)
     return m, meth
 
 
@@ -112,24 +136,37 @@ class Config:
     batch: Dict[str, torch.Tensor]
     opt: torch.optim.Optimizer = None
     trainable: int = 0
+    ctx: object = None  # the hooks' TrainContext (rankflow methods)
     times: List[float] = field(default_factory=list)
     mem: Optional[int] = None
     error: Optional[str] = None
 
 
 def step(c: Config) -> None:
+    m, ctx = c.meth, _ctx(c)
+    if m is not None:
+        m.before_forward(ctx)
     loss = c.module(**c.batch).loss
-    extra = c.meth.extra_loss(_ctx(c)) if c.meth is not None else None
+    extra = m.extra_loss(ctx) if m is not None else None
     if extra is not None:
         loss = loss + extra
     loss.backward()
+    if m is not None:
+        m.after_backward(ctx)
     c.opt.step()
+    if m is not None:
+        m.after_optimizer_step(ctx)
     c.opt.zero_grad(set_to_none=True)
+    if m is not None:
+        ctx.step += 1
+        m.after_step(ctx)
 
 
 def _ctx(c: Config):
     from rankflow_runtime.methods.base import TrainContext
-    return TrainContext(model=c.module, step=0, total_steps=1, optimizer=c.opt)
+    if c.ctx is None:
+        c.ctx = TrainContext(model=c.module, step=0, total_steps=10_000, optimizer=c.opt, total_epochs=100.0)
+    return c.ctx
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -151,14 +188,21 @@ def accounted_memory(c: Config, backbone_keys: set) -> int:
         return t
 
     c.module.train()
+    m, ctx = c.meth, _ctx(c)
+    if m is not None:
+        m.before_forward(ctx)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = c.module(**c.batch).loss
-        extra = c.meth.extra_loss(_ctx(c)) if c.meth is not None else None
+        extra = m.extra_loss(ctx) if m is not None else None
         if extra is not None:
             loss = loss + extra
     loss.backward()
+    if m is not None:
+        m.after_backward(ctx)
     grads = sum(_nbytes(p.grad) for p in c.module.parameters() if p.grad is not None)
     c.opt.step()
+    if m is not None:
+        m.after_optimizer_step(ctx)
     state = sum(_nbytes(v) for s in c.opt.state.values() for v in s.values() if torch.is_tensor(v))
     c.opt.zero_grad(set_to_none=True)
     trainable = sum(_nbytes(p) for p in c.module.parameters() if p.requires_grad)
@@ -191,7 +235,8 @@ def cuda_memory(c: Config, base_bytes: int) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="tiny-encoder,tiny-vit,tiny-decoder")
-    ap.add_argument("--methods", default="", help="comma list (default: every registered method)")
+    ap.add_argument("--methods", default="", help="comma list (default: every registered method); options as "
+                                                  "name@key=value, e.g. lora-ggpo@variant=mgpo")
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
