@@ -152,7 +152,7 @@ export function createActivities(deps: ActivityDeps) {
         const args = ['run', '--spec', specPath, '--out', join(dir, 'out')];
         if (resume) args.push('--resume', resume.path);
 
-        const hb: TrainHeartbeat = { step: resume?.step ?? 0, total_steps: null, loss: null, checkpoint: null };
+        const hb: TrainHeartbeat = { step: resume?.step ?? 0, total_steps: null, loss: null, checkpoint: null, phase: 'loading' };
         const curve: { step: number; loss: number }[] = [];
         let done: DoneEvent | null = null;
         let error: Extract<RunnerEvent, { event: 'error' }> | null = null;
@@ -170,12 +170,23 @@ export function createActivities(deps: ActivityDeps) {
               case 'started':
                 started = ev;
                 hb.total_steps = ev.total_steps;
+                hb.phase = 'training';
+                ctx.heartbeat(hb); // step and total from the first seconds, not "?" until the first progress
                 break;
               case 'progress':
                 hb.step = ev.step;
                 hb.loss = ev.loss;
                 hb.total_steps = ev.total_steps;
+                hb.phase = 'training';
+                delete hb.eval_done;
+                delete hb.eval_total;
                 curve.push({ step: ev.step, loss: ev.loss });
+                ctx.heartbeat(hb);
+                break;
+              case 'eval_progress':
+                hb.phase = ev.done < ev.total ? 'evaluating' : 'training';
+                hb.eval_done = ev.done;
+                hb.eval_total = ev.total;
                 ctx.heartbeat(hb);
                 break;
               case 'checkpoint':
@@ -232,8 +243,6 @@ export function createActivities(deps: ActivityDeps) {
           }
           throw signal.reason instanceof CancelledFailure ? signal.reason : new CancelledFailure('training cancelled');
         }
-        const tail = async (): Promise<string> =>
-          existsSync(logFile) ? (await readFile(logFile, 'utf8')).split('\n').slice(-15).join('\n') : '';
         if (exit.badLines.length > 0) {
           throw ApplicationFailure.retryable(
             `the runtime printed ${exit.badLines.length} line(s) on stdout that are not valid events, e.g. ${exit.badLines[0]!.slice(0, 200)}`,
@@ -248,10 +257,8 @@ export function createActivities(deps: ActivityDeps) {
           throw ApplicationFailure.create({
             type: 'ConfigError',
             nonRetryable: true,
-            message: describe || `the runtime rejected the run (exit 2)\n${await tail()}`,
-            details: [
-              { kind: errEv?.kind ?? 'config', message: errEv?.message ?? '', hint: errEv?.hint ?? null, attempt },
-            ],
+            message: describe || `the runtime rejected the run (exit 2); its log: \`rankflow logs ${input.run_id}\``,
+            details: [{ kind: errEv?.kind ?? 'config', message: errEv?.message ?? '', hint: errEv?.hint ?? null, attempt }],
           });
         }
         if (exit.code === EXIT.ok) {
@@ -286,10 +293,8 @@ export function createActivities(deps: ActivityDeps) {
           );
         }
         const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-        throw ApplicationFailure.retryable(
-          `the runtime ${how}${describe ? `: ${describe}` : ''}\n${await tail()}`,
-          'RunnerFailed',
-        );
+        // One line: a Python traceback stays in the run's log (`rankflow logs`), never in failure records or tables.
+        throw ApplicationFailure.retryable(`the runtime ${how}${describe ? `: ${describe}` : ''}; its log: \`rankflow logs ${input.run_id}\``, 'RunnerFailed');
       } finally {
         deps.slots.release(slot);
         if (!process.env.RANKFLOW_KEEP_WORKDIR) await rm(dir, { recursive: true, force: true }).catch(() => undefined);

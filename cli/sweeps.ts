@@ -85,6 +85,27 @@ export interface RunProgress {
   total_steps: number | null;
   loss: number | null;
   attempt: number | null;
+  phase?: 'loading' | 'training' | 'evaluating' | null;
+  eval_done?: number | null;
+  eval_total?: number | null;
+}
+
+/** A run as a person names it: `lora r=8 glue/sst2 seed 0` (from the sweep manifest's labels). */
+export function runLabel(labels: { method: string; rank: number | null; dataset: string; seed: number; setting?: string } | undefined): string {
+  if (!labels) return '';
+  return `${labels.method}${labels.rank !== null ? ` r=${labels.rank}` : ''} ${labels.dataset} seed ${labels.seed}${labels.setting ? ` ${labels.setting}` : ''}`;
+}
+
+/** One line of a running run: who it is, then step/total and loss, or what it is doing before the first step. */
+export function formatRunProgress(p: RunProgress, label: string): string {
+  const who = label ? `${label}  (${p.run_id})` : p.run_id;
+  const attempt = p.attempt && p.attempt > 1 ? `  attempt ${p.attempt}` : '';
+  if (p.phase === 'evaluating' && p.eval_total) {
+    return `${who}  step ${p.step ?? 0}/${p.total_steps ?? '?'}  evaluating ${p.eval_done ?? 0}/${p.eval_total}${attempt}`;
+  }
+  if (p.step === null || (p.phase === 'loading' && !p.loss)) return `${who}  loading model and data${attempt}`;
+  const loss = p.loss === null ? '' : `  loss ${p.loss.toFixed(4)}`;
+  return `${who}  step ${p.step}/${p.total_steps ?? '?'}${loss}${attempt}`;
 }
 
 /** Per-run step and loss of the running runs, from the heartbeats of their training activities. */
@@ -102,6 +123,9 @@ export async function runProgress(client: Client, runIds: string[]): Promise<Run
           total_steps: hb?.success ? hb.data.total_steps : null,
           loss: hb?.success ? hb.data.loss : null,
           attempt: act?.attempt ?? null,
+          phase: hb?.success ? (hb.data.phase ?? null) : null,
+          eval_done: hb?.success ? (hb.data.eval_done ?? null) : null,
+          eval_total: hb?.success ? (hb.data.eval_total ?? null) : null,
         };
       } catch {
         return { run_id: id, step: null, total_steps: null, loss: null, attempt: null };
@@ -135,7 +159,7 @@ export function formatCounts(s: SweepStatus): string {
 export async function followSweep(
   client: Client,
   sweepId: string,
-  opts: { intervalMs?: number; out?: NodeJS.WriteStream; signal?: AbortSignal } = {},
+  opts: { intervalMs?: number; out?: NodeJS.WriteStream; signal?: AbortSignal; labels?: Map<string, string> } = {},
 ): Promise<{ status: SweepStatus; closed: string }> {
   const out = opts.out ?? process.stderr;
   const tty = Boolean(out.isTTY);
@@ -150,12 +174,7 @@ export async function followSweep(
       continue;
     }
     const progress = await runProgress(client, st.status.running.slice(0, 8));
-    const runs = progress
-      .map(
-        (p) =>
-          `  ${p.run_id.slice(0, 16)} step ${p.step ?? '?'}/${p.total_steps ?? '?'} loss ${p.loss?.toFixed(4) ?? '?'}${p.attempt && p.attempt > 1 ? ` (attempt ${p.attempt})` : ''}`,
-      )
-      .join('\n');
+    const runs = progress.map((p) => `  ${formatRunProgress(p, opts.labels?.get(p.run_id) ?? '')}`).join('\n');
     const text = `${sweepId}: ${formatCounts(st.status)}${runs ? '\n' + runs : ''}`;
     if (tty) {
       out.write(`\x1b[J${text}\n\x1b[${text.split('\n').length}A`);

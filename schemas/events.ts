@@ -52,7 +52,8 @@ export const CheckpointEvent = z.strictObject({
   files: z.array(CheckpointFile).min(1),
   /** True if this checkpoint holds the best evaluation so far. */
   best: z.boolean(),
-  reason: z.enum(['interval', 'preempt', 'final']),
+  /** `best`: written because an evaluation found a new best model (no interval checkpoint on that step). */
+  reason: z.enum(['interval', 'preempt', 'final', 'best']),
 });
 
 export const EvalEvent = z.strictObject({

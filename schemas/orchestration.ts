@@ -72,6 +72,10 @@ export const TrainHeartbeat = z.strictObject({
   total_steps: z.number().int().nullable(),
   loss: z.number().nullable(),
   checkpoint: z.string().nullable(),
+  /** What the run is doing: loading (model and data), training, or evaluating (generative: `eval_done`/`eval_total`). */
+  phase: z.enum(['loading', 'training', 'evaluating']).optional(),
+  eval_done: z.number().int().nonnegative().optional(),
+  eval_total: z.number().int().nonnegative().optional(),
 });
 export type TrainHeartbeat = z.infer<typeof TrainHeartbeat>;
 

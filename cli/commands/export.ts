@@ -70,6 +70,17 @@ export function pickCheckpoint(all: StoredCheckpoint[], step?: number): StoredCh
   return [...all].reverse().find((c) => c.best) ?? all.at(-1);
 }
 
+/** Why `export` took this checkpoint, in words (which table numbers it matches, and how to take another). */
+export function whyThisStep(ck: StoredCheckpoint, all: StoredCheckpoint[], asked?: number): string {
+  const newest = all.at(-1)?.step;
+  if (asked !== undefined) return `step ${ck.step}: asked for with --step`;
+  if (ck.best && ck.step === newest) return `step ${ck.step}: the final step, which is also the best evaluation (what \`table\` and \`table --best\` report)`;
+  if (ck.best) {
+    return `step ${ck.step}: the best evaluation by the dataset's metric (what \`table --best\` reports); the final step ${newest} is what \`table\` reports (\`--step ${newest}\` exports it)`;
+  }
+  return `step ${ck.step}: the newest stored checkpoint (no stored checkpoint is marked best: the run was not evaluated before its end)`;
+}
+
 export const exportCommand: Command = {
   name: 'export',
   summary: "write a run's trained adapter in Hugging Face PEFT format (adapter_config.json + safetensors)",
@@ -177,6 +188,7 @@ export const exportCommand: Command = {
       console.log(
         `${runId}: ${done.method} adapter (PEFT ${done.peft_type}${rankLabel(done.r)}) from the ${which} checkpoint, step ${done.step}, written to ${done.path}`,
       );
+      console.log(`  ${whyThisStep(ck, all, step)}`);
       console.log(
         `  ${done.files.map((f) => f.name).join(', ')}; load it with peft.PeftModel.from_pretrained(base_model, "${done.path}")`,
       );

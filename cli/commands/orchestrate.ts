@@ -11,7 +11,9 @@ import { resolveConfig } from '../config.js';
 import type { Config } from '../config.js';
 import { startWorker } from '../worker.js';
 import { cancelSignal, pauseSignal, resumeSignal } from '../../workflows/index.js';
-import { followSweep, formatCounts, readManifest, runProgress, startSweep, sweepStatus } from '../sweeps.js';
+import { followSweep, formatCounts, formatRunProgress, readManifest, runLabel, runProgress, startSweep, sweepStatus } from '../sweeps.js';
+import type { SweepStatus } from '../../schemas/orchestration.js';
+import { trainingQueues, unpolledQueueWarnings } from '../queues.js';
 import { ResultRecord } from '../../schemas/result.js';
 import { checkServices, defaultStateDir, readServicesFile, stopServices } from '../../services/embedded.js';
 import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
@@ -84,6 +86,23 @@ export const workerCommand: Command = {
   },
 };
 
+/**
+ * A sweep's state in one word: `running`, `cancelling` (a cancel is in progress), `failed` (closed with
+ * every run failed), else the workflow's own close status (`completed`, `cancelled`, `terminated`, ...).
+ */
+export function sweepState(s: SweepStatus, closed: string | null): string {
+  if (!closed) return s.cancelled ? 'cancelling' : 'running';
+  const c = s.counts;
+  if (closed === 'COMPLETED' && s.total > 0 && c.failed === s.total) return 'failed';
+  return closed.toLowerCase();
+}
+
+/** The first line of a failure message: never a Python or Temporal stack trace. */
+export function firstLine(message: string | null | undefined): string {
+  const line = (message ?? '').split('\n').find((l) => l.trim() !== '' && !/^Traceback|^\s+at |^\s+File "/.test(l)) ?? '';
+  return line.trim();
+}
+
 export const statusCommand: Command = {
   name: 'status',
   summary: "show a sweep's progress (counts by state, running runs with step and loss)",
@@ -92,20 +111,25 @@ export const statusCommand: Command = {
     const { values, positionals } = parseFlags('status', argv, { json: { type: 'boolean' } });
     if (positionals.length === 0) return await lsCommand.run(argv);
     const id = sweepArg('status', positionals);
-    return await withSweep('status', id, async (client) => {
+    return await withSweep('status', id, async (client, config) => {
       const { status, closed } = await sweepStatus(client, id);
       const progress = await runProgress(client, status.running);
+      const manifest = await readManifest(await openConfiguredStore(config), id).catch(() => null);
+      const labels = new Map((manifest?.runs ?? []).map((r) => [r.id, runLabel(r.labels)]));
+      const idle = !closed && manifest && status.counts.pending + status.counts.running > 0
+        ? await unpolledQueueWarnings(client, config.namespace, trainingQueues(manifest.queues, manifest.runs))
+        : [];
       if (values.json) {
-        console.log(JSON.stringify({ ...status, closed, progress }, null, 2));
+        console.log(JSON.stringify({ ...status, closed, state: sweepState(status, closed), progress, warnings: idle }, null, 2));
         return 0;
       }
-      console.log(`${id} (${closed ? closed.toLowerCase() : 'running'}): ${formatCounts(status)}`);
-      for (const p of progress) {
-        console.log(
-          `  running ${p.run_id}  step ${p.step ?? '?'}/${p.total_steps ?? '?'}  loss ${p.loss?.toFixed(4) ?? '?'}${p.attempt && p.attempt > 1 ? `  attempt ${p.attempt}` : ''}`,
-        );
+      console.log(`${id} (${sweepState(status, closed)}): ${formatCounts(status)}`);
+      for (const w of idle) console.log(`  warning: ${w}`);
+      for (const p of progress) console.log(`  running ${formatRunProgress(p, labels.get(p.run_id) ?? '')}`);
+      for (const f of status.failed) {
+        const who = labels.get(f.run_id);
+        console.log(`  failed  ${who ? `${who}  (${f.run_id})` : f.run_id}  ${firstLine(f.message)}`);
       }
-      for (const f of status.failed) console.log(`  failed  ${f.run_id}  ${f.message?.split('\n')[0] ?? ''}`);
       return 0;
     });
   },
@@ -130,7 +154,7 @@ export const lsCommand: Command = {
         let counts = '';
         try {
           const { status, closed } = await sweepStatus(client, id);
-          state = closed ? closed.toLowerCase() : 'running';
+          state = sweepState(status, closed);
           counts = formatCounts(status);
         } catch {
           /* no workflow (yet, or beyond retention) */

@@ -14,31 +14,51 @@ import { followSweep, formatCounts, startSweep, writeManifest } from '../sweeps.
 import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { pidAlive } from '../../services/embedded.js';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config.js';
+import type { PlannedRun } from '../../schemas/runspec.js';
+import { trainingQueues, unpolledQueueWarnings } from '../queues.js';
 
-/** A background worker for `submit --detach` on the embedded default (one per machine, recorded by pid). */
-function ensureBackgroundWorker(slots: number): string {
+/**
+ * A background worker for `submit --detach` on the embedded default: one per machine and training queue
+ * (recorded by pid), serving the queue the sweep's runs wait on (the recipe's `queue:`, else the default).
+ */
+function ensureBackgroundWorker(slots: number, queue: string | undefined): string {
   const dir = join(PROJECT_ROOT, '.state');
   mkdirSync(dir, { recursive: true });
-  const pidFile = join(dir, 'worker.pid');
+  const tag = queue ? `-${queue.replace(/[^A-Za-z0-9._-]/g, '_')}` : '';
+  const pidFile = join(dir, `worker${tag}.pid`);
+  const serving = queue ? ` serving queue \`${queue}\`` : '';
   if (existsSync(pidFile)) {
     const pid = Number(readFileSync(pidFile, 'utf8'));
-    if (Number.isInteger(pid) && pidAlive(pid)) return `a background worker (pid ${pid}) is already running`;
+    if (Number.isInteger(pid) && pidAlive(pid)) return `a background worker${serving} (pid ${pid}) is already running`;
   }
-  const logFile = join(dir, 'worker.log');
+  const logFile = join(dir, `worker${tag}.log`);
   const fd = openSync(logFile, 'a');
-  const child = spawn(
-    process.execPath,
-    [join(PROJECT_ROOT, 'cli', 'bin.mjs'), 'worker', '--cpu-slots', String(slots)],
-    {
-      detached: true,
-      stdio: ['ignore', fd, fd],
-      env: process.env,
-    },
-  );
+  const args = ['worker', '--cpu-slots', String(slots), ...(queue ? ['--queue', queue] : [])];
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), ...args], {
+    detached: true,
+    stdio: ['ignore', fd, fd],
+    env: process.env,
+  });
   closeSync(fd);
   child.unref();
   writeFileSync(pidFile, String(child.pid));
-  return `started a background worker (pid ${child.pid}, log .state/worker.log; stop it with \`kill ${child.pid}\`)`;
+  return `started a background worker${serving} (pid ${child.pid}, log .state/worker${tag}.log; stop it with \`kill ${child.pid}\`)`;
+}
+
+/**
+ * Warnings for the training queues of these runs that no worker polls, after giving a worker that is just
+ * starting (the background one) up to `graceMs` to appear.
+ */
+async function waitForPollers(client: Client, config: Config, runs: PlannedRun[], graceMs = 8_000): Promise<string[]> {
+  const queues = trainingQueues(config.queues, runs);
+  const deadline = Date.now() + graceMs;
+  for (;;) {
+    const warnings = await unpolledQueueWarnings(client, config.namespace, queues);
+    if (warnings.length === 0 || Date.now() >= deadline) return warnings;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
 }
 
 export const submitCommand: Command = {
@@ -94,15 +114,20 @@ export const submitCommand: Command = {
     let worker: RunningWorker | null = null;
     try {
       if (config.embedded) {
-        if (values.detach) console.error(`rankflow: ${ensureBackgroundWorker(slots)}`);
+        if (values.detach) console.error(`rankflow: ${ensureBackgroundWorker(slots, plan.recipe.queue)}`);
         else worker = await startWorker(config, { slots: { cpu: slots } });
       }
       const fresh = await startSweep(client, config, opts);
       console.log(`${plan.sweepId}: ${plan.runs.length} runs (${fresh ? 'started' : 'already running; following it'})`);
       if (values.detach) {
+        for (const w of await waitForPollers(client, config, plan.runs)) console.error(`rankflow: warning: ${w}`);
         console.log(`follow it with \`rankflow status ${plan.sweepId}\``);
         return 0;
       }
+      const idle = setTimeout(() => {
+        void waitForPollers(client, config, plan.runs, 0).then((ws) => ws.forEach((w) => console.error(`rankflow: warning: ${w}`)));
+      }, 10_000);
+      idle.unref();
       const stop = new AbortController();
       const onInt = (): void => {
         console.error(

@@ -265,7 +265,7 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
                                     data_order=order, scaler=scaler)
             emit("checkpoint", step=pos.step, path=os.path.abspath(path), files=files,
                  best=pos.best_step == pos.step and pos.best_value is not None, reason=reason)
-            _prune(ckpt_root, keep=KEEP_CHECKPOINTS)
+            _prune(ckpt_root, keep=KEEP_CHECKPOINTS, also=pos.best_step if pos.best_value is not None else None)
             return os.path.abspath(path)
 
         def run_eval() -> None:
@@ -280,6 +280,11 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
             if value is not None and (pos.best_value is None or (value > pos.best_value if greater else value < pos.best_value)):
                 pos.best_value, pos.best_step, pos.best_metrics = value, pos.step, metrics
                 _save_best(os.path.join(out_dir, "best"), model, pos.step, metrics)
+                # The best model must reach the store as a verified checkpoint (export takes it), even when no
+                # interval checkpoint falls on this step; the final step gets its own checkpoint anyway.
+                every = t["checkpoint_every"]
+                if pos.step < total_steps and not (every and pos.step % every == 0):
+                    checkpoint("best")
 
         ctx = TrainContext(model=model, step=pos.step, total_steps=total_steps, device=device,
                            total_epochs=total_steps * t["grad_accum"] / batches_per_epoch)
@@ -391,7 +396,10 @@ def _save_best(path: str, model, step: int, metrics: Dict[str, float]) -> None:
     os.replace(tmp, path)
 
 
-def _prune(root: str, keep: int) -> None:
+def _prune(root: str, keep: int, also: Optional[int] = None) -> None:
+    """Delete all but the newest `keep` checkpoints and the one of step `also` (the best so far)."""
     steps = sorted(d for d in os.listdir(root) if d.startswith("step-"))
     for d in steps[:-keep]:
+        if also is not None and d == f"step-{also:08d}":
+            continue
         shutil.rmtree(os.path.join(root, d), ignore_errors=True)
