@@ -152,7 +152,13 @@ export function createActivities(deps: ActivityDeps) {
         const args = ['run', '--spec', specPath, '--out', join(dir, 'out')];
         if (resume) args.push('--resume', resume.path);
 
-        const hb: TrainHeartbeat = { step: resume?.step ?? 0, total_steps: null, loss: null, checkpoint: null, phase: 'loading' };
+        const hb: TrainHeartbeat = {
+          step: resume?.step ?? 0,
+          total_steps: null,
+          loss: null,
+          checkpoint: null,
+          phase: 'loading',
+        };
         const curve: { step: number; loss: number }[] = [];
         let done: DoneEvent | null = null;
         let error: Extract<RunnerEvent, { event: 'error' }> | null = null;
@@ -258,7 +264,9 @@ export function createActivities(deps: ActivityDeps) {
             type: 'ConfigError',
             nonRetryable: true,
             message: describe || `the runtime rejected the run (exit 2); its log: \`rankflow logs ${input.run_id}\``,
-            details: [{ kind: errEv?.kind ?? 'config', message: errEv?.message ?? '', hint: errEv?.hint ?? null, attempt }],
+            details: [
+              { kind: errEv?.kind ?? 'config', message: errEv?.message ?? '', hint: errEv?.hint ?? null, attempt },
+            ],
           });
         }
         if (exit.code === EXIT.ok) {
@@ -294,7 +302,10 @@ export function createActivities(deps: ActivityDeps) {
         }
         const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
         // One line: a Python traceback stays in the run's log (`rankflow logs`), never in failure records or tables.
-        throw ApplicationFailure.retryable(`the runtime ${how}${describe ? `: ${describe}` : ''}; its log: \`rankflow logs ${input.run_id}\``, 'RunnerFailed');
+        throw ApplicationFailure.retryable(
+          `the runtime ${how}${describe ? `: ${describe}` : ''}; its log: \`rankflow logs ${input.run_id}\``,
+          'RunnerFailed',
+        );
       } finally {
         deps.slots.release(slot);
         if (!process.env.RANKFLOW_KEEP_WORKDIR) await rm(dir, { recursive: true, force: true }).catch(() => undefined);

@@ -32,7 +32,11 @@ export async function queueHasPollers(client: Client, namespace: string, queue: 
 }
 
 /** One line per queue that no worker polls, saying how to start one. */
-export async function unpolledQueueWarnings(client: Client, namespace: string, queues: readonly string[]): Promise<string[]> {
+export async function unpolledQueueWarnings(
+  client: Client,
+  namespace: string,
+  queues: readonly string[],
+): Promise<string[]> {
   const idle = [];
   for (const q of queues) if (!(await queueHasPollers(client, namespace, q))) idle.push(q);
   return idle.map((q) => `no worker polls queue \`${q}\`: start \`rankflow worker --queue ${q}\``);

@@ -91,7 +91,9 @@ export interface RunProgress {
 }
 
 /** A run as a person names it: `lora r=8 glue/sst2 seed 0` (from the sweep manifest's labels). */
-export function runLabel(labels: { method: string; rank: number | null; dataset: string; seed: number; setting?: string } | undefined): string {
+export function runLabel(
+  labels: { method: string; rank: number | null; dataset: string; seed: number; setting?: string } | undefined,
+): string {
   if (!labels) return '';
   return `${labels.method}${labels.rank !== null ? ` r=${labels.rank}` : ''} ${labels.dataset} seed ${labels.seed}${labels.setting ? ` ${labels.setting}` : ''}`;
 }

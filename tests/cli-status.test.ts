@@ -8,7 +8,15 @@ import type { SweepStatus } from '../schemas/orchestration.js';
 
 const counts = { succeeded: 0, skipped: 0, failed: 0, cancelled: 0, running: 0, pending: 0 };
 const status = (over: Partial<SweepStatus['counts']>, extra: Partial<SweepStatus> = {}): SweepStatus =>
-  ({ total: 3, counts: { ...counts, ...over }, running: [], failed: [], paused: false, cancelled: false, ...extra }) as unknown as SweepStatus;
+  ({
+    total: 3,
+    counts: { ...counts, ...over },
+    running: [],
+    failed: [],
+    paused: false,
+    cancelled: false,
+    ...extra,
+  }) as unknown as SweepStatus;
 
 describe('status lines', () => {
   it('name runs by method, rank, dataset and seed, with the id', () => {
@@ -17,9 +25,15 @@ describe('status lines', () => {
     expect(runLabel({ method: 'full', rank: null, dataset: 'gsm8k', seed: 0 })).toBe('full gsm8k seed 0');
     const p = { run_id: 'run-abc', step: 0, total_steps: 40, loss: null, attempt: 1, phase: 'training' as const };
     expect(formatRunProgress(p, label)).toBe('lora r=8 glue/sst2 seed 1  (run-abc)  step 0/40');
-    expect(formatRunProgress({ ...p, step: 10, loss: 0.5 }, label)).toBe('lora r=8 glue/sst2 seed 1  (run-abc)  step 10/40  loss 0.5000');
-    expect(formatRunProgress({ ...p, step: null, total_steps: null, phase: null }, '')).toBe('run-abc  loading model and data');
-    expect(formatRunProgress({ ...p, step: 40, phase: 'evaluating', eval_done: 12, eval_total: 50 }, '')).toBe('run-abc  step 40/40  evaluating 12/50');
+    expect(formatRunProgress({ ...p, step: 10, loss: 0.5 }, label)).toBe(
+      'lora r=8 glue/sst2 seed 1  (run-abc)  step 10/40  loss 0.5000',
+    );
+    expect(formatRunProgress({ ...p, step: null, total_steps: null, phase: null }, '')).toBe(
+      'run-abc  loading model and data',
+    );
+    expect(formatRunProgress({ ...p, step: 40, phase: 'evaluating', eval_done: 12, eval_total: 50 }, '')).toBe(
+      'run-abc  step 40/40  evaluating 12/50',
+    );
   });
 
   it('sweep states: failed when every run failed, cancelling while cancelling', () => {
@@ -30,20 +44,26 @@ describe('status lines', () => {
   });
 
   it('failure lines never carry a stack trace', () => {
-    expect(firstLine('Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad')).toBe('File "x.py", line 1'.replace(/.*/, 'ValueError: bad'));
+    expect(firstLine('Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad')).toBe(
+      'File "x.py", line 1'.replace(/.*/, 'ValueError: bad'),
+    );
     expect(firstLine('internal error: boom\n    at foo (bar.js:1)')).toBe('internal error: boom');
   });
 
-  it('the training queues of a sweep are those of its runs\' device classes', () => {
+  it("the training queues of a sweep are those of its runs' device classes", () => {
     const run = (device: 'cpu' | 'cuda' | 'auto') => ({ spec: { device } }) as never;
-    expect(trainingQueues({ cpu: 'q-cpu', cuda: 'q-gpu', auto: 'q-cpu' }, [run('cpu'), run('auto'), run('cuda')])).toEqual(['q-cpu', 'q-gpu']);
+    expect(
+      trainingQueues({ cpu: 'q-cpu', cuda: 'q-gpu', auto: 'q-cpu' }, [run('cpu'), run('auto'), run('cuda')]),
+    ).toEqual(['q-cpu', 'q-gpu']);
   });
 });
 
 describe('export says which step it took and why', () => {
   const ck = (step: number, best: boolean) => ({ step, best }) as never;
   it('the best step when it is not the final one, the final one when it is both', () => {
-    expect(whyThisStep(ck(20, true), [ck(20, true), ck(40, false)])).toMatch(/^step 20: the best evaluation .*`table --best`.*final step 40.*`--step 40`/);
+    expect(whyThisStep(ck(20, true), [ck(20, true), ck(40, false)])).toMatch(
+      /^step 20: the best evaluation .*`table --best`.*final step 40.*`--step 40`/,
+    );
     expect(whyThisStep(ck(40, true), [ck(20, false), ck(40, true)])).toMatch(/final step, which is also the best/);
     expect(whyThisStep(ck(40, false), [ck(40, false)])).toMatch(/newest stored checkpoint/);
     expect(whyThisStep(ck(20, true), [ck(20, true), ck(40, false)], 20)).toBe('step 20: asked for with --step');

@@ -74,7 +74,8 @@ export function pickCheckpoint(all: StoredCheckpoint[], step?: number): StoredCh
 export function whyThisStep(ck: StoredCheckpoint, all: StoredCheckpoint[], asked?: number): string {
   const newest = all.at(-1)?.step;
   if (asked !== undefined) return `step ${ck.step}: asked for with --step`;
-  if (ck.best && ck.step === newest) return `step ${ck.step}: the final step, which is also the best evaluation (what \`table\` and \`table --best\` report)`;
+  if (ck.best && ck.step === newest)
+    return `step ${ck.step}: the final step, which is also the best evaluation (what \`table\` and \`table --best\` report)`;
   if (ck.best) {
     return `step ${ck.step}: the best evaluation by the dataset's metric (what \`table --best\` reports); the final step ${newest} is what \`table\` reports (\`--step ${newest}\` exports it)`;
   }

@@ -11,7 +11,16 @@ import { resolveConfig } from '../config.js';
 import type { Config } from '../config.js';
 import { startWorker } from '../worker.js';
 import { cancelSignal, pauseSignal, resumeSignal } from '../../workflows/index.js';
-import { followSweep, formatCounts, formatRunProgress, readManifest, runLabel, runProgress, startSweep, sweepStatus } from '../sweeps.js';
+import {
+  followSweep,
+  formatCounts,
+  formatRunProgress,
+  readManifest,
+  runLabel,
+  runProgress,
+  startSweep,
+  sweepStatus,
+} from '../sweeps.js';
 import type { SweepStatus } from '../../schemas/orchestration.js';
 import { trainingQueues, unpolledQueueWarnings } from '../queues.js';
 import { ResultRecord } from '../../schemas/result.js';
@@ -99,7 +108,8 @@ export function sweepState(s: SweepStatus, closed: string | null): string {
 
 /** The first line of a failure message: never a Python or Temporal stack trace. */
 export function firstLine(message: string | null | undefined): string {
-  const line = (message ?? '').split('\n').find((l) => l.trim() !== '' && !/^Traceback|^\s+at |^\s+File "/.test(l)) ?? '';
+  const line =
+    (message ?? '').split('\n').find((l) => l.trim() !== '' && !/^Traceback|^\s+at |^\s+File "/.test(l)) ?? '';
   return line.trim();
 }
 
@@ -116,11 +126,14 @@ export const statusCommand: Command = {
       const progress = await runProgress(client, status.running);
       const manifest = await readManifest(await openConfiguredStore(config), id).catch(() => null);
       const labels = new Map((manifest?.runs ?? []).map((r) => [r.id, runLabel(r.labels)]));
-      const idle = !closed && manifest && status.counts.pending + status.counts.running > 0
-        ? await unpolledQueueWarnings(client, config.namespace, trainingQueues(manifest.queues, manifest.runs))
-        : [];
+      const idle =
+        !closed && manifest && status.counts.pending + status.counts.running > 0
+          ? await unpolledQueueWarnings(client, config.namespace, trainingQueues(manifest.queues, manifest.runs))
+          : [];
       if (values.json) {
-        console.log(JSON.stringify({ ...status, closed, state: sweepState(status, closed), progress, warnings: idle }, null, 2));
+        console.log(
+          JSON.stringify({ ...status, closed, state: sweepState(status, closed), progress, warnings: idle }, null, 2),
+        );
         return 0;
       }
       console.log(`${id} (${sweepState(status, closed)}): ${formatCounts(status)}`);

@@ -125,7 +125,9 @@ export const submitCommand: Command = {
         return 0;
       }
       const idle = setTimeout(() => {
-        void waitForPollers(client, config, plan.runs, 0).then((ws) => ws.forEach((w) => console.error(`rankflow: warning: ${w}`)));
+        void waitForPollers(client, config, plan.runs, 0).then((ws) =>
+          ws.forEach((w) => console.error(`rankflow: warning: ${w}`)),
+        );
       }, 10_000);
       idle.unref();
       const stop = new AbortController();

@@ -25,7 +25,7 @@ def test_each_new_best_evaluation_is_a_checkpoint(tmp_path):
         if step < 8:
             assert ckpts[step]["reason"] == "best" and ckpts[step]["best"] is True
     assert ckpts[8]["reason"] == "final"
-    assert set(ckpts) == set(s for s in improved if s < 8) | {8}  # nothing else was written
+    assert set(ckpts) == {s for s in improved if s < 8} | {8}  # nothing else was written
     done = recs[-1]
     assert done["best_step"] == improved[-1]
     path = ckpts[done["best_step"]]["path"]
