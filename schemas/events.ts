@@ -184,7 +184,26 @@ export const AllocationEvent = z.strictObject({
   history: z.array(AllocationPoint).nullable(),
 });
 
+/**
+ * `lora-fair`: one federated round finished — the sampled clients, their mean local training loss, the global
+ * model's evaluation and the server's aggregation report (‖B̄′Ā − ΔW*‖/‖ΔW*‖ after and before the correction,
+ * mean per-layer cosines, ‖ΔB‖/‖B̄‖). `step` counts client local steps done (the run's progress unit).
+ */
+export const RoundEvent = z.strictObject({
+  event: z.literal('round'),
+  ...base,
+  round: z.number().int().positive(),
+  rounds: z.number().int().positive(),
+  step: z.number().int().nonnegative(),
+  clients: z.array(z.number().int().nonnegative()),
+  client_loss: z.number(),
+  metrics: z.record(z.string(), z.number()),
+  aggregation: z.record(z.string(), z.number()),
+});
+export type RoundEvent = z.infer<typeof RoundEvent>;
+
 export const RunnerEvent = z.discriminatedUnion('event', [
+  RoundEvent,
   AllocationEvent,
   StartedEvent,
   ProgressEvent,

@@ -8,7 +8,7 @@
  * Every object is strict: an unknown key is an error, never silently ignored.
  */
 import { z } from 'zod';
-import { DatasetSpec, TrainingSpec } from './runspec.js';
+import { DatasetSpec, Task, TrainingSpec } from './runspec.js';
 
 /** `T` or a non-empty list of `T` (a sweep axis). */
 function axis<T extends z.ZodType>(t: T) {
@@ -54,7 +54,7 @@ export const ModelEntry = z.strictObject({
   /** Inferred: `builtin` for the built-in names, `hf` otherwise. */
   source: z.enum(['builtin', 'hf']).optional(),
   /** The task head; inferred from a built-in model or from the datasets when omitted. */
-  task: z.enum(['seq-cls', 'img-cls', 'causal-lm']).optional(),
+  task: Task.optional(),
   config: z.record(z.string(), z.unknown()).optional(),
   random_init: z.boolean().optional(),
   /** Allow a local/hub model folder's own Python code (`auto_map`); default false (a config error names this). */

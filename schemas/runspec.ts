@@ -5,7 +5,8 @@
  */
 import { z } from 'zod';
 
-export const TASKS = ['seq-cls', 'img-cls', 'causal-lm'] as const;
+/** `img-gen`: conditional image generation (the `tiny-denoiser` on `synthetic/content-style`). */
+export const TASKS = ['seq-cls', 'img-cls', 'causal-lm', 'img-gen'] as const;
 export const Task = z.enum(TASKS);
 
 export const ModelSpec = z.strictObject({

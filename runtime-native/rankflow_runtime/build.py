@@ -58,7 +58,7 @@ def reserve_positions(info: ModelInfo, method: Method, explicit: bool) -> None:
 def adapt_facts(spec: Optional[RunSpec], info: ModelInfo) -> dict:
     """What `adapt_model` passes to methods about the model and the run's inputs (see `AdaptContext`)."""
     return dict(task=info.task, max_length=info.max_length, max_positions=info.max_positions,
-                pad_token_id=info.pad_token_id, tokenize=_tokenizer(spec, info) if info.task != "img-cls" else None)
+                pad_token_id=info.pad_token_id, tokenize=_tokenizer(spec, info) if info.task not in ("img-cls", "img-gen") else None)
 
 
 def _tokenizer(spec: Optional[RunSpec], info: ModelInfo):
@@ -143,7 +143,7 @@ def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any
 
 def num_labels_for(spec: RunSpec, info: ModelInfo, seed: int) -> Tuple[Optional[int], Any]:
     """(num_labels, task_data or None). Uses the data package's cheap lookup when it has one, else loads."""
-    if info.task == "causal-lm":
+    if info.task in ("causal-lm", "img-gen"):
         return None, None
     from . import data
     cheap = getattr(data, "num_labels_for", None)

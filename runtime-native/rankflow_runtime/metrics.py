@@ -126,7 +126,7 @@ def spearman(x: Sequence, y: Sequence) -> float:
 # per-dataset metric sets
 # ---------------------------------------------------------------------------------------------------------
 #: Metrics where lower is better; every other metric is greater-is-better.
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+LOWER_IS_BETTER = frozenset({"loss", "perplexity", "mse"})
 
 
 def greater_is_better(metric: str) -> bool:

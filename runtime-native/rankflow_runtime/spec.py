@@ -77,7 +77,7 @@ def _describe(pred) -> str:
 
 
 FIELDS: Dict[str, Dict[str, Any]] = {
-    "model": {"name": _nonempty_str, "source": _enum("builtin", "hf"), "task": _enum("seq-cls", "img-cls", "causal-lm"),
+    "model": {"name": _nonempty_str, "source": _enum("builtin", "hf"), "task": _enum("seq-cls", "img-cls", "causal-lm", "img-gen"),
               "config": _dict, "random_init": _bool},
     "dataset": {"name": _nonempty_str, "data_root": _nullable(_str), "max_length": _pos_int,
                 "train_size": _nullable(_pos_int), "eval_size": _nullable(_pos_int), "eval_split": _nonempty_str,

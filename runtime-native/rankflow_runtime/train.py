@@ -160,12 +160,35 @@ class LoopHooks:
       from an upstream run's model artifact or pruned first;
     * `min_lr_ratio`: the linear / cosine decay ends at this fraction of the lr instead of 0 (SLTrain: 0.1);
     * `finish(Finished) -> stats`: after the final evaluation and checkpoint (write output artifacts); the
-      numbers it returns go into the `done` event's `stats`.
+      numbers it returns go into the `done` event's `stats`;
+    * `optimizer(spec, model, method, head_name) -> Optimizer`: instead of `optim.make_optimizer` (one optimizer
+      object, so it is checkpointed and resumed like the default; Break-for-Make's make stage);
+    * `step(LoopStep) -> StepResult`: one optimizer step instead of `stepper.step(micro_batches)`, for steps
+      with more than one loss or data stream (Break-for-Make's break stage); it must step through `Stepper`s
+      and leave `stepper.ctx.step` at the next step index. Randomness beyond the torch/numpy/python global
+      streams must be a function of the step index (the checkpoint holds nothing else of it).
     """
 
     build: Optional[Callable[..., Any]] = None
     min_lr_ratio: float = 0.0
     finish: Optional[Callable[[Finished], Dict[str, float]]] = None
+    optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None
+    step: Optional[Callable[["LoopStep"], Any]] = None
+
+
+@dataclass
+class LoopStep:
+    """What a `LoopHooks.step` gets: the loop's `Stepper` (model, method, optimizer, schedule, clipping, hooks),
+    the run's micro-batches of this step (an iterator of `n_micro` batches on the device, from the run's
+    dataset in its resumable order) and the run's facts."""
+
+    stepper: Stepper
+    micro_batches: Any
+    n_micro: int
+    step: int  # optimizer steps done before this one
+    spec: RunSpec
+    task_data: Any
+    device: torch.device
 
 
 @dataclass
@@ -217,7 +240,7 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         total_steps = t["max_steps"] or max(1, math.ceil(t["epochs"] * batches_per_epoch / t["grad_accum"]))
         warmup = int(math.ceil(t["warmup_ratio"] * total_steps))
 
-        optimizer = make_optimizer(spec, model, method, info.head_name)
+        optimizer = (hooks.optimizer or make_optimizer)(spec, model, method, info.head_name)
         scheduler = GroupSchedule(optimizer, t["schedule"], warmup, total_steps, floor=hooks.min_lr_ratio)
         use_amp = device.type == "cuda" and t["precision"] in ("bf16", "fp16")
         amp_dtype = torch.bfloat16 if t["precision"] == "bf16" else torch.float16
@@ -312,7 +335,11 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
                 emit("preempted", step=pos.step, path=path)
                 return EXIT_PREEMPTED
             ctx.step, ctx.epoch = pos.step, pos.epoch + pos.batch / batches_per_epoch
-            result = stepper.step(micro_batches(), n_micro=t["grad_accum"])
+            if hooks.step is None:
+                result = stepper.step(micro_batches(), n_micro=t["grad_accum"])
+            else:
+                result = hooks.step(LoopStep(stepper=stepper, micro_batches=micro_batches(), n_micro=t["grad_accum"],
+                                             step=pos.step, spec=spec, task_data=task_data, device=device))
             pos.step = ctx.step
             window_n += result.examples
             window_tokens, run_tokens = window_tokens + result.tokens, run_tokens + result.tokens

@@ -187,6 +187,8 @@ def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens, num_
     data = td.eval
     if len(data) == 0:
         raise ValueError(f"the evaluation split of {td.name} is empty")
+    if td.task == "img-gen":
+        return _evaluate_generation(model, td, batch_size, device), None
     if td.task == "causal-lm":
         loss_sum, tok_count, correct = 0.0, 0, 0
         for batch in _batches_lm(data, td, batch_size):
@@ -247,6 +249,26 @@ def _evaluate(model, td: TaskData, batch_size: int, device, max_new_tokens, num_
     else:
         out.update(M.classification_metrics(preds, golds, names))
     return {k: v for k, v in out.items() if k in names}, None
+
+
+def _evaluate_generation(model, td: TaskData, batch_size: int, device) -> dict:
+    """Conditional image generation: one sample per evaluation example, from noise drawn by a generator seeded
+    with the data seed (the same noise at every evaluation), scored by the dataset's frozen classifiers
+    (`content_style.scores`); the metrics are averages over the samples."""
+    from . import content_style
+    if not hasattr(model, "generate"):
+        raise DataError(f"{td.name}: the model has no generate() for img-gen evaluation", "use tiny-denoiser")
+    g = torch.Generator().manual_seed(int(td.info.get("sample_seed", 0)))
+    sums: dict = {}
+    n = 0
+    for batch in _batches(td.eval, td.collate, batch_size):
+        ref, labels = batch["pixel_values"], batch["labels"]
+        noise = torch.randn(ref.shape, generator=g)
+        images = model.generate(labels.to(device), noise.to(device)).float().cpu()
+        for k, v in content_style.scores(images, labels[:, 0], labels[:, 1]).items():
+            sums[k] = sums.get(k, 0.0) + v * len(labels)
+        n += len(labels)
+    return {k: v / n for k, v in sums.items() if k in td.metric_names}
 
 
 def _batches_lm(data, td: TaskData, batch_size: int):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .. import metrics as M
-from . import custom, gsm8k, synthetic
+from . import content_style, custom, gsm8k, synthetic
 from .options import OPTIONS, validate as validate_options
 from .common import effective_max_length, options_of, require_tokenizer_fits, spec_get
 from .errors import DatasetConfigError
@@ -21,6 +21,7 @@ SYNTHETIC = {
     "img-cls": ("img-cls", ["accuracy", "top1", "loss"], "accuracy"),
     "causal-lm": ("causal-lm", _LM, "perplexity"),
     "gsm8k-like": ("causal-lm", _GEN, "exact_match"),
+    "content-style": ("img-gen", content_style.METRICS, "joint"),
 }
 GSM8K = {"gsm8k": ("causal-lm", _GEN, "exact_match")}
 CORPUS = {"files": ("causal-lm", _LM, "perplexity"), "synthetic": ("causal-lm", _LM, "perplexity")}
@@ -169,7 +170,7 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
     generation = None
     info: dict = {"family": fam, "task": task}
 
-    if model_task != "img-cls":
+    if model_task not in ("img-cls", "img-gen"):
         tok = make_tokenizer(opts.get("tokenizer"), vocab, model_task, model_info.tokenizer,
                              {"pad_id": model_info.pad_id, "bos_id": model_info.bos_id, "eos_id": model_info.eos_id},
                              trust_remote_code=model_info.trust_remote_code)
@@ -184,6 +185,10 @@ def load_task_data(dataset_spec: dict, model_info: ModelInfo, seed: int) -> Task
         elif task == "img-cls":
             train, evals, num_labels = synthetic.img_cls(spec, int(model_info.image_size),
                                                          int(model_info.channels), data_seed)
+        elif task == "content-style":
+            train, evals = content_style.generate(opts, synthetic.sizes(spec)[0], data_seed)
+            num_labels, kind = 0, "generation"
+            info["sample_seed"] = data_seed
         elif task == "causal-lm":
             train, evals = synthetic.causal_lm(spec, vocab, max_len, tok, data_seed)
             num_labels, kind = 0, "lm"
@@ -256,7 +261,7 @@ def num_labels_for(dataset_spec: dict) -> Optional[int]:
     opts = options_of(spec)
     validate_options(fam, opts)
     _check_format(fam, spec)
-    if model_task == "causal-lm":
+    if model_task in ("causal-lm", "img-gen"):
         return None
     if fam == "custom":
         return custom.num_labels(spec)

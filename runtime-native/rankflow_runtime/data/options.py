@@ -34,6 +34,13 @@ OPTIONS: dict[str, dict[str, dict]] = {
         "alphabet": _opt("integer", None, "causal-lm alphabet size (default min(64, vocab_size - 7))", min=8),
         "tokenizer": TOKENIZER, "pad_to_max_length": PAD, "max_new_tokens": MAX_NEW, "keep_calculator": KEEP_CALC,
         "generation": GENERATION,
+        "contents": _opt("list", None, "content-style: content ids 0..7 of the training prompts (default 0..5)"),
+        "styles": _opt("list", None, "content-style: style ids 0..7 or null (plain: no style named) of the training "
+                       "prompts, combined with every content (default [null])"),
+        "eval_contents": _opt("list", None, "content-style: content ids of the evaluated prompts (default: contents)"),
+        "eval_styles": _opt("list", None, "content-style: style ids of the evaluated prompts (default: styles)"),
+        "eval_samples": _opt("integer", None, "content-style: generated samples per evaluated prompt (default 8)",
+                             min=1),
     },
     "glue": {"tokenizer": TOKENIZER, "pad_to_max_length": PAD, "subset_seed": SUBSET_SEED},
     "vtab": {"subset_seed": SUBSET_SEED,

@@ -130,15 +130,18 @@ def objective_grad(agg: LayerAggregate, delta: torch.Tensor, lam: float) -> torc
 
 
 def solve_gd(agg: LayerAggregate, lam: float, lr: float, steps: int) -> torch.Tensor:
-    """Gradient descent from ΔB = 0 with Armijo backtracking (the objective never increases)."""
+    """Gradient descent from ΔB = 0 with Armijo backtracking (the objective never increases). The step size
+    starts at `lr`, is halved until the step decreases the objective enough, and may double again (up to `lr`)
+    after an accepted step, so a badly scaled layer costs a few halvings once, not at every step."""
     delta = torch.zeros_like(agg.b_bar)
     f = objective(agg, delta, lam)
+    eta = float(lr)
     for _ in range(int(steps)):
         g = objective_grad(agg, delta, lam)
         g2 = float((g * g).sum())
         if g2 == 0.0 or not math.isfinite(g2):
             break
-        eta, accepted = float(lr), False
+        accepted = False
         for _ in range(MAX_HALVINGS):
             cand = delta - eta * g
             fc = objective(agg, cand, lam)
@@ -148,6 +151,7 @@ def solve_gd(agg: LayerAggregate, lam: float, lr: float, steps: int) -> torch.Te
             eta *= 0.5
         if not accepted:  # no descent step left at machine precision: a stationary point
             break
+        eta = min(2.0 * eta, float(lr))
     return delta
 
 

@@ -377,7 +377,7 @@ class Method:
     wraps_targets: ClassVar[bool] = True  # False for methods that adapt the model otherwise (full, probe)
     trains_backbone: ClassVar[bool] = False  # True only for full fine-tuning
     forces_head: ClassVar[bool] = False  # the head always trains (linear probing)
-    model_tasks: ClassVar[Tuple[str, ...]] = ("seq-cls", "img-cls", "causal-lm")  # model tasks it applies to
+    model_tasks: ClassVar[Tuple[str, ...]] = ("seq-cls", "img-cls", "causal-lm", "img-gen")  # model tasks it applies to
     # Targets when the spec gives none (None: the model's defaults, attention q/v); SLTrain replaces every layer.
     default_targets: ClassVar[Optional[Tuple[str, ...]]] = None
     # For the conformance suite only: learning rate and options of its short "loss goes down" run.

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from torch import nn
 
 from ..errors import ConfigError, did_you_mean
-from . import builtin
+from . import builtin, denoiser
 
 
 @dataclass
@@ -45,6 +45,8 @@ BUILTIN = {
                      head="classifier", targets=["query", "value"]),
     "tiny-decoder": dict(task="causal-lm", cls=builtin.TinyDecoder, defaults=builtin.DECODER_DEFAULTS,
                          head="lm_head", targets=["q_proj", "v_proj"], tasks={"seq-cls": "score"}),
+    "tiny-denoiser": dict(task="img-gen", cls=denoiser.TinyDenoiser, defaults=denoiser.DENOISER_DEFAULTS,
+                          head="head", targets=["query", "key", "value", "out"]),
 }
 
 
@@ -78,7 +80,7 @@ def _resolve_builtin(spec: Dict[str, Any], max_length: Optional[int]) -> ModelIn
                           hint=f"hidden_size={cfg['hidden_size']}, num_heads={cfg['num_heads']}")
     info = ModelInfo(name=name, source="builtin", task=task, config=cfg, head_name=heads[task],
                      default_targets=list(b["targets"]))
-    if task == "img-cls":
+    if task in ("img-cls", "img-gen"):
         info.image_size, info.channels = cfg["image_size"], cfg["channels"]
     else:
         info.vocab_size = cfg["vocab_size"]
