@@ -1,5 +1,6 @@
-"""A federated run's checkpoint: a `rankflow.checkpoint/v1` directory at a round boundary (or, when preempted, at a
-client boundary inside a round), so the orchestrator stores and restores it like any other checkpoint.
+"""A federated run's checkpoint: a `rankflow.checkpoint/v2` directory at a round boundary (or, when preempted, at a
+client boundary inside a round), with the completion marker `complete.json` written last over every file, so the
+orchestrator stores and restores it like any other checkpoint.
 
     manifest.json          format, step (= rounds done · local steps), spec identity, method, the round, the
                            partition sizes, every finished round's record (clients sampled, client loss, global
@@ -10,6 +11,7 @@ client boundary inside a round), so the orchestrator stores and restores it like
     clients.safetensors    each client's torch RNG state and (client_state: keep) optimizer state
     uploads.safetensors    the uploads of the clients already done in the current round (preempted mid-round)
     state.safetensors      the process's torch RNG states and numpy keys
+    complete.json          written last: sha256 + size of each file above
 """
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ from typing import Any, Dict, List, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import (FORMAT, MANIFEST, _canonical, _comparable_spec, _diff_fields, capture_rng,
-                          optimizer_from_files, optimizer_to_files, read_manifest, restore_rng, sha256_file,
-                          verify_files)
-from ..errors import ConfigError
+from ..checkpoint import capture_rng, optimizer_from_files, optimizer_to_files, restore_rng
+from ..checkpoint_check import (COMPLETE, DAMAGED, FORMAT, MANIFEST, check_identity, file_entry, read_json_file,
+                                read_marker, sha256_file)
+from ..errors import CheckpointError
 from ..methods.base import load_adapter_state_dict
 from .clients import ClientState
 from .server import join_uploads, split_uploads
@@ -96,20 +98,22 @@ def save(path: str, *, step: int, spec_identity: Dict[str, Any], method, global_
     _save(tmp, "clients.safetensors", ct)
     _save(tmp, "uploads.safetensors", join_uploads({k: r.upload for k, r in server.partial.items()}))
     _save(tmp, "state.safetensors", rng_t)
-    files = [{"name": n, "sha256": sha256_file(os.path.join(tmp, n)), "bytes": os.path.getsize(os.path.join(tmp, n))}
-             for n in FILES]
     manifest = {"format": FORMAT, "procedure": "lora-fair", "step": step, "spec": spec_identity, "method": method.name,
                 "adapter_shapes": {k: list(v.shape) for k, v in global_state.items()}, "round": server.round,
                 "history": server.history, "best_value": server.best_value, "best_round": server.best_round,
                 "clients": cjs, "partial": {str(k): {"loss": r.loss, "examples": r.examples}
                                             for k, r in server.partial.items()},
-                "facts": facts, "rng": rng_js, "method_extra": method.extra_state(), "files": files}
-    mp = os.path.join(tmp, MANIFEST)
-    with open(mp, "w", encoding="utf-8") as f:
+                "facts": facts, "rng": rng_js, "method_extra": method.extra_state()}
+    with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
-    files = files + [{"name": MANIFEST, "sha256": sha256_file(mp), "bytes": os.path.getsize(mp)}]
+    marker = {"format": FORMAT, "step": step, "files": [file_entry(tmp, n) for n in FILES + (MANIFEST,)]}
+    with open(os.path.join(tmp, COMPLETE), "w", encoding="utf-8") as f:
+        json.dump(marker, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    files = marker["files"] + [file_entry(tmp, COMPLETE)]
     if os.path.exists(path):
         old = path + f".old-{os.getpid()}"
         os.replace(path, old)
@@ -132,21 +136,21 @@ def load(path: str, *, spec_identity: Dict[str, Any], model, method, facts: Dict
     """Verify (every sha256, the procedure, the method, the spec identity, the partition) and load a federated
     checkpoint: the global adapter goes into the model, the process RNG is restored."""
     from .clients import LocalResult
-    manifest = read_manifest(path)
-    verify_files(path, manifest)
-    if manifest.get("procedure") != "lora-fair":
-        raise ConfigError(f"--resume {path}: not a checkpoint of a federated (lora-fair) run",
-                          hint="resume with the checkpoint of this run")
-    if manifest.get("method") != method.name:
-        raise ConfigError(f"--resume {path}: written by method {manifest.get('method')!r}, this run uses "
-                          f"{method.name!r}", hint="resume a checkpoint of the same run")
-    want, got = _comparable_spec(spec_identity), _comparable_spec(manifest.get("spec", {}))
-    if _canonical(want) != _canonical(got):
-        raise ConfigError(f"--resume {path}: written by a different run spec (differs in "
-                          f"{', '.join(_diff_fields(got, want)[:4])})", hint="resume with the spec that wrote it")
+    marker = read_marker(path, "--resume")
+    recorded = {f["name"]: f for f in marker["files"]}
+    for name in FILES + (MANIFEST,):
+        want, p = recorded.get(name), os.path.join(path, name)
+        intact = want is not None and os.path.isfile(p) and os.path.getsize(p) == want["bytes"]
+        if not intact or sha256_file(p) != want["sha256"]:
+            raise CheckpointError(f"--resume {p}: missing, or not the file {COMPLETE} records", hint=DAMAGED)
+    manifest = read_json_file(os.path.join(path, MANIFEST), "--resume", MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("procedure") != "lora-fair" or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"--resume {path}: not a checkpoint of a federated (lora-fair) run",
+                              hint="resume with the checkpoint of this run")
+    check_identity(path, manifest, spec_identity, "--resume")
     if manifest.get("facts") != facts:
-        raise ConfigError(f"--resume {path}: the client partition differs from the checkpoint's",
-                          hint="resume with the same dataset (size, seed) as the run that wrote it")
+        raise CheckpointError(f"--resume {path}: the client partition differs from the checkpoint's",
+                              hint="resume with the same dataset (size, seed) as the run that wrote it")
     global_state = load_file(os.path.join(path, "adapter.safetensors"))
     load_adapter_state_dict(model, global_state)
     method.load_extra_state(manifest.get("method_extra") or {})
