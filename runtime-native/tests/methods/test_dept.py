@@ -209,3 +209,51 @@ def test_toy_claim_prompt_tuning_accuracy_with_a_shorter_sequence():
     assert acc_pt > 0.65  # prompt tuning learns the task
     assert acc_dept >= acc_pt - 0.01  # DePT reaches its accuracy ...
     assert flops_dept < 0.9 * flops_pt  # ... with fewer FLOPs per step (shorter sequence)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hugging Face encoder and decoder
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["roberta", "llama"])
+def test_on_hf_models_the_update_and_padding_are_as_written(kind):
+    transformers = pytest.importorskip("transformers")
+    from rankflow_runtime.methods.base import adapt_model
+    from rankflow_runtime.methods.dept import DePT
+    causal = kind == "llama"
+
+    def hf():
+        torch.manual_seed(0)
+        if causal:
+            return transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(
+                vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                intermediate_size=64, max_position_embeddings=64, pad_token_id=0))
+        return transformers.AutoModelForSequenceClassification.from_config(transformers.RobertaConfig(
+            vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=40, num_labels=3))
+
+    ours, base = hf(), hf()
+    meth = DePT(2, {"num_virtual_tokens": 3, "init": "vocab", "alpha": 4.0})
+    adapt_model(ours, meth, [], "lm_head" if causal else "classifier", False,
+                task="causal-lm" if causal else "seq-cls", max_length=12, pad_token_id=0)
+    sp = getattr(ours, SHARED_ATTR)
+    with torch.no_grad():
+        sp.lora_embedding_B.normal_()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 100, (2, 9), generator=g)
+    mask = torch.ones_like(ids)
+    labels = ids.clone() if causal else torch.tensor([0, 2])
+    ours.eval()
+    base.eval()
+    with torch.no_grad():
+        got = ours(input_ids=ids, attention_mask=mask, labels=labels)
+        padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], 1)
+        E = base.get_input_embeddings()(padded) + 4.0 / math.sqrt(2) * sp.lora_embedding_A @ sp.lora_embedding_B
+        want = base(inputs_embeds=torch.cat([sp.prompt[None].expand(2, -1, -1), E], 1),
+                    attention_mask=torch.cat([torch.ones(2, 3, dtype=torch.long), mask,
+                                              torch.zeros(2, 3, dtype=torch.long)], 1),
+                    labels=torch.cat([torch.full((2, 3), -100), labels, torch.full((2, 3), -100)], 1)
+                    if causal else labels)
+    torch.testing.assert_close(got.loss, want.loss)
+    torch.testing.assert_close(got.logits, want.logits[:, 3:12] if causal else want.logits)
