@@ -102,6 +102,7 @@ class DePT(PromptTuning):
     needs_rank = True
     lr_groups = ("prompt", "lora")
     test_options = {"num_virtual_tokens": 2, "init": "vocab"}
+    option_cases = ({"init": "text", "init_text": "a good movie"}, {"init": "random"}, {"alpha": 2.0})
 
     def _s(self, ctx) -> int:
         if not ctx.max_length:

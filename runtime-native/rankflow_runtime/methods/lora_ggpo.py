@@ -93,6 +93,10 @@ class LoRAGGPO(LoRA):
              "Perturbation Optimization, arXiv:2502.14538 (v2+: LoRA-MGPO, Findings of EMNLP 2025)")
     Options = LoRAGGPOOptions
     test_lr = 5e-2
+    option_cases = ({"variant": "mgpo"}, {"use_rslora": True}, {"dropout": 0.1}, {"variant": "mgpo", "mu": 0.8})
+    mutable_buffers = ("grad_norm_ema", "ema_steps")  # the gradient-norm EMAs (the frozen W0 never changes)
+    count_examples = ({"shapes": [(48, 32)], "rank": 4, "options": {}, "count": 4 * (32 + 48),
+                       "source": "LoRA's r·(d_in + d_out) (the perturbation adds no parameters)"},)
 
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)

@@ -213,6 +213,7 @@ class PromptTuning(Method):
     model_tasks = ("seq-cls", "causal-lm")
     test_lr = 0.3  # the prompt learning rate of the papers (Lester et al. 0.3; DePT 0.3-0.4)
     test_options = {"num_virtual_tokens": 3}
+    option_cases = ({"init": "text", "init_text": "a good movie"}, {"init": "random"})
 
     def reserved_positions(self) -> int:
         return int(self.options.num_virtual_tokens)

@@ -169,6 +169,11 @@ class SNELLA(SNELL):
     paper = ("Shen, Sun, Wang, Huang, Kernelized Sparse Fine-Tuning with Bi-level Parameter Competition for Vision "
              "Models (SNELLA), arXiv:2510.24037")
     Options = SNELLAOptions
+    option_cases = ({"checkpoint": False}, {"init_sparsity": 0.3, "target_sparsity": 0.8}, {"num_kernels": 1})
+    conformance_ranks = (2, 4, 16)  # every kernel needs rank // num_kernels >= 1
+    mutable_buffers = ("ipt_in", "unc_in", "ipt_out", "unc_out")  # the importance EMAs
+    count_examples = ({"shapes": [(48, 32)], "rank": 4, "options": {}, "count": 2 * 2 * (32 + 48) + 3,
+                       "source": "procedures.md §7: H·⌊q/H⌋·(d_in + d_out) + 3, H = 2"},)
 
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)
