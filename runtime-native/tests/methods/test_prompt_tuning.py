@@ -235,3 +235,39 @@ def test_runs_end_to_end_and_resumes_bit_for_bit(tmp_path):
     loss = lambda recs: [r["loss"] for r in recs if r["event"] == "progress"]  # noqa: E731
     assert loss(full)[3:] == loss(resumed)
     assert "exact_match" in full[-1]["metrics"]
+
+
+def test_checkpoint_export_of_a_trained_hf_run_loads_in_peft(tmp_path):
+    """The runtime's export command path (export_checkpoint) on a prompt-tuning run of a small HF RoBERTa:
+    PEFT loads the adapter (prompt + trained head) on the same base and gives rankflow's logits."""
+    from rankflow_runtime import events
+    from rankflow_runtime.checkpoint import load_trained_state
+    from rankflow_runtime.export_peft import export_checkpoint
+    from rankflow_runtime.models import build_model
+    from rankflow_runtime.train import run_training
+    small = {k: v for k, v in ROBERTA.items() if k not in ("num_labels", "vocab_size", "max_position_embeddings")}
+    spec_obj = example_spec(**{"model.name": "roberta-base", "model.source": "hf", "model.config": small,
+                               "method.name": "prompt-tuning", "method.rank": None,
+                               "method.options": {"num_virtual_tokens": 5}, "dataset.max_length": 16,
+                               "dataset.train_size": 32, "dataset.eval_size": 8, "training.max_steps": 3,
+                               "training.batch_size": 8, "training.lr": 0.3, "training.eval_every": None,
+                               "seed": 3})
+    with events.capture() as recs:
+        assert run_training(parse_spec(spec_obj), str(tmp_path / "run")) == 0
+    ckpt = [r for r in recs if r["event"] == "checkpoint"][-1]["path"]
+    spec = parse_spec(spec_obj)
+    ev = export_checkpoint(spec, ckpt, str(tmp_path / "adapter"))
+    assert ev["peft_type"] == "PROMPT_TUNING" and ev["r"] is None and ev["method"] == "prompt-tuning"
+    info = resolve_info(spec)
+    ours = build(spec, info, 2)
+    load_trained_state(ckpt, spec_identity=spec.identity(), model=ours.model, method=ours.method)
+    torch.manual_seed(spec.seed)
+    base = build_model(spec.model, info, 2)
+    pm = peft.PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
+    batch = _batch(vocab=info.vocab_size)
+    ours.model.eval()
+    pm.eval()
+    with torch.no_grad():
+        want = ours.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got = pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
