@@ -66,8 +66,9 @@ def make_optimizer(spec, model, method, head_name: Optional[str]) -> torch.optim
         raise ConfigError(f"method.name: {method.name} leaves nothing to train on this model",
                           hint="check method.targets and training.train_head")
     if t["optimizer"] == "sgd":
-        return torch.optim.SGD(param_groups, lr=t["lr"], momentum=0.9)
-    return torch.optim.AdamW(param_groups, lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
+        return torch.optim.SGD(param_groups, lr=t["lr"], **{"momentum": 0.9, **method.optimizer_settings("sgd")})
+    kw = {"betas": (0.9, 0.999), "eps": 1e-8, **method.optimizer_settings("adamw")}
+    return torch.optim.AdamW(param_groups, lr=t["lr"], **kw)
 
 
 def lr_lambda(schedule: str, warmup: int, total: int, floor: float = 0.0):

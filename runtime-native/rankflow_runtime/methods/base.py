@@ -519,6 +519,12 @@ class Method:
         """Name of the parameter group of a trainable parameter: "default" or one of `lr_groups`."""
         return "default"
 
+    def optimizer_settings(self, optimizer: str) -> Dict[str, Any]:
+        """Constructor arguments of the run's optimizer (`adamw` / `sgd`) that the method sets, replacing the
+        runtime's defaults (AdamW betas (0.9, 0.999), eps 1e-8; SGD momentum 0.9), e.g. LoRA-MGPO's μ as β1.
+        They are part of the optimizer the checkpoint records, so a resume rebuilds the same one."""
+        return {}
+
     def decays(self, param_name: str, param: torch.Tensor) -> bool:
         """Whether `training.weight_decay` applies to a trainable parameter (default: tensors with ≥ 2 dims)."""
         return param.ndim >= 2

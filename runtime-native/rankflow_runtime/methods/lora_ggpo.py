@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -114,15 +114,11 @@ class LoRAGGPO(LoRA):
         return GGPOLinear(base, self, shared)
 
     # -- hooks ----------------------------------------------------------------------------------------
-    def on_train_start(self, ctx: TrainContext) -> None:
-        mu = self.options.mu
-        if mu is None or ctx.optimizer is None:
-            return
-        for g in ctx.optimizer.param_groups:  # the official μ is the optimizer's β1 (SGD: its momentum)
-            if "betas" in g:
-                g["betas"] = (mu, g["betas"][1])
-            elif "momentum" in g:
-                g["momentum"] = mu
+    def optimizer_settings(self, optimizer: str) -> Dict[str, Any]:
+        mu = self.options.mu  # the official μ is the optimizer's β1 (SGD: its momentum)
+        if mu is None:
+            return {}
+        return {"momentum": mu} if optimizer == "sgd" else {"betas": (mu, 0.999)}
 
     def before_forward(self, ctx: TrainContext) -> None:
         self._restore()

@@ -137,17 +137,20 @@ def test_options_are_validated_and_mu_sets_beta1():
         LoRAGGPO(4, {"rho": 0.0})
     with pytest.raises(ConfigError, match="beta: must satisfy"):
         LoRAGGPO(4, {"beta": 1.0})
-    m, meth, _, _ = adapted_model("tiny-encoder", "lora-ggpo", options={"mu": 0.8})
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad])
-    meth.on_train_start(TrainContext(model=m, step=0, total_steps=1, optimizer=opt))
+    from rankflow_runtime.optim import make_optimizer
+    m, meth, info, _ = adapted_model("tiny-encoder", "lora-ggpo", options={"mu": 0.8})
+    spec = parse_spec(example_spec(**{"method.name": "lora-ggpo", "method.options": {"mu": 0.8}}))
+    opt = make_optimizer(spec, m, meth, info.head_name)
     assert all(g["betas"] == (0.8, 0.999) for g in opt.param_groups)
+    sgd = make_optimizer(parse_spec(example_spec(**{"training.optimizer": "sgd"})), m, meth, info.head_name)
+    assert all(g["momentum"] == 0.8 for g in sgd.param_groups)
 
 
-@pytest.mark.parametrize("variant", ["mgpo", "ggpo"])
-def test_resume_is_bit_for_bit(variant, tmp_path):
+@pytest.mark.parametrize("variant,options", [("mgpo", {"mu": 0.8}), ("ggpo", {})])
+def test_resume_is_bit_for_bit(variant, options, tmp_path):
     from rankflow_runtime import events
     from rankflow_runtime.train import run_training
-    spec = example_spec(**{"method.name": "lora-ggpo", "method.rank": 4, "method.options": {"variant": variant},
+    spec = example_spec(**{"method.name": "lora-ggpo", "method.rank": 4, "method.options": {"variant": variant, **options},
                            "dataset.train_size": 64, "dataset.eval_size": 16, "training.max_steps": 6,
                            "training.batch_size": 8, "training.lr": 1e-2, "training.eval_every": None,
                            "training.checkpoint_every": 3, "training.log_every": 1, "training.grad_accum": 2})
