@@ -248,8 +248,9 @@ class IncreLoRA(Method):
         remaining, k, o = self.target() - total, self.k, self.options
         if o.growth_rule == "official":
             k_sel = min(o.top_h, remaining)
-            threshold = torch.topk(torch.tensor(scores), min(k_sel, len(scores)))[0][-1].item()
-            return [k if s >= threshold else 0 for s in scores]
+            t = torch.tensor(scores)  # compared in float32, as the official tensor scores
+            threshold = torch.topk(t, min(k_sel, len(scores)))[0][-1]
+            return [k if bool(s >= threshold) else 0 for s in t]
         n = min(o.top_h, math.ceil(remaining / k), len(scores))
         best = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:n]
         grow = [0] * len(scores)
