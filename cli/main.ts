@@ -1,6 +1,6 @@
 /**
- * The `rankflow` command line. Each subcommand lives in its own module under cli/commands and is
- * registered here; user errors print one clear line (no stack trace) and exit 2.
+ * The `rankflow` command line. Each subcommand lives in a module under cli/commands, loaded only when it
+ * runs; user errors print one clear line (no stack trace) and exit 2.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,18 +8,20 @@ import { UserError } from '../core/errors.js';
 import { PROJECT_ROOT } from '../core/paths.js';
 import { COMMANDS } from './commands/index.js';
 
-const version = (JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+function version(): string {
+  return (JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
 
-function usage(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
-  const lines = COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
+async function usage(): Promise<string> {
+  const commands = await Promise.all(COMMANDS.map((c) => c.load()));
+  const width = Math.max(...commands.map((c) => c.name.length));
   return [
-    `rankflow ${version}: declarative PEFT experiment orchestration`,
+    `rankflow ${version()}: declarative PEFT experiment orchestration`,
     '',
     'Usage: rankflow <command> [options]',
     '',
     'Commands:',
-    ...lines,
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
     'Options:',
     '  -h, --help     show help (also `rankflow <command> --help`)',
@@ -30,17 +32,18 @@ function usage(): string {
 async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
   if (first === undefined || first === '-h' || first === '--help' || first === 'help') {
-    console.log(usage());
+    console.log(await usage());
     return 0;
   }
   if (first === '-V' || first === '--version') {
-    console.log(version);
+    console.log(version());
     return 0;
   }
-  const cmd = COMMANDS.find((c) => c.name === first);
-  if (!cmd) {
+  const entry = COMMANDS.find((c) => c.name === first);
+  if (!entry) {
     throw new UserError(`unknown command \`${first}\`; run \`rankflow --help\` for the list of commands`);
   }
+  const cmd = await entry.load();
   if (rest.includes('-h') || rest.includes('--help')) {
     console.log(cmd.help);
     return 0;

@@ -1,40 +1,43 @@
 /** What `table`, `plot` and `npm run results` share: the selection of runs, references, and their errors. */
 import { readFile } from 'node:fs/promises';
-import type { ParseArgsConfig } from 'node:util';
 import { TableInputError, UserError } from '../core/errors.js';
 import type { RunFilters } from './results-reader.js';
+import { listFlag, type OptionDefs } from './args.js';
 import type { TableOptions } from '../tables/table.js';
 import { parseReferences } from '../tables/reference.js';
 
 export const DEFAULT_REFERENCE = 'reference/paper-numbers.csv';
 
-/** Options shared by `table` and `plot`: the store and the selection. */
+const SEL = 'Selection (repeatable, or comma-separated)';
+
+/** Options shared by `table`, `plot` and `npm run results`: the store and the selection. */
 export const SELECTION_OPTIONS = {
-  store: { type: 'string' },
-  method: { type: 'string', multiple: true },
-  dataset: { type: 'string', multiple: true },
-  rank: { type: 'string', multiple: true },
-  tag: { type: 'string', multiple: true },
-  model: { type: 'string', multiple: true },
-  setting: { type: 'string', multiple: true },
-  metric: { type: 'string' },
-  best: { type: 'boolean' },
-} as const satisfies ParseArgsConfig['options'];
-
-export const SELECTION_HELP = `Selection (repeatable, or comma-separated):
-  --store DIR|s3://bucket/prefix   where the results are (default: the configured store)
-  --method NAME   --dataset NAME|FAMILY   --rank N|none   --tag TAG   --model NAME   --setting TEXT
-  --metric NAME   report this metric instead of each dataset's headline metric
-  --best          use the metrics of the best checkpoint instead of the final ones`;
-
-function list(values: string[] | undefined): string[] | undefined {
-  if (!values) return undefined;
-  const out = values
-    .flatMap((v) => v.split(','))
-    .map((v) => v.trim())
-    .filter((v) => v !== '');
-  return out.length ? out : undefined;
-}
+  store: {
+    type: 'string',
+    arg: 'DIR|s3://bucket/prefix',
+    help: 'where the results are (default: the configured store)',
+    group: SEL,
+  },
+  method: { type: 'string', multiple: true, arg: 'NAME', help: 'methods', group: SEL },
+  dataset: {
+    type: 'string',
+    multiple: true,
+    arg: 'NAME|FAMILY',
+    help: 'datasets, or a family (glue, vtab)',
+    group: SEL,
+  },
+  rank: { type: 'string', multiple: true, arg: 'N|none', help: 'ranks (`none`: methods without one)', group: SEL },
+  tag: { type: 'string', multiple: true, arg: 'TAG', help: 'runs carrying every tag given', group: SEL },
+  model: { type: 'string', multiple: true, arg: 'NAME', help: 'models', group: SEL },
+  setting: { type: 'string', multiple: true, arg: 'TEXT', help: 'setting labels (`lr=1e-3`)', group: SEL },
+  metric: {
+    type: 'string',
+    arg: 'NAME',
+    help: "report this metric instead of each dataset's headline metric",
+    group: SEL,
+  },
+  best: { type: 'boolean', help: 'use the metrics of the best checkpoint instead of the final ones', group: SEL },
+} as const satisfies OptionDefs;
 
 export function filtersFrom(v: {
   method?: string[] | undefined;
@@ -44,18 +47,18 @@ export function filtersFrom(v: {
   model?: string[] | undefined;
   setting?: string[] | undefined;
 }): RunFilters {
-  const ranks = list(v.rank)?.map((r) => {
+  const ranks = listFlag(v.rank)?.map((r) => {
     if (r === 'none' || r === 'null') return null;
     const n = Number(r);
     if (!Number.isInteger(n) || n <= 0) throw new UserError(`--rank ${r}: expected a positive integer or \`none\``);
     return n;
   });
   return {
-    methods: list(v.method),
-    datasets: list(v.dataset),
+    methods: listFlag(v.method),
+    datasets: listFlag(v.dataset),
     ranks,
-    tags: list(v.tag),
-    models: list(v.model),
+    tags: listFlag(v.tag),
+    models: listFlag(v.model),
     settings: v.setting, // settings may contain commas
   };
 }

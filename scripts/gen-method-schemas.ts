@@ -7,10 +7,9 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describeRuntime } from '../launcher/runtime-calls.js';
 import { SNAPSHOT_PATH, snapshotText } from '../launcher/snapshot.js';
-import { UserError } from '../core/errors.js';
+import { runScript } from '../cli/args.js';
 
-async function main(): Promise<number> {
-  const check = process.argv.includes('--check');
+async function main(check: boolean): Promise<number> {
   const text = snapshotText(await describeRuntime());
   const current = (() => {
     try {
@@ -33,12 +32,11 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main().then(
-    (c) => (process.exitCode = c),
-    (e: unknown) => {
-      console.error(e instanceof UserError ? `gen-method-schemas: ${e.message}` : e);
-      process.exitCode = e instanceof UserError ? 2 : 1;
-    },
-  );
-}
+runScript({
+  name: 'gen-method-schemas',
+  usage: 'npx tsx scripts/gen-method-schemas.ts',
+  summary: 'regenerate schemas/methods.generated.json from the runtime',
+  maxArgs: 0,
+  options: { check: { type: 'boolean', help: 'exit 1 instead of writing when the committed snapshot is stale' } },
+  run: ({ values }) => main(Boolean(values.check)),
+});

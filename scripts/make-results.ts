@@ -9,10 +9,10 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { UserError } from '../core/errors.js';
 import { openResultStore, readSelection } from '../cli/results-reader.js';
-import { DEFAULT_REFERENCE, loadReferences, userErrors } from '../cli/selection.js';
+import { DEFAULT_REFERENCE, loadReferences, SELECTION_OPTIONS, userErrors } from '../cli/selection.js';
+import { runScript, type OptionDefs, type Parsed } from '../cli/args.js';
 import { writePlots } from '../cli/commands/plot.js';
 import { buildTable } from '../tables/table.js';
 import { FORMATS, render } from '../tables/render.js';
@@ -20,33 +20,26 @@ import { PLOT_KINDS } from '../tables/plots.js';
 
 const EXT = { md: 'md', latex: 'tex', csv: 'csv', html: 'html', json: 'json' } as const;
 
-async function main(argv: string[]): Promise<void> {
-  const args = [...argv];
-  const ri = args.indexOf('--reference');
-  if (ri >= 0 && (ri === args.length - 1 || args[ri + 1]!.startsWith('-'))) args.splice(ri + 1, 0, DEFAULT_REFERENCE);
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        store: { type: 'string' },
-        name: { type: 'string' },
-        out: { type: 'string' },
-        reference: { type: 'string' },
-        baseline: { type: 'string' },
-        digits: { type: 'string' },
-        metric: { type: 'string' },
-        best: { type: 'boolean' },
-        title: { type: 'string' },
-      },
-    });
-  } catch (e) {
-    throw new UserError(`make-results: ${(e as Error).message.split('\n')[0]}`);
-  }
-  const { values: v, positionals } = parsed;
+const OPTIONS = {
+  store: SELECTION_OPTIONS.store,
+  name: { type: 'string', arg: 'NAME', help: 'file name prefix (default: the first sweep or recipe named)' },
+  out: { type: 'string', arg: 'DIR', help: 'output folder (default results)' },
+  reference: {
+    type: 'string',
+    arg: '[FILE]',
+    bare: DEFAULT_REFERENCE,
+    help: `add published numbers (default ${DEFAULT_REFERENCE})`,
+  },
+  baseline: { type: 'string', arg: 'ROW', help: 'add the difference to this row' },
+  digits: { type: 'string', arg: 'N', help: 'decimals (default 1)' },
+  metric: SELECTION_OPTIONS.metric,
+  best: SELECTION_OPTIONS.best,
+  title: { type: 'string', arg: 'TEXT', help: 'caption / heading' },
+} as const satisfies OptionDefs;
+
+async function main({ values: v, positionals }: Parsed<typeof OPTIONS>): Promise<number> {
   if (positionals.length === 0)
-    throw new UserError('make-results: name a sweep id or recipe: npm run results -- <sweep|recipe> [--store DIR]');
+    throw new UserError('name a sweep id or recipe: npm run results -- <sweep|recipe> [--store DIR]');
   const name = (v.name ?? positionals[0]!).replace(/^.*\//, '').replace(/\.ya?ml$/, '');
   if (!/^[A-Za-z0-9._-]+$/.test(name))
     throw new UserError(`--name ${name}: use letters, digits, '.', '_' and '-' only`);
@@ -85,14 +78,14 @@ async function main(argv: string[]): Promise<void> {
     return [...files, ...plots.written];
   });
   for (const w of written) process.stderr.write(`make-results: wrote ${w}\n`);
+  return 0;
 }
 
-main(process.argv.slice(2)).catch((e: unknown) => {
-  if (e instanceof UserError) {
-    process.stderr.write(`rankflow: ${e.message}\n`);
-    process.exitCode = 2;
-  } else {
-    console.error(e);
-    process.exitCode = 1;
-  }
+runScript({
+  name: 'make-results',
+  usage: 'npm run results --',
+  summary: 'regenerate the tables and plots of results/',
+  args: '<sweep|recipe>...',
+  options: OPTIONS,
+  run: main,
 });

@@ -1,5 +1,6 @@
 /**
- * Start, stop and inspect the local services (Temporal dev server, SeaweedFS S3 gateway).
+ * Start, stop and inspect the local services (Temporal dev server, SeaweedFS S3 gateway): a thin entry
+ * point over `services/embedded.ts`.
  *
  *   npx tsx scripts/services.ts start  [--state-dir DIR] [--no-temporal] [--no-s3] [--timeout SECONDS]
  *   npx tsx scripts/services.ts stop   [--state-dir DIR]
@@ -9,7 +10,8 @@
  * The state dir defaults to `.state/services` (or RANKFLOW_STATE_DIR). Exit codes: 0 ok, 1 a service is
  * down or failed to start, 2 bad usage.
  */
-import { parseArgs } from 'node:util';
+import { UserError } from '../core/errors.js';
+import { runScript, type CommandDef, type Values } from '../cli/args.js';
 import {
   checkServices,
   defaultStateDir,
@@ -20,125 +22,19 @@ import {
   startServices,
   stopServices,
   tailFile,
+  type ServicesFile,
 } from '../services/embedded.js';
 
-const USAGE =
-  'usage: tsx scripts/services.ts start|stop|status|env [--state-dir DIR] [--no-temporal] [--no-s3] [--timeout SECONDS] [--json]';
+const OPTIONS = {
+  'state-dir': { type: 'string', arg: 'DIR', help: 'state folder (default .state/services or $RANKFLOW_STATE_DIR)' },
+  'no-temporal': { type: 'boolean', help: 'start: without the Temporal dev server' },
+  'no-s3': { type: 'boolean', help: 'start: without the S3 server' },
+  timeout: { type: 'string', arg: 'SECONDS', help: 'start: how long to wait for readiness (default 90)' },
+  json: { type: 'boolean', help: 'status, env: print JSON' },
+} as const;
+type Opts = Values<typeof OPTIONS>;
 
-function fail(message: string, code = 1): never {
-  process.stderr.write(`services: ${message}\n`);
-  process.exit(code);
-}
-
-async function main(): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      allowPositionals: true,
-      options: {
-        'state-dir': { type: 'string' },
-        'no-temporal': { type: 'boolean', default: false },
-        'no-s3': { type: 'boolean', default: false },
-        timeout: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    fail(`${(e as Error).message}\n${USAGE}`, 2);
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return;
-  }
-  const cmd = positionals[0];
-  if (positionals.length !== 1 || !cmd) fail(`expected exactly one command\n${USAGE}`, 2);
-  const stateDir = values['state-dir'] ?? defaultStateDir();
-
-  switch (cmd) {
-    case 'start': {
-      let timeoutS = 90;
-      if (values.timeout !== undefined) {
-        timeoutS = Number(values.timeout);
-        if (!Number.isFinite(timeoutS) || timeoutS <= 0)
-          fail(`--timeout: '${values.timeout}' is not a positive number of seconds`, 2);
-      }
-      const existing = readServicesFile(stateDir);
-      if (existing && existing.state === 'ready' && livePids(existing).length > 0) {
-        const health = await checkServices(existing, 5_000);
-        if (health.every((h) => h.ok)) {
-          process.stdout.write(`services: already running from ${stateDir}\n`);
-          printSummary(existing);
-          return;
-        }
-        fail(
-          `services in ${stateDir} are running but unhealthy: ${health
-            .filter((h) => !h.ok)
-            .map((h) => h.error)
-            .join('; ')}; run 'npx tsx scripts/services.ts stop' first`,
-        );
-      }
-      const t0 = Date.now();
-      const s = await startServices({
-        stateDir,
-        temporal: !values['no-temporal'],
-        s3: !values['no-s3'],
-        readyTimeoutMs: timeoutS * 1000,
-      });
-      process.stdout.write(`services: ready in ${((Date.now() - t0) / 1000).toFixed(1)} s (state in ${stateDir})\n`);
-      printSummary(s.file);
-      // The services run in their own process groups and outlive this command.
-      return;
-    }
-    case 'stop': {
-      const r = await stopServices(stateDir);
-      if (!r) {
-        process.stdout.write(`services: nothing recorded in ${stateDir}\n`);
-        return;
-      }
-      process.stdout.write(
-        `services: stopped (temporal: ${r.temporal ?? 'not started'}, s3: ${r.s3 ?? 'not started'})\n`,
-      );
-      return;
-    }
-    case 'status': {
-      const file = readServicesFile(stateDir);
-      if (!file) {
-        if (values.json) process.stdout.write(JSON.stringify({ running: false, stateDir }) + '\n');
-        else process.stdout.write(`services: not running (nothing recorded in ${stateDir})\n`);
-        process.exit(1);
-      }
-      const health = await checkServices(file, 5_000);
-      if (values.json) {
-        process.stdout.write(
-          JSON.stringify({ running: true, stateDir, state: file.state, services: health }, null, 2) + '\n',
-        );
-      } else {
-        for (const h of health) {
-          process.stdout.write(`${h.name.padEnd(8)} pid ${h.pid}  ${h.address}  ${h.ok ? 'ok' : `DOWN: ${h.error}`}\n`);
-          if (!h.ok) process.stdout.write(`--- last lines of ${h.log} ---\n${tailFile(h.log, 20)}\n`);
-        }
-      }
-      process.exit(health.every((h) => h.ok) ? 0 : 1);
-    }
-    // eslint-disable-next-line no-fallthrough
-    case 'env': {
-      const file = readServicesFile(stateDir);
-      if (!file)
-        fail(`not running (nothing recorded in ${stateDir}); start them with 'npx tsx scripts/services.ts start'`);
-      const env = servicesEnv(file);
-      if (values.json) process.stdout.write(JSON.stringify(env, null, 2) + '\n');
-      else
-        for (const [k, v] of Object.entries(env)) process.stdout.write(`export ${k}='${v.replace(/'/g, `'\\''`)}'\n`);
-      return;
-    }
-    default:
-      fail(`unknown command '${cmd}'\n${USAGE}`, 2);
-  }
-}
-
-function printSummary(file: NonNullable<ReturnType<typeof readServicesFile>>): void {
+function printSummary(file: ServicesFile): void {
   if (file.temporal)
     process.stdout.write(
       `  temporal  ${file.temporal.address}  (pid ${file.temporal.pid}, log ${file.temporal.log})\n`,
@@ -149,7 +45,102 @@ function printSummary(file: NonNullable<ReturnType<typeof readServicesFile>>): v
     );
 }
 
-main().catch((e: unknown) => {
-  if (e instanceof ServiceError) fail(e.message);
-  fail((e as Error).stack ?? String(e));
-});
+async function start(stateDir: string, v: Opts): Promise<number> {
+  const timeoutS = v.timeout === undefined ? 90 : Number(v.timeout);
+  if (!Number.isFinite(timeoutS) || timeoutS <= 0)
+    throw new UserError(`--timeout: '${v.timeout}' is not a positive number of seconds`);
+  const existing = readServicesFile(stateDir);
+  if (existing && existing.state === 'ready' && livePids(existing).length > 0) {
+    const health = await checkServices(existing, 5_000);
+    if (!health.every((h) => h.ok)) {
+      const why = health
+        .filter((h) => !h.ok)
+        .map((h) => h.error)
+        .join('; ');
+      throw new ServiceError(
+        `services in ${stateDir} are running but unhealthy: ${why}; run 'npx tsx scripts/services.ts stop' first`,
+      );
+    }
+    process.stdout.write(`services: already running from ${stateDir}\n`);
+    printSummary(existing);
+    return 0;
+  }
+  const t0 = Date.now();
+  const s = await startServices({
+    stateDir,
+    temporal: !v['no-temporal'],
+    s3: !v['no-s3'],
+    readyTimeoutMs: timeoutS * 1000,
+  });
+  process.stdout.write(`services: ready in ${((Date.now() - t0) / 1000).toFixed(1)} s (state in ${stateDir})\n`);
+  printSummary(s.file);
+  return 0; // the services run in their own process groups and outlive this command
+}
+
+async function stop(stateDir: string): Promise<number> {
+  const r = await stopServices(stateDir);
+  if (!r) process.stdout.write(`services: nothing recorded in ${stateDir}\n`);
+  else
+    process.stdout.write(
+      `services: stopped (temporal: ${r.temporal ?? 'not started'}, s3: ${r.s3 ?? 'not started'})\n`,
+    );
+  return 0;
+}
+
+async function status(stateDir: string, v: Opts): Promise<number> {
+  const file = readServicesFile(stateDir);
+  if (!file) {
+    if (v.json) process.stdout.write(JSON.stringify({ running: false, stateDir }) + '\n');
+    else process.stdout.write(`services: not running (nothing recorded in ${stateDir})\n`);
+    return 1;
+  }
+  const health = await checkServices(file, 5_000);
+  if (v.json) {
+    const doc = { running: true, stateDir, state: file.state, services: health };
+    process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
+  } else {
+    for (const h of health) {
+      process.stdout.write(`${h.name.padEnd(8)} pid ${h.pid}  ${h.address}  ${h.ok ? 'ok' : `DOWN: ${h.error}`}\n`);
+      if (!h.ok) process.stdout.write(`--- last lines of ${h.log} ---\n${tailFile(h.log, 20)}\n`);
+    }
+  }
+  return health.every((h) => h.ok) ? 0 : 1;
+}
+
+function env(stateDir: string, v: Opts): number {
+  const file = readServicesFile(stateDir);
+  if (!file)
+    throw new ServiceError(
+      `not running (nothing recorded in ${stateDir}); start them with 'npx tsx scripts/services.ts start'`,
+    );
+  const vars = servicesEnv(file);
+  if (v.json) process.stdout.write(JSON.stringify(vars, null, 2) + '\n');
+  else for (const [k, x] of Object.entries(vars)) process.stdout.write(`export ${k}='${x.replace(/'/g, `'\\''`)}'\n`);
+  return 0;
+}
+
+const SERVICES: CommandDef<typeof OPTIONS> = {
+  name: 'services',
+  usage: 'npx tsx scripts/services.ts',
+  summary: 'start, stop and inspect the embedded local services',
+  args: 'start|stop|status|env',
+  options: OPTIONS,
+  async run({ values, positionals }) {
+    const [cmd, ...more] = positionals;
+    if (!cmd || more.length) throw new UserError('expected exactly one command: start, stop, status or env');
+    const stateDir = values['state-dir'] ?? defaultStateDir();
+    try {
+      if (cmd === 'start') return await start(stateDir, values);
+      if (cmd === 'stop') return await stop(stateDir);
+      if (cmd === 'status') return await status(stateDir, values);
+      if (cmd === 'env') return env(stateDir, values);
+    } catch (e) {
+      if (!(e instanceof ServiceError)) throw e;
+      process.stderr.write(`services: ${e.message}\n`);
+      return 1;
+    }
+    throw new UserError(`unknown command '${cmd}': use start, stop, status or env`);
+  },
+};
+
+runScript(SERVICES);

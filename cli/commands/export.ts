@@ -9,10 +9,9 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Command } from '../command.js';
 import { openConfiguredStore } from '../connect.js';
 import { UserError } from '../../core/errors.js';
-import { intFlag, parseFlags } from '../args.js';
+import { defineCommand, intFlag } from '../args.js';
 import { resolveConfig } from '../config.js';
 import { runtimeAvailable, runtimePython, spawnRuntime } from '../../launcher/spawn.js';
 import type { ArtifactStore } from '../../store/store.js';
@@ -82,25 +81,81 @@ export function whyThisStep(ck: StoredCheckpoint, all: StoredCheckpoint[], asked
   return `step ${ck.step}: the newest stored checkpoint (no stored checkpoint is marked best: the run was not evaluated before its end)`;
 }
 
-export const exportCommand: Command = {
+/** Runs the runtime's `export` on a downloaded checkpoint; a config error is a UserError. */
+async function runtimeExport(args: string[], logFile: string): Promise<Exported> {
+  let exported: Exported | null = null;
+  let error: ErrorEv | null = null;
+  const proc = spawnRuntime({
+    args,
+    logFile,
+    onEvent: (ev) => {
+      if (ev.event === 'exported') exported = ev;
+      if (ev.event === 'error') error = ev;
+    },
+  });
+  const stop = (): void => proc.kill(); // the runtime has its own process group
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  let exit;
+  try {
+    exit = await proc.exit;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+  const err = error as ErrorEv | null;
+  if (exit.code === EXIT.config && err) {
+    throw new UserError(`export: ${err.message.replace(/^export: /, '')}${err.hint ? ` (${err.hint})` : ''}`);
+  }
+  const done = exported as Exported | null;
+  if (exit.code !== EXIT.ok || !done) {
+    const tail = existsSync(logFile) ? (await readFile(logFile, 'utf8')).trim().split('\n').slice(-10).join('\n') : '';
+    const why = err ? `${err.kind} error: ${err.message}` : `exit code ${exit.code ?? exit.signal}`;
+    throw new Error(`export: the runtime failed (${why})${tail ? `\n${tail}` : ''}`);
+  }
+  return done;
+}
+
+/** The run's spec and the stored checkpoint to export (`--step`, else best, else newest). */
+async function chooseCheckpoint(store: ArtifactStore, runId: string, step: number | undefined) {
+  const found = await findRunSpec(store, runId);
+  if (!found) {
+    throw new UserError(
+      `export: no run \`${runId}\` in ${store.description} (no result record and no sweep lists it); see \`rankflow status <sweep>\``,
+    );
+  }
+  const all = await listCheckpoints(store, runId);
+  if (all.length === 0) {
+    throw new UserError(
+      `export: run \`${runId}\` has no stored checkpoint in ${store.description} (checkpoints are stored during training and at its end)`,
+    );
+  }
+  const ck = pickCheckpoint(all, step);
+  if (!ck)
+    throw new UserError(
+      `export: run \`${runId}\` has no stored checkpoint at step ${step}; stored steps: ${all.map((c) => c.step).join(', ')}`,
+    );
+  return { spec: found.spec, all, ck };
+}
+
+export const exportCommand = defineCommand({
   name: 'export',
   summary: "write a run's trained adapter in Hugging Face PEFT format (adapter_config.json + safetensors)",
-  help: [
-    'Usage: rankflow export <run-id> --out DIR [--step N] [--pissa-mode lora|residual]',
-    '',
-    'Writes DIR/adapter_config.json and DIR/adapter_model.safetensors, which',
-    '`peft.PeftModel.from_pretrained(base_model, DIR)` loads onto the original base model.',
-    "The checkpoint is the run's best stored one (else its newest); --step picks another stored step.",
-    'Exportable methods: lora, dora, pissa, vera, randlora, bone.',
-    '  --pissa-mode   PiSSA only: lora (default; a rank-2r LoRA on the original weights) or residual',
-    '                 (the rank-r adapter plus residual_weights.safetensors)',
-  ].join('\n'),
-  async run(argv) {
-    const { values, positionals } = parseFlags('export', argv, {
-      out: { type: 'string' },
-      step: { type: 'string' },
-      'pissa-mode': { type: 'string' },
-    });
+  args: '<run-id>',
+  description: `Writes DIR/adapter_config.json and DIR/adapter_model.safetensors, which
+\`peft.PeftModel.from_pretrained(base_model, DIR)\` loads onto the original base model.
+The checkpoint is the run's best stored one (else its newest); --step picks another stored step.
+Exportable methods: lora, dora, pissa, vera, randlora, bone.`,
+  options: {
+    out: { type: 'string', arg: 'DIR', help: 'the folder for the PEFT adapter (required)' },
+    step: { type: 'string', arg: 'N', help: 'export the stored checkpoint of step N' },
+    'pissa-mode': {
+      type: 'string',
+      arg: 'lora|residual',
+      help: 'PiSSA only: lora (default; a rank-2r LoRA on the original weights) or residual\n(the rank-r adapter plus residual_weights.safetensors)',
+    },
+  },
+  async run({ values, positionals }) {
     const runId = positionals[0];
     if (!runId || positionals.length > 1)
       throw new UserError(
@@ -116,23 +171,7 @@ export const exportCommand: Command = {
 
     const config = await resolveConfig({ start: false });
     const store = await openConfiguredStore(config);
-    const found = await findRunSpec(store, runId);
-    if (!found) {
-      throw new UserError(
-        `export: no run \`${runId}\` in ${store.description} (no result record and no sweep lists it); see \`rankflow status <sweep>\``,
-      );
-    }
-    const all = await listCheckpoints(store, runId);
-    if (all.length === 0) {
-      throw new UserError(
-        `export: run \`${runId}\` has no stored checkpoint in ${store.description} (checkpoints are stored during training and at its end)`,
-      );
-    }
-    const ck = pickCheckpoint(all, step);
-    if (!ck)
-      throw new UserError(
-        `export: run \`${runId}\` has no stored checkpoint at step ${step}; stored steps: ${all.map((c) => c.step).join(', ')}`,
-      );
+    const { spec, all, ck } = await chooseCheckpoint(store, runId, step);
     if (!runtimeAvailable()) {
       throw new UserError(
         `export: the Python runtime is not installed (${runtimePython()} is missing); run \`bash scripts/setup.sh\` or set RANKFLOW_PYTHON`,
@@ -149,42 +188,10 @@ export const exportCommand: Command = {
         );
       }
       const specPath = join(tmp, 'spec.json');
-      await writeFile(specPath, JSON.stringify({ ...found.spec, run_id: runId }, null, 1));
-      const logFile = join(tmp, 'runtime.log');
+      await writeFile(specPath, JSON.stringify({ ...spec, run_id: runId }, null, 1));
       const args = ['export', '--spec', specPath, '--checkpoint', ckDir, '--out', out];
       if (pissaMode) args.push('--pissa-mode', pissaMode);
-      let exported: Exported | null = null;
-      let error: ErrorEv | null = null;
-      const proc = spawnRuntime({
-        args,
-        logFile,
-        onEvent: (ev) => {
-          if (ev.event === 'exported') exported = ev;
-          if (ev.event === 'error') error = ev;
-        },
-      });
-      const stop = (): void => proc.kill(); // the runtime has its own process group
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      let exit;
-      try {
-        exit = await proc.exit;
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-      }
-      const err = error as ErrorEv | null;
-      if (exit.code === EXIT.config && err) {
-        throw new UserError(`export: ${err.message.replace(/^export: /, '')}${err.hint ? ` (${err.hint})` : ''}`);
-      }
-      const done = exported as Exported | null;
-      if (exit.code !== EXIT.ok || !done) {
-        const tail = existsSync(logFile)
-          ? (await readFile(logFile, 'utf8')).trim().split('\n').slice(-10).join('\n')
-          : '';
-        const why = err ? `${err.kind} error: ${err.message}` : `exit code ${exit.code ?? exit.signal}`;
-        throw new Error(`export: the runtime failed (${why})${tail ? `\n${tail}` : ''}`);
-      }
+      const done = await runtimeExport(args, join(tmp, 'runtime.log'));
       const which = ck.best ? 'best' : ck.step === all.at(-1)?.step ? 'newest' : 'chosen';
       console.log(
         `${runId}: ${done.method} adapter (PEFT ${done.peft_type}${rankLabel(done.r)}) from the ${which} checkpoint, step ${done.step}, written to ${done.path}`,
@@ -198,7 +205,7 @@ export const exportCommand: Command = {
       await rm(tmp, { recursive: true, force: true });
     }
   },
-};
+});
 
 /** `, r=8` for adapters with a rank; nothing for those without (prompt tuning). */
 function rankLabel(r: number | null): string {

@@ -6,7 +6,7 @@ import { type Client, WorkflowNotFoundError } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
 import type { Command } from '../command.js';
 import { UserError } from '../../core/errors.js';
-import { intFlag, parseFlags } from '../args.js';
+import { defineCommand, intFlag } from '../args.js';
 import { resolveConfig } from '../config.js';
 import type { Config } from '../config.js';
 import { startWorker } from '../worker.js';
@@ -49,30 +49,29 @@ async function withSweep<T>(cmd: string, id: string, fn: (client: Client, config
 }
 
 /** Runs a worker in this process until SIGINT/SIGTERM. */
-export const workerCommand: Command = {
+export const workerCommand = defineCommand({
   name: 'worker',
   summary: 'run a worker: serves sweeps and trains runs on its CPU or GPU slots',
-  help: [
-    'Usage: rankflow worker [--cpu-slots N | --gpus 0,1,...] [--queue NAME] [--no-control]',
-    '',
-    'Starts a worker against the configured Temporal server and artifact store (or the embedded default).',
-    '  --cpu-slots N   train N runs at once on the CPU (default: 1)',
-    '  --gpus LIST     one slot per GPU id; each run sees only its GPU via CUDA_VISIBLE_DEVICES',
-    '  --queue NAME    training task queue (default: the queue of the device class, rankflow-cpu / rankflow-gpu)',
-    '  --no-control    do not serve the control queue (sweep and run workflows); for extra GPU hosts',
-  ].join('\n'),
-  async run(argv) {
-    const { values } = parseFlags(
-      'worker',
-      argv,
-      {
-        'cpu-slots': { type: 'string' },
-        gpus: { type: 'string' },
-        queue: { type: 'string' },
-        'no-control': { type: 'boolean' },
-      },
-      false,
-    );
+  description: 'Starts a worker against the configured Temporal server and artifact store (or the embedded default).',
+  maxArgs: 0,
+  options: {
+    'cpu-slots': { type: 'string', arg: 'N', help: 'train N runs at once on the CPU (default: 1)' },
+    gpus: {
+      type: 'string',
+      arg: 'LIST',
+      help: 'one slot per GPU id; each run sees only its GPU via CUDA_VISIBLE_DEVICES',
+    },
+    queue: {
+      type: 'string',
+      arg: 'NAME',
+      help: 'training task queue (default: the queue of the device class, rankflow-cpu / rankflow-gpu)',
+    },
+    'no-control': {
+      type: 'boolean',
+      help: 'do not serve the control queue (sweep and run workflows); for extra GPU hosts',
+    },
+  },
+  async run({ values }) {
     if (values.gpus && values['cpu-slots']) throw new UserError('worker: give either --gpus or --cpu-slots, not both');
     const gpus = values.gpus
       ?.split(',')
@@ -93,7 +92,7 @@ export const workerCommand: Command = {
     await w.done;
     return 0;
   },
-};
+});
 
 /**
  * A sweep's state in one word: `running`, `cancelling` (a cancel is in progress), `failed` (closed with
@@ -113,13 +112,14 @@ export function firstLine(message: string | null | undefined): string {
   return line.trim();
 }
 
-export const statusCommand: Command = {
+export const statusCommand = defineCommand({
   name: 'status',
   summary: "show a sweep's progress (counts by state, running runs with step and loss)",
-  help: 'Usage: rankflow status <sweep-id> [--json]\n\nWithout a sweep id, lists sweeps like `rankflow ls`.',
-  async run(argv) {
-    const { values, positionals } = parseFlags('status', argv, { json: { type: 'boolean' } });
-    if (positionals.length === 0) return await lsCommand.run(argv);
+  args: '[sweep-id]',
+  description: 'Without a sweep id, lists sweeps like `rankflow ls`.',
+  options: { json: { type: 'boolean', help: 'print the status as JSON' } },
+  async run({ values, positionals }) {
+    if (positionals.length === 0) return await lsCommand.run(values.json ? ['--json'] : []);
     const id = sweepArg('status', positionals);
     return await withSweep('status', id, async (client, config) => {
       const { status, closed } = await sweepStatus(client, id);
@@ -146,14 +146,14 @@ export const statusCommand: Command = {
       return 0;
     });
   },
-};
+});
 
-export const lsCommand: Command = {
+export const lsCommand = defineCommand({
   name: 'ls',
   summary: 'list sweeps and their states',
-  help: 'Usage: rankflow ls [--json]',
-  async run(argv) {
-    const { values } = parseFlags('ls', argv, { json: { type: 'boolean' } }, false);
+  maxArgs: 0,
+  options: { json: { type: 'boolean', help: 'print the list as JSON' } },
+  async run({ values }) {
     const config = await resolveConfig({ start: false });
     const store = await openConfiguredStore(config);
     const { client, close } = await connect(config);
@@ -193,14 +193,14 @@ export const lsCommand: Command = {
       await close();
     }
   },
-};
+});
 
-export const logsCommand: Command = {
+export const logsCommand = defineCommand({
   name: 'logs',
   summary: 'print the runtime logs of a run (every attempt)',
-  help: 'Usage: rankflow logs <run-id> [--attempt N]',
-  async run(argv) {
-    const { values, positionals } = parseFlags('logs', argv, { attempt: { type: 'string' } });
+  args: '<run-id>',
+  options: { attempt: { type: 'string', arg: 'N', help: 'only the log of attempt N' } },
+  async run({ values, positionals }) {
     const id = positionals[0];
     if (!id || positionals.length > 1)
       throw new UserError('logs: expected one run id (`run-...`, see `rankflow status <sweep>`)');
@@ -226,15 +226,15 @@ export const logsCommand: Command = {
     }
     return 0;
   },
-};
+});
 
 function signalCommand(name: string, summary: string, signal: SignalDefinition<[], string>, done: string): Command {
-  return {
+  return defineCommand({
     name,
     summary,
-    help: `Usage: rankflow ${name} <sweep-id>`,
-    async run(argv) {
-      const { positionals } = parseFlags(name, argv, {});
+    args: '<sweep-id>',
+    options: {},
+    async run({ positionals }) {
       const id = sweepArg(name, positionals);
       return await withSweep(name, id, async (client) => {
         await client.workflow.getHandle(id).signal(signal);
@@ -242,7 +242,7 @@ function signalCommand(name: string, summary: string, signal: SignalDefinition<[
         return 0;
       });
     },
-  };
+  });
 }
 
 export const cancelCommand = signalCommand(
@@ -264,20 +264,17 @@ export const unpauseCommand = signalCommand(
   'unpaused',
 );
 
-export const resumeCommand: Command = {
+export const resumeCommand = defineCommand({
   name: 'resume',
   summary: 're-run only the failed or unfinished runs of a sweep, each from its last checkpoint',
-  help: [
-    'Usage: rankflow resume <sweep-id> [--concurrency N] [--detach]',
-    '',
-    'Finished runs (with a recorded result) are skipped; failed, cancelled and interrupted runs start again',
-    'from their latest stored checkpoint.',
-  ].join('\n'),
-  async run(argv) {
-    const { values, positionals } = parseFlags('resume', argv, {
-      concurrency: { type: 'string' },
-      detach: { type: 'boolean' },
-    });
+  args: '<sweep-id>',
+  description: `Finished runs (with a recorded result) are skipped; failed, cancelled and interrupted runs start again
+from their latest stored checkpoint.`,
+  options: {
+    concurrency: { type: 'string', arg: 'N', help: 'runs at once (default: one per CPU core, at most 4)' },
+    detach: { type: 'boolean', help: 'return after starting the sweep' },
+  },
+  async run({ values, positionals }) {
     const id = sweepArg('resume', positionals);
     const config = await resolveConfig();
     const store = await openConfiguredStore(config);
@@ -302,14 +299,14 @@ export const resumeCommand: Command = {
       await worker?.shutdown();
     }
   },
-};
+});
 
-export const servicesCommand: Command = {
+export const servicesCommand = defineCommand({
   name: 'services',
   summary: 'status or stop of the embedded local services (Temporal dev server, S3 server)',
-  help: 'Usage: rankflow services status|stop',
-  async run(argv) {
-    const { positionals } = parseFlags('services', argv, {});
+  args: 'status|stop',
+  options: {},
+  async run({ positionals }) {
     const sub = positionals[0];
     const stateDir = defaultStateDir();
     if (sub === 'stop') {
@@ -330,4 +327,4 @@ export const servicesCommand: Command = {
     }
     throw new UserError('services: expected `status` or `stop`');
   },
-};
+});

@@ -2,19 +2,38 @@
 import type { PlannedRun } from '../../schemas/runspec.js';
 import { UserError } from '../../core/errors.js';
 import { fractionOfFull, planRecipeFile, type PlannedRecipe } from '../recipe-io.js';
-import type { Command } from '../command.js';
+import { defineCommand, parseCommandLine, type CommandDef, type OptionDefs, type Values } from '../args.js';
 
-const HELP = `Usage: rankflow plan <recipe.yaml> [--json] [--no-count | --count] [--max-runs N]
+const PLAN_OPTIONS = {
+  json: {
+    type: 'boolean',
+    help: 'print {sweep_id, recipe, runs: [{id, spec, labels, params}], percent_of_full, totals}',
+  },
+  'no-count': {
+    type: 'boolean',
+    help: 'do not start the runtime to count parameters (a recipe with `budget` then fails)',
+  },
+  count: { type: 'boolean', help: 'require parameter counts (fail if the runtime is not installed)' },
+  'max-runs': { type: 'string', arg: 'N', help: "override the recipe's max_runs" },
+} as const satisfies OptionDefs;
 
-Expand a recipe into its runs and print them as a table (method, rank, dataset, seed, setting, training
+const PLAN: CommandDef<typeof PLAN_OPTIONS> = {
+  name: 'plan',
+  summary: 'expand a recipe into its runs (table, or --json)',
+  args: '<recipe.yaml>',
+  description: `Expand a recipe into its runs and print them as a table (method, rank, dataset, seed, setting, training
 overrides (values that differ from the sweep's most common ones), trainable parameters, % of the full
-model) with totals.
-
-Options:
-  --json         print {sweep_id, recipe, runs: [{id, spec, labels, params}], percent_of_full, totals}
-  --no-count     do not start the runtime to count parameters (a recipe with \`budget\` then fails)
-  --count        require parameter counts (fail if the runtime is not installed)
-  --max-runs N   override the recipe's max_runs`;
+model) with totals.`,
+  options: PLAN_OPTIONS,
+  async run({ values, positionals }) {
+    const args = planArgsFrom('plan', values, positionals);
+    const plan = await planRecipeFile(args.file, { count: args.count, maxRuns: args.maxRuns });
+    for (const w of plan.warnings) console.error(`rankflow: warning: ${w}`);
+    if (args.json) console.log(JSON.stringify(planJson(plan), null, 2));
+    else console.log(renderPlanTable(plan));
+    return 0;
+  },
+};
 
 export interface PlanArgs {
   file: string;
@@ -23,30 +42,27 @@ export interface PlanArgs {
   maxRuns: number | undefined;
 }
 
-export function parsePlanArgs(argv: string[], command: string): PlanArgs {
-  let file: string | undefined;
-  let json = false;
-  let count: PlanArgs['count'] = 'auto';
-  let maxRuns: number | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--json') json = true;
-    else if (a === '--no-count') count = 'never';
-    else if (a === '--count') count = 'always';
-    else if (a === '--max-runs' || a.startsWith('--max-runs=')) {
-      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
-      const n = Number(v);
-      if (!v || !Number.isInteger(n) || n <= 0)
-        throw new UserError(`--max-runs: expected a positive integer, got \`${v ?? ''}\``);
-      maxRuns = n;
-    } else if (a.startsWith('-'))
-      throw new UserError(`${command}: unknown option \`${a}\`; see \`rankflow ${command} --help\``);
-    else if (file === undefined) file = a;
-    else throw new UserError(`${command}: one recipe file at a time (got \`${file}\` and \`${a}\`)`);
-  }
+function planArgsFrom(command: string, v: Values<typeof PLAN_OPTIONS>, positionals: string[]): PlanArgs {
+  const [file, second] = positionals;
   if (file === undefined)
     throw new UserError(`${command}: missing the recipe file; usage: rankflow ${command} <recipe.yaml>`);
-  return { file, json, count, maxRuns };
+  if (second !== undefined)
+    throw new UserError(`${command}: one recipe file at a time (got \`${file}\` and \`${second}\`)`);
+  if (v.count && v['no-count']) throw new UserError(`${command}: give --count or --no-count, not both`);
+  let maxRuns: number | undefined;
+  if (v['max-runs'] !== undefined) {
+    const n = Number(v['max-runs']);
+    if (v['max-runs'] === '' || !Number.isInteger(n) || n <= 0)
+      throw new UserError(`--max-runs: expected a positive integer, got \`${v['max-runs']}\``);
+    maxRuns = n;
+  }
+  return { file, json: Boolean(v.json), count: v['no-count'] ? 'never' : v.count ? 'always' : 'auto', maxRuns };
+}
+
+/** The arguments of `rankflow plan` (also for tests). */
+export function parsePlanArgs(argv: string[], command: string): PlanArgs {
+  const { values, positionals } = parseCommandLine({ ...PLAN, name: command }, argv);
+  return planArgsFrom(command, values, positionals);
 }
 
 function fmtInt(n: number): string {
@@ -169,16 +185,4 @@ export function planJson(plan: PlannedRecipe): unknown {
   };
 }
 
-export const planCommand: Command = {
-  name: 'plan',
-  summary: 'expand a recipe into its runs (table, or --json)',
-  help: HELP,
-  async run(argv) {
-    const args = parsePlanArgs(argv, 'plan');
-    const plan = await planRecipeFile(args.file, { count: args.count, maxRuns: args.maxRuns });
-    for (const w of plan.warnings) console.error(`rankflow: warning: ${w}`);
-    if (args.json) console.log(JSON.stringify(planJson(plan), null, 2));
-    else console.log(renderPlanTable(plan));
-    return 0;
-  },
-};
+export const planCommand = defineCommand(PLAN);

@@ -4,7 +4,6 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Command } from '../command.js';
 import { UserError } from '../../core/errors.js';
 import { openResultStore, readSelection } from '../results-reader.js';
 import { buildTable } from '../../tables/table.js';
@@ -19,30 +18,20 @@ import {
   type PlotKind,
 } from '../../tables/plots.js';
 import { TableInputError } from '../../core/errors.js';
-import { parseCli } from '../args.js';
+import { defineCommand, type OptionDefs, type Parsed } from '../args.js';
 import { filtersFrom, SELECTION_OPTIONS, userErrors } from '../selection.js';
 
 const PLOT_OPTIONS = {
   ...SELECTION_OPTIONS,
-  kind: { type: 'string' },
-  format: { type: 'string', short: 'f' },
-  out: { type: 'string', short: 'o' },
-  name: { type: 'string' },
-} as const;
-
-const HELP = `Usage: rankflow plot <sweep|recipe>... [options]
-
-Figures of one or more sweeps' results, written as <out>/<name>-<kind>.svg and .png:
-  loss    training-loss curves per run group (mean over seeds), one panel per dataset
-  params  score vs trainable parameters per method (log x): the PEFT efficiency plot
-  rank    score vs rank per method (mean ± std over seeds), one panel per dataset
-
-Options:
-  --kind loss,params,rank   (default: all three; a kind the data cannot support is skipped with a note)
-  -f, --format svg|png|both (default both)
-  -o, --out DIR             (default results)
-  --name NAME               file name prefix (default: the first sweep or recipe named)
-  --store, --method, --dataset, --rank, --tag, --model, --setting, --metric, --best: as for \`rankflow table\``;
+  kind: {
+    type: 'string',
+    arg: 'loss,params,rank',
+    help: '(default: all three; a kind the data cannot support is skipped with a note)',
+  },
+  format: { type: 'string', short: 'f', arg: 'svg|png|both', help: '(default both)' },
+  out: { type: 'string', short: 'o', arg: 'DIR', help: '(default results)' },
+  name: { type: 'string', arg: 'NAME', help: 'file name prefix (default: the first sweep or recipe named)' },
+} as const satisfies OptionDefs;
 
 export interface PlotRequest {
   dir: string;
@@ -87,8 +76,7 @@ export async function writePlots(runs: RunRow[], req: PlotRequest): Promise<{ wr
   return { written, skipped };
 }
 
-export async function runPlot(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseCli(argv, PLOT_OPTIONS, 'plot');
+async function plot({ values: v, positionals }: Parsed<typeof PLOT_OPTIONS>): Promise<number> {
   const kinds = (v.kind ? v.kind.split(',').map((k) => k.trim()) : [...PLOT_KINDS]) as PlotKind[];
   for (const k of kinds) {
     if (!(PLOT_KINDS as readonly string[]).includes(k))
@@ -120,9 +108,14 @@ export async function runPlot(argv: string[]): Promise<number> {
   return 0;
 }
 
-export const plotCommand: Command = {
+export const plotCommand = defineCommand({
   name: 'plot',
   summary: 'plots (SVG, PNG) of sweep results: loss curves, score vs parameters, score vs rank',
-  help: HELP,
-  run: runPlot,
-};
+  args: '<sweep|recipe>...',
+  description: `Figures of one or more sweeps' results, written as <out>/<name>-<kind>.svg and .png:
+  loss    training-loss curves per run group (mean over seeds), one panel per dataset
+  params  score vs trainable parameters per method (log x): the PEFT efficiency plot
+  rank    score vs rank per method (mean ± std over seeds), one panel per dataset`,
+  options: PLOT_OPTIONS,
+  run: plot,
+});

@@ -2,10 +2,9 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from '../command.js';
 import { runTable } from './table.js';
 import { UserError } from '../../core/errors.js';
-import { intFlag, parseFlags } from '../args.js';
+import { defineCommand, intFlag } from '../args.js';
 import { resolveConfig } from '../config.js';
 import { startWorker } from '../worker.js';
 import type { RunningWorker } from '../worker.js';
@@ -61,33 +60,39 @@ async function waitForPollers(client: Client, config: Config, runs: PlannedRun[]
   }
 }
 
-export const submitCommand: Command = {
+export const submitCommand = defineCommand({
   name: 'submit',
   summary: 'plan a recipe and run its sweep (finished runs are never run again)',
-  help: [
-    'Usage: rankflow submit <recipe.yaml> [--detach] [--concurrency N] [--max-attempts N] [--heartbeat-timeout S] [--no-table]',
-    '',
-    'Plans the recipe (like `rankflow plan`), stores the sweep manifest, starts the sweep workflow and follows',
-    'its progress, then prints the comparison table. Runs whose result is already recorded are skipped, so',
-    'resubmitting a recipe after editing one axis runs only the new runs.',
-    '',
-    'With no TEMPORAL_ADDRESS / config file, uses the embedded default: a local Temporal dev server and S3',
-    'server (started on first use, kept running; `rankflow services stop`) and a worker in this process.',
-    '',
-    '  --detach              return after starting the sweep (embedded default: starts a background worker)',
-    '  --concurrency N       runs at once (default: one per CPU core (at most 4) on the embedded default, else 8)',
-    '  --max-attempts N      attempts per run for retryable failures (default 5; config errors never retry)',
-    '  --heartbeat-timeout S seconds without a heartbeat before a run is declared lost and retried (default 60)',
-    '  --no-table            do not print the table at the end',
-  ].join('\n'),
-  async run(argv) {
-    const { values, positionals } = parseFlags('submit', argv, {
-      detach: { type: 'boolean' },
-      concurrency: { type: 'string' },
-      'max-attempts': { type: 'string' },
-      'heartbeat-timeout': { type: 'string' },
-      'no-table': { type: 'boolean' },
-    });
+  args: '<recipe.yaml>',
+  description: `Plans the recipe (like \`rankflow plan\`), stores the sweep manifest, starts the sweep workflow and follows
+its progress, then prints the comparison table. Runs whose result is already recorded are skipped, so
+resubmitting a recipe after editing one axis runs only the new runs.
+
+With no TEMPORAL_ADDRESS / config file, uses the embedded default: a local Temporal dev server and S3
+server (started on first use, kept running; \`rankflow services stop\`) and a worker in this process.`,
+  options: {
+    detach: {
+      type: 'boolean',
+      help: 'return after starting the sweep (embedded default: starts a background worker)',
+    },
+    concurrency: {
+      type: 'string',
+      arg: 'N',
+      help: 'runs at once (default: one per CPU core (at most 4) on the embedded default, else 8)',
+    },
+    'max-attempts': {
+      type: 'string',
+      arg: 'N',
+      help: 'attempts per run for retryable failures (default 5; config errors never retry)',
+    },
+    'heartbeat-timeout': {
+      type: 'string',
+      arg: 'S',
+      help: 'seconds without a heartbeat before a run is declared lost and retried (default 60)',
+    },
+    'no-table': { type: 'boolean', help: 'do not print the table at the end' },
+  },
+  async run({ values, positionals }) {
     const file = positionals[0];
     if (!file || positionals.length > 1)
       throw new UserError('submit: expected one recipe file, e.g. `rankflow submit recipes/quickstart.yaml`');
@@ -154,4 +159,4 @@ export const submitCommand: Command = {
       await worker?.shutdown();
     }
   },
-};
+});

@@ -3,56 +3,57 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
-import type { ParseArgsConfig } from 'node:util';
-import type { Command } from '../command.js';
 import { UserError } from '../../core/errors.js';
-import { parseCli } from '../args.js';
+import { defineCommand, type OptionDefs, type Parsed } from '../args.js';
 import { openResultStore, readSelection } from '../results-reader.js';
-import {
-  DEFAULT_REFERENCE,
-  filtersFrom,
-  loadReferences,
-  SELECTION_HELP,
-  SELECTION_OPTIONS,
-  userErrors,
-} from '../selection.js';
+import { DEFAULT_REFERENCE, filtersFrom, loadReferences, SELECTION_OPTIONS, userErrors } from '../selection.js';
 import { buildTable, DIMS, type Dim, type TableOptions } from '../../tables/table.js';
 import { FORMATS, render, type Format } from '../../tables/render.js';
 
+const TAB = 'Table';
+
 const TABLE_OPTIONS = {
   ...SELECTION_OPTIONS,
-  format: { type: 'string', short: 'f' },
-  rows: { type: 'string' },
-  cols: { type: 'string' },
-  digits: { type: 'string' },
-  baseline: { type: 'string' },
-  reference: { type: 'string' },
-  scale: { type: 'string' },
-  title: { type: 'string' },
-  out: { type: 'string', short: 'o' },
-  'no-std': { type: 'boolean' },
-  'no-params': { type: 'boolean' },
-  'no-avg': { type: 'boolean' },
-} as const satisfies ParseArgsConfig['options'];
-
-const HELP = `Usage: rankflow table <sweep|recipe>... [options]
-
-Paper table of the results of one or more sweeps (joined), named by sweep id or recipe.
-Cells are the mean ± sample standard deviation over seeds; cells with failed or missing runs say so.
-
-${SELECTION_HELP}
-
-Table:
-  -f, --format md|latex|csv|html|json   (default: from --out's extension, else md)
-  --rows DIMS      row dimensions, from ${DIMS.join(', ')} (default method; dimensions that vary are added)
-  --cols DIM       column dimension (default dataset; adds GLUE / VTAB group averages and Avg)
-  --digits N       decimals (default 1)
-  --baseline ROW   add the difference to this row (a method such as lora, or a full row label)
-  --reference [FILE]  add published numbers (default ${DEFAULT_REFERENCE}) and the difference to them
-  --scale auto|1|100  ratio metrics ×100 when auto (default)
-  --title TEXT     caption / heading
-  --no-std --no-params --no-avg
-  -o, --out FILE   write to FILE instead of stdout`;
+  format: {
+    type: 'string',
+    short: 'f',
+    arg: 'md|latex|csv|html|json',
+    help: "(default: from --out's extension, else md)",
+    group: TAB,
+  },
+  rows: {
+    type: 'string',
+    arg: 'DIMS',
+    help: `row dimensions, from ${DIMS.join(', ')} (default method; dimensions that vary are added)`,
+    group: TAB,
+  },
+  cols: {
+    type: 'string',
+    arg: 'DIM',
+    help: 'column dimension (default dataset; adds GLUE / VTAB group averages and Avg)',
+    group: TAB,
+  },
+  digits: { type: 'string', arg: 'N', help: 'decimals (default 1)', group: TAB },
+  baseline: {
+    type: 'string',
+    arg: 'ROW',
+    help: 'add the difference to this row (a method such as lora, or a full row label)',
+    group: TAB,
+  },
+  reference: {
+    type: 'string',
+    arg: '[FILE]',
+    bare: DEFAULT_REFERENCE,
+    help: `add published numbers (default ${DEFAULT_REFERENCE}) and the difference to them`,
+    group: TAB,
+  },
+  scale: { type: 'string', arg: 'auto|1|100', help: 'ratio metrics ×100 when auto (default)', group: TAB },
+  title: { type: 'string', arg: 'TEXT', help: 'caption / heading', group: TAB },
+  out: { type: 'string', short: 'o', arg: 'FILE', help: 'write to FILE instead of stdout', group: TAB },
+  'no-std': { type: 'boolean', help: 'no standard deviations', group: TAB },
+  'no-params': { type: 'boolean', help: 'no parameter column', group: TAB },
+  'no-avg': { type: 'boolean', help: 'no group averages', group: TAB },
+} as const satisfies OptionDefs;
 
 function parseDims(flag: string, value: string): Dim[] {
   const dims = value
@@ -76,12 +77,7 @@ const EXT_FORMAT: Record<string, Format> = {
   '.json': 'json',
 };
 
-export async function runTable(argv: string[]): Promise<number> {
-  // `--reference` may stand without a file: use the default file then.
-  const args = [...argv];
-  const ri = args.indexOf('--reference');
-  if (ri >= 0 && (ri === args.length - 1 || args[ri + 1]!.startsWith('-'))) args.splice(ri + 1, 0, DEFAULT_REFERENCE);
-  const { values: v, positionals } = parseCli(args, TABLE_OPTIONS, 'table');
+async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): Promise<number> {
   const outPath = v.out;
   let format: Format = 'md';
   if (v.format) {
@@ -145,9 +141,15 @@ export async function runTable(argv: string[]): Promise<number> {
   return 0;
 }
 
-export const tableCommand: Command = {
+export const tableCommand = defineCommand({
   name: 'table',
   summary: 'paper table (md, LaTeX, CSV, HTML, JSON) of sweep results',
-  help: HELP,
-  run: runTable,
-};
+  args: '<sweep|recipe>...',
+  description: `Paper table of the results of one or more sweeps (joined), named by sweep id or recipe.
+Cells are the mean ± sample standard deviation over seeds; cells with failed or missing runs say so.`,
+  options: TABLE_OPTIONS,
+  run: table,
+});
+
+/** \`rankflow table ARGV\` (submit prints the table of the sweep it ran). */
+export const runTable = (argv: string[]): Promise<number> => tableCommand.run(argv);

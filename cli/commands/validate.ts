@@ -2,22 +2,17 @@
 import { planRecipe } from '../../planning/planner.js';
 import { UserError } from '../../core/errors.js';
 import { formatIssues, readRecipe, snapshot } from '../recipe-io.js';
-import type { Command } from '../command.js';
+import { defineCommand } from '../args.js';
 
-const HELP = `Usage: rankflow validate <recipe.yaml> [more.yaml ...]
-
-Check recipes without counting parameters or planning for real: YAML syntax, unknown keys, types, method
-names and options (against schemas/methods.generated.json), datasets, axes and the run limit. Every
-problem is printed with file:line:col. Exit code 0 when all are valid, 2 otherwise.`;
-
-export const validateCommand: Command = {
+export const validateCommand = defineCommand({
   name: 'validate',
   summary: 'check recipes without planning',
-  help: HELP,
-  async run(argv) {
-    const files = argv.filter((a) => !a.startsWith('-'));
-    const bad = argv.find((a) => a.startsWith('-'));
-    if (bad) throw new UserError(`validate: unknown option \`${bad}\`; see \`rankflow validate --help\``);
+  args: '<recipe.yaml> [more.yaml ...]',
+  description: `Check recipes without counting parameters or planning for real: YAML syntax, unknown keys, types, method
+names and options (against schemas/methods.generated.json), datasets, axes and the run limit. Every
+problem is printed with file:line:col. Exit code 0 when all are valid, 2 otherwise.`,
+  options: {},
+  async run({ positionals: files }) {
     if (files.length === 0)
       throw new UserError('validate: missing the recipe file; usage: rankflow validate <recipe.yaml>');
     const { methods, datasets } = snapshot();
@@ -43,4 +38,4 @@ export const validateCommand: Command = {
     if (failures.length) throw new UserError(failures.join('\n'));
     return 0;
   },
-};
+});
