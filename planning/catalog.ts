@@ -161,9 +161,30 @@ function staticDefaults(name: string): Omit<DatasetDefaults, 'options'> | null {
   }
 }
 
+/** MNLI names that fix the evaluated split (the runtime honours them; a table shows each as its own column). */
+export const MNLI_SPLIT_NAMES: Record<string, string> = {
+  'glue/mnli-m': 'validation_matched',
+  'glue/mnli-mm': 'validation_mismatched',
+};
+
+/**
+ * What a table groups a run's dataset by: its name, plus the evaluated split when that is not the dataset's
+ * default (`glue/mnli` on `validation_mismatched` is `glue/mnli-mm`; others `name@split`), so results on two
+ * splits are two columns, never one column with seeds counted twice.
+ */
+export function datasetLabel(name: string, evalSplit: string, defaultSplit: string): string {
+  if (evalSplit === defaultSplit) return name;
+  if (name === 'glue/mnli' || name === 'glue/mnli-m') {
+    const alias = Object.entries(MNLI_SPLIT_NAMES).find(([, split]) => split === evalSplit)?.[0];
+    if (alias) return alias;
+  }
+  return `${name}@${evalSplit}`;
+}
+
 /** Every dataset name the planner knows statically (for "did you mean" hints). */
 export const ALL_DATASETS: readonly string[] = [
   ...GLUE_TASKS.map((t) => `glue/${t}`),
+  ...Object.keys(MNLI_SPLIT_NAMES),
   ...VTAB_TASKS.map((t) => `vtab/${t}`),
   'gsm8k',
   ...SYNTHETIC_KINDS.map((k) => `synthetic/${k}`),
@@ -182,6 +203,11 @@ interface DescribedFamily {
  * come from the static table. For image datasets `max_length` is the image resolution in pixels.
  */
 export function datasetDefaults(name: string, described?: Record<string, unknown>): DatasetDefaults | null {
+  const named = MNLI_SPLIT_NAMES[name];
+  if (named) {
+    const mnli = datasetDefaults('glue/mnli', described);
+    return mnli ? { ...mnli, eval_split: named } : null;
+  }
   const st = staticDefaults(name);
   const slash = name.indexOf('/');
   const family = slash < 0 ? name : name.slice(0, slash);

@@ -32,8 +32,10 @@ import { canonicalJson, hashValue } from './canonical.js';
 import {
   BUILTIN_MODELS,
   datasetDefaults as catalogDefaults,
+  datasetLabel,
   isOwnData,
   knownDatasets,
+  MNLI_SPLIT_NAMES,
   ownDataDefaults,
 } from './catalog.js';
 import { formatPath, IssueList, type FieldPath, type PlanIssue } from './issues.js';
@@ -172,6 +174,8 @@ interface Layer {
 
 interface ResolvedDataset {
   name: string;
+  /** What tables group by: the name, plus the evaluated split when it is not the default (`glue/mnli-mm`). */
+  label: string;
   path: FieldPath;
   spec: DatasetSpec;
   layers: Layer[];
@@ -595,8 +599,18 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       }
       spec.options = Object.fromEntries(Object.entries(filled).sort(([a], [b]) => (a < b ? -1 : 1)));
     }
+    const named = MNLI_SPLIT_NAMES[entry.name];
+    if (named && spec.eval_split !== named) {
+      const p = e.eval_split !== undefined ? [...path, 'eval_split'] : ['dataset_settings', entry.name, 'eval_split'];
+      issues.add(
+        p,
+        `\`${entry.name}\` evaluates ${named}, not ${spec.eval_split}`,
+        `remove eval_split, or use glue/mnli with eval_split: ${spec.eval_split}`,
+      );
+    }
     return {
       name: entry.name,
+      label: datasetLabel(entry.name, spec.eval_split, defs.eval_split),
       path,
       spec,
       layers: [
@@ -1288,7 +1302,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
                 model: model.name,
                 method: c.mm.name,
                 rank: c.rank,
-                dataset: c.d.name,
+                dataset: c.d.label,
                 seed,
                 setting: '',
                 tags: [],

@@ -28,15 +28,29 @@ export const VTAB_GROUPS = {
 } as const;
 
 /** GLUE columns in the order the LoRA / AdaLoRA / DoRA papers print them; WNLI last (not averaged). */
-export const GLUE_ORDER = ['mnli', 'sst2', 'mrpc', 'cola', 'qnli', 'qqp', 'rte', 'stsb', 'wnli'] as const;
-/** GLUE tasks excluded from the GLUE average (as in the LoRA paper and most PEFT papers). */
-export const GLUE_NOT_AVERAGED: readonly string[] = ['wnli'];
+export const GLUE_ORDER = [
+  'mnli',
+  'mnli-m',
+  'mnli-mm',
+  'sst2',
+  'mrpc',
+  'cola',
+  'qnli',
+  'qqp',
+  'rte',
+  'stsb',
+  'wnli',
+] as const;
+/** GLUE tasks excluded from the GLUE average (as in the LoRA paper and most PEFT papers: MNLI counts as matched). */
+export const GLUE_NOT_AVERAGED: readonly string[] = ['wnli', 'mnli-mm'];
 
 export const VTAB_GROUP_NAMES = ['natural', 'specialized', 'structured'] as const;
 export type VtabGroup = (typeof VTAB_GROUP_NAMES)[number];
 
 const PRETTY_DATASET: Record<string, string> = {
   'glue/mnli': 'MNLI',
+  'glue/mnli-m': 'MNLI-m',
+  'glue/mnli-mm': 'MNLI-mm',
   'glue/sst2': 'SST-2',
   'glue/mrpc': 'MRPC',
   'glue/cola': 'CoLA',
@@ -114,7 +128,10 @@ export function benchmarkOf(
   if (slash < 0) return null;
   const family = dataset.slice(0, slash);
   const task = dataset.slice(slash + 1);
-  if (family === 'glue' && (GLUE_TASKS as readonly string[]).includes(task))
+  if (
+    family === 'glue' &&
+    ((GLUE_TASKS as readonly string[]).includes(task) || task === 'mnli-m' || task === 'mnli-mm')
+  )
     return { benchmark: 'glue', group: null, task };
   if (family === 'vtab') {
     for (const g of VTAB_GROUP_NAMES) {

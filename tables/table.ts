@@ -510,7 +510,10 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     const glueCols = columns.filter((c) => bmOf(c)?.benchmark === 'glue');
     if (glueCols.length > glueAvg.length && glueAvg.length >= 2) {
       notes.push(
-        `GLUE Avg excludes ${GLUE_NOT_AVERAGED.map((t) => prettyDataset(`glue/${t}`)).join(', ')}, as the GLUE papers do.`,
+        `GLUE Avg excludes ${glueCols
+          .filter((c) => !glueAvg.includes(c))
+          .map((c) => prettyDataset(c.key))
+          .join(', ')}, as the GLUE papers do.`,
       );
     }
     if (vtabGroupCols.length >= 2)

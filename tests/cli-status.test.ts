@@ -69,3 +69,50 @@ describe('export says which step it took and why', () => {
     expect(whyThisStep(ck(20, true), [ck(20, true), ck(40, false)], 20)).toBe('step 20: asked for with --step');
   });
 });
+
+describe('MNLI matched and mismatched in a table', () => {
+  it('are two columns side by side, each with its own seeds; only matched counts in the GLUE average', async () => {
+    const { runFromRecord } = await import('../tables/runs.js');
+    const { buildTable } = await import('../tables/table.js');
+    const { makeRecord } = await import('./tables-fixtures.js');
+    const runs = [0, 1, 2].flatMap((seed) => [
+      runFromRecord(
+        makeRecord({
+          method: 'lora',
+          rank: 8,
+          dataset: 'glue/mnli',
+          seed,
+          metric: 'accuracy',
+          metrics: { accuracy: 0.8 + seed / 100 },
+        }),
+      ),
+      runFromRecord(
+        makeRecord({
+          method: 'lora',
+          rank: 8,
+          dataset: 'glue/mnli-mm',
+          seed,
+          metric: 'accuracy',
+          metrics: { accuracy: 0.7 + seed / 100 },
+        }),
+      ),
+      runFromRecord(
+        makeRecord({
+          method: 'lora',
+          rank: 8,
+          dataset: 'glue/sst2',
+          seed,
+          metric: 'accuracy',
+          metrics: { accuracy: 0.9 },
+        }),
+      ),
+    ]);
+    const t = buildTable(runs);
+    const keys = t.columns.map((c) => c.key);
+    expect(keys.slice(0, 3)).toEqual(['glue/mnli', 'glue/mnli-mm', 'glue/sst2']);
+    const cells = t.rows[0]!.cells;
+    const mm = cells[keys.indexOf('glue/mnli-mm')]! as unknown as { n: number; mean: number };
+    expect(mm.n).toBe(3);
+    expect(mm.mean).toBeCloseTo(71, 6); // ×100 in tables
+  });
+});

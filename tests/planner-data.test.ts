@@ -139,3 +139,34 @@ describe('dataset formats and your own data', () => {
     expect(countKey(mk('y'))).not.toBe(countKey(mk('z')));
   });
 });
+
+describe('MNLI matched and mismatched', () => {
+  it('the evaluated split is part of what tables group by; the names glue/mnli-m and glue/mnli-mm are honoured', () => {
+    const r = ok({
+      ...BASE,
+      model: 'tiny-encoder',
+      datasets: [
+        'glue/mnli',
+        { name: 'glue/mnli', eval_split: 'validation_mismatched' },
+        'glue/mnli-mm',
+        'glue/mnli-m',
+      ],
+    });
+    expect(r.runs.map((x) => [x.labels.dataset, x.spec.dataset.name, x.spec.dataset.eval_split])).toEqual([
+      ['glue/mnli', 'glue/mnli', 'validation_matched'],
+      ['glue/mnli-mm', 'glue/mnli', 'validation_mismatched'],
+      ['glue/mnli-mm', 'glue/mnli-mm', 'validation_mismatched'],
+      ['glue/mnli-m', 'glue/mnli-m', 'validation_matched'],
+    ]);
+    const other = ok({ ...BASE, model: 'tiny-encoder', datasets: [{ name: 'glue/sst2', eval_split: 'dev' }] });
+    expect(other.runs[0]!.labels.dataset).toBe('glue/sst2@dev');
+    const bad = plan({
+      ...BASE,
+      model: 'tiny-encoder',
+      datasets: [{ name: 'glue/mnli-mm', eval_split: 'validation_matched' }],
+    });
+    expect(bad.issues.map((i) => i.message).join()).toMatch(
+      /`glue\/mnli-mm` evaluates validation_mismatched, not validation_matched/,
+    );
+  });
+});
