@@ -173,7 +173,7 @@ class LoopHooks:
     min_lr_ratio: float = 0.0
     finish: Optional[Callable[[Finished], Dict[str, float]]] = None
     optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None
-    step: Optional[Callable[["LoopStep"], Any]] = None
+    step: Optional[Callable[[LoopStep], Any]] = None
 
 
 @dataclass
