@@ -9,9 +9,9 @@ github.com/llm172/LoRA-MGPO (`lora_mgpo/trainer.py` `LoraMGPOTrainer`, `lora_mgp
 The layer is plain LoRA, y = W0 x + s·B A x (see lora.py), and so is the trained adapter (PEFT export: LORA).
 What changes is the training step: before the forward pass every adapted layer's frozen W0 is replaced by
 W0 + ε, the forward and backward run there (one of each per micro-batch: no second pass as in SAM), and W0 is
-restored bit for bit before clipping and the optimizer step. The gradient norm of the effective update,
-G = s·(∇B·A + B·∇A) (what ΔW = sBA moves by to first order), is smoothed over steps with an EMA ḡ (decay β).
-No layer is perturbed before the optimizer has state (the first step) or before ḡ has a value.
+restored bit for bit before clipping and the optimizer step. Both variants use the weight-space gradient
+G = s·(∇B·A + B·∇A) (what ΔW = sBA moves by to first order) of the previous step, measured after backward
+(before clipping). No layer is perturbed before the optimizer has state (the first step) or before G exists.
 
 `variant: mgpo` (the released code, the published paper):
     V = s·(m_B·A + B·m_A)      (m: the optimizer's first moment, AdamW `exp_avg` / SGD `momentum_buffer`)
@@ -19,17 +19,19 @@ No layer is perturbed before the optimizer has state (the first step) or before 
   skipped for a layer where V is non-finite or ‖V‖_F ≤ eps; the scale is 1 until ḡ exists. The official μ
   (AdamW β1) is the option `mu` (null: the run's optimizer default, 0.9).
 
-`variant: ggpo` (default; the v1 paper's perturbation, whose formula could not be read: only the abstract was
-available, "leverages gradient and weight norms to generate targeted perturbations", and no v1 code exists).
-What is used here, a random weight perturbation in the style of Flat-LoRA whose per-row size is set by the
-row's weight norm and its share of the gradient norm:
-    ε_{i,:} ~ N(0, σ_i² I),   σ_i = ρ · ‖W_{i,:}‖/√d_in · ḡ_i / mean_j ḡ_j,   W = W0 + s·B A,
-  with ḡ_i = EMA_β(‖G_{i,:}‖) per output row; the noise is drawn from a generator seeded by (seed, step, layer),
-  so a resumed run draws the same noise. With uniform gradients E‖ε‖²_F = ρ²‖W‖²_F (Flat-LoRA's σ = ρ).
+`variant: ggpo` (default; the v1 paper's gradient-guided perturbation). The v1 paper's text could not be read
+(only its abstract: "leverages gradient and weight norms to generate targeted perturbations") and the authors
+released no v1 code, so this follows the one v1 implementation found, the third-party one in kohya-ss/sd-scripts
+(`networks/lora_flux.py` `LoRAModule.forward`, `update_norms`, `update_grad_norms`; read at 450630c):
+    ε_{i,:} ~ N(0, σ_i² I),   σ_i = (sigma·‖W'_{i,:}‖ + grad_weight·‖G_{i,:}‖²) / √d_out,   W' = W0 + s·B A,
+  with G the last step's weight-space gradient (per output row; no EMA) and fresh noise every step; sd-scripts'
+  defaults sigma 0.03, grad_weight 0.01 (its `ggpo_sigma`, `ggpo_beta`). The noise comes from a generator
+  seeded by (seed, step, layer), so a resumed run draws the same noise.
 
-Defaults (official NLU profile): ρ 0.05, β 0.9, eps 1e-12, max_scale 10; NLG profile ρ 0.01, μ 0.8, β 0.8.
-Trainable parameters: LoRA's, r·(d_in + d_out) per layer. The EMAs are persistent buffers of each layer
-(`grad_norm_ema`, `ema_steps`), so checkpoints resume exactly.
+Defaults: mgpo as the official NLU profile, ρ 0.05, β 0.9, eps 1e-12, max_scale 10 (NLG: ρ 0.01, μ 0.8, β 0.8);
+ggpo as sd-scripts, sigma 0.03, grad_weight 0.01.
+Trainable parameters: LoRA's, r·(d_in + d_out) per layer. The gradient norms (mgpo: the EMA ḡ; ggpo: the last per-row
+norms) are persistent buffers of each layer (`grad_norm_ema`, `ema_steps`), so checkpoints resume exactly.
 
 Deviations and notes
 --------------------
@@ -40,7 +42,11 @@ Deviations and notes
   from the accumulated gradient (the official trainer re-applies it per micro-batch and updates ḡ after every
   micro-batch from the partially accumulated gradient); with grad_accum 1 (the released setting) they agree.
 * ḡ is measured before gradient clipping (as the official code, whose HF Trainer clips after accumulation).
-* GGPO: see above; the formula is ours, modelled on the abstract and Flat-LoRA (Li et al., ICML 2025).
+* GGPO follows a third-party implementation (sd-scripts), not the authors' (none exists) and not the paper (not
+  readable here). Differences from sd-scripts: ‖W'_{i,:}‖ is computed exactly (sd-scripts approximates it by
+  √(mean sampled ‖W0_{j,:}‖² + ‖(sBA)_{i,:}‖²)); the noise is drawn once per optimizer step from a seeded
+  generator (sd-scripts: every forward, from the global RNG) and applied by replacing W0 with W0 + ε for the
+  step (sd-scripts adds x·εᵀ: the same product); G is measured before clipping (sd-scripts: after).
 """
 from __future__ import annotations
 
@@ -58,11 +64,14 @@ from .lora import LoRA, LoRALinear, LoRAOptions
 
 @dataclass
 class LoRAGGPOOptions(LoRAOptions):
-    variant: str = option("ggpo", help="ggpo: gradient- and weight-norm-scaled random perturbation (the v1 paper, "
-                                       "our reading); mgpo: −ρ·momentum direction / EMA gradient norm (released code)",
+    variant: str = option("ggpo", help="ggpo: random perturbation scaled per row by weight and gradient norms (v1, "
+                                       "as sd-scripts); mgpo: −ρ·momentum direction / EMA gradient norm (released code)",
                           choices=["ggpo", "mgpo"])
-    rho: float = option(0.05, help="ρ: perturbation radius (official NLU 0.05, NLG 0.01)", min=0.0)
-    beta: float = option(0.9, help="β: EMA decay of the gradient norms, 0 <= β < 1 (official NLU 0.9, NLG 0.8)",
+    sigma: float = option(0.03, help="ggpo: weight-norm coefficient σ (sd-scripts ggpo_sigma)", min=0.0)
+    grad_weight: float = option(0.01, help="ggpo: coefficient of the squared gradient norm (sd-scripts ggpo_beta)",
+                                min=0.0)
+    rho: float = option(0.05, help="mgpo: perturbation radius ρ (official NLU 0.05, NLG 0.01)", min=0.0)
+    beta: float = option(0.9, help="mgpo: EMA decay β of the gradient norm, 0 <= β < 1 (official NLU 0.9, NLG 0.8)",
                          min=0.0, max=1.0)
     mu: Optional[float] = option(None, help="μ: the optimizer's momentum (AdamW β1 / SGD momentum) for the run; "
                                             "null keeps the run's 0.9 (official NLU 0.9, NLG 0.8)", min=0.0, max=1.0)
@@ -93,7 +102,8 @@ class LoRAGGPO(LoRA):
              "Perturbation Optimization, arXiv:2502.14538 (v2+: LoRA-MGPO, Findings of EMNLP 2025)")
     Options = LoRAGGPOOptions
     test_lr = 5e-2
-    option_cases = ({"variant": "mgpo"}, {"use_rslora": True}, {"dropout": 0.1}, {"variant": "mgpo", "mu": 0.8})
+    option_cases = ({"variant": "mgpo"}, {"use_rslora": True}, {"dropout": 0.1}, {"variant": "mgpo", "mu": 0.8},
+                    {"sigma": 0.1, "grad_weight": 0.0})
     mutable_buffers = ("grad_norm_ema", "ema_steps")  # the gradient-norm EMAs (the frozen W0 never changes)
     count_examples = ({"shapes": [(48, 32)], "rank": 4, "options": {}, "count": 4 * (32 + 48),
                        "source": "LoRA's r·(d_in + d_out) (the perturbation adds no parameters)"},)
@@ -101,7 +111,7 @@ class LoRAGGPO(LoRA):
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)
         o = self.options
-        if not o.rho > 0:
+        if o.variant == "mgpo" and not o.rho > 0:
             raise ConfigError(f"method.options.rho: must be positive, got {o.rho}", hint="e.g. 0.05")
         if not o.beta < 1:
             raise ConfigError(f"method.options.beta: must satisfy 0 <= beta < 1, got {o.beta}", hint="e.g. 0.9")
@@ -137,7 +147,7 @@ class LoRAGGPO(LoRA):
 
     def after_backward(self, ctx: TrainContext) -> None:
         self._restore()
-        beta = self.options.beta
+        beta = self.options.beta if self.options.variant == "mgpo" else 0.0  # ggpo: the last step's norms
         for layer in adapted_layers(ctx.model):
             if not isinstance(layer, GGPOLinear) or layer.lora_A.grad is None or layer.lora_B.grad is None:
                 continue
@@ -177,12 +187,12 @@ class LoRAGGPO(LoRA):
 
     def _ggpo_noise(self, layer: GGPOLinear, ctx: TrainContext, index: int) -> Optional[torch.Tensor]:
         o = self.options
-        gbar = layer.grad_norm_ema
-        if not bool(torch.isfinite(gbar).all()) or float(gbar.mean()) <= o.eps:
+        g = layer.grad_norm_ema
+        if not bool(torch.isfinite(g).all()):
             return None
         w = layer.base.weight.detach().float() + layer.delta_weight().detach().float()
-        sigma = o.rho * torch.linalg.vector_norm(w, dim=1) / math.sqrt(layer.in_features) * gbar / gbar.mean()
-        g = torch.Generator(device=w.device)
-        g.manual_seed((self.seed * 1_000_003 + int(ctx.step) * 7919 + index) % (2**63 - 1))
-        noise = torch.randn(w.shape, generator=g, device=w.device, dtype=torch.float32)
+        sigma = (o.sigma * torch.linalg.vector_norm(w, dim=1) + o.grad_weight * g ** 2) / math.sqrt(layer.out_features)
+        gen = torch.Generator(device=w.device)
+        gen.manual_seed((self.seed * 1_000_003 + int(ctx.step) * 7919 + index) % (2**63 - 1))
+        noise = torch.randn(w.shape, generator=gen, device=w.device, dtype=torch.float32)
         return noise * sigma[:, None]

@@ -100,14 +100,16 @@ def test_mgpo_scale_is_capped_at_ten():
 
 
 def test_ggpo_rows_follow_sigma_and_noise_is_seeded():
-    m, meth, _, _ = adapted_model("tiny-encoder", "lora-ggpo", options={"variant": "ggpo", "rho": 0.1},
-                                  targets=["fc1"])
+    """σ_i = (sigma·‖W'_i‖ + grad_weight·‖G_i‖²)/√d_out with G = s(∇B A + B ∇A) of the last step (sd-scripts)."""
+    m, meth, _, _ = adapted_model("tiny-encoder", "lora-ggpo", options={"variant": "ggpo", "sigma": 0.1,
+                                                                        "grad_weight": 50.0}, targets=["fc1"])
     batch = synthetic_batch("tiny-encoder")
     _, ctx = _steps(m, meth, batch, steps=3)
     layer = adapted_layers(m)[0]
-    gbar = layer.grad_norm_ema.clone()
-    w = layer.base.weight + layer.delta_weight()
-    sigma = 0.1 * w.norm(dim=1) / math.sqrt(layer.in_features) * gbar / gbar.mean()
+    g_last = layer.grad_norm_ema.clone()  # the last step's per-row ‖G_i‖ (decay 0 for ggpo)
+    w = (layer.base.weight + layer.delta_weight()).detach()
+    sigma = (0.1 * w.norm(dim=1) + 50.0 * g_last ** 2) / math.sqrt(layer.out_features)
+    assert float((50.0 * g_last ** 2).mean()) > 0.05 * float((0.1 * w.norm(dim=1)).mean())  # both terms count
     draws = []
     for _ in range(2):
         meth.before_forward(ctx)
@@ -134,7 +136,7 @@ def test_gradient_accumulation_one_forward_backward_per_micro_batch_and_ema_once
 
 def test_options_are_validated_and_mu_sets_beta1():
     with pytest.raises(ConfigError, match="rho: must be positive"):
-        LoRAGGPO(4, {"rho": 0.0})
+        LoRAGGPO(4, {"variant": "mgpo", "rho": 0.0})
     with pytest.raises(ConfigError, match="beta: must satisfy"):
         LoRAGGPO(4, {"beta": 1.0})
     from rankflow_runtime.optim import make_optimizer
@@ -245,22 +247,23 @@ def _roughness(losses):
 
 
 def test_toy_claim_smoother_loss_and_flatter_minimum():
-    """Rank 32, lr 3e-2 (where plain LoRA's clean training loss jumps), ρ 0.3, 300 AdamW steps. Measured, seeds
-    1/2/3/4 (this test runs seed 2):
+    """Rank 32, lr 3e-2 (where plain LoRA's clean training loss jumps), 300 AdamW steps; mgpo with ρ 0.3, ggpo
+    with its defaults (σ 0.03, grad_weight 0.01). Measured, seeds 1/2/3/4 (this test runs seed 2):
       roughness (mean |ΔL| after the first third): lora .0149/.0151/.0134/.0154, mgpo .0148/.0131/.0128/.0141,
-                                                   ggpo .0240/.0199/.0243/.0192
-      largest rise:   lora .098/.079/.064/.165, mgpo .083/.057/.066/.138, ggpo .215/.177/.136/.166
+                                                   ggpo .0247/.0149/.0163/.0181
+      largest rise:   lora .098/.079/.064/.165, mgpo .083/.057/.066/.138, ggpo .129/.132/.120/.196
       loss increase under random 0.05·‖W‖ noise:   lora .0122/.0103/.0112/.0101, mgpo .0113/.0080/.0094/.0090,
-                                                   ggpo .0038/.0064/.0025/.0039
-    The released MGPO is smoother and slightly flatter than LoRA on every seed (modest margins); our GGPO
-    reading (random, weight- and gradient-norm-scaled noise) finds much flatter minima but a rougher clean
-    loss (and a higher final loss) here."""
+                                                   ggpo .0083/.0082/.0078/.0079
+      final loss:     lora .733/.700/.800/.724, mgpo .757/.703/.705/.730, ggpo .998/1.025/.896/.830
+    The released MGPO is smoother and slightly flatter than LoRA on every seed (modest margins); GGPO (as
+    sd-scripts) reaches flatter minima on every seed but trains rougher and ends higher here, and with σ ≥ 0.1
+    it diverges on this toy (its ‖G‖² term feeds back)."""
     lora, inc_lora = _toy_run(None)
     mgpo, inc_mgpo = _toy_run({"variant": "mgpo", "rho": 0.3})
-    ggpo, inc_ggpo = _toy_run({"variant": "ggpo", "rho": 0.3})
+    ggpo, inc_ggpo = _toy_run({"variant": "ggpo"})
     (tv_l, rise_l), (tv_m, rise_m) = _roughness(lora), _roughness(mgpo)
     print(f"lora tv {tv_l:.4f} rise {rise_l:.4f} inc {inc_lora:.4f}; mgpo tv {tv_m:.4f} rise {rise_m:.4f} "
           f"inc {inc_mgpo:.4f}; ggpo tv {_roughness(ggpo)[0]:.4f} inc {inc_ggpo:.4f}")
     assert tv_m < 0.95 * tv_l and rise_m < rise_l  # smoother training loss
-    assert inc_mgpo < 0.9 * inc_lora and inc_ggpo < 0.7 * inc_lora  # flatter under random perturbations
+    assert inc_mgpo < 0.9 * inc_lora and inc_ggpo < 0.9 * inc_lora  # flatter under random perturbations
     assert min(lora) < 0.5 * lora[0] and mgpo[-1] < 1.1 * lora[-1]  # both fit the teacher
