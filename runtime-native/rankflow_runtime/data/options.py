@@ -41,6 +41,9 @@ OPTIONS: dict[str, dict[str, dict]] = {
         "eval_styles": _opt("list", None, "content-style: style ids of the evaluated prompts (default: styles)"),
         "eval_samples": _opt("integer", None, "content-style: generated samples per evaluated prompt (default 8)",
                              min=1),
+        "domains": _opt("integer", None, "img-cls: input domains (default 1: none); example i has domain i mod D, "
+                        "each domain mixes the channels and adds a background field of its own (feature shift for "
+                        "federated domain partitions)", min=1, max=64),
     },
     "glue": {"tokenizer": TOKENIZER, "pad_to_max_length": PAD, "subset_seed": SUBSET_SEED},
     "vtab": {"subset_seed": SUBSET_SEED,

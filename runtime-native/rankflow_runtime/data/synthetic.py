@@ -8,7 +8,7 @@ eval draw from independent streams of it. Sizes: ``dataset.train_size`` / ``eval
 * ``regression``: random sequences with ``k`` in 0..4 copies of one keyword token; label ``1.25 k`` (an STS-B-like
   0..5 score with ties).
 * ``img-cls``: Gaussian noise images with a bright square in the grid cell of the class. Options:
-  ``num_classes`` (4, at most 16).
+  ``num_classes`` (4, at most 16), ``domains`` (1: a feature shift per domain, see ``domain_shifts``).
 * ``causal-lm``: arithmetic progressions ``a, a+s, a+2s, ...`` (mod the alphabet) with step ``s`` in 1..3; the
   first three tokens are the prompt, the rest (and EOS) the target. Options: ``seq_len`` (<= 24), ``alphabet`` (64).
 * ``gsm8k-like``: one-step arithmetic questions over small integers in GSM8k's format (``Question: ...\\nAnswer:``,
@@ -89,20 +89,44 @@ def img_cls(spec: dict, image_size: int, channels: int, seed: int):
     if image_size < 8:
         raise DatasetConfigError(f"image_size={image_size} is too small for synthetic/img-cls", "use >= 8")
     cell = image_size // 4
+    shifts = domain_shifts(int(opts.get("domains", 1)), channels, image_size, seed)
 
     def make(rng: np.random.Generator, n: int) -> list[dict]:
         out = []
-        for _ in range(n):
+        for i in range(n):
             label = int(rng.integers(0, num_classes))
             img = rng.normal(0.0, 0.5, size=(channels, image_size, image_size)).astype(np.float32)
             r, c = divmod(label, 4)
             img[:, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] += 2.0
-            out.append({"pixel_values": torch.from_numpy(img), "labels": torch.tensor(label, dtype=torch.long)})
+            ex = {"pixel_values": torch.from_numpy(img), "labels": torch.tensor(label, dtype=torch.long)}
+            if shifts:
+                d = i % len(shifts)
+                mix, offset = shifts[d]
+                ex["pixel_values"] = torch.from_numpy(np.einsum("ij,jhw->ihw", mix, img) + offset).float()
+                ex["domain"] = torch.tensor(d, dtype=torch.long)
+            out.append(ex)
         return out
 
     r_train, r_eval = _rngs(seed)
     n_train, n_eval = sizes(spec)
     return make(r_train, n_train), make(r_eval, n_eval), num_classes
+
+
+def domain_shifts(domains: int, channels: int, size: int, seed: int) -> list:
+    """Feature shift for federated splits: domain d mixes the channels by its own I + 0.8·G_d and adds its own
+    smooth background field (a 4×4 random grid upsampled, amplitude 0.8); one domain means no shift at all."""
+    if domains < 1 or domains > 64:
+        raise DatasetConfigError(f"dataset.options.domains={domains} is out of range", "use 1..64")
+    if domains == 1:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xD0]))
+    out = []
+    for _ in range(domains):
+        mix = (np.eye(channels) + 0.8 * rng.normal(0.0, 1.0, size=(channels, channels)) / np.sqrt(channels))
+        coarse = rng.normal(0.0, 0.8, size=(channels, 4, 4))
+        field = np.kron(coarse, np.ones((1, -(-size // 4), -(-size // 4))))[:, :size, :size]
+        out.append((mix.astype(np.float32), field.astype(np.float32)))
+    return out
 
 
 def causal_lm(spec: dict, vocab_size: int, max_length: int, tok: Tokenizer, seed: int):

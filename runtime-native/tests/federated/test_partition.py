@@ -95,3 +95,18 @@ def test_client_sampling_is_a_function_of_seed_and_round():
     assert counts.min() >= 1  # every client takes part within 30 rounds here
     assert sample_clients(4, 4, seed=0, round_index=3) == [0, 1, 2, 3]
     assert client_seed(5, 0) == 5 and client_seed(5, 1) != client_seed(6, 0)
+
+
+def test_synthetic_domains_give_a_feature_shift_per_domain():
+    from rankflow_runtime.data import synthetic
+    train, _, _ = synthetic.img_cls({"options": {"domains": 3}, "train_size": 60, "eval_size": 6}, 16, 3, 0)
+    domains = [int(e["domain"]) for e in train]
+    assert domains == [i % 3 for i in range(60)]
+    parts = partition("domain", 60, 6, seed=0, domains=domains)
+    assert all(len({domains[i] for i in p}) == 1 for p in parts)
+    # the domains differ in their input statistics (channel means), the classes do not depend on the domain
+    means = [np.mean([train[i]["pixel_values"].mean(dim=(1, 2)).numpy() for i in range(60) if domains[i] == d], 0)
+             for d in range(3)]
+    assert min(np.abs(means[a] - means[b]).max() for a in range(3) for b in range(a + 1, 3)) > 0.1
+    plain, _, _ = synthetic.img_cls({"options": {}, "train_size": 4, "eval_size": 2}, 16, 3, 0)
+    assert "domain" not in plain[0]
