@@ -41,3 +41,24 @@ export async function unpolledQueueWarnings(
   for (const q of queues) if (!(await queueHasPollers(client, namespace, q))) idle.push(q);
   return idle.map((q) => `no worker polls queue \`${q}\`: start \`rankflow worker --queue ${q}\``);
 }
+
+/**
+ * What to tell a person when nobody serves a sweep: one line per training queue no worker polls (its
+ * `rankflow worker --queue` also serves the control queue), else one line when only the control queue
+ * (the sweep workflows) has no worker.
+ */
+export async function servingWarnings(
+  client: Client,
+  namespace: string,
+  control: string,
+  training: readonly string[],
+): Promise<string[]> {
+  const idle = await unpolledQueueWarnings(
+    client,
+    namespace,
+    training.filter((q) => q !== control),
+  );
+  if (idle.length > 0) return idle;
+  if (await queueHasPollers(client, namespace, control)) return [];
+  return [`no worker serves the sweeps (control queue \`${control}\`): start \`rankflow worker\``];
+}

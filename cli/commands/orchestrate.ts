@@ -7,7 +7,7 @@ import type { SignalDefinition } from '@temporalio/common';
 import type { Command } from '../command.js';
 import { UserError } from '../../core/errors.js';
 import { defineCommand, intFlag } from '../args.js';
-import { resolveConfig } from '../config.js';
+import { controlQueue, resolveConfig } from '../config.js';
 import type { Config } from '../config.js';
 import { startWorker } from '../worker.js';
 import { cancelSignal, pauseSignal, resumeSignal } from '../../workflows/index.js';
@@ -22,7 +22,7 @@ import {
   sweepStatus,
 } from '../sweeps.js';
 import type { SweepStatus } from '../../schemas/orchestration.js';
-import { trainingQueues, unpolledQueueWarnings } from '../queues.js';
+import { queueHasPollers, servingWarnings, trainingQueues, unpolledQueueWarnings } from '../queues.js';
 import { ResultRecord } from '../../schemas/result.js';
 import { checkServices, defaultStateDir, readServicesFile, stopServices } from '../../services/embedded.js';
 import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
@@ -112,6 +112,27 @@ export function firstLine(message: string | null | undefined): string {
   return line.trim();
 }
 
+/**
+ * A running sweep that no worker serves: its workflow waits on the control queue (so it cannot even be queried)
+ * or its runs on a training queue nobody polls. Null when the sweep is served (or closed, or unknown).
+ */
+async function notServed(
+  client: Client,
+  config: Config,
+  id: string,
+): Promise<{ runs: number; warnings: string[] } | null> {
+  const d = await client.workflow.getHandle(id).describe();
+  if (d.status.name !== 'RUNNING') return null;
+  const manifest = await readManifest(await openConfiguredStore(config), id).catch(() => null);
+  const control = manifest?.queues.control ?? controlQueue(config);
+  if (await queueHasPollers(client, config.namespace, control)) return null;
+  const training = manifest ? trainingQueues(manifest.queues, manifest.runs) : [];
+  return {
+    runs: manifest?.runs.length ?? 0,
+    warnings: await servingWarnings(client, config.namespace, control, training),
+  };
+}
+
 export const statusCommand = defineCommand({
   name: 'status',
   summary: "show a sweep's progress (counts by state, running runs with step and loss)",
@@ -122,6 +143,16 @@ export const statusCommand = defineCommand({
     if (positionals.length === 0) return await lsCommand.run(values.json ? ['--json'] : []);
     const id = sweepArg('status', positionals);
     return await withSweep('status', id, async (client, config) => {
+      const waiting = await notServed(client, config, id);
+      if (waiting) {
+        if (values.json)
+          console.log(JSON.stringify({ sweep_id: id, state: 'waiting', warnings: waiting.warnings }, null, 2));
+        else {
+          console.log(`${id} (waiting): 0/${waiting.runs} done; no worker has picked the sweep up`);
+          for (const w of waiting.warnings) console.log(`  warning: ${w}`);
+        }
+        return 0;
+      }
       const { status, closed } = await sweepStatus(client, id);
       const progress = await runProgress(client, status.running);
       const manifest = await readManifest(await openConfiguredStore(config), id).catch(() => null);

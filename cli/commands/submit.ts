@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { runTable } from './table.js';
 import { UserError } from '../../core/errors.js';
 import { defineCommand, intFlag } from '../args.js';
-import { resolveConfig } from '../config.js';
+import { controlQueue, resolveConfig } from '../config.js';
 import { startWorker } from '../worker.js';
 import type { RunningWorker } from '../worker.js';
 import { planRecipeFile } from '../recipe-io.js';
@@ -16,7 +16,7 @@ import { pidAlive } from '../../services/embedded.js';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config.js';
 import type { PlannedRun } from '../../schemas/runspec.js';
-import { trainingQueues, unpolledQueueWarnings } from '../queues.js';
+import { servingWarnings, trainingQueues } from '../queues.js';
 
 /**
  * A background worker for `submit --detach` on the embedded default: one per machine and training queue
@@ -54,7 +54,7 @@ async function waitForPollers(client: Client, config: Config, runs: PlannedRun[]
   const queues = trainingQueues(config.queues, runs);
   const deadline = Date.now() + graceMs;
   for (;;) {
-    const warnings = await unpolledQueueWarnings(client, config.namespace, queues);
+    const warnings = await servingWarnings(client, config.namespace, controlQueue(config), queues);
     if (warnings.length === 0 || Date.now() >= deadline) return warnings;
     await new Promise((r) => setTimeout(r, 1000));
   }
