@@ -22,8 +22,8 @@ import { withRetries } from '../store/retry.js';
 import type { SlotPool } from '../launcher/slots.js';
 import { spawnRuntime } from '../launcher/spawn.js';
 import { EXIT } from '../schemas/events.js';
-import type { DoneEvent, RunnerEvent } from '../schemas/events.js';
-import { ResultRecord } from '../schemas/result.js';
+import type { AllocationEvent, DoneEvent, RunnerEvent } from '../schemas/events.js';
+import { ResultRecord, type AllocationRecord } from '../schemas/result.js';
 import { RunInput, RunOutcome, SweepManifest, TrainOutput } from '../schemas/orchestration.js';
 import type { TrainHeartbeat } from '../schemas/orchestration.js';
 
@@ -48,6 +48,15 @@ function thin<T>(points: T[], max: number): T[] {
 function primaryMetric(input: RunInput, metrics: Record<string, number>): number | null {
   const m = metrics[input.spec.dataset.metric];
   return m === undefined ? null : m;
+}
+
+/**
+ * The result record's allocation from the runtime's final `allocation` event; the history is thinned to at
+ * most 50 patterns (first and last kept) so the activity result stays small for models with many modules.
+ */
+function allocationRecord(ev: AllocationEvent): AllocationRecord {
+  const { unit, ranks, total, budget, params, history } = ev;
+  return { unit, ranks, total, budget, params, history: thin(history ?? [], 50) };
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -161,6 +170,7 @@ export function createActivities(deps: ActivityDeps) {
         };
         const curve: { step: number; loss: number }[] = [];
         let done: DoneEvent | null = null;
+        let allocation: AllocationRecord | null = null;
         let error: Extract<RunnerEvent, { event: 'error' }> | null = null;
         let started: Extract<RunnerEvent, { event: 'started' }> | null = null;
         let uploads: Promise<void> = Promise.resolve();
@@ -212,6 +222,9 @@ export function createActivities(deps: ActivityDeps) {
                     warn(`checkpoint step ${ev.step} was not stored: ${(e as Error).message}`);
                   }
                 });
+                break;
+              case 'allocation':
+                if (ev.final) allocation = allocationRecord(ev);
                 break;
               case 'done':
                 done = ev;
@@ -284,6 +297,7 @@ export function createActivities(deps: ActivityDeps) {
             total_params: d.total_params,
             wall_time_s: d.wall_time_s,
             curve: thin(curve, 400),
+            allocation,
             runtime: s?.runtime ?? null,
             torch: s?.torch ?? null,
             python: s?.python ?? null,
@@ -374,6 +388,7 @@ export function createActivities(deps: ActivityDeps) {
         trainable_params: out.trainable_params,
         total_params: out.total_params,
         curve: out.curve,
+        allocation: out.allocation ?? null,
         error: null,
         timings: {
           started_at: out.started_at,

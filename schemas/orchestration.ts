@@ -1,7 +1,7 @@
 /** Payloads that cross Temporal: workflow inputs, activity inputs/outputs, the sweep manifest, status. */
 import { z } from 'zod';
 import { PlannedRun, RunLabels, RunSpec } from './runspec.js';
-import { CurvePoint } from './result.js';
+import { AllocationRecord, CurvePoint } from './result.js';
 
 /** Stored at `sweeps/<sweep_id>.json` before the sweep workflow starts; the workflow pages through it. */
 export const SweepManifest = z.strictObject({
@@ -55,6 +55,8 @@ export const TrainOutput = z.strictObject({
   total_params: z.number().int(),
   wall_time_s: z.number(),
   curve: z.array(CurvePoint),
+  /** The final `allocation` event of methods that move rank during training. */
+  allocation: AllocationRecord.nullable().optional(),
   runtime: z.string().nullable(),
   torch: z.string().nullable(),
   python: z.string().nullable(),

@@ -1,8 +1,23 @@
 /** The durable record of one finished (or definitively failed) run, written once per run id. */
 import { z } from 'zod';
 import { RunLabels, RunSpec } from './runspec.js';
+import { AllocationPoint } from './events.js';
 
 export const CurvePoint = z.strictObject({ step: z.number().int(), loss: z.number() });
+
+/**
+ * Where a method that moves rank during training put it (the runtime's final `allocation` event): the final
+ * rank per adapted module, its total, the budget, the parameters the final pattern uses, and the history.
+ */
+export const AllocationRecord = z.strictObject({
+  unit: z.string().min(1),
+  ranks: z.record(z.string(), z.number().int().nonnegative()),
+  total: z.number().int().nonnegative(),
+  budget: z.number().int().nonnegative().nullable(),
+  params: z.number().int().nonnegative().nullable(),
+  history: z.array(AllocationPoint),
+});
+export type AllocationRecord = z.infer<typeof AllocationRecord>;
 
 export const ResultRecord = z.strictObject({
   schema: z.literal('rankflow.result/v1'),
@@ -21,6 +36,8 @@ export const ResultRecord = z.strictObject({
   total_params: z.number().int().nullable(),
   /** Training loss curve (subsampled to at most a few hundred points). */
   curve: z.array(CurvePoint),
+  /** Final rank pattern (AdaLoRA, IncreLoRA, TriAdaptLoRA, DiffoRA, SNELLA); absent or null for other methods. */
+  allocation: AllocationRecord.nullable().optional(),
   error: z.strictObject({ kind: z.string(), message: z.string(), hint: z.string().nullable() }).nullable(),
   timings: z.strictObject({
     started_at: z.string(),

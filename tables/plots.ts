@@ -1,7 +1,8 @@
 /**
  * The standard PEFT figures, as Vega-Lite specifications rendered headless to SVG (vega's `toSVG`) and to
  * PNG (resvg): training-loss curves per run group (mean over seeds), score against trainable parameters
- * (log x; the efficiency plot), and score against rank. No I/O: callers write the strings and buffers.
+ * (log x; the efficiency plot), score against rank, and the final rank allocation (layer × module type
+ * heatmap) of methods that move rank during training. No I/O: callers write the strings and buffers.
  */
 import type { TopLevelSpec } from 'vega-lite';
 import type { RunRow } from './runs.js';
@@ -9,7 +10,7 @@ import { buildTable, rowLabel, DIMS, type Dim, type TableModel } from './table.j
 import { datasetOrder, prettyDataset, prettyMethod } from './names.js';
 import { TableInputError } from '../core/errors.js';
 
-export const PLOT_KINDS = ['loss', 'params', 'rank'] as const;
+export const PLOT_KINDS = ['loss', 'params', 'rank', 'allocation'] as const;
 export type PlotKind = (typeof PLOT_KINDS)[number];
 
 /** Text renders with a font every rankflow machine has (Debian's fonts-dejavu); resvg falls back to it. */
@@ -310,6 +311,130 @@ export function rankSpec(
     columns: Math.min(3, datasets.size),
     resolve: { scale: { y: 'independent' } },
     spec: { width: 260, height: 180, layer: layers },
+  };
+}
+
+/**
+ * (layer, module type) of an adapted module's name: the last integer component and what follows it, e.g.
+ * `encoder.layer.3.attention.output.dense` → (3, `attention.output.dense`); (null, the name) without one.
+ */
+export function layerAndType(module: string): { layer: number | null; type: string } {
+  const parts = module.split('.');
+  for (let i = parts.length - 1; i >= 0; i--) {
+    if (/^\d+$/.test(parts[i]!)) return { layer: Number(parts[i]), type: parts.slice(i + 1).join('.') || module };
+  }
+  return { layer: null, type: module };
+}
+
+export interface AllocationCell {
+  panel: string;
+  layer: string;
+  type: string;
+  rank: number;
+  n: number;
+  unit: string;
+}
+
+/** Final rank per (layer, module type), mean over the seeds of each run group (one panel per group). */
+export function allocationData(runs: RunRow[]): AllocationCell[] {
+  const ok = runs.filter((r) => r.status === 'succeeded' && r.allocation !== null);
+  if (ok.length === 0)
+    throw new TableInputError(
+      'no finished run in the selection reports a rank allocation (adalora, increlora, triadaptlora, diffora, snella); nothing to plot',
+    );
+  const dims = seriesDims(ok, []);
+  const manyDatasets = new Set(ok.map((r) => r.labels.dataset)).size > 1;
+  const groups = new Map<string, { unit: string; cells: Map<string, { layer: string; type: string; v: number[] }> }>();
+  for (const r of ok) {
+    const panel = seriesLabel(r, dims) + (manyDatasets ? ` · ${prettyDataset(r.labels.dataset)}` : '');
+    const g = groups.get(panel) ?? { unit: r.allocation!.unit, cells: new Map() };
+    groups.set(panel, g);
+    for (const [module, rank] of Object.entries(r.allocation!.ranks)) {
+      const { layer, type } = layerAndType(module);
+      const key = `${layer}\u0000${type}`;
+      const c = g.cells.get(key) ?? { layer: layer === null ? '–' : String(layer), type, v: [] };
+      g.cells.set(key, c);
+      c.v.push(rank);
+    }
+  }
+  const out: AllocationCell[] = [];
+  for (const [panel, g] of groups) {
+    for (const c of g.cells.values()) {
+      const rank = c.v.reduce((a, b) => a + b, 0) / c.v.length;
+      out.push({ panel, layer: c.layer, type: c.type, rank, n: c.v.length, unit: g.unit });
+    }
+  }
+  return out;
+}
+
+export function allocationSpec(
+  runs: RunRow[],
+  title = 'Final rank per layer × module type (mean over seeds)',
+): TopLevelSpec {
+  const values = allocationData(runs);
+  const layers = [...new Set(values.map((v) => v.layer))].sort((a, b) => Number(a) - Number(b));
+  const types = [...new Set(values.map((v) => v.type))];
+  const units = [...new Set(values.map((v) => v.unit))];
+  const panels = [...new Set(values.map((v) => v.panel))];
+  const dark = 0.6 * Math.max(...values.map((v) => v.rank));
+  const layerSpec = {
+    width: { step: 34 },
+    height: { step: 26 },
+    encoding: {
+      x: { field: 'layer', type: 'ordinal' as const, sort: layers, title: 'layer', axis: { labelAngle: 0 } },
+      y: { field: 'type', type: 'nominal' as const, sort: types, title: 'module' },
+    },
+    layer: [
+      {
+        mark: { type: 'rect' as const },
+        encoding: {
+          color: {
+            field: 'rank',
+            type: 'quantitative' as const,
+            title: units.length === 1 ? units[0] : 'value',
+            scale: { scheme: 'blues', zero: true },
+          },
+          tooltip: [
+            { field: 'panel', type: 'nominal' as const, title: 'run group' },
+            { field: 'layer', type: 'ordinal' as const },
+            { field: 'type', type: 'nominal' as const },
+            { field: 'rank', type: 'quantitative' as const, format: '.2~f' },
+            { field: 'n', type: 'quantitative' as const, title: 'seeds' },
+          ],
+        },
+      },
+      {
+        mark: { type: 'text' as const, fontSize: 10 },
+        encoding: {
+          text: { field: 'rank', type: 'quantitative' as const, format: '.2~f' },
+          color: {
+            condition: [
+              { test: `datum.rank > ${dark}`, value: 'white' },
+              { test: 'datum.rank > 0', value: 'black' },
+            ],
+            value: '#999',
+          },
+        },
+      },
+    ],
+  };
+  if (panels.length === 1) {
+    return {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: `${title}: ${panels[0]}`,
+      config: CONFIG,
+      data: { values },
+      ...layerSpec,
+    };
+  }
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    config: CONFIG,
+    data: { values },
+    facet: { field: 'panel', type: 'nominal', title: null, sort: panels },
+    columns: Math.min(2, panels.length),
+    spec: layerSpec,
   };
 }
 

@@ -23,6 +23,8 @@ export interface RunRow {
   trainable: number | null;
   total: number | null;
   curve: { step: number; loss: number }[];
+  /** Final rank per adapted module, for methods that move rank during training (else null). */
+  allocation: { unit: string; ranks: Record<string, number> } | null;
   /** One line: the failure (`kind: message`) or, for a missing run, why it is missing when known. */
   error: string | null;
 }
@@ -39,6 +41,8 @@ export function runFromRecord(r: ResultRecord): RunRow {
     trainable: r.trainable_params,
     total: r.total_params,
     curve: r.curve,
+    allocation:
+      r.status === 'succeeded' && r.allocation ? { unit: r.allocation.unit, ranks: r.allocation.ranks } : null,
     error: r.error
       ? `${r.error.kind}: ${r.error.message}`
       : r.status === 'failed'
@@ -65,6 +69,7 @@ export function missingRun(
     trainable: params?.trainable ?? null,
     total: params?.total ?? null,
     curve: [],
+    allocation: null,
     error: why,
   };
 }

@@ -4,6 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  allocationData,
+  allocationSpec,
+  layerAndType,
   lossCurveData,
   lossCurveSpec,
   paramsData,
@@ -16,6 +19,7 @@ import {
 import { buildTable, TableInputError } from '../tables/table.js';
 import { runFromRecord, type RunRow } from '../tables/runs.js';
 import { glueRuns, makeRecord, type RecordOptions } from './tables-fixtures.js';
+import { ResultRecord } from '../schemas/result.js';
 
 const run = (o: RecordOptions): RunRow => runFromRecord(makeRecord(o));
 
@@ -77,6 +81,51 @@ describe('plot data', () => {
     expect(() => rankData([run({ method: 'full', dataset: 'glue/sst2', seed: 0 })])).toThrow(
       /no run in the selection has a rank/,
     );
+  });
+});
+
+/** A finished AdaLoRA-style run whose final ranks sit on layers 1 and 2 of three (query / value). */
+function allocated(seed: number, method = 'adalora'): RunRow {
+  const ranks: Record<string, number> = {};
+  for (const layer of [0, 1, 2])
+    for (const t of ['query', 'value']) ranks[`encoder.layers.${layer}.attn.${t}`] = layer === 0 ? 0 : 2 + seed;
+  const rec = makeRecord({ method, rank: 2, dataset: 'glue/sst2', seed });
+  const total = Object.values(ranks).reduce((a, b) => a + b, 0);
+  const history = [{ step: 10, total, budget: total, ranks }];
+  return runFromRecord(
+    ResultRecord.parse({ ...rec, allocation: { unit: 'rank', ranks, total, budget: total, params: null, history } }),
+  );
+}
+
+describe('rank allocation heatmap', () => {
+  it('splits module names into layer and module type', () => {
+    expect(layerAndType('encoder.layer.3.attention.output.dense')).toEqual({
+      layer: 3,
+      type: 'attention.output.dense',
+    });
+    expect(layerAndType('model.layers.12.self_attn.q_proj')).toEqual({ layer: 12, type: 'self_attn.q_proj' });
+    expect(layerAndType('classifier')).toEqual({ layer: null, type: 'classifier' });
+  });
+
+  it('averages the final ranks over seeds per (layer, module type) and refuses runs without an allocation', () => {
+    const d = allocationData([allocated(0), allocated(1)]);
+    const at = (layer: string, type: string) => d.find((c) => c.layer === layer && c.type === type)!;
+    expect(d).toHaveLength(6);
+    expect(at('0', 'attn.query')).toMatchObject({ rank: 0, n: 2, panel: 'AdaLoRA' });
+    expect(at('2', 'attn.value')).toMatchObject({ rank: 2.5, n: 2 });
+    expect(() => allocationData(glueRuns())).toThrow(/reports a rank allocation/);
+  });
+
+  it('renders one heatmap per run group, SVG and PNG', async () => {
+    const one = await specToSvg(allocationSpec([allocated(0), allocated(1)]));
+    expect(one).toContain('Final rank per layer × module type (mean over seeds): AdaLoRA');
+    expect(one).toContain('attn.query');
+    expect(one).toContain('2.5');
+    const png = await svgToPng(one);
+    expect(png.subarray(1, 4).toString('latin1')).toBe('PNG');
+    const two = await specToSvg(allocationSpec([allocated(0), allocated(0, 'increlora')]));
+    expect(two).toContain('AdaLoRA');
+    expect(two).toContain('IncreLoRA');
   });
 });
 

@@ -1,6 +1,6 @@
 /**
- * `rankflow plot <sweep|recipe>...`: training-loss curves, score vs trainable parameters, score vs rank, as
- * SVG and PNG.
+ * `rankflow plot <sweep|recipe>...`: training-loss curves, score vs trainable parameters, score vs rank, the
+ * rank-allocation heatmap, as SVG and PNG.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -9,6 +9,7 @@ import { openResultStore, readSelection } from '../results-reader.js';
 import { buildTable } from '../../tables/table.js';
 import type { RunRow } from '../../tables/runs.js';
 import {
+  allocationSpec,
   lossCurveSpec,
   paramsSpec,
   PLOT_KINDS,
@@ -25,8 +26,8 @@ const PLOT_OPTIONS = {
   ...SELECTION_OPTIONS,
   kind: {
     type: 'string',
-    arg: 'loss,params,rank',
-    help: '(default: all three; a kind the data cannot support is skipped with a note)',
+    arg: 'loss,params,rank,allocation',
+    help: '(default: all four; a kind the data cannot support is skipped with a note)',
   },
   format: { type: 'string', short: 'f', arg: 'svg|png|both', help: '(default both)' },
   out: { type: 'string', short: 'o', arg: 'DIR', help: '(default results)' },
@@ -54,7 +55,8 @@ export async function writePlots(runs: RunRow[], req: PlotRequest): Promise<{ wr
     try {
       if (kind === 'loss') spec = lossCurveSpec(runs);
       else if (kind === 'params') spec = paramsSpec(buildTable(runs, { metric: req.metric, which: req.which }));
-      else spec = rankSpec(runs, req.metric);
+      else if (kind === 'rank') spec = rankSpec(runs, req.metric);
+      else spec = allocationSpec(runs);
     } catch (e) {
       if (e instanceof TableInputError && !req.strict) {
         skipped.push(`${kind}: ${e.message}`);
@@ -110,12 +112,14 @@ async function plot({ values: v, positionals }: Parsed<typeof PLOT_OPTIONS>): Pr
 
 export const plotCommand = defineCommand({
   name: 'plot',
-  summary: 'plots (SVG, PNG) of sweep results: loss curves, score vs parameters, score vs rank',
+  summary: 'plots (SVG, PNG) of sweep results: loss curves, score vs parameters, score vs rank, rank allocation',
   args: '<sweep|recipe>...',
   description: `Figures of one or more sweeps' results, written as <out>/<name>-<kind>.svg and .png:
   loss    training-loss curves per run group (mean over seeds), one panel per dataset
   params  score vs trainable parameters per method (log x): the PEFT efficiency plot
-  rank    score vs rank per method (mean ± std over seeds), one panel per dataset`,
+  rank    score vs rank per method (mean ± std over seeds), one panel per dataset
+  allocation  final rank per layer × module type (heatmap, mean over seeds) of methods that move rank
+          during training (adalora, increlora, triadaptlora, diffora, snella), one panel per run group`,
   options: PLOT_OPTIONS,
   run: plot,
 });

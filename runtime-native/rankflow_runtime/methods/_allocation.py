@@ -1,9 +1,8 @@
 """Pieces shared by the methods that move rank during training (AdaLoRA, IncreLoRA, TriAdaptLoRA, DiffoRA):
-the orthogonality regulariser, EMA importance smoothing, module-name helpers. Not a method (the leading
+the orthogonality regulariser, EMA importance smoothing, AdaLoRA's budget schedule. Not a method (the leading
 underscore keeps it out of the registry's discovery)."""
 from __future__ import annotations
 
-import re
 from typing import Iterable, Optional, Tuple
 
 import torch
@@ -28,17 +27,6 @@ def ema_update(avg: torch.Tensor, unc: torch.Tensor, ipt: torch.Tensor, beta1: f
     """AdaLoRA's smoothing, in place: Ī ← β1·Ī + (1−β1)·I, then Ū ← β2·Ū + (1−β2)·|I − Ī| (with the new Ī)."""
     avg.mul_(beta1).add_(ipt, alpha=1 - beta1)
     unc.mul_(beta2).add_((ipt - avg).abs(), alpha=1 - beta2)
-
-
-_INT = re.compile(r"^\d+$")
-
-
-def layer_and_type(module_name: str) -> Tuple[Optional[int], str]:
-    """(layer index, module type) of a dotted module name: the last integer component and the leaf name,
-    e.g. `encoder.layers.3.attn.query` → (3, "query"); (None, leaf) without an integer component."""
-    parts = module_name.split(".")
-    layer = next((int(p) for p in reversed(parts) if _INT.match(p)), None)
-    return layer, parts[-1]
 
 
 def cubic_budget(step: int, init_bgt: int, target_bgt: int, tinit: int, tfinal: int, total: int,
