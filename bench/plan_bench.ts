@@ -3,10 +3,16 @@
  * product over the same axes that builds one small object per combination (no defaults, validation,
  * canonical JSON, hashing or deduplication). Prints runs/second, peak memory and the ratio, measured in
  * one process:  node --expose-gc --import tsx bench/plan_bench.ts [--repeat 5]
+ *
+ * Side by side, the same plan with the hand-written SHA-256 the planner used before (bench/baseline/) and,
+ * for information, with node:crypto (which workflows cannot use): the ratio of the planner's time with
+ * @noble/hashes (planning/hash.ts) to its time with the hand-written hash.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { canonicalJson } from '../planning/canonical.js';
 import { planRecipe } from '../planning/planner.js';
-import { sha256Hex } from '../planning/sha256.js';
+import { sha256Hex, type IncrementalSha256 } from '../planning/hash.js';
+import { Sha256 as HandwrittenSha256 } from './baseline/sha256_handwritten.js';
 import { validateRecipe } from '../planning/validate.js';
 import { MethodsSnapshot } from '../schemas/describe.js';
 import snapshotJson from '../schemas/methods.generated.json' with { type: 'json' };
@@ -42,10 +48,36 @@ const recipe = {
   max_runs: N,
 };
 
-function planOnce(): number {
+/** node:crypto behind the planner's interface (information only: the sandbox has no node:crypto). */
+class NodeSha256 implements IncrementalSha256 {
+  constructor(private h: Hash = createHash('sha256')) {}
+  update(s: string): this {
+    this.h.update(s, 'utf8');
+    return this;
+  }
+  copyFrom(other: this): this {
+    this.h = other.h.copy();
+    return this;
+  }
+  clone(): NodeSha256 {
+    return new NodeSha256(this.h.copy());
+  }
+  hex(): string {
+    return this.h.digest('hex');
+  }
+}
+
+const HASHES: Record<string, (() => IncrementalSha256) | undefined> = {
+  noble: undefined, // the planner's default (planning/hash.ts)
+  handwritten: () => new HandwrittenSha256() as unknown as IncrementalSha256,
+  node: () => new NodeSha256(),
+};
+
+function planOnce(hash: keyof typeof HASHES = 'noble'): number {
   const v = validateRecipe(recipe);
   if (!v.recipe) throw new Error(JSON.stringify(v.issues));
-  const r = planRecipe(v.recipe, { methods: snap.methods, datasets: snap.datasets });
+  const sha256 = HASHES[hash];
+  const r = planRecipe(v.recipe, { methods: snap.methods, datasets: snap.datasets, ...(sha256 ? { sha256 } : {}) });
   if (r.issues.length) throw new Error(JSON.stringify(r.issues));
   _keep = r.runs;
   return r.runs.length;
@@ -142,9 +174,11 @@ const repeat = repeatArg > 0 ? Number(process.argv[repeatArg + 1]) : 5;
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) console.log('(run with `node --expose-gc --import tsx bench/plan_bench.ts` for steadier figures)');
 
-// Warm-up (JIT) on every path, then interleaved measurements so machine load hits all three alike.
+// Warm-up (JIT) on every path, then interleaved measurements so machine load hits all alike.
 floorOnce();
 floorWithIdsOnce();
+planOnce('handwritten');
+planOnce('node');
 planOnce();
 _keep = null;
 gc?.();
@@ -154,12 +188,20 @@ const heapRetained = process.memoryUsage().heapUsed - heap0;
 const floorMs: number[] = [];
 const idsMs: number[] = [];
 const planMs: number[] = [];
+const handMs: number[] = [];
+const nodeMs: number[] = [];
+const same = (ids: string[]) => ids.join() === (_keep as { id: string }[]).map((r) => r.id).join();
 for (let i = 0; i < repeat; i++) {
   floorMs.push(time(floorOnce).ms);
   idsMs.push(time(floorWithIdsOnce).ms);
-  const t = time(planOnce);
+  const t = time(() => planOnce());
   if (t.n !== N) throw new Error(`planned ${t.n} runs, expected ${N}`);
   planMs.push(t.ms);
+  const ids = (_keep as { id: string }[]).map((r) => r.id);
+  handMs.push(time(() => planOnce('handwritten')).ms);
+  if (!same(ids)) throw new Error('the hand-written SHA-256 gives other run ids');
+  nodeMs.push(time(() => planOnce('node')).ms);
+  if (!same(ids)) throw new Error('node:crypto gives other run ids');
 }
 const peakRssMiB = process.resourceUsage().maxRSS / 1024;
 
@@ -180,6 +222,12 @@ console.log(
   `  floor + full spec objects + canonical JSON + pure SHA-256 id each: ${h.toFixed(0)} ms = ${rate(h)} runs/s`,
 );
 console.log(`  ratio planner / floor: ${(p / f).toFixed(0)}x; planner / (floor with ids): ${(p / h).toFixed(2)}x`);
+const hw = median(handMs);
+const nd = median(nodeMs);
+console.log(
+  `  SHA-256 side by side (same run ids): @noble/hashes ${p.toFixed(0)} ms, hand-written (before) ${hw.toFixed(0)} ms, ` +
+    `node:crypto ${nd.toFixed(0)} ms; ratio noble / hand-written ${(p / hw).toFixed(3)} (goal <= 1.10)`,
+);
 console.log(
   `  peak RSS of the process: ${peakRssMiB.toFixed(0)} MiB; heap retained by 100k planned runs: ${(heapRetained / 2 ** 20).toFixed(0)} MiB (${(heapRetained / N).toFixed(0)} B/run)`,
 );

@@ -4,7 +4,7 @@
  * numbers and undefined values are refused: a spec that contains them has no canonical form.
  * Two values are the same run setting exactly when their canonical JSON is equal.
  */
-import { sha256Hex } from './sha256.js';
+import { sha256Hex } from './hash.js';
 
 export function canonicalJson(value: unknown): string {
   switch (typeof value) {

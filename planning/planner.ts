@@ -39,7 +39,7 @@ import {
   ownDataDefaults,
 } from './catalog.js';
 import { formatPath, IssueList, type FieldPath, type PlanIssue } from './issues.js';
-import { Sha256 } from './sha256.js';
+import { Sha256, type IncrementalSha256 } from './hash.js';
 import { suggestHint } from './suggest.js';
 import { describeValue, zodIssues } from './validate.js';
 
@@ -70,6 +70,8 @@ export interface PlanOptions {
   maxRuns?: number;
   /** Dataset families of `describe` (the snapshot's `datasets`): tasks, metrics, option schemas. */
   datasets?: Record<string, unknown>;
+  /** Another SHA-256 implementation for the run ids (bench/plan_bench.ts compares two); default planning/hash.ts. */
+  sha256?: () => IncrementalSha256;
 }
 
 export interface PlanResult {
@@ -1252,7 +1254,8 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     return hit;
   };
 
-  const scratch = new Sha256();
+  const newHash = opts.sha256 ?? (() => new Sha256());
+  const scratch = newHash();
   const expandCell = (c: Cell, tag: string | null, applyExclude: boolean): void => {
     gridSize += cellSize(c);
     const datasetCanon = canonicalJson(c.d.spec);
@@ -1266,7 +1269,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
         const options = optionsOf(c, opick);
         const method: MethodSpec = { name: c.mm.name, rank: c.rank, options, targets: c.targets };
         const keyByHead = new Map<boolean, string>();
-        const prefix = new Sha256().update(
+        const prefix = newHash().update(
           `{"dataset":${datasetCanon},"device":${JSON.stringify(device)},"method":${canonicalJson(method)},"model":${modelCanon},"schema":"${SPEC_SCHEMA}","seed":`,
         );
         trainings.forEach((training, ti) => {
@@ -1276,15 +1279,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
               continue;
             }
             const id =
-              'run-' +
-              scratch
-                .copyFrom(prefix)
-                .update(String(seed))
-                .update(',"training":')
-                .update(trainingCanons[ti]!)
-                .update('}')
-                .hex()
-                .slice(0, 32);
+              'run-' + scratch.copyFrom(prefix).update(`${seed},"training":${trainingCanons[ti]!}}`).hex().slice(0, 32);
             if (byId.has(id)) continue;
             if (runs.length >= maxRuns) throw new TooManyRuns();
             byId.set(id, runs.length);

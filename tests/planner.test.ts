@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { canonicalJson } from '../planning/canonical.js';
 import { countKey, planRecipe, runId, sweepId, type CountTable, type PlanResult } from '../planning/planner.js';
-import { Sha256, sha256Hex } from '../planning/sha256.js';
+import { Sha256, sha256Hex } from '../planning/hash.js';
 import { closest } from '../planning/suggest.js';
 import { validateRecipe } from '../planning/validate.js';
 import { formatPath } from '../planning/issues.js';

@@ -1,4 +1,7 @@
 /**
+ * The benchmark's baseline only: the hand-written SHA-256 the planner used before planning/hash.ts (which
+ * takes SHA-256 from @noble/hashes). bench/plan_bench.ts plans the same recipe with both, side by side.
+ *
  * SHA-256 (FIPS 180-4) in plain TypeScript: no Node built-ins, so workflow code (which runs in Temporal's
  * deterministic sandbox) can compute the same run ids as the CLI. Strings are hashed as UTF-8.
  *
