@@ -192,7 +192,7 @@ def test_break_step_routes_each_loss_to_its_half():
         now_up = [p.detach().clone() for p in up]
         for p in up:
             p.copy_(before[names[id(p)]])
-    aux = [b for b in (Stream(b) for b in aux_batches)]
+    aux = [Stream(b) for b in aux_batches]
     loss2 = sum(model(**a.collate(a.train)).loss for a in aux) / 2
     g2 = torch.autograd.grad(loss2, up)
     for p, g, got in zip(up, g2, now_up):
