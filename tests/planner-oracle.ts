@@ -158,6 +158,72 @@ function perLayer(spec: RunSpec, dOut: number, dIn: number): number | null {
   }
 }
 
+/** Blocks of TriAdaptLoRA: (trainable of one layer) for block sizes k_t: Σ k_t(d_in + d_out) + 2·k_t·R_t. */
+function triBlocks(dOut: number, dIn: number, sizes: number[]): number {
+  let r = 0;
+  let n = 0;
+  for (const k of sizes) {
+    r += k;
+    n += k * (dIn + dOut) + 2 * k * r;
+  }
+  return n;
+}
+
+/**
+ * Methods that move rank during training (runtime README "Methods that move rank"): the count at the start
+ * and the count of the final pattern (every module at the target rank; DiffoRA: ⌈ρM⌉ of M modules).
+ */
+function rankMoving(spec: RunSpec, m: Shapes): CountResult | null {
+  const r = spec.method.rank ?? 0;
+  const o = spec.method.options as Record<string, number | string | boolean>;
+  const pairs = m.targets.map(([dOut, dIn]) => [dOut, dIn] as const);
+  let start = 0;
+  let final = 0;
+  for (const [dOut, dIn] of pairs) {
+    const d = dIn + dOut;
+    switch (spec.method.name) {
+      case 'adalora': {
+        const initR = (o.init_r as number | undefined) ?? Math.ceil(1.5 * r);
+        start += initR * (d + 1);
+        final += r * (d + 1);
+        break;
+      }
+      case 'increlora': {
+        const table: Record<number, number> = { 2: 1, 4: 2, 6: 3, 8: 4 };
+        const k = (o.incre_rank_num as number | undefined) ?? table[r] ?? Math.max(1, Math.ceil(r / 2));
+        const initR = (o.init_r as number | undefined) ?? 1;
+        start += initR * (d + 1);
+        final += r * (d + 1) + (o.advance_learn === false ? 0 : k * d);
+        break;
+      }
+      case 'triadaptlora': {
+        const k = (o.incre_rank_num as number | undefined) ?? Math.max(1, Math.floor(r / 2));
+        const r0 = (o.init_rank as number | undefined) ?? 1;
+        const left = Math.max(0, r - r0);
+        const sizes = [r0, ...Array<number>(Math.floor(left / k)).fill(k), ...(left % k ? [left % k] : [])];
+        start += triBlocks(dOut, dIn, [r0]);
+        final += triBlocks(dOut, dIn, sizes);
+        break;
+      }
+      case 'diffora':
+        start += r * d + 1;
+        final += r * d;
+        break;
+      default:
+        return null;
+    }
+  }
+  start *= m.layers;
+  final *= m.layers;
+  if (spec.method.name === 'diffora') {
+    const modules = m.layers * pairs.length;
+    const ratio = (o.ratio as number | undefined) ?? 0.5;
+    const keep = Math.min(modules, Math.ceil(ratio * modules - 1e-9));
+    final = Math.round((final * keep) / modules);
+  }
+  return { trainable: start, total: m.total + start, final };
+}
+
 export function oracleCount(spec: RunSpec): CountResult | null {
   const m = ORACLE_MODELS[spec.model.name];
   if (!m) return null;
@@ -165,6 +231,10 @@ export function oracleCount(spec: RunSpec): CountResult | null {
   if (spec.method.name === 'linear-probe') {
     const t = linearProbe(spec, m);
     return t === null ? null : { trainable: t, total: m.total };
+  }
+  if (['adalora', 'increlora', 'triadaptlora', 'diffora'].includes(spec.method.name)) {
+    if ((spec.method.rank ?? 0) > Math.min(...m.targets.flat())) return null;
+    return rankMoving(spec, m);
   }
   let t = 0;
   for (const [o, i] of m.targets) {

@@ -12,7 +12,7 @@ import { fractionOfFull, planRecipeFile } from '../cli/recipe-io.js';
 import { countSpecs, describeRuntime } from '../launcher/runtime-calls.js';
 import { runtimeAvailable } from '../launcher/spawn.js';
 import { countKey } from '../planning/planner.js';
-import { oracleCount } from './planner-oracle.js';
+import { oracleCount, oracleCountFn } from './planner-oracle.js';
 import { snapshotText, SNAPSHOT_PATH } from '../launcher/snapshot.js';
 
 const haveRuntime = runtimeAvailable();
@@ -52,6 +52,24 @@ describe.skipIf(!haveRuntime)('planner with the real runtime', () => {
     const real = await countSpecs(probes);
     expect(real.map((c) => c!.trainable)).toEqual(probes.map((s) => oracleCount(s)!.trainable));
     expect(real[0]!.trainable).toBe(768 * 100 + 100); // CIFAR-100: 100 classes
+  }, 180_000);
+
+  it('methods that move rank: the oracle counts the start and the final pattern as the runtime does', async () => {
+    const plan = await planRecipeFile(join(ROOT, 'recipes', 'rank-allocation.yaml'), { countFn: oracleCountFn() });
+    const specs = ['adalora', 'increlora', 'triadaptlora', 'diffora'].map((m) => {
+      const r = plan.runs.find((x) => x.labels.method === m && x.labels.dataset === 'glue/rte')!;
+      return {
+        ...r.spec,
+        model: { ...r.spec.model, random_init: true },
+        training: { ...r.spec.training, train_head: false },
+      };
+    });
+    const real = await countSpecs(specs);
+    for (const [i, s] of specs.entries()) {
+      const want = oracleCount(s)!;
+      expect([real[i]!.trainable, real[i]!.final], s.method.name).toEqual([want.trainable, want.final]);
+      expect(real[i]!.final).not.toBe(real[i]!.trainable); // what budget matching compares differs
+    }
   }, 180_000);
 
   it('count --specs: a spec the runtime refuses gets null and its error, the others their counts', async () => {
