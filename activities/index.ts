@@ -3,29 +3,21 @@
  * worker's artifact store, work folder and device slots. The artifact store lives in `store/`, the runtime
  * launcher and device slots in `launcher/`; this folder holds only the activity bodies.
  */
-import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { ApplicationFailure } from '@temporalio/common';
 import { Context, getClient } from '@temporalio/activity';
 import type { ArtifactStore } from '../store/store.js';
-import {
-  CheckpointFileError,
-  downloadLatestCheckpoint,
-  pruneCheckpoints,
-  uploadCheckpoint,
-} from '../store/checkpoints.js';
-import { failureKey, logKey, resultKey, sweepKey } from '../store/keys.js';
-import { withRetries } from '../store/retry.js';
+import { failureKey, resultKey, sweepKey } from '../store/keys.js';
 import type { SlotPool } from '../launcher/slots.js';
 import { spawnRuntime } from '../launcher/spawn.js';
-import { EXIT } from '../schemas/events.js';
-import type { AllocationEvent, DoneEvent, RunnerEvent } from '../schemas/events.js';
-import { ResultRecord, type AllocationRecord } from '../schemas/result.js';
-import { RunInput, RunOutcome, SweepManifest, TrainOutput } from '../schemas/orchestration.js';
-import type { TrainHeartbeat } from '../schemas/orchestration.js';
+import { ResultRecord } from '../schemas/result.js';
+import { RunInput, RunOutcome, SweepManifest } from '../schemas/orchestration.js';
+import type { TrainOutput } from '../schemas/orchestration.js';
+import { train, withoutRetryWhenFull } from './train.js';
 
 export interface ActivityDeps {
   store: ArtifactStore;
@@ -37,26 +29,9 @@ export interface ActivityDeps {
   heartbeatEveryS?: number;
 }
 
-/** Subsample a loss curve to at most `max` points, keeping the first and last. */
-function thin<T>(points: T[], max: number): T[] {
-  if (points.length <= max) return points;
-  const out: T[] = [];
-  for (let i = 0; i < max; i++) out.push(points[Math.round((i * (points.length - 1)) / (max - 1))]!);
-  return out;
-}
-
 function primaryMetric(input: RunInput, metrics: Record<string, number>): number | null {
   const m = metrics[input.spec.dataset.metric];
   return m === undefined ? null : m;
-}
-
-/**
- * The result record's allocation from the runtime's final `allocation` event; the history is thinned to at
- * most 50 patterns (first and last kept) so the activity result stays small for models with many modules.
- */
-function allocationRecord(ev: AllocationEvent): AllocationRecord {
-  const { unit, ranks, total, budget, params, history } = ev;
-  return { unit, ranks, total, budget, params, history: thin(history ?? [], 50) };
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -134,196 +109,9 @@ export function createActivities(deps: ActivityDeps) {
       }
     },
 
-    /** The training activity: spawn the runtime, stream checkpoints to the store, resume on retries. */
+    /** The training activity (`train.ts`): spawn the runtime, stream checkpoints, resume on retries. */
     async train(raw: RunInput): Promise<TrainOutput> {
-      const input = RunInput.parse(raw);
-      const ctx = Context.current();
-      const signal = ctx.cancellationSignal; // keep it: calling it inside the listener throws
-      const attempt = ctx.info.attempt;
-      const slot = await deps.slots.acquire();
-      const dir = join(deps.workDir, input.run_id, `attempt-${attempt}-${randomBytes(3).toString('hex')}`);
-      const logFile = join(dir, 'runtime.log');
-      const warn = (msg: string): void => {
-        ctx.log.warn(msg);
-        void writeFile(logFile, `[rankflow] ${msg}\n`, { flag: 'a' });
-      };
-      try {
-        await mkdir(dir, { recursive: true });
-        const specPath = join(dir, 'spec.json');
-        await writeFile(specPath, JSON.stringify({ ...input.spec, run_id: input.run_id }, null, 1));
-        const resume = await withRetries(
-          () => downloadLatestCheckpoint(deps.store, input.run_id, join(dir, 'resume'), warn),
-          {
-            what: 'downloading the latest checkpoint',
-            signal,
-          },
-        );
-        const args = ['run', '--spec', specPath, '--out', join(dir, 'out')];
-        if (resume) args.push('--resume', resume.path);
-
-        const hb: TrainHeartbeat = {
-          step: resume?.step ?? 0,
-          total_steps: null,
-          loss: null,
-          checkpoint: null,
-          phase: 'loading',
-        };
-        const curve: { step: number; loss: number }[] = [];
-        let done: DoneEvent | null = null;
-        let allocation: AllocationRecord | null = null;
-        let error: Extract<RunnerEvent, { event: 'error' }> | null = null;
-        let started: Extract<RunnerEvent, { event: 'started' }> | null = null;
-        let uploads: Promise<void> = Promise.resolve();
-        let uploadFailure: Error | null = null;
-        const startedAt = new Date().toISOString();
-
-        const proc = spawnRuntime({
-          args,
-          logFile,
-          env: { ...slot.env, RANKFLOW_RUN_ID: input.run_id },
-          onEvent: (ev) => {
-            switch (ev.event) {
-              case 'started':
-                started = ev;
-                hb.total_steps = ev.total_steps;
-                hb.phase = 'training';
-                ctx.heartbeat(hb); // step and total from the first seconds, not "?" until the first progress
-                break;
-              case 'progress':
-                hb.step = ev.step;
-                hb.loss = ev.loss;
-                hb.total_steps = ev.total_steps;
-                hb.phase = 'training';
-                delete hb.eval_done;
-                delete hb.eval_total;
-                curve.push({ step: ev.step, loss: ev.loss });
-                ctx.heartbeat(hb);
-                break;
-              case 'eval_progress':
-                hb.phase = ev.done < ev.total ? 'evaluating' : 'training';
-                hb.eval_done = ev.done;
-                hb.eval_total = ev.total;
-                ctx.heartbeat(hb);
-                break;
-              case 'checkpoint':
-                uploads = uploads.then(async () => {
-                  try {
-                    const key = await withRetries(() => uploadCheckpoint(deps.store, input.run_id, ev), {
-                      what: `uploading checkpoint step ${ev.step}`,
-                      fatal: (e) => e instanceof CheckpointFileError,
-                    });
-                    hb.checkpoint = key;
-                    ctx.heartbeat(hb);
-                    await withRetries(() => pruneCheckpoints(deps.store, input.run_id, input.policy.keep_checkpoints), {
-                      what: 'pruning checkpoints',
-                    });
-                  } catch (e) {
-                    if (!(e instanceof CheckpointFileError)) uploadFailure = e as Error;
-                    warn(`checkpoint step ${ev.step} was not stored: ${(e as Error).message}`);
-                  }
-                });
-                break;
-              case 'allocation':
-                if (ev.final) allocation = allocationRecord(ev);
-                break;
-              case 'done':
-                done = ev;
-                break;
-              case 'error':
-                error = ev;
-                break;
-              default:
-                break;
-            }
-          },
-        });
-        const beat = setInterval(() => ctx.heartbeat(hb), (deps.heartbeatEveryS ?? 2) * 1000);
-        const onAbort = (): void => void proc.terminate(input.policy.terminate_grace_s * 1000);
-        signal.addEventListener('abort', onAbort, { once: true });
-        let exit;
-        try {
-          exit = await proc.exit;
-        } finally {
-          clearInterval(beat);
-          signal.removeEventListener('abort', onAbort);
-        }
-        await uploads;
-        await withRetries(() => deps.store.putFile(logKey(input.run_id, attempt), logFile), {
-          what: 'uploading the runtime log',
-        }).catch((e: Error) => ctx.log.warn(`log upload failed: ${e.message}`));
-
-        if (signal.aborted) {
-          if (ctx.cancellationDetails?.workerShutdown) {
-            // This worker is going away: the runner has checkpointed; another worker resumes the run.
-            throw ApplicationFailure.retryable(
-              'the worker shut down; the run resumes from its checkpoint',
-              'Preempted',
-            );
-          }
-          throw signal.reason instanceof CancelledFailure ? signal.reason : new CancelledFailure('training cancelled');
-        }
-        if (exit.badLines.length > 0) {
-          throw ApplicationFailure.retryable(
-            `the runtime printed ${exit.badLines.length} line(s) on stdout that are not valid events, e.g. ${exit.badLines[0]!.slice(0, 200)}`,
-            'ProtocolError',
-          );
-        }
-        const errEv = error as Extract<RunnerEvent, { event: 'error' }> | null;
-        const describe = errEv
-          ? `${errEv.kind} error: ${errEv.message}${errEv.hint ? ` (hint: ${errEv.hint})` : ''}`
-          : '';
-        if (exit.code === EXIT.config) {
-          throw ApplicationFailure.create({
-            type: 'ConfigError',
-            nonRetryable: true,
-            message: describe || `the runtime rejected the run (exit 2); its log: \`rankflow logs ${input.run_id}\``,
-            details: [
-              { kind: errEv?.kind ?? 'config', message: errEv?.message ?? '', hint: errEv?.hint ?? null, attempt },
-            ],
-          });
-        }
-        if (exit.code === EXIT.ok) {
-          const d = done as DoneEvent | null;
-          if (!d)
-            throw ApplicationFailure.retryable('the runtime exited 0 without a `done` event (no metrics)', 'NoMetrics');
-          if (uploadFailure)
-            warn(`finished, but a checkpoint upload failed earlier: ${(uploadFailure as Error).message}`);
-          const s = started as Extract<RunnerEvent, { event: 'started' }> | null;
-          return TrainOutput.parse({
-            metrics: d.metrics,
-            best_metrics: d.best_metrics,
-            best_step: d.best_step,
-            trainable_params: d.trainable_params,
-            total_params: d.total_params,
-            wall_time_s: d.wall_time_s,
-            curve: thin(curve, 400),
-            allocation,
-            runtime: s?.runtime ?? null,
-            torch: s?.torch ?? null,
-            python: s?.python ?? null,
-            started_at: startedAt,
-            attempt,
-            resumed_from: resume?.step ?? null,
-            slot: slot.id,
-            host: hostname(),
-          });
-        }
-        if (exit.code === EXIT.preempted) {
-          throw ApplicationFailure.retryable(
-            'the runtime was preempted (SIGTERM); it checkpointed and will resume',
-            'Preempted',
-          );
-        }
-        const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-        // One line: a Python traceback stays in the run's log (`rankflow logs`), never in failure records or tables.
-        throw ApplicationFailure.retryable(
-          `the runtime ${how}${describe ? `: ${describe}` : ''}; its log: \`rankflow logs ${input.run_id}\``,
-          'RunnerFailed',
-        );
-      } finally {
-        deps.slots.release(slot);
-        if (!process.env.RANKFLOW_KEEP_WORKDIR) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-      }
+      return await train(deps, raw);
     },
 
     /**
@@ -399,9 +187,8 @@ export function createActivities(deps: ActivityDeps) {
         versions: { ...deps.versions, runtime: out.runtime, torch: out.torch, python: out.python },
         worker: { host: out.host, slot: out.slot },
       };
-      const written = await deps.store.putIfAbsent(
-        resultKey(input.run_id),
-        JSON.stringify(ResultRecord.parse(record), null, 1),
+      const written = await withoutRetryWhenFull(deps.store, 'recording the result', () =>
+        deps.store.putIfAbsent(resultKey(input.run_id), JSON.stringify(ResultRecord.parse(record), null, 1)),
       );
       await deps.store.delete(failureKey(input.run_id));
       const metric = primaryMetric(input, out.metrics);
@@ -444,7 +231,9 @@ export function createActivities(deps: ActivityDeps) {
         versions: { ...deps.versions, runtime: null, torch: null, python: null },
         worker: { host: hostname(), slot: '' },
       };
-      await deps.store.put(failureKey(input.run_id), JSON.stringify(ResultRecord.parse(record), null, 1));
+      await withoutRetryWhenFull(deps.store, 'recording the failure', () =>
+        deps.store.put(failureKey(input.run_id), JSON.stringify(ResultRecord.parse(record), null, 1)),
+      );
     },
   };
 }

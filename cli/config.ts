@@ -10,7 +10,8 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../core/errors.js';
 import type { StoreConfig } from '../store/store.js';
-import { checkServices, defaultStateDir, readServicesFile, startServices } from '../services/embedded.js';
+import { defaultStateDir, readServicesFile } from '../services/embedded.js';
+import { ensureServices } from '../services/lifecycle.js';
 
 export const ConfigFile = z.strictObject({
   temporal: z.strictObject({ address: z.string(), namespace: z.string().default('default') }).optional(),
@@ -143,24 +144,15 @@ export async function resolveConfig(opts: { start: boolean } = { start: true }):
     );
   }
   // The embedded default.
+  // Services that died are restarted with their state (also for `status` & co.); none recorded are only
+  // started by commands that may start them.
   const stateDir = defaultStateDir();
-  let file = readServicesFile(stateDir);
-  if (file) {
-    const health = await checkServices(file, 5_000);
-    if (!health.every((h) => h.ok) || !file.temporal || !file.s3) file = null;
-  }
-  if (!file) {
-    if (!opts.start) {
-      throw new UserError(
-        'no rankflow services are running and none are configured; run `rankflow submit` (which starts them) or set TEMPORAL_ADDRESS',
-      );
-    }
-    process.stderr.write(
-      'rankflow: starting the embedded Temporal dev server and S3 server (state in .state/services) ...\n',
+  if (!opts.start && !readServicesFile(stateDir)) {
+    throw new UserError(
+      'no rankflow services are running and none are configured; run `rankflow submit` (which starts them) or set TEMPORAL_ADDRESS',
     );
-    const services = await startServices({ stateDir });
-    file = services.file;
   }
+  const file = await ensureServices(stateDir, { say: (m) => process.stderr.write(`rankflow: ${m} ...\n`) });
   const t = file.temporal!;
   const s = file.s3!;
   return {

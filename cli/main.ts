@@ -59,6 +59,11 @@ main(process.argv.slice(2)).then(
     if (err instanceof UserError) {
       console.error(`rankflow: ${err.message}`);
       process.exitCode = 2;
+    } else if (err instanceof Error && err.name === 'ServiceError') {
+      // The embedded services could not be started or reached: the message (with a log tail) says why and what
+      // to do; a stack trace into rankflow's code would not help. (Matched by name: main.ts loads no services.)
+      console.error(`rankflow: ${err.message}`);
+      process.exitCode = 1;
     } else {
       console.error(err);
       process.exitCode = 1;

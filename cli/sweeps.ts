@@ -64,15 +64,16 @@ export async function startSweep(client: Client, config: Config, o: SubmitOption
     state: null,
   };
   try {
-    const handle = await client.workflow.start(sweepWorkflow, {
+    // A running sweep with this id makes the start fail (conflict policy FAIL) rather than attach silently: of
+    // two concurrent submits of one recipe, exactly one starts it and the other says it is already running.
+    await client.workflow.start(sweepWorkflow, {
       taskQueue: controlQueue(config),
       workflowId: o.sweepId,
       args: [input],
       workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-      workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+      workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL,
     });
-    const d = await handle.describe();
-    return d.runId === handle.firstExecutionRunId;
+    return true;
   } catch (e) {
     if (e instanceof WorkflowExecutionAlreadyStartedError) return false;
     throw e;

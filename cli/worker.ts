@@ -3,7 +3,7 @@
  * hardware queue (training activities, one per device slot).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, hostname } from 'node:os';
 import { join } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
@@ -12,6 +12,7 @@ import { createActivities } from '../activities/index.js';
 import { openReadyStore } from '../store/store.js';
 import { SlotPool } from '../launcher/slots.js';
 import { PROJECT_ROOT } from '../core/paths.js';
+import { pidAlive } from '../services/embedded.js';
 import { controlQueue } from './config.js';
 import type { Config } from './config.js';
 
@@ -94,6 +95,27 @@ function installRuntime(): void {
   }
 }
 
+/**
+ * Removes the scratch folders (`<host>-<pid>`) that workers of this host left behind when they were killed
+ * (SIGKILL, a crash): their runs resume from the store, nothing in them is used again.
+ */
+export function removeStaleWorkDirs(root: string, host = hostname()): string[] {
+  let entries: string[];
+  try {
+    entries = readdirSync(root);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of entries) {
+    const m = /^(.*)-(\d+)$/.exec(name);
+    if (!m || m[1] !== host || Number(m[2]) === process.pid || pidAlive(Number(m[2]))) continue;
+    rmSync(join(root, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
 export interface RunningWorker {
   /** Resolves when the worker stops; rejects if it crashed. */
   done: Promise<void>;
@@ -109,11 +131,17 @@ export async function startWorker(config: Config, opts: WorkerOptions): Promise<
       : SlotPool.cpu(opts.slots.cpu, Math.max(1, Math.floor(cpus().length / opts.slots.cpu)));
   const device = 'gpus' in opts.slots ? 'cuda' : 'cpu';
   const queue = opts.queue ?? config.queues[device] ?? `rankflow-${device}`;
-  const workDir = opts.workDir ?? join(PROJECT_ROOT, '.state', 'work', `${hostname()}-${process.pid}`);
-  mkdirSync(workDir, { recursive: true });
+  const workRoot = join(PROJECT_ROOT, '.state', 'work');
+  const workDir = opts.workDir ?? join(workRoot, `${hostname()}-${process.pid}`);
+  removeStaleWorkDirs(workRoot);
+  mkdirSync(workDir, { recursive: true, mode: 0o700 });
   const activities = createActivities({ store, workDir, slots, versions: rankflowVersions() });
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
   const grace = `${opts.shutdownGraceS ?? 60} seconds` as const;
+  // Heartbeats reach the server at least every 2 s (the SDK's default throttle is 80% of the heartbeat
+  // timeout, up to 60 s): a cancel is delivered to a training activity within seconds, so a cancelled run
+  // checkpoints and stops instead of training on to its end.
+  const heartbeats = { maxHeartbeatThrottleInterval: '2 seconds', defaultHeartbeatThrottleInterval: '2 seconds' } as const;
   const workers: Worker[] = [];
   if (opts.control ?? true) {
     workers.push(
@@ -124,6 +152,7 @@ export async function startWorker(config: Config, opts: WorkerOptions): Promise<
         workflowBundle: await workflowBundle(),
         activities,
         shutdownGraceTime: grace,
+        ...heartbeats,
       }),
     );
   }
@@ -135,6 +164,7 @@ export async function startWorker(config: Config, opts: WorkerOptions): Promise<
       activities,
       maxConcurrentActivityTaskExecutions: slots.size,
       shutdownGraceTime: grace,
+      ...heartbeats,
     }),
   );
   const done = Promise.all(workers.map((w) => w.run())).then(async () => {

@@ -22,6 +22,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { PROJECT_ROOT } from '../core/paths.js';
 import { makeS3Client } from '../store/s3.js';
+import { writeSecurityConfig } from './seaweed-security.js';
 
 /** Default state directory; `RANKFLOW_STATE_DIR` overrides it. */
 export const defaultStateDir = (): string =>
@@ -104,7 +105,7 @@ export function readServicesFile(stateDir = defaultStateDir()): ServicesFile | n
   return parsed.data;
 }
 
-function writeServicesFile(stateDir: string, data: ServicesFile): void {
+export function writeServicesFile(stateDir: string, data: ServicesFile): void {
   const file = path.join(stateDir, SERVICES_FILE);
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(data, null, 2) + '\n', { mode: 0o600 });
@@ -155,7 +156,7 @@ export function pidAlive(pid: number): boolean {
 }
 
 /** True when any process of the group led by `pgid` is still alive. */
-function groupAlive(pgid: number): boolean {
+export function groupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);
   } catch (e) {
@@ -410,9 +411,13 @@ export async function startTemporal(opts: {
   readyTimeoutMs?: number;
   /** Override the frontend gRPC port (tests use this to provoke a start-up failure). */
   port?: number;
+  /** All three ports (a restart on the ports clients already know). */
+  ports?: TemporalRecord['ports'];
 }): Promise<StartedTemporal> {
   const bin = path.join(toolsBin(), 'temporal');
-  const [grpc, http, metrics] = await freePorts(3);
+  const [grpc, http, metrics] = opts.ports
+    ? [opts.ports.grpc, opts.ports.http, opts.ports.metrics]
+    : await freePorts(3);
   const port = opts.port ?? grpc!;
   const db = path.join(opts.stateDir, 'temporal.db');
   const log = path.join(opts.stateDir, 'temporal.log');
@@ -470,7 +475,12 @@ function s3Credentials(stateDir: string): { accessKeyId: string; secretAccessKey
   return creds;
 }
 
-export async function startS3(opts: { stateDir: string; bucket?: string }): Promise<StartedS3> {
+export async function startS3(opts: {
+  stateDir: string;
+  bucket?: string;
+  /** Every port (a restart on the ports clients already know). */
+  ports?: Record<string, number>;
+}): Promise<StartedS3> {
   const bin = path.join(toolsBin(), 'weed');
   const bucket = opts.bucket ?? DEFAULT_BUCKET;
   const dataDir = path.join(opts.stateDir, 's3-data');
@@ -508,8 +518,14 @@ export async function startS3(opts: { stateDir: string; bucket?: string }): Prom
     'admin',
     'adminGrpc',
   ] as const;
-  const list = await freePorts(names.length);
+  const list = opts.ports ? names.map((n) => opts.ports![n]!) : await freePorts(names.length);
   const ports = Object.fromEntries(names.map((n, i) => [n, list[i]!])) as Record<(typeof names)[number], number>;
+  // SeaweedFS's access control for every port but the S3 gateway's (see seaweed-security.ts).
+  try {
+    writeSecurityConfig(opts.stateDir);
+  } catch (e) {
+    throw new ServiceError((e as Error).message);
+  }
   const args = [
     'mini',
     `-dir=${dataDir}`,
@@ -629,6 +645,47 @@ export function livePids(file: ServicesFile): number[] {
   return [file.temporal?.pid, file.s3?.pid].filter((p): p is number => p !== undefined && groupAlive(p));
 }
 
+/** Starts the Temporal dev server; `ready` resolves once it answers (rejects with its log tail if it does not). */
+export async function launchTemporal(
+  stateDir: string,
+  readyTimeoutMs: number,
+  opts: { port?: number; ports?: TemporalRecord['ports'] } = {},
+): Promise<StartedTemporal & { ready: Promise<void> }> {
+  const t = await startTemporal({ stateDir, ...opts });
+  const what = `Temporal dev server (pid ${t.spawned.pid}, ${t.record.address})`;
+  const ready = waitReady(t.spawned, what, readyTimeoutMs, () =>
+    probeTemporal(t.record.address, t.record.namespace, 3_000),
+  );
+  ready.catch(() => undefined); // awaited by the caller; never an unhandled rejection meanwhile
+  return { ...t, ready };
+}
+
+/** Starts the SeaweedFS S3 server; `ready` resolves once an object round-trips through its gateway. */
+export async function launchS3(
+  stateDir: string,
+  readyTimeoutMs: number,
+  opts: { bucket?: string; ports?: Record<string, number> } = {},
+): Promise<StartedS3 & { ready: Promise<void> }> {
+  const s = await startS3({ stateDir, ...opts });
+  const what = `SeaweedFS S3 gateway (pid ${s.spawned.pid}, ${s.record.endpoint})`;
+  const ready = waitReady(s.spawned, what, readyTimeoutMs, () => probeS3(s.record, s.record.bucket, 5_000));
+  ready.catch(() => undefined);
+  return { ...s, ready };
+}
+
+/**
+ * Makes `dir` (and the project's `.state` above it, when it is there) private: created 0700, and chmod'ed to
+ * 0700 if it already existed, so no other user can read state, logs, credentials or checkpoints.
+ */
+export function privateDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const projectState = path.join(PROJECT_ROOT, '.state');
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    fs.chmodSync(d, 0o700);
+    if (d === projectState || !d.startsWith(projectState + path.sep)) break;
+  }
+}
+
 /**
  * Start the requested services (both by default) on free loopback ports and wait until they answer.
  * Fails with a ServiceError if services recorded in the same state dir are still running.
@@ -639,7 +696,7 @@ export async function startServices(opts: StartOptions = {}): Promise<Services> 
   const wantS3 = opts.s3 ?? true;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 90_000;
   const graceMs = opts.stopGraceMs ?? 10_000;
-  fs.mkdirSync(stateDir, { recursive: true });
+  privateDir(stateDir);
 
   const existing = readServicesFile(stateDir);
   if (existing) {
@@ -647,7 +704,7 @@ export async function startServices(opts: StartOptions = {}): Promise<Services> 
     if (live.length > 0) {
       throw new ServiceError(
         `services are already running from ${stateDir} (pids ${live.join(', ')}); ` +
-          `stop them with 'npx tsx scripts/services.ts stop' or use another state dir`,
+          '`rankflow services stop` stops them (or use another state dir)',
       );
     }
     fs.rmSync(path.join(stateDir, SERVICES_FILE), { force: true });
@@ -665,24 +722,16 @@ export async function startServices(opts: StartOptions = {}): Promise<Services> 
   try {
     const waits: Promise<void>[] = [];
     if (wantTemporal) {
-      const t = await startTemporal({ stateDir, port: opts.temporalPort });
+      const t = await launchTemporal(stateDir, readyTimeoutMs, { port: opts.temporalPort });
       spawned.push(t.spawned);
       file.temporal = t.record;
-      waits.push(
-        waitReady(t.spawned, `Temporal dev server (pid ${t.spawned.pid}, ${t.record.address})`, readyTimeoutMs, () =>
-          probeTemporal(t.record.address, t.record.namespace, 3_000),
-        ),
-      );
+      waits.push(t.ready);
     }
     if (wantS3) {
-      const s = await startS3({ stateDir, bucket: opts.bucket });
+      const s = await launchS3(stateDir, readyTimeoutMs, { bucket: opts.bucket });
       spawned.push(s.spawned);
       file.s3 = s.record;
-      waits.push(
-        waitReady(s.spawned, `SeaweedFS S3 gateway (pid ${s.spawned.pid}, ${s.record.endpoint})`, readyTimeoutMs, () =>
-          probeS3(s.record, s.record.bucket, 5_000),
-        ),
-      );
+      waits.push(s.ready);
     }
     // Written before the readiness wait, so `stop` in another process can clean up a start that hangs.
     writeServicesFile(stateDir, file);

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { ArtifactStore } from './store.js';
@@ -20,7 +21,8 @@ export const StoredCheckpoint = z.strictObject({
   step: z.number().int().nonnegative(),
   best: z.boolean(),
   reason: z.string(),
-  files: z.array(CheckpointFile),
+  /** Plain file names only: a marker must never make a download write outside its folder. */
+  files: z.array(CheckpointFile.extend({ name: z.string().regex(/^(?!\.\.?$)[A-Za-z0-9._-]{1,200}$/) })),
   stored_at: z.string(),
 });
 export type StoredCheckpoint = z.infer<typeof StoredCheckpoint>;
@@ -69,15 +71,42 @@ export async function uploadCheckpoint(
   return prefix + STORED_MARKER;
 }
 
-/** Complete checkpoints of a run, oldest first. */
-export async function listCheckpoints(store: ArtifactStore, runId: string): Promise<StoredCheckpoint[]> {
+/** Says what was skipped and why (the training activity writes it into the run's log). */
+export type Warn = (msg: string) => void;
+
+/** The marker at `key`, or why it is not one of this run's complete checkpoints. */
+async function readMarker(store: ArtifactStore, runId: string, key: string): Promise<StoredCheckpoint | string> {
+  const body = await store.get(key);
+  if (!body) return 'it vanished while listing';
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body.toString('utf8'));
+  } catch (e) {
+    return `unreadable ${STORED_MARKER} (${(e as Error).message.slice(0, 80)})`;
+  }
+  const parsed = StoredCheckpoint.safeParse(raw);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    return `unreadable ${STORED_MARKER} (${i?.path.join('.') || 'marker'}: ${i?.message ?? 'invalid'})`;
+  }
+  if (parsed.data.run_id !== runId) return `it is run ${parsed.data.run_id.slice(0, 80)}'s checkpoint, not this run's`;
+  if (key !== checkpointPrefix(runId, parsed.data.step) + STORED_MARKER) {
+    return `its marker says step ${parsed.data.step}, its folder another`;
+  }
+  return parsed.data;
+}
+
+/**
+ * Complete checkpoints of a run, oldest first. A marker that is unreadable, of another run or in the wrong
+ * folder is skipped (and reported through `warn`): it is never used, and never fails the run.
+ */
+export async function listCheckpoints(store: ArtifactStore, runId: string, warn?: Warn): Promise<StoredCheckpoint[]> {
   const keys = await store.list(checkpointPrefix(runId));
   const out: StoredCheckpoint[] = [];
   for (const key of keys.filter((k) => k.endsWith('/' + STORED_MARKER))) {
-    const body = await store.get(key);
-    if (!body) continue;
-    const parsed = StoredCheckpoint.safeParse(JSON.parse(body.toString('utf8')));
-    if (parsed.success) out.push(parsed.data);
+    const ck = await readMarker(store, runId, key);
+    if (typeof ck === 'string') warn?.(`skipping ${key.slice(0, -STORED_MARKER.length)}: ${ck}`);
+    else out.push(ck);
   }
   return out.sort((a, b) => a.step - b.step);
 }
@@ -93,6 +122,7 @@ export async function downloadCheckpoint(
   path: string,
 ): Promise<string | null> {
   const prefix = checkpointPrefix(runId, ck.step);
+  await mkdir(path, { recursive: true }); // a marker listing no files still gives the runtime a folder to refuse
   for (const f of ck.files) {
     const local = join(path, f.name);
     if (!(await store.getFile(prefix + f.name, local)) || (await sha256File(local)) !== f.sha256) return f.name;
@@ -101,25 +131,42 @@ export async function downloadCheckpoint(
 }
 
 /**
- * Downloads the newest complete checkpoint whose files verify into `dir/<step>`; a checkpoint that fails
- * verification is skipped (logged through `warn`) in favour of the one before it.
+ * Downloads the newest complete checkpoint whose files verify into `dir/<step>`, leaving out the steps in
+ * `refused` (checkpoints the runtime refused in this attempt); a checkpoint that fails verification is
+ * skipped (reported through `warn`) in favour of the one before it.
  */
 export async function downloadLatestCheckpoint(
   store: ArtifactStore,
   runId: string,
   dir: string,
-  warn: (msg: string) => void,
+  warn: Warn,
+  refused: ReadonlySet<number> = new Set(),
 ): Promise<{ step: number; path: string } | null> {
-  const all = await listCheckpoints(store, runId);
+  const all = await listCheckpoints(store, runId, warn);
   for (const ck of all.reverse()) {
+    if (refused.has(ck.step)) continue;
     const path = join(dir, String(ck.step));
     const bad = await downloadCheckpoint(store, runId, ck, path);
     if (bad === null) return { step: ck.step, path };
+    await rm(path, { recursive: true, force: true });
     warn(
       `checkpoint ${checkpointPrefix(runId, ck.step)} is damaged (${bad} missing or its sha256 differs); trying an older one`,
     );
   }
   return null;
+}
+
+/** Where the reason a checkpoint was refused is kept (`checkpoints/<run>/<step>/refused.json`). */
+export const REFUSED_MARKER = 'refused.json';
+
+/**
+ * The runtime refused a stored checkpoint (damaged, or not this run's): record why next to it and remove its
+ * marker, so no later attempt tries it again and pruning removes its files like any incomplete upload.
+ */
+export async function refuseCheckpoint(store: ArtifactStore, runId: string, step: number, why: string): Promise<void> {
+  const prefix = checkpointPrefix(runId, step);
+  await store.put(prefix + REFUSED_MARKER, JSON.stringify({ run_id: runId, step, why, at: new Date().toISOString() }));
+  await store.delete(prefix + STORED_MARKER);
 }
 
 /** Deletes checkpoints other than the newest `keepLast` and the best one; returns the steps deleted. */

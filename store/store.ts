@@ -23,6 +23,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { makeS3Client, type S3Endpoint } from './s3.js';
+import { UserError } from '../core/errors.js';
 
 export interface ArtifactStore {
   /** A short human description (`s3://bucket/prefix at http://...` or `file:///...`). */
@@ -41,9 +42,39 @@ export interface ArtifactStore {
   delete(key: string): Promise<void>;
 }
 
+/** A key that could escape the store (`..`, absolute, empty parts): a user error, never a stack trace. */
 function checkKey(key: string): void {
   if (key === '' || key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
-    throw new Error(`invalid artifact key \`${key}\``);
+    throw new UserError(`invalid artifact key \`${key.slice(0, 200)}\` (keys are relative, without . or .. parts)`);
+  }
+}
+
+const FULL_CODES = new Set(['ENOSPC', 'EDQUOT']);
+const FULL_TEXT =
+  /no space left on device|disk quota exceeded|storagefull|insufficient ?storage|no (free|writable) volumes?|not enough space/i;
+
+/**
+ * True when `e` (or an error it wraps) says the store has no room: ENOSPC/EDQUOT on a folder, HTTP 507 or a
+ * "no free volumes"/"storage full" answer from an S3-compatible server. Retrying does not help until someone
+ * frees space, so callers give up at once and say so.
+ */
+export function isStoreFull(e: unknown): boolean {
+  for (let cur = e, depth = 0; cur && depth < 8; cur = (cur as { cause?: unknown }).cause, depth++) {
+    const err = cur as { code?: unknown; name?: unknown; message?: unknown; $metadata?: { httpStatusCode?: number } };
+    if (typeof err.code === 'string' && FULL_CODES.has(err.code)) return true;
+    if (err.$metadata?.httpStatusCode === 507) return true;
+    if (FULL_TEXT.test(`${String(err.name ?? '')} ${String(err.message ?? '')}`)) return true;
+  }
+  return false;
+}
+
+/** Runs `write` into a temporary file; the file is removed if anything fails (a full disk included). */
+async function viaTemp<T>(tmp: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
   }
 }
 
@@ -72,14 +103,16 @@ export class LocalStore implements ArtifactStore {
   async put(key: string, body: Buffer | string): Promise<void> {
     const target = this.path(key);
     const tmp = await this.temp(target);
-    await writeFile(tmp, body);
-    await rename(tmp, target);
+    await viaTemp(tmp, async () => {
+      await writeFile(tmp, body);
+      await rename(tmp, target);
+    });
   }
   async putIfAbsent(key: string, body: Buffer | string): Promise<boolean> {
     const target = this.path(key);
     const tmp = await this.temp(target);
-    await writeFile(tmp, body);
     try {
+      await writeFile(tmp, body);
       await link(tmp, target); // atomic: fails with EEXIST if another writer won
       return true;
     } catch (e) {
@@ -92,8 +125,10 @@ export class LocalStore implements ArtifactStore {
   async putFile(key: string, path: string): Promise<void> {
     const target = this.path(key);
     const tmp = await this.temp(target);
-    await pipeline(createReadStream(path), createWriteStream(tmp));
-    await rename(tmp, target);
+    await viaTemp(tmp, async () => {
+      await pipeline(createReadStream(path), createWriteStream(tmp));
+      await rename(tmp, target);
+    });
   }
   async getFile(key: string, path: string): Promise<boolean> {
     const source = this.path(key);
@@ -102,10 +137,8 @@ export class LocalStore implements ArtifactStore {
       await pipeline(createReadStream(source), createWriteStream(path));
       return true;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        await rm(path, { force: true });
-        return false;
-      }
+      await rm(path, { force: true }); // never a partial download
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw e;
     }
   }
@@ -236,6 +269,7 @@ export class S3Store implements ArtifactStore {
       await pipeline(r.Body as Readable, createWriteStream(path));
       return true;
     } catch (e) {
+      await rm(path, { force: true }); // never a partial download
       if (isNotFound(e)) return false;
       throw e;
     }

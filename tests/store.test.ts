@@ -4,11 +4,12 @@
  * downloads, pruning (keep the last k and the best).
  */
 import { describe, expect, it } from 'vitest';
-import { mkdtemp, readFile, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { LocalStore } from '../store/store.js';
+import { LocalStore, isStoreFull } from '../store/store.js';
+import { UserError } from '../core/errors.js';
 import type { ArtifactStore } from '../store/store.js';
 import {
   checkpointPrefix,
@@ -17,6 +18,8 @@ import {
   pruneCheckpoints,
   uploadCheckpoint,
   CheckpointFileError,
+  refuseCheckpoint,
+  REFUSED_MARKER,
 } from '../store/checkpoints.js';
 import type { CheckpointEvent } from '../schemas/events.js';
 import { testConfig, testStore } from './helpers/cluster.js';
@@ -91,6 +94,7 @@ describe.each(makers)('artifact store: %s', (_name, make) => {
     const store = await make();
     await expect(store.put('../evil', 'x')).rejects.toThrow(/invalid artifact key/);
     await expect(store.put('/abs', 'x')).rejects.toThrow(/invalid artifact key/);
+    await expect(store.get('results/../../etc/passwd')).rejects.toBeInstanceOf(UserError); // one line, no stack
   });
 
   it('checkpoints: only complete ones count, damaged ones are skipped, pruning keeps the last k and the best', async () => {
@@ -119,6 +123,57 @@ describe.each(makers)('artifact store: %s', (_name, make) => {
     expect((await store.list(checkpointPrefix(run))).some((k) => k.includes('/0000000040/'))).toBe(false);
   }, 60_000);
 
+  it('checkpoints: a marker that is unreadable, of another run, in the wrong folder or escaping is skipped, said', async () => {
+    const store = await make();
+    const dir = await tmp();
+    const run = 'run-' + randomBytes(16).toString('hex');
+    await uploadCheckpoint(store, run, await fakeCheckpoint(dir, 10));
+    await store.put(checkpointPrefix(run, 20) + 'stored.json', '{garbage');
+    await uploadCheckpoint(store, 'run-other', await fakeCheckpoint(dir, 30));
+    await store.put(
+      checkpointPrefix(run, 30) + 'stored.json',
+      (await store.get(checkpointPrefix('run-other', 30) + 'stored.json'))!,
+    );
+    const moved = JSON.parse((await store.get(checkpointPrefix(run, 10) + 'stored.json'))!.toString()) as object;
+    await store.put(checkpointPrefix(run, 40) + 'stored.json', JSON.stringify(moved));
+    const escaping = { ...moved, step: 50, files: [{ name: '../../../escape', sha256: 'a'.repeat(64), bytes: 1 }] };
+    await store.put(checkpointPrefix(run, 50) + 'stored.json', JSON.stringify(escaping));
+    const warnings: string[] = [];
+    expect((await listCheckpoints(store, run, (m) => warnings.push(m))).map((c) => c.step)).toEqual([10]);
+    expect(warnings).toHaveLength(4);
+    expect(warnings[0]).toMatch(/0000000020\/: unreadable stored\.json/);
+    expect(warnings[1]).toMatch(/0000000030\/: it is run run-other's checkpoint, not this run's/);
+    expect(warnings[2]).toMatch(/0000000040\/: its marker says step 10, its folder another/);
+    expect(warnings[3]).toMatch(/0000000050\/: unreadable stored\.json \(files\.0\.name/);
+    // The skipped ones are never downloaded: the newest good one is.
+    expect((await downloadLatestCheckpoint(store, run, join(dir, 'dl'), () => undefined))?.step).toBe(10);
+  });
+
+  it('a refused checkpoint is marked and no longer listed', async () => {
+    const store = await make();
+    const dir = await tmp();
+    const run = 'run-' + randomBytes(16).toString('hex');
+    await uploadCheckpoint(store, run, await fakeCheckpoint(dir, 10));
+    await uploadCheckpoint(store, run, await fakeCheckpoint(dir, 20));
+    await refuseCheckpoint(store, run, 20, 'manifest.json: sha256 mismatch');
+    expect((await listCheckpoints(store, run)).map((c) => c.step)).toEqual([10]);
+    expect(JSON.parse((await store.get(checkpointPrefix(run, 20) + REFUSED_MARKER))!.toString()).why).toMatch(/sha256/);
+    const got = await downloadLatestCheckpoint(store, run, join(dir, 'dl'), () => undefined, new Set([10]));
+    expect(got).toBeNull(); // and a step refused in this attempt is left out too
+  });
+
+  it('a failed write leaves no temporary file behind', async () => {
+    const store = await make();
+    await expect(
+      store.putFile('checkpoints/run-x/0000000001/adapter.safetensors', '/nonexistent/file'),
+    ).rejects.toThrow();
+    if (store instanceof LocalStore) {
+      const folder = join(store.root, 'checkpoints', 'run-x', '0000000001');
+      expect(await readdir(folder).catch(() => [])).toEqual([]);
+    }
+    expect(await store.list('checkpoints/run-x/')).toEqual([]);
+  });
+
   it('refuses to upload a checkpoint whose local file does not match the reported sha256', async () => {
     const store = await make();
     const dir = await tmp();
@@ -126,5 +181,18 @@ describe.each(makers)('artifact store: %s', (_name, make) => {
     await writeFile(join(ev.path, 'adapter.safetensors'), 'tampered');
     await expect(uploadCheckpoint(store, 'run-x', ev)).rejects.toBeInstanceOf(CheckpointFileError);
     expect(await listCheckpoints(store, 'run-x')).toEqual([]);
+  });
+});
+
+describe('a full store is recognised (so it is reported at once, not retried)', () => {
+  it("ENOSPC/EDQUOT, HTTP 507, and the servers' words for it, also when wrapped as a cause", () => {
+    const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    expect(isStoreFull(enospc)).toBe(true);
+    expect(isStoreFull(Object.assign(new Error('quota'), { code: 'EDQUOT' }))).toBe(true);
+    expect(isStoreFull(Object.assign(new Error('x'), { $metadata: { httpStatusCode: 507 } }))).toBe(true);
+    expect(isStoreFull(new Error('uploading checkpoint step 4 failed', { cause: enospc }))).toBe(true);
+    expect(isStoreFull(new Error('no writable volumes'))).toBe(true);
+    expect(isStoreFull(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))).toBe(false);
+    expect(isStoreFull(Object.assign(new Error('x'), { $metadata: { httpStatusCode: 500 } }))).toBe(false);
   });
 });

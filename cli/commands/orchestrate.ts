@@ -26,6 +26,7 @@ import { queueHasPollers, servingWarnings, trainingQueues, unpolledQueueWarnings
 import { ResultRecord } from '../../schemas/result.js';
 import { checkServices, defaultStateDir, readServicesFile, stopServices } from '../../services/embedded.js';
 import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
+import { ensureBackgroundWorker, stopBackgroundWorkers } from '../background.js';
 import { failureKey, logsPrefix, SWEEPS_PREFIX, sweepIdOfKey } from '../../store/keys.js';
 
 function sweepArg(cmd: string, positionals: string[]): string {
@@ -101,6 +102,8 @@ export const workerCommand = defineCommand({
 export function sweepState(s: SweepStatus, closed: string | null): string {
   if (!closed) return s.cancelled ? 'cancelling' : 'running';
   const c = s.counts;
+  // A cancelled sweep's workflow completes (it returns its counts): it is `cancelled`, not `completed`.
+  if (closed === 'COMPLETED' && s.cancelled) return 'cancelled';
   if (closed === 'COMPLETED' && s.total > 0 && c.failed === s.total) return 'failed';
   return closed.toLowerCase();
 }
@@ -314,7 +317,11 @@ from their latest stored checkpoint.`,
     const { client, close } = await connect(config);
     let worker = null;
     try {
-      if (config.embedded && !values.detach) worker = await startWorker(config, { slots: { cpu: defaultCpuSlots() } });
+      if (config.embedded && values.detach) {
+        // The sweep's runs wait on the queue its manifest names (a recipe's `queue:`, else the default).
+        const queue = manifest.queues.cpu !== config.queues.cpu ? manifest.queues.cpu : undefined;
+        console.error(`rankflow: ${await ensureBackgroundWorker(config, defaultCpuSlots(), queue)}`);
+      } else if (config.embedded) worker = await startWorker(config, { slots: { cpu: defaultCpuSlots() } });
       const fresh = await startSweep(client, config, {
         sweepId: id,
         recipe: manifest.recipe,
@@ -341,6 +348,8 @@ export const servicesCommand = defineCommand({
     const sub = positionals[0];
     const stateDir = defaultStateDir();
     if (sub === 'stop') {
+      // Background workers first: their running runs checkpoint while the store still answers.
+      for (const line of await stopBackgroundWorkers()) console.log(line);
       const r = await stopServices(stateDir);
       console.log(r ? `stopped: ${JSON.stringify(r)}` : `no services recorded in ${stateDir}`);
       return 0;

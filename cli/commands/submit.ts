@@ -1,7 +1,4 @@
 /** `rankflow submit recipe.yaml`: plan, store the sweep manifest, start the sweep, follow it, print the table. */
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { runTable } from './table.js';
 import { UserError } from '../../core/errors.js';
 import { defineCommand, intFlag } from '../args.js';
@@ -11,40 +8,12 @@ import type { RunningWorker } from '../worker.js';
 import { planRecipeFile } from '../recipe-io.js';
 import { followSweep, formatCounts, startSweep, writeManifest } from '../sweeps.js';
 import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
-import { PROJECT_ROOT } from '../../core/paths.js';
-import { pidAlive } from '../../services/embedded.js';
+import { ensureBackgroundWorker } from '../background.js';
+import { sweepState } from './orchestrate.js';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config.js';
 import type { PlannedRun } from '../../schemas/runspec.js';
 import { servingWarnings, trainingQueues } from '../queues.js';
-
-/**
- * A background worker for `submit --detach` on the embedded default: one per machine and training queue
- * (recorded by pid), serving the queue the sweep's runs wait on (the recipe's `queue:`, else the default).
- */
-function ensureBackgroundWorker(slots: number, queue: string | undefined): string {
-  const dir = join(PROJECT_ROOT, '.state');
-  mkdirSync(dir, { recursive: true });
-  const tag = queue ? `-${queue.replace(/[^A-Za-z0-9._-]/g, '_')}` : '';
-  const pidFile = join(dir, `worker${tag}.pid`);
-  const serving = queue ? ` serving queue \`${queue}\`` : '';
-  if (existsSync(pidFile)) {
-    const pid = Number(readFileSync(pidFile, 'utf8'));
-    if (Number.isInteger(pid) && pidAlive(pid)) return `a background worker${serving} (pid ${pid}) is already running`;
-  }
-  const logFile = join(dir, `worker${tag}.log`);
-  const fd = openSync(logFile, 'a');
-  const args = ['worker', '--cpu-slots', String(slots), ...(queue ? ['--queue', queue] : [])];
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), ...args], {
-    detached: true,
-    stdio: ['ignore', fd, fd],
-    env: process.env,
-  });
-  closeSync(fd);
-  child.unref();
-  writeFileSync(pidFile, String(child.pid));
-  return `started a background worker${serving} (pid ${child.pid}, log .state/worker${tag}.log; stop it with \`kill ${child.pid}\`)`;
-}
 
 /**
  * Warnings for the training queues of these runs that no worker polls, after giving a worker that is just
@@ -119,7 +88,7 @@ server (started on first use, kept running; \`rankflow services stop\`) and a wo
     let worker: RunningWorker | null = null;
     try {
       if (config.embedded) {
-        if (values.detach) console.error(`rankflow: ${ensureBackgroundWorker(slots, plan.recipe.queue)}`);
+        if (values.detach) console.error(`rankflow: ${await ensureBackgroundWorker(config, slots, plan.recipe.queue)}`);
         else worker = await startWorker(config, { slots: { cpu: slots } });
       }
       const fresh = await startSweep(client, config, opts);
@@ -146,7 +115,7 @@ server (started on first use, kept running; \`rankflow services stop\`) and a wo
       const { status, closed } = await followSweep(client, plan.sweepId, { signal: stop.signal });
       process.removeListener('SIGINT', onInt);
       if (closed === 'DETACHED') return 130;
-      console.log(`${plan.sweepId} ${closed.toLowerCase()}: ${formatCounts(status)}`);
+      console.log(`${plan.sweepId} ${sweepState(status, closed)}: ${formatCounts(status)}`);
       for (const f of status.failed)
         console.log(`  failed ${f.run_id}: ${f.message?.split('\n')[0] ?? ''} (see \`rankflow logs ${f.run_id}\`)`);
       if (!values['no-table'] && status.counts.succeeded + status.counts.skipped > 0) {

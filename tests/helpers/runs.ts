@@ -1,11 +1,12 @@
 /** Small, fast run specs for orchestration tests (the real runtime trains them on the CPU). */
 import { randomInt } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnRuntime } from '../../launcher/spawn.js';
+import { runtimeEnv, runtimePython, spawnRuntime } from '../../launcher/spawn.js';
 import type { ArtifactStore } from '../../store/store.js';
-import type { DoneEvent } from '../../schemas/events.js';
+import type { CheckpointEvent, DoneEvent } from '../../schemas/events.js';
 import { ResultRecord } from '../../schemas/result.js';
 import { runId } from '../../planning/planner.js';
 import type { PlannedRun, RunSpec } from '../../schemas/runspec.js';
@@ -124,4 +125,43 @@ export async function uninterrupted(spec: RunSpec): Promise<DoneEvent> {
 export async function readRecord(store: ArtifactStore, runId: string): Promise<ResultRecord | null> {
   const body = await store.get(`results/${runId}.json`);
   return body ? ResultRecord.parse(JSON.parse(body.toString('utf8'))) : null;
+}
+
+const STOP_AT = [
+  'import sys',
+  'from rankflow_runtime.events import take_stdout',
+  'from rankflow_runtime.spec import load_spec',
+  'from rankflow_runtime.train import run_training',
+  'take_stdout()',
+  'sys.exit(run_training(load_spec(sys.argv[1]), sys.argv[2], resume=sys.argv[3] or None, stop_at_step=int(sys.argv[4])))',
+].join('\n');
+
+/**
+ * Real checkpoints of `spec` at each step of `stops` (increasing): the runtime trains to the first stop and
+ * checkpoints as if preempted there, then resumes from that checkpoint to the next, and so on. Returns the
+ * `checkpoint` events (their folders stay until the process exits).
+ */
+export async function preemptedCheckpoints(spec: RunSpec, stops: number[]): Promise<CheckpointEvent[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'rankflow-stops-'));
+  await writeFile(join(dir, 'spec.json'), JSON.stringify(spec));
+  const out: CheckpointEvent[] = [];
+  for (const [i, stop] of stops.entries()) {
+    const resume = out.at(-1)?.path ?? '';
+    const args = ['-c', STOP_AT, join(dir, 'spec.json'), join(dir, `out-${i}`), resume, String(stop)];
+    const p = spawn(runtimePython(), args, { cwd: dir, env: runtimeEnv({ CUDA_VISIBLE_DEVICES: '' }) });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => p.on('close', resolve));
+    if (code !== 4) throw new Error(`stopping at step ${stop} exited ${code}: ${stderr.slice(-2000)}`);
+    const events = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string });
+    const ck = events.filter((e) => e.event === 'checkpoint').at(-1) as CheckpointEvent | undefined;
+    if (!ck || ck.step !== stop) throw new Error(`no checkpoint at step ${stop}`);
+    out.push(ck);
+  }
+  return out;
 }

@@ -1,0 +1,382 @@
+/**
+ * The training activity: download the newest good checkpoint, spawn the runtime, stream its checkpoints to
+ * the store, report the outcome. Read top to bottom:
+ *
+ * - It heartbeats from its first line until it returns (downloads, uploads and their retries included), so a
+ *   slow or unreachable store never looks like a lost worker (which would train a finished run again).
+ * - A stored checkpoint that is unreadable or not this run's is skipped; one the runtime refuses (damaged,
+ *   another run's: a `checkpoint` error before training starts) is marked refused and the next older one is
+ *   tried, down to a fresh start. Each is one line in the run's log.
+ * - A full store or disk fails the run at once with a message that says so (never 20 retries of a write that
+ *   cannot succeed); the attempt's folder is removed on every exit path.
+ */
+import { appendFileSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { Context } from '@temporalio/activity';
+import { isStoreFull, type ArtifactStore } from '../store/store.js';
+import {
+  CheckpointFileError,
+  downloadLatestCheckpoint,
+  pruneCheckpoints,
+  refuseCheckpoint,
+  uploadCheckpoint,
+} from '../store/checkpoints.js';
+import { logKey } from '../store/keys.js';
+import { withRetries } from '../store/retry.js';
+import type { Slot, SlotPool } from '../launcher/slots.js';
+import { spawnRuntime, type RunnerExit } from '../launcher/spawn.js';
+import { EXIT } from '../schemas/events.js';
+import type { AllocationEvent, CheckpointEvent, DoneEvent, RunnerEvent } from '../schemas/events.js';
+import type { AllocationRecord } from '../schemas/result.js';
+import { RunInput, TrainOutput } from '../schemas/orchestration.js';
+import type { TrainHeartbeat } from '../schemas/orchestration.js';
+
+export interface TrainDeps {
+  store: ArtifactStore;
+  /** Local scratch folder for specs, runner output and downloaded checkpoints. */
+  workDir: string;
+  slots: SlotPool;
+  /** Seconds between heartbeats (default 2). */
+  heartbeatEveryS?: number;
+}
+
+type ErrorEv = Extract<RunnerEvent, { event: 'error' }>;
+type StartedEv = Extract<RunnerEvent, { event: 'started' }>;
+
+/** What one runtime process did. */
+interface Attempt {
+  exit: RunnerExit;
+  started: StartedEv | null;
+  done: DoneEvent | null;
+  error: ErrorEv | null;
+  curve: { step: number; loss: number }[];
+  /** The first checkpoint upload that failed (the run goes on; a later checkpoint may be stored). */
+  uploadFailure: Error | null;
+  /** A write the store refused for want of space: the attempt stops at once. */
+  noSpace: Error | null;
+  /** From the final `allocation` event (methods that move rank during training). */
+  allocation: AllocationRecord | null;
+}
+
+/** One attempt's folder, log and heartbeat. */
+interface Scope {
+  input: RunInput;
+  ctx: Context;
+  attempt: number;
+  dir: string;
+  logFile: string;
+  hb: TrainHeartbeat;
+  slot: Slot;
+  /** One line into the run's log (stored with the attempt). */
+  note(msg: string): void;
+}
+
+const NO_SPACE = /no space left on device|disk quota exceeded|errno 28\b|storagefull/i;
+
+/** Subsample a loss curve to at most `max` points, keeping the first and last. */
+export function thin<T>(points: T[], max: number): T[] {
+  if (points.length <= max) return points;
+  const out: T[] = [];
+  for (let i = 0; i < max; i++) out.push(points[Math.round((i * (points.length - 1)) / (max - 1))]!);
+  return out;
+}
+
+/** No space left (the store refused a write, or the worker's disk is full): retrying cannot help until someone
+ * frees space, so the run fails now, saying where. */
+/**
+ * The result record's allocation from the runtime's final `allocation` event; the history is thinned to at
+ * most 50 patterns (first and last kept) so the activity result stays small for models with many modules.
+ */
+function allocationRecord(ev: AllocationEvent): AllocationRecord {
+  const { unit, ranks, total, budget, params, history } = ev;
+  return { unit, ranks, total, budget, params, history: thin(history ?? [], 50) };
+}
+
+function noSpaceFailure(
+  deps: { store: ArtifactStore; workDir?: string },
+  what: string,
+  e: unknown,
+  attempt: number | null,
+): ApplicationFailure {
+  const why = String((e as Error)?.message ?? e)
+    .split('\n')[0]!
+    .slice(0, 300);
+  const where = deps.workDir ? ` or on the worker's disk (${deps.workDir})` : '';
+  return ApplicationFailure.create({
+    type: 'NoSpace',
+    nonRetryable: true,
+    message:
+      `no space left ${what} (${why}): free space on the artifact store (${deps.store.description})${where}, ` +
+      'then `rankflow resume` the sweep',
+    details: [{ kind: 'no_space', message: why, hint: 'free space, then rankflow resume', attempt }],
+  });
+}
+
+/** Runs a store write of a light activity; a full store fails it at once (not 20 retries), saying so. */
+export async function withoutRetryWhenFull<T>(store: ArtifactStore, what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (isNoSpace(e)) {
+      throw noSpaceFailure({ store }, what, e, null);
+    }
+    throw e;
+  }
+}
+
+/** True for any error that means "no space left", from the store, the local disk or the runtime. */
+function isNoSpace(e: unknown): boolean {
+  return isStoreFull(e) || NO_SPACE.test(String((e as Error)?.message ?? ''));
+}
+
+/** The checkpoint upload chain of one runtime process: uploads in order, then prunes old checkpoints. */
+function uploader(deps: TrainDeps, scope: Scope, attempt: { uploadFailure: Error | null }, onFull: (e: Error) => void) {
+  let chain: Promise<void> = Promise.resolve();
+  const { input } = scope;
+  const upload = async (ev: CheckpointEvent): Promise<void> => {
+    try {
+      const key = await withRetries(() => uploadCheckpoint(deps.store, input.run_id, ev), {
+        what: `uploading checkpoint step ${ev.step}`,
+        fatal: (e) => e instanceof CheckpointFileError || isNoSpace(e),
+      });
+      scope.hb.checkpoint = key;
+      scope.ctx.heartbeat(scope.hb);
+      await withRetries(() => pruneCheckpoints(deps.store, input.run_id, input.policy.keep_checkpoints), {
+        what: 'pruning checkpoints',
+        fatal: isNoSpace,
+      });
+    } catch (e) {
+      if (isNoSpace(e)) onFull(e as Error);
+      else if (!(e instanceof CheckpointFileError)) attempt.uploadFailure ??= e as Error;
+      scope.note(`checkpoint step ${ev.step} was not stored: ${(e as Error).message}`);
+    }
+  };
+  return {
+    add: (ev: CheckpointEvent) => void (chain = chain.then(() => upload(ev))),
+    settled: () => chain,
+  };
+}
+
+/** Runs the runtime once (resuming from `resume` if given) until it exits; terminates it on cancellation. */
+async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Promise<Attempt> {
+  const { ctx, hb, input } = scope;
+  const a: Attempt = {
+    exit: { code: null, signal: null, badLines: [] },
+    started: null,
+    done: null,
+    error: null,
+    curve: [],
+    uploadFailure: null,
+    noSpace: null,
+    allocation: null,
+  };
+  let terminate = (): void => undefined;
+  const uploads = uploader(deps, scope, a, (e) => {
+    a.noSpace ??= e;
+    terminate(); // nothing more can be stored: stop now, with the reason
+  });
+  const proc = spawnRuntime({
+    args,
+    logFile: scope.logFile,
+    env: { ...scope.slot.env, RANKFLOW_RUN_ID: input.run_id },
+    onEvent: (ev) => {
+      if (ev.event === 'started') {
+        a.started = ev;
+        hb.total_steps = ev.total_steps;
+        hb.phase = 'training';
+        ctx.heartbeat(hb); // step and total from the first seconds, not "?" until the first progress
+      } else if (ev.event === 'progress') {
+        hb.step = ev.step;
+        hb.loss = ev.loss;
+        hb.total_steps = ev.total_steps;
+        hb.phase = 'training';
+        delete hb.eval_done;
+        delete hb.eval_total;
+        a.curve.push({ step: ev.step, loss: ev.loss });
+        ctx.heartbeat(hb);
+      } else if (ev.event === 'eval_progress') {
+        hb.phase = ev.done < ev.total ? 'evaluating' : 'training';
+        hb.eval_done = ev.done;
+        hb.eval_total = ev.total;
+        ctx.heartbeat(hb);
+      } else if (ev.event === 'checkpoint') uploads.add(ev);
+      else if (ev.event === 'allocation' && ev.final) a.allocation = allocationRecord(ev);
+      else if (ev.event === 'done') a.done = ev;
+      else if (ev.event === 'error') a.error = ev;
+    },
+  });
+  terminate = () => void proc.terminate(input.policy.terminate_grace_s * 1000);
+  const signal = ctx.cancellationSignal;
+  signal.addEventListener('abort', terminate, { once: true });
+  try {
+    a.exit = await proc.exit;
+  } finally {
+    signal.removeEventListener('abort', terminate);
+  }
+  await uploads.settled();
+  return a;
+}
+
+/** True when the runtime refused the `--resume` checkpoint before training (the caller tries an older one). */
+function refusedCheckpoint(a: Attempt): boolean {
+  return a.exit.code === EXIT.config && a.error?.kind === 'checkpoint' && a.started === null;
+}
+
+/**
+ * Newest good checkpoint → runtime; a refused checkpoint is marked and the next older one tried (finally a
+ * fresh start). Returns the last runtime attempt and the step it resumed from.
+ */
+async function trainWithFallback(
+  deps: TrainDeps,
+  scope: Scope,
+  specPath: string,
+): Promise<{ run: Attempt; resumedFrom: number | null }> {
+  const { input, ctx } = scope;
+  const refused = new Set<number>();
+  for (;;) {
+    const resume = await withRetries(
+      () => downloadLatestCheckpoint(deps.store, input.run_id, join(scope.dir, 'resume'), scope.note, refused),
+      { what: 'downloading the latest checkpoint', signal: ctx.cancellationSignal, fatal: isNoSpace },
+    );
+    if (ctx.cancellationSignal.aborted) throw cancelled(ctx);
+    scope.hb.step = resume?.step ?? 0;
+    const args = ['run', '--spec', specPath, '--out', join(scope.dir, 'out')];
+    if (resume) args.push('--resume', resume.path);
+    const run = await runRuntimeOnce(deps, scope, args);
+    if (!resume || !refusedCheckpoint(run)) return { run, resumedFrom: resume?.step ?? null };
+    const why = run.error!.message;
+    scope.note(`the runtime refused checkpoint step ${resume.step} (${why}); trying an older one`);
+    refused.add(resume.step);
+    await rm(resume.path, { recursive: true, force: true });
+    await withRetries(() => refuseCheckpoint(deps.store, input.run_id, resume.step, why), {
+      what: 'marking a refused checkpoint',
+      fatal: isNoSpace,
+    }).catch((e: Error) => scope.note(`could not mark checkpoint step ${resume.step} refused: ${e.message}`));
+  }
+}
+
+function cancelled(ctx: Context): Error {
+  if (ctx.cancellationDetails?.workerShutdown) {
+    // This worker is going away: the runner has checkpointed; another worker resumes the run.
+    return ApplicationFailure.retryable('the worker shut down; the run resumes from its checkpoint', 'Preempted');
+  }
+  const reason: unknown = ctx.cancellationSignal.reason;
+  return reason instanceof CancelledFailure ? reason : new CancelledFailure('training cancelled');
+}
+
+/** The activity's result, or the failure that says what happened. */
+async function outcome(
+  deps: TrainDeps,
+  scope: Scope,
+  run: Attempt,
+  resumedFrom: number | null,
+  startedAt: string,
+): Promise<TrainOutput> {
+  const { ctx, attempt } = scope;
+  if (run.noSpace) throw noSpaceFailure(deps, 'storing a checkpoint', run.noSpace, attempt);
+  if (ctx.cancellationSignal.aborted) throw cancelled(ctx);
+  if (run.exit.badLines.length > 0) {
+    throw ApplicationFailure.retryable(
+      `the runtime printed ${run.exit.badLines.length} line(s) on stdout that are not valid events, e.g. ${run.exit.badLines[0]!.slice(0, 200)}`,
+      'ProtocolError',
+    );
+  }
+  const e = run.error;
+  const describe = e ? `${e.kind} error: ${e.message}${e.hint ? ` (hint: ${e.hint})` : ''}` : '';
+  if (run.exit.code === EXIT.config) {
+    throw ApplicationFailure.create({
+      type: 'ConfigError',
+      nonRetryable: true,
+      message: describe || `the runtime rejected the run (exit 2); its log: \`rankflow logs ${scope.input.run_id}\``,
+      details: [{ kind: e?.kind ?? 'config', message: e?.message ?? '', hint: e?.hint ?? null, attempt }],
+    });
+  }
+  if (run.exit.code === EXIT.ok) return finished(scope, run, resumedFrom, startedAt);
+  if (run.exit.code === EXIT.preempted) {
+    throw ApplicationFailure.retryable(
+      'the runtime was preempted (SIGTERM); it checkpointed and will resume',
+      'Preempted',
+    );
+  }
+  if (e && NO_SPACE.test(e.message)) throw noSpaceFailure(deps, 'in the runtime', e.message, attempt);
+  const how = run.exit.signal ? `was killed by ${run.exit.signal}` : `exited with code ${run.exit.code}`;
+  // One line: a Python traceback stays in the run's log (`rankflow logs`), never in failure records or tables.
+  throw ApplicationFailure.retryable(
+    `the runtime ${how}${describe ? `: ${describe}` : ''}; its log: \`rankflow logs ${scope.input.run_id}\``,
+    'RunnerFailed',
+  );
+}
+
+function finished(scope: Scope, run: Attempt, resumedFrom: number | null, startedAt: string): TrainOutput {
+  const d = run.done;
+  if (!d) throw ApplicationFailure.retryable('the runtime exited 0 without a `done` event (no metrics)', 'NoMetrics');
+  if (run.uploadFailure) scope.note(`finished, but a checkpoint upload failed earlier: ${run.uploadFailure.message}`);
+  const s = run.started;
+  return TrainOutput.parse({
+    metrics: d.metrics,
+    best_metrics: d.best_metrics,
+    best_step: d.best_step,
+    trainable_params: d.trainable_params,
+    total_params: d.total_params,
+    wall_time_s: d.wall_time_s,
+    curve: thin(run.curve, 400),
+    allocation: run.allocation,
+    runtime: s?.runtime ?? null,
+    torch: s?.torch ?? null,
+    python: s?.python ?? null,
+    started_at: startedAt,
+    attempt: scope.attempt,
+    resumed_from: resumedFrom,
+    slot: scope.slot.id,
+    host: hostname(),
+  });
+}
+
+/** The training activity (see the module comment). */
+export async function train(deps: TrainDeps, raw: RunInput): Promise<TrainOutput> {
+  const input = RunInput.parse(raw);
+  const ctx = Context.current();
+  const attempt = ctx.info.attempt;
+  const hb: TrainHeartbeat = { step: 0, total_steps: null, loss: null, checkpoint: null, phase: 'loading' };
+  const beat = setInterval(() => ctx.heartbeat(hb), (deps.heartbeatEveryS ?? 2) * 1000);
+  ctx.heartbeat(hb);
+  const dir = join(deps.workDir, input.run_id, `attempt-${attempt}-${randomBytes(3).toString('hex')}`);
+  const logFile = join(dir, 'runtime.log');
+  const slot = await deps.slots.acquire();
+  const noted = new Set<string>();
+  const note = (msg: string): void => {
+    if (noted.has(msg)) return; // the same skipped checkpoint is seen again after each refusal
+    noted.add(msg);
+    try {
+      appendFileSync(logFile, `[rankflow] ${msg}\n`);
+    } catch {
+      /* the folder is gone: nothing to write into */
+    }
+  };
+  const scope: Scope = { input, ctx, attempt, dir, logFile, hb, slot, note };
+  const startedAt = new Date().toISOString();
+  try {
+    await mkdir(dir, { recursive: true });
+    const specPath = join(dir, 'spec.json');
+    await writeFile(specPath, JSON.stringify({ ...input.spec, run_id: input.run_id }, null, 1));
+    const { run, resumedFrom } = await trainWithFallback(deps, scope, specPath);
+    await withRetries(() => deps.store.putFile(logKey(input.run_id, attempt), logFile), {
+      what: 'uploading the runtime log',
+      fatal: isNoSpace,
+    }).catch((e: Error) => ctx.log.debug(`log upload failed: ${e.message}`));
+    return await outcome(deps, scope, run, resumedFrom, startedAt);
+  } catch (e) {
+    if (!(e instanceof ApplicationFailure) && !(e instanceof CancelledFailure) && isNoSpace(e)) {
+      throw noSpaceFailure(deps, 'preparing the run', e, attempt);
+    }
+    throw e;
+  } finally {
+    clearInterval(beat);
+    deps.slots.release(slot);
+    if (!process.env.RANKFLOW_KEEP_WORKDIR) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
