@@ -166,6 +166,10 @@ def _ctx(c: Config):
     from rankflow_runtime.methods.base import TrainContext
     if c.ctx is None:
         c.ctx = TrainContext(model=c.module, step=0, total_steps=10_000, optimizer=c.opt, total_epochs=100.0)
+        if c.meth is not None:  # methods that grow hand new tensors to the optimizer through a Stepper's ctx
+            from rankflow_runtime.optim import GroupRules
+            from rankflow_runtime.step import Stepper
+            Stepper(c.module, c.meth, c.opt, c.ctx, rules=GroupRules(1e-4, {}, 0.0))
     return c.ctx
 
 

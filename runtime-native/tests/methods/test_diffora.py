@@ -130,6 +130,7 @@ def test_resume_across_the_search_boundary_is_exact(tmp_path):
     assert [a["step"] for a in allocs] == [0, 5, 12]
     assert sum(1 for r in allocs[-1]["ranks"].values() if r) == 3 and allocs[-1]["budget"] == 6
     assert allocs[1]["trainable_params"] < allocs[0]["trainable_params"]  # the unselected stopped training
+    assert _kind(_run(_spec(), tmp_path / "again")[1], "allocation")[-1]["history"] == allocs[-1]["history"]
     for stop in (4, 5, 8):
         rc, first = _run(_spec(), tmp_path / f"a{stop}", stop=stop)
         rc, second = _run(_spec(), tmp_path / f"b{stop}", resume=_kind(first, "preempted")[0]["path"])
