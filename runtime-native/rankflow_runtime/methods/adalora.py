@@ -187,6 +187,8 @@ class AdaLoRA(Method):
         return cubic_budget(step, self.init_r * m, self.rank * m, o.tinit, o.tfinal, self.total, o.delta_t)
 
     def after_optimizer_step(self, ctx):
+        if self.total is None:  # a loop that did not call on_train_start
+            self.on_train_start(ctx)
         self.update_and_allocate(adapted_layers(ctx.model), ctx.step + 1)
 
     def update_and_allocate(self, layers: List[AdaLoRALinear], step: int) -> None:

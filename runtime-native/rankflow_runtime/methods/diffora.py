@@ -154,6 +154,8 @@ class DiffoRA(Method):
                 p.grad = None
 
     def after_step(self, ctx):
+        if self.search_len is None:  # a loop that did not call on_train_start
+            self.on_train_start(ctx)
         if not self.searched and ctx.step >= self.search_len:
             self.select(adapted_layers(ctx.model))
 

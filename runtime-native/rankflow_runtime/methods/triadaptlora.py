@@ -201,6 +201,8 @@ class TriAdaptLoRA(Method):
         return None if reg is None else w * reg
 
     def after_backward(self, ctx):
+        if self.total is None:  # a loop that did not call on_train_start
+            self.on_train_start(ctx)
         o, layers = self.options, adapted_layers(ctx.model)
         total = sum(m.rank() for m in layers)
         if total < self.target() and ctx.step > o.init_warmup and ctx.step % o.incre_interval == 0:
