@@ -141,7 +141,10 @@ export async function startWorker(config: Config, opts: WorkerOptions): Promise<
   // Heartbeats reach the server at least every 2 s (the SDK's default throttle is 80% of the heartbeat
   // timeout, up to 60 s): a cancel is delivered to a training activity within seconds, so a cancelled run
   // checkpoints and stops instead of training on to its end.
-  const heartbeats = { maxHeartbeatThrottleInterval: '2 seconds', defaultHeartbeatThrottleInterval: '2 seconds' } as const;
+  const heartbeats = {
+    maxHeartbeatThrottleInterval: '2 seconds',
+    defaultHeartbeatThrottleInterval: '2 seconds',
+  } as const;
   const workers: Worker[] = [];
   if (opts.control ?? true) {
     workers.push(

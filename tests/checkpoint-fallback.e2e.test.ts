@@ -11,13 +11,7 @@ import { startWorker } from '../cli/worker.js';
 import type { RunningWorker } from '../cli/worker.js';
 import type { Config } from '../cli/config.js';
 import { startSweep, writeManifest } from '../cli/sweeps.js';
-import {
-  checkpointPrefix,
-  listCheckpoints,
-  REFUSED_MARKER,
-  STORED_MARKER,
-  uploadCheckpoint,
-} from '../store/checkpoints.js';
+import { checkpointPrefix, listCheckpoints, STORED_MARKER, uploadCheckpoint } from '../store/checkpoints.js';
 import type { S3Store } from '../store/store.js';
 import type { CheckpointEvent } from '../schemas/events.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
