@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RuntimeDescription } from '../schemas/describe.js';
+import { CountOutput } from '../schemas/count.js';
 import type { RunSpec } from '../schemas/runspec.js';
 import type { CountResult } from '../planning/planner.js';
 import { UserError } from '../core/errors.js';
@@ -46,15 +47,12 @@ export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescr
   return v.data;
 }
 
+/** One entry of `count`'s output (schemas/count.ts), as the planner's CountResult; null if malformed. */
 function asCount(x: unknown): CountResult | null {
-  if (x && typeof x === 'object') {
-    const o = x as Record<string, unknown>;
-    if (typeof o.trainable === 'number' && typeof o.total === 'number')
-      return typeof o.final === 'number' && o.final !== o.trainable
-        ? { trainable: o.trainable, total: o.total, final: o.final }
-        : { trainable: o.trainable, total: o.total };
-  }
-  return null;
+  const r = CountOutput.safeParse(x);
+  if (!r.success) return null;
+  const { trainable, total, final } = r.data;
+  return final !== undefined && final !== trainable ? { trainable, total, final } : { trainable, total };
 }
 
 async function countBatch(

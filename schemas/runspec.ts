@@ -80,34 +80,48 @@ export const MethodSpec = z.strictObject({
 });
 export type MethodSpec = z.infer<typeof MethodSpec>;
 
-export const TrainingSpec = z.strictObject({
-  optimizer: z.enum(['adamw', 'sgd']),
-  lr: z.number().positive(),
-  /** Extra learning rates for named parameter groups a method declares (e.g. DePT's `prompt`). */
-  lr_groups: z.record(z.string(), z.number().positive()),
-  weight_decay: z.number().nonnegative(),
-  schedule: z.enum(['constant', 'linear', 'cosine']),
-  warmup_ratio: z.number().min(0).max(1),
-  /** Exactly one of max_steps / epochs is set. */
-  max_steps: z.number().int().positive().nullable(),
-  epochs: z.number().positive().nullable(),
-  batch_size: z.number().int().positive(),
-  eval_batch_size: z.number().int().positive(),
-  grad_accum: z.number().int().positive(),
-  max_grad_norm: z.number().positive().nullable(),
-  precision: z.enum(['fp32', 'bf16', 'fp16']),
-  /** Evaluate every N optimizer steps (null = only at the end). */
-  eval_every: z.number().int().positive().nullable(),
-  /** Checkpoint every N optimizer steps (null = only when preempted and at the end). */
-  checkpoint_every: z.number().int().positive().nullable(),
-  log_every: z.number().int().positive(),
-  /** Train the task head (classifier) alongside the method's parameters. */
-  train_head: z.boolean(),
-});
+export const TrainingSpec = z
+  .strictObject({
+    optimizer: z.enum(['adamw', 'sgd']),
+    lr: z.number().positive(),
+    /** Extra learning rates for named parameter groups a method declares (e.g. DePT's `prompt`). */
+    lr_groups: z.record(z.string(), z.number().positive()),
+    weight_decay: z.number().nonnegative(),
+    schedule: z.enum(['constant', 'linear', 'cosine']),
+    warmup_ratio: z.number().min(0).max(1),
+    /** Exactly one of max_steps / epochs is set. */
+    max_steps: z.number().int().positive().nullable(),
+    epochs: z.number().positive().nullable(),
+    batch_size: z.number().int().positive(),
+    eval_batch_size: z.number().int().positive(),
+    grad_accum: z.number().int().positive(),
+    max_grad_norm: z.number().positive().nullable(),
+    precision: z.enum(['fp32', 'bf16', 'fp16']),
+    /** Evaluate every N optimizer steps (null = only at the end). */
+    eval_every: z.number().int().positive().nullable(),
+    /** Checkpoint every N optimizer steps (null = only when preempted and at the end). */
+    checkpoint_every: z.number().int().positive().nullable(),
+    log_every: z.number().int().positive(),
+    /** Train the task head (classifier) alongside the method's parameters. */
+    train_head: z.boolean(),
+  })
+  .meta({
+    // Exactly one of max_steps / epochs is set: written once, as JSON Schema (the runtime validates specs against
+    // the generated schema; the planner's composition keeps it). x-message / x-hint are the runtime's error text.
+    oneOf: [
+      { properties: { max_steps: { type: 'null' } }, required: ['max_steps'] },
+      { properties: { epochs: { type: 'null' } }, required: ['epochs'] },
+    ],
+    'x-message': '{path}.max_steps/{path}.epochs: exactly one must be set',
+    'x-hint': 'set one of them and the other to null',
+  });
 export type TrainingSpec = z.infer<typeof TrainingSpec>;
 
 /** A run id: `run-<hash of the canonical spec>`. */
-export const RunIdString = z.string().regex(/^run-[0-9a-f]{16,64}$/);
+export const RunIdString = z
+  .string()
+  .regex(/^run-[0-9a-f]{16,64}$/)
+  .meta({ title: 'a run id (run-<hex>)' });
 
 /**
  * What the run does with its model: a procedure registered in the runtime (`describe` lists them with their
@@ -145,9 +159,15 @@ export const RunSpec = z.strictObject({
   /** Absent: the default procedure (`finetune`) with no options. */
   procedure: ProcedureSpec.optional(),
   /** Named input artifacts of upstream runs (`{model: {run, artifact: model}}`); absent: none. */
-  inputs: z.record(z.string().regex(INPUT_NAME), InputRef).optional(),
+  inputs: z
+    .record(z.string().regex(INPUT_NAME).meta({ title: 'an input name is lower-case letters, digits and _' }), InputRef)
+    .optional(),
 });
 export type RunSpec = z.infer<typeof RunSpec>;
+
+/** The spec file the runtime reads (`run --spec FILE`): a RunSpec plus, optionally, the run's id. */
+export const RunSpecFile = RunSpec.extend({ run_id: RunIdString.optional() });
+export type RunSpecFile = z.infer<typeof RunSpecFile>;
 
 /** What a table groups by; derived from the spec by the planner and kept beside it. */
 export const RunLabels = z.strictObject({

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The guardrails, in order: typecheck (tsc), lint (ESLint: floating promises, no Node built-ins in workflow
 # code, the one-way layer rule), format (prettier --check), import cycles (madge), ruff (the Python runtime),
-# and the generated-contract check. `npm run check`; `npm test` (and so `.ci/run`) runs it before the tests.
+# and that the contract's JSON Schemas are generated from the current zod schemas. `npm run check`; `npm test` (and so `.ci/run`) runs it before the tests.
 # Every step runs; the exit code is non-zero if any failed.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +18,7 @@ step "lint (eslint)" npm run --silent lint
 step "format (prettier --check)" npm run --silent format:check
 step "import cycles (madge)" npm run --silent check:imports
 step "ruff (runtime-native)" npm run --silent ruff
+step "generated contract (npm run gen -- --check --contract-only)" npm run --silent gen -- --check --contract-only
 if ((${#failed[@]})); then
   echo "check: failed: ${failed[*]}" >&2
   exit 1

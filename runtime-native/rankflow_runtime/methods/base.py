@@ -63,14 +63,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError
+from ..options import NoOptions, option, options_schema, parse_options  # noqa: F401 (re-exported)
 
 REGISTRY: Dict[str, type] = {}
 
@@ -109,90 +109,8 @@ OPTION_PROPERTIES = ("init_is_identity", "mergeable")  # the properties `propert
 # --------------------------------------------------------------------------------------------------
 
 
-def option(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None,
-           min: Optional[float] = None, max: Optional[float] = None) -> Any:
-    """A dataclass field of a method's options, with the metadata that `describe` exposes."""
-    meta = {"help": help, "choices": list(choices) if choices is not None else None, "min": min, "max": max}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass
-class NoOptions:
-    """A method without options."""
-
-
-def _field_type(f: dataclasses.Field, hints: Dict[str, Any]) -> str:
-    if f.metadata.get("choices"):
-        return "enum"
-    t = hints.get(f.name, f.type)
-    origin = typing.get_origin(t)
-    if origin is typing.Union:  # Optional[X]
-        args = [a for a in typing.get_args(t) if a is not type(None)]
-        t = args[0] if args else t
-        origin = typing.get_origin(t)
-    if t is bool:
-        return "boolean"
-    if t is int:
-        return "integer"
-    if t is float:
-        return "number"
-    if t is str:
-        return "string"
-    if t in (list, tuple) or origin in (list, tuple, List, Tuple):
-        return "list"
-    raise TypeError(f"option {f.name}: unsupported type {t!r}")
-
-
-def options_schema(options_cls: type) -> Dict[str, Dict[str, Any]]:
-    """The option schema of `describe`: {opt: {type, default, help, choices?, min?, max?}}."""
-    hints = typing.get_type_hints(options_cls)
-    out: Dict[str, Dict[str, Any]] = {}
-    for f in dataclasses.fields(options_cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        entry: Dict[str, Any] = {"type": _field_type(f, hints), "default": default, "help": f.metadata.get("help", "")}
-        for k in ("choices", "min", "max"):
-            if f.metadata.get(k) is not None:
-                entry[k] = f.metadata[k]
-        out[f.name] = entry
-    return out
-
-
-def parse_options(options_cls: type, raw: Optional[Dict[str, Any]], where: str = "method.options") -> Any:
-    """Validate a spec's options dict against the dataclass; unknown or ill-typed values raise ConfigError."""
-    raw = dict(raw or {})
-    schema = options_schema(options_cls)
-    kwargs: Dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in schema:
-            raise ConfigError(f"{where}.{key}: unknown option{did_you_mean(key, schema)}",
-                              hint="remove it or use one of the options listed by `describe`")
-        s = schema[key]
-        t = s["type"]
-        ok = {
-            "boolean": isinstance(value, bool),
-            "integer": isinstance(value, int) and not isinstance(value, bool),
-            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-            "string": isinstance(value, str),
-            "list": isinstance(value, (list, tuple)),
-            "enum": True,
-        }[t]
-        if not ok:
-            raise ConfigError(f"{where}.{key}: expected {t}, got {value!r}", hint=f"default is {s['default']!r}")
-        if t == "enum" and value not in s["choices"]:
-            raise ConfigError(f"{where}.{key}: {value!r} is not one of {s['choices']}",
-                              hint=f"set it to one of {s['choices']}")
-        if "min" in s and value < s["min"]:
-            raise ConfigError(f"{where}.{key}: {value!r} is below the minimum {s['min']}", hint=s["help"])
-        if "max" in s and value > s["max"]:
-            raise ConfigError(f"{where}.{key}: {value!r} is above the maximum {s['max']}", hint=s["help"])
-        if t == "number":
-            value = float(value)
-        if t == "list":
-            value = list(value)
-        kwargs[key] = value
-    return options_cls(**kwargs)
+# option(), NoOptions, options_schema() and parse_options() live in ..options (one mechanism for method,
+# procedure and dataset options); they are re-exported here for the method files.
 
 
 # --------------------------------------------------------------------------------------------------

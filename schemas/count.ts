@@ -1,0 +1,17 @@
+/**
+ * What `python -m rankflow_runtime count` prints: one result for `--spec FILE`, an array for `--specs FILE`.
+ * Objects are not strict: a newer runtime may add fields.
+ */
+import { z } from 'zod';
+
+export const CountOutput = z.object({
+  trainable: z.number().int().nonnegative(),
+  total: z.number().int().nonnegative(),
+  /** The closed-form count of the method's formula, when it has one (checked against `trainable`). */
+  formula: z.number().int().nonnegative().nullable().optional(),
+  /** Trainable count of the final pattern, for methods that move rank during training. */
+  final: z.number().int().nonnegative().optional(),
+});
+export type CountOutput = z.infer<typeof CountOutput>;
+
+export const CountBatchOutput = z.array(CountOutput);
