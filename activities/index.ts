@@ -177,6 +177,7 @@ export function createActivities(deps: ActivityDeps) {
         total_params: out.total_params,
         curve: out.curve,
         allocation: out.allocation ?? null,
+        ...(out.rounds ? { rounds: out.rounds } : {}),
         error: null,
         timings: {
           started_at: out.started_at,

@@ -31,7 +31,7 @@ import type { Slot, SlotPool } from '../launcher/slots.js';
 import { spawnRuntime, type RunnerExit } from '../launcher/spawn.js';
 import { EXIT } from '../schemas/events.js';
 import type { AllocationEvent, CheckpointEvent, DoneEvent, RunnerEvent } from '../schemas/events.js';
-import type { AllocationRecord } from '../schemas/result.js';
+import type { AllocationRecord, RoundPoint } from '../schemas/result.js';
 import { RunInput, TrainOutput } from '../schemas/orchestration.js';
 import type { TrainHeartbeat } from '../schemas/orchestration.js';
 
@@ -60,6 +60,8 @@ interface Attempt {
   noSpace: Error | null;
   /** From the final `allocation` event (methods that move rank during training). */
   allocation: AllocationRecord | null;
+  /** Federated runs: one point per `round` event (a resumed runtime first replays its checkpoint's rounds). */
+  rounds: RoundPoint[];
 }
 
 /** One attempt's folder, log and heartbeat. */
@@ -76,6 +78,17 @@ interface Scope {
 }
 
 const NO_SPACE = /no space left on device|disk quota exceeded|errno 28\b|storagefull/i;
+
+/** The result record's point of a `round` event (without the client ids). */
+function roundPoint(ev: Extract<RunnerEvent, { event: 'round' }>): RoundPoint {
+  return {
+    round: ev.round,
+    step: ev.step,
+    client_loss: ev.client_loss,
+    metrics: ev.metrics,
+    aggregation: ev.aggregation,
+  };
+}
 
 /** Subsample a loss curve to at most `max` points, keeping the first and last. */
 export function thin<T>(points: T[], max: number): T[] {
@@ -173,6 +186,7 @@ async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Pr
     uploadFailure: null,
     noSpace: null,
     allocation: null,
+    rounds: [],
   };
   let terminate = (): void => undefined;
   const uploads = uploader(deps, scope, a, (e) => {
@@ -205,6 +219,7 @@ async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Pr
         ctx.heartbeat(hb);
       } else if (ev.event === 'checkpoint') uploads.add(ev);
       else if (ev.event === 'allocation' && ev.final) a.allocation = allocationRecord(ev);
+      else if (ev.event === 'round') a.rounds.push(roundPoint(ev));
       else if (ev.event === 'done') a.done = ev;
       else if (ev.event === 'error') a.error = ev;
     },
@@ -325,6 +340,7 @@ function finished(scope: Scope, run: Attempt, resumedFrom: number | null, starte
     wall_time_s: d.wall_time_s,
     curve: thin(run.curve, 400),
     allocation: run.allocation,
+    ...(run.rounds.length > 0 ? { rounds: run.rounds } : {}),
     runtime: s?.runtime ?? null,
     torch: s?.torch ?? null,
     python: s?.python ?? null,

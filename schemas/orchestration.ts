@@ -1,7 +1,7 @@
 /** Payloads that cross Temporal: workflow inputs, activity inputs/outputs, the sweep manifest, status. */
 import { z } from 'zod';
 import { PlannedRun, RunLabels, RunSpec } from './runspec.js';
-import { AllocationRecord, CurvePoint } from './result.js';
+import { AllocationRecord, CurvePoint, RoundPoint } from './result.js';
 
 /** Stored at `sweeps/<sweep_id>.json` before the sweep workflow starts; the workflow pages through it. */
 export const SweepManifest = z.strictObject({
@@ -57,6 +57,8 @@ export const TrainOutput = z.strictObject({
   curve: z.array(CurvePoint),
   /** The final `allocation` event of methods that move rank during training. */
   allocation: AllocationRecord.nullable().optional(),
+  /** Federated runs: one point per round (see ResultRecord.rounds). */
+  rounds: z.array(RoundPoint).optional(),
   runtime: z.string().nullable(),
   torch: z.string().nullable(),
   python: z.string().nullable(),

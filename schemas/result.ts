@@ -18,6 +18,17 @@ export const AllocationRecord = z.strictObject({
   history: z.array(AllocationPoint),
 });
 export type AllocationRecord = z.infer<typeof AllocationRecord>;
+/** One finished round of a federated run (the runtime's `round` event, without the client ids). */
+export const RoundPoint = z.strictObject({
+  round: z.number().int().positive(),
+  step: z.number().int().nonnegative(),
+  client_loss: z.number(),
+  /** The global model's evaluation after the round. */
+  metrics: z.record(z.string(), z.number()),
+  /** The server's report: `aggregation_error`, `aggregation_error_fedit`, `cosine_before/after`, `delta_b_ratio`. */
+  aggregation: z.record(z.string(), z.number()),
+});
+export type RoundPoint = z.infer<typeof RoundPoint>;
 
 export const ResultRecord = z.strictObject({
   schema: z.literal('rankflow.result/v1'),
@@ -38,6 +49,8 @@ export const ResultRecord = z.strictObject({
   curve: z.array(CurvePoint),
   /** Final rank pattern (AdaLoRA, IncreLoRA, TriAdaptLoRA, DiffoRA, SNELLA); absent or null for other methods. */
   allocation: AllocationRecord.nullable().optional(),
+  /** Federated runs (`lora-fair`): every round's global metrics and aggregation report; absent otherwise. */
+  rounds: z.array(RoundPoint).optional(),
   error: z.strictObject({ kind: z.string(), message: z.string(), hint: z.string().nullable() }).nullable(),
   timings: z.strictObject({
     started_at: z.string(),

@@ -1,8 +1,9 @@
 /**
  * The standard PEFT figures, as Vega-Lite specifications rendered headless to SVG (vega's `toSVG`) and to
  * PNG (resvg): training-loss curves per run group (mean over seeds), score against trainable parameters
- * (log x; the efficiency plot), score against rank, and the final rank allocation (layer × module type
- * heatmap) of methods that move rank during training. No I/O: callers write the strings and buffers.
+ * (log x; the efficiency plot), score against rank, the final rank allocation (layer × module type heatmap) of
+ * methods that move rank during training, and per-round curves of federated runs (the global metric and the
+ * aggregation error after every round). No I/O: callers write the strings and buffers.
  */
 import type { TopLevelSpec } from 'vega-lite';
 import type { RunRow } from './runs.js';
@@ -10,7 +11,7 @@ import { buildTable, rowLabel, DIMS, type Dim, type TableModel } from './table.j
 import { datasetOrder, prettyDataset, prettyMethod } from './names.js';
 import { TableInputError } from '../core/errors.js';
 
-export const PLOT_KINDS = ['loss', 'params', 'rank', 'allocation'] as const;
+export const PLOT_KINDS = ['loss', 'params', 'rank', 'allocation', 'rounds'] as const;
 export type PlotKind = (typeof PLOT_KINDS)[number];
 
 /** Text renders with a font every rankflow machine has (Debian's fonts-dejavu); resvg falls back to it. */
@@ -124,6 +125,83 @@ export function lossCurveSpec(runs: RunRow[], title = 'Training loss (mean over 
     columns: Math.min(3, datasets.size),
     resolve: { scale: { y: 'independent' } },
     spec: { width: 260, height: 180, ...layer },
+  };
+}
+
+/**
+ * Federated runs: the global model's metric and the server's aggregation error ‖B̄′Ā − ΔW*‖/‖ΔW*‖ after every
+ * round, mean over the seeds of each (series, dataset) group. `metric`: the run's headline metric by default.
+ */
+export function roundsData(
+  runs: RunRow[],
+  metric: string | null = null,
+): { series: string; dataset: string; panel: string; round: number; value: number; seeds: number }[] {
+  const ok = runs.filter((r) => r.status === 'succeeded' && r.rounds.length > 0);
+  if (ok.length === 0) throw new TableInputError('no finished federated run (with per-round records) in the selection');
+  const dims = seriesDims(ok, []);
+  const groups = new Map<string, { series: string; dataset: string; panel: string; rounds: Map<number, number[]> }>();
+  const add = (series: string, dataset: string, panel: string, round: number, value: number | undefined): void => {
+    if (value === undefined) return;
+    const k = JSON.stringify([series, dataset, panel]);
+    let g = groups.get(k);
+    if (!g) groups.set(k, (g = { series, dataset, panel, rounds: new Map() }));
+    let l = g.rounds.get(round);
+    if (!l) g.rounds.set(round, (l = []));
+    l.push(value);
+  };
+  for (const r of ok) {
+    const series = seriesLabel(r, dims);
+    const m = metric ?? r.headline ?? Object.keys(r.rounds[0]!.metrics)[0] ?? 'loss';
+    for (const p of r.rounds) {
+      add(series, prettyDataset(r.labels.dataset), `global ${m}`, p.round, p.metrics[m]);
+      add(series, prettyDataset(r.labels.dataset), 'aggregation error', p.round, p.aggregation.aggregation_error);
+    }
+  }
+  const out: { series: string; dataset: string; panel: string; round: number; value: number; seeds: number }[] = [];
+  for (const g of groups.values()) {
+    for (const [round, vs] of [...g.rounds.entries()].sort((a, b) => a[0] - b[0])) {
+      out.push({
+        series: g.series,
+        dataset: g.dataset,
+        panel: g.panel,
+        round,
+        value: vs.reduce((s, x) => s + x, 0) / vs.length,
+        seeds: vs.length,
+      });
+    }
+  }
+  return out;
+}
+
+export function roundsSpec(runs: RunRow[], metric: string | null = null): TopLevelSpec {
+  const values = roundsData(runs, metric);
+  const order = seriesSort(values);
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: 'Federated rounds (mean over seeds)',
+    config: CONFIG,
+    data: { values },
+    facet: {
+      row: { field: 'panel', type: 'nominal', title: null, sort: { field: 'panel', order: 'descending' } },
+      column: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs) },
+    },
+    resolve: { scale: { y: 'independent' } },
+    spec: {
+      width: 300,
+      height: 180,
+      mark: { type: 'line', point: true, strokeWidth: 1.5 },
+      encoding: {
+        x: { field: 'round', type: 'quantitative', title: 'round', axis: { tickMinStep: 1 } },
+        y: { field: 'value', type: 'quantitative', title: null, scale: { zero: false } },
+        color: { field: 'series', type: 'nominal', title: null, sort: order },
+        tooltip: [
+          { field: 'series', type: 'nominal' },
+          { field: 'round', type: 'quantitative' },
+          { field: 'value', type: 'quantitative', format: '.5f' },
+          { field: 'seeds', type: 'quantitative' },
+        ],
+      },
+    },
   };
 }
 

@@ -3,7 +3,7 @@
  * result record is `missing`; a result record with `status: failed` is `failed`. Neither is ever dropped:
  * cells count them and the renderers show them.
  */
-import type { ResultRecord } from '../schemas/result.js';
+import type { ResultRecord, RoundPoint } from '../schemas/result.js';
 import type { RunLabels } from '../schemas/runspec.js';
 
 export type RunStatus = 'succeeded' | 'failed' | 'missing';
@@ -25,6 +25,8 @@ export interface RunRow {
   curve: { step: number; loss: number }[];
   /** Final rank per adapted module, for methods that move rank during training (else null). */
   allocation: { unit: string; ranks: Record<string, number> } | null;
+  /** Federated runs: the global metrics and aggregation report of every round (empty otherwise). */
+  rounds: RoundPoint[];
   /** One line: the failure (`kind: message`) or, for a missing run, why it is missing when known. */
   error: string | null;
 }
@@ -43,6 +45,7 @@ export function runFromRecord(r: ResultRecord): RunRow {
     curve: r.curve,
     allocation:
       r.status === 'succeeded' && r.allocation ? { unit: r.allocation.unit, ranks: r.allocation.ranks } : null,
+    rounds: r.rounds ?? [],
     error: r.error
       ? `${r.error.kind}: ${r.error.message}`
       : r.status === 'failed'
@@ -70,6 +73,7 @@ export function missingRun(
     total: params?.total ?? null,
     curve: [],
     allocation: null,
+    rounds: [],
     error: why,
   };
 }

@@ -13,6 +13,8 @@ import {
   paramsSpec,
   rankData,
   rankSpec,
+  roundsData,
+  roundsSpec,
   specToSvg,
   svgToPng,
 } from '../tables/plots.js';
@@ -28,6 +30,43 @@ function pngSize(png: Buffer): { width: number; height: number } {
 }
 
 describe('plot data', () => {
+  it('averages the per-round global metric and aggregation error of federated runs over seeds', () => {
+    const runs = [0, 1].map((seed) => {
+      const r = run({ method: 'lora', rank: 4, dataset: 'synthetic/img-cls', seed, metric: 'accuracy' });
+      r.rounds = [1, 2].map((round) => ({
+        round,
+        step: round * 10,
+        client_loss: 1 / round,
+        metrics: { accuracy: 0.5 + 0.1 * round + 0.1 * seed, loss: 1 },
+        aggregation: { aggregation_error: 0.01 * round + 0.01 * seed, aggregation_error_fedit: 0.1 },
+      }));
+      return r;
+    });
+    const d = roundsData(runs);
+    const acc = d.filter((p) => p.panel === 'global accuracy').map((p) => [p.round, p.value, p.seeds]);
+    const err = d.filter((p) => p.panel === 'aggregation error').map((p) => [p.round, p.value]);
+    expect(acc.map(([r, , s]) => [r, s])).toEqual([
+      [1, 2],
+      [2, 2],
+    ]);
+    expect(acc[0]![1]).toBeCloseTo(0.65, 10);
+    expect(err[1]![1]).toBeCloseTo(0.025, 10);
+    expect(roundsData(runs, 'loss').filter((p) => p.panel === 'global loss')).toHaveLength(2);
+    expect(() => roundsData([run({ method: 'lora', rank: 4, dataset: 'glue/sst2', seed: 0 })])).toThrow(
+      TableInputError,
+    );
+  });
+
+  it('renders the rounds plot', async () => {
+    const r = run({ method: 'lora', rank: 4, dataset: 'synthetic/img-cls', seed: 0, metric: 'accuracy' });
+    r.rounds = [
+      { round: 1, step: 5, client_loss: 1, metrics: { accuracy: 0.5 }, aggregation: { aggregation_error: 0.1 } },
+    ];
+    const svg = await specToSvg(roundsSpec([r]));
+    expect(svg).toContain('aggregation error');
+    expect(svg).toContain('global accuracy');
+  });
+
   it('averages loss curves over seeds per run group', () => {
     const runs = [0, 1].map((seed) =>
       run({

@@ -14,6 +14,7 @@ import {
   paramsSpec,
   PLOT_KINDS,
   rankSpec,
+  roundsSpec,
   specToSvg,
   svgToPng,
   type PlotKind,
@@ -26,8 +27,8 @@ const PLOT_OPTIONS = {
   ...SELECTION_OPTIONS,
   kind: {
     type: 'string',
-    arg: 'loss,params,rank,allocation',
-    help: '(default: all four; a kind the data cannot support is skipped with a note)',
+    arg: 'loss,params,rank,allocation,rounds',
+    help: '(default: all; rounds: federated runs; a kind the data cannot support is skipped with a note)',
   },
   format: { type: 'string', short: 'f', arg: 'svg|png|both', help: '(default both)' },
   out: { type: 'string', short: 'o', arg: 'DIR', help: '(default results)' },
@@ -56,6 +57,7 @@ export async function writePlots(runs: RunRow[], req: PlotRequest): Promise<{ wr
       if (kind === 'loss') spec = lossCurveSpec(runs);
       else if (kind === 'params') spec = paramsSpec(buildTable(runs, { metric: req.metric, which: req.which }));
       else if (kind === 'rank') spec = rankSpec(runs, req.metric);
+      else if (kind === 'rounds') spec = roundsSpec(runs, req.metric);
       else spec = allocationSpec(runs);
     } catch (e) {
       if (e instanceof TableInputError && !req.strict) {

@@ -258,6 +258,8 @@ class FederatedRun:
                  python=platform.python_version(), runtime=__version__, step=self.work(),
                  total_steps=self.total_work, trainable_params=self.built.trainable,
                  total_params=self.built.total)
+            for rec in self.server.history:  # a resumed run first replays the rounds its checkpoint records
+                emit("round", rounds=self.rounds, **rec)
             log.info("lora-fair: %d clients (sizes %s), %d rounds of %d local steps, %d clients per round, "
                      "aggregation %s", self.o.num_clients, self.sizes, self.rounds, self.local, self.per_round,
                      self.o.aggregation)
