@@ -21,6 +21,8 @@ export const OptionProperties = z.object({
   init_is_identity: z.boolean(),
   /** ΔW can be folded into the base weights */
   mergeable: z.boolean(),
+  /** `count` (shapes only) is the trained model's number; false when ranks come from the weights' values */
+  count_is_exact: z.boolean().default(true),
 });
 export type OptionProperties = z.infer<typeof OptionProperties>;
 
@@ -41,6 +43,8 @@ export const MethodDescription = z.object({
   init_is_identity: z.boolean(),
   /** with the default options; `property_rules` says which option values change it */
   mergeable: z.boolean(),
+  /** with the default options; `property_rules` says which option values change it */
+  count_is_exact: z.boolean().default(true),
   property_rules: z.array(PropertyRule).default([]),
   lr_groups: z.array(z.string()),
   options: z.record(z.string(), OptionSchema),

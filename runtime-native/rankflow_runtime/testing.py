@@ -3,6 +3,7 @@ synthetic batches with a planted signal, building an adapted model, and a few tr
 the method hooks in the same order as `train.py`."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -30,11 +31,21 @@ TINY_TARGETS: Dict[str, List[str]] = {
     "tiny-decoder": ["q_proj", "v_proj", "up_proj"],
 }
 NUM_LABELS = {"tiny-encoder": 3, "tiny-vit": 4, "tiny-decoder": None}
+# The tiny decoder's 64-token vocabulary is too small for the default ascii tokenizer: texts the methods tokenize
+# (prompt initialisations) use the hashed-word tokenizer there.
+TOKENIZER_SPEC = {"tiny-decoder": SimpleNamespace(dataset={"options": {"tokenizer": "words"}})}
 
 
-def tiny_info(model: str) -> ModelInfo:
+# The learning-rate policy of the conformance suite's "loss goes down" check, the same for every method: AdamW
+# without weight decay at each rate in turn (until one passes) for TRAIN_STEPS steps on one batch.
+LR_POLICY = (1e-2, 1e-1, 1e-3)
+TRAIN_STEPS = 20
+
+
+def tiny_info(model: str, config: Optional[Dict[str, Any]] = None) -> ModelInfo:
+    """The tiny configuration of a built-in model, with `config` overrides (e.g. {"dropout": 0.1})."""
     return model_info({"name": model, "source": "builtin", "task": BUILTIN[model]["task"],
-                       "config": TINY_CONFIGS[model], "random_init": True})
+                       "config": {**TINY_CONFIGS[model], **(config or {})}, "random_init": True})
 
 
 def make_method(name: str, rank: Optional[int] = 4, options: Optional[Dict[str, Any]] = None, seed: int = 0) -> Method:
@@ -44,21 +55,21 @@ def make_method(name: str, rank: Optional[int] = 4, options: Optional[Dict[str, 
     return cls(rank if cls.needs_rank else None, opts, seed)
 
 
-def base_model(model: str, seed: int = 0) -> Tuple[nn.Module, ModelInfo]:
-    info = tiny_info(model)
+def base_model(model: str, seed: int = 0, config: Optional[Dict[str, Any]] = None) -> Tuple[nn.Module, ModelInfo]:
+    info = tiny_info(model, config)
     torch.manual_seed(seed)
     return build_model({}, info, NUM_LABELS[model]), info
 
 
 def adapted_model(model: str, method: str, rank: Optional[int] = 4, options=None, train_head: bool = False,
-                  seed: int = 0, targets: Optional[List[str]] = None):
+                  seed: int = 0, targets: Optional[List[str]] = None, config: Optional[Dict[str, Any]] = None):
     """(model, method, info, formula) with the method applied to the tiny model built from `seed`."""
-    m, info = base_model(model, seed)
+    m, info = base_model(model, seed, config)
     meth = make_method(method, rank, options, seed)
     from .build import adapt_facts, reserve_positions
     reserve_positions(info, meth, explicit=False)
     _, formula = adapt_model(m, meth, targets or TINY_TARGETS[model], info.head_name, train_head,
-                             **adapt_facts(None, info))
+                             **adapt_facts(TOKENIZER_SPEC.get(model), info))
     return m, meth, info, formula
 
 

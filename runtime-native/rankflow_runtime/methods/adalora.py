@@ -147,6 +147,13 @@ class AdaLoRA(Method):
     mergeable = True
     test_options = {"orth_reg_weight": 0.1}
 
+    option_cases = ({"dropout": 0.2}, {"alpha": 0.0})
+    mutable_buffers = ("rank_mask",) + tuple(f"ipt_{k}_{p}" for k in ("avg", "unc") for p in _PIECES)
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 8, "options": {"init_r": 32}, "count": 262_176,
+         "source": "methods.md §1: init_r·(d_in + d_out + 1)"},
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {}, "count": 49_164, "source": "init_r = ⌈1.5·8⌉ = 12: 12·4097"},
+    )
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)
         init_r = self.options.init_r if self.options.init_r is not None else math.ceil(1.5 * self.rank)

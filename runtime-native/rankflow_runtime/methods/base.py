@@ -11,7 +11,8 @@ How to add a method (one file, no central list to edit)
    (citation), `Options`, `needs_rank`, `init_is_identity` (the adapted model equals the base model at
    initialisation), `mergeable` (ΔW can be folded into the base weight), `lr_groups` (names of extra
    parameter groups that may get their own learning rate through `training.lr_groups`).
-   `init_is_identity` and `mergeable` are the values **with the default options**; when an option changes
+   `init_is_identity`, `mergeable` and `count_is_exact` (the shapes-only `count` equals the trained model's;
+   False when ranks come from the weights' values) are the values **with the default options**; when an option changes
    them, declare it in `property_rules`, e.g. `({"when": {"init": ["ones", "zeros"]}, "then":
    {"init_is_identity": False}},)`: a rule applies when every option it names has one of the listed values,
    later rules win. A method instance carries the values for its own options (`method.init_is_identity`),
@@ -102,7 +103,7 @@ def _check_property_rules(cls: type) -> None:
 
 Shape = Tuple[int, int]  # (d_out, d_in) of an nn.Linear weight
 SHARED_ATTR = "rankflow_shared"
-OPTION_PROPERTIES = ("init_is_identity", "mergeable")  # the properties `property_rules` may set
+OPTION_PROPERTIES = ("init_is_identity", "mergeable", "count_is_exact")  # what `property_rules` may set
 
 # --------------------------------------------------------------------------------------------------
 # Options
@@ -289,6 +290,9 @@ class Method:
     needs_rank: ClassVar[bool] = True
     init_is_identity: ClassVar[bool] = True  # with the default options; see property_rules
     mergeable: ClassVar[bool] = False  # with the default options; see property_rules
+    # `count` (shapes only, on the meta device) gives the trained model's number; False when the trainable count
+    # depends on the weights' values (ranks chosen from a spectrum): `count` is then an estimate.
+    count_is_exact: ClassVar[bool] = True
     # Option-dependent properties: ({"when": {option: [values]}, "then": {property: bool}}, ...); see step 3.
     property_rules: ClassVar[Tuple[Dict[str, Any], ...]] = ()
     lr_groups: ClassVar[Tuple[str, ...]] = ()
@@ -298,9 +302,25 @@ class Method:
     model_tasks: ClassVar[Tuple[str, ...]] = ("seq-cls", "img-cls", "causal-lm", "img-gen")  # model tasks it applies to
     # Targets when the spec gives none (None: the model's defaults, attention q/v); SLTrain replaces every layer.
     default_targets: ClassVar[Optional[Tuple[str, ...]]] = None
-    # For the conformance suite only: learning rate and options of its short "loss goes down" run.
-    test_lr: ClassVar[float] = 1e-2
+    # For the conformance suite (tests/test_conformance.py; see "Conformance" in runtime-native/README.md):
+    # options applied in every test (to shrink sizes only, never to change the code path),
     test_options: ClassVar[Dict[str, Any]] = {}
+    # every option value that changes the forward, the init or the count, as option dicts; each case (and the
+    # defaults) runs at every rank of `conformance_ranks` on the built-in models (non-square layers included).
+    # Every enum choice, both values of every boolean and a non-zero value of every dropout-like option must
+    # appear in a case (or the defaults), unless `option_cases_exempt` names the option with the reason.
+    option_cases: ClassVar[Tuple[Dict[str, Any], ...]] = ()
+    option_cases_exempt: ClassVar[Dict[str, str]] = {}
+    conformance_ranks: ClassVar[Tuple[int, ...]] = (1, 4, 16)
+    # Buffers the method's hooks update during training (name suffixes); every other buffer must be unchanged.
+    mutable_buffers: ClassVar[Tuple[str, ...]] = ()
+    # Option values under which the method cannot learn by design (an official init reproduced on purpose):
+    # ({option: value, ...}, reason) pairs; for a case containing them the suite checks the loss does not move.
+    non_learning: ClassVar[Tuple[Tuple[Dict[str, Any], str], ...]] = ()
+    # The parameter formula checked against numbers worked out by hand from the paper (not by this code):
+    # ({"shapes": [(d_out, d_in), ...], "rank": r, "options": {...}, "count": n, "source": "..."}, ...).
+    # Methods that wrap targets need at least one, with a non-square shape.
+    count_examples: ClassVar[Tuple[Dict[str, Any], ...]] = ()
 
     def __init__(self, rank: Optional[int] = None, options: Any = None, seed: int = 0):
         if options is None or isinstance(options, dict):
@@ -335,6 +355,7 @@ class Method:
             "needs_rank": cls.needs_rank,
             "init_is_identity": defaults["init_is_identity"],
             "mergeable": defaults["mergeable"],
+            "count_is_exact": defaults["count_is_exact"],
             "property_rules": [{"when": {k: list(v) for k, v in r["when"].items()}, "then": dict(r["then"])}
                                for r in cls.property_rules],
             "lr_groups": list(cls.lr_groups),

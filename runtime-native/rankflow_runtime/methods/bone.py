@@ -129,6 +129,15 @@ class Bone(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
+    option_cases = ({"variant": "bat"}, {"variant": "mini", "mini_r": 4}, {"dropout": 0.2})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 64, "options": {}, "count": 262_144, "source": "methods.md §1: r·d_out"},
+        {"shapes": [(33, 17)], "rank": 5, "options": {}, "count": 165, "source": "balance: r·d_out = 5·33"},
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {"variant": "bat"}, "count": 8_192,
+         "source": "bat: (d_out/r) blocks of r×r = 128·64"},
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {"variant": "mini", "mini_r": 4}, "count": 32,
+         "source": "mini: r·mini_r"},
+    )
 
     def layer_count(self, d_out, d_in):
         if self.options.variant == "mini":

@@ -116,6 +116,12 @@ class DiffoRA(Method):
     mergeable = True
     lr_groups = ("gate",)
 
+    option_cases = ({"bilevel": False}, {"dropout": 0.2})
+    mutable_buffers = ("selected", "searching")  # the selection's outcome and phase
+    count_examples = (
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {}, "count": 32_769,
+         "source": "LoRA's r·(d_in + d_out) + the module's DAM entry γ"},
+    )
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)
         self.search_len: Optional[int] = self.options.search_steps

@@ -100,6 +100,11 @@ class DoRA(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
+    option_cases = ({"dropout": 0.2}, {"use_rslora": True})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 266_240, "source": "methods.md §1"},
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {}, "count": 33_792, "source": "8·(3072+1024) + 1024"},
+    )
 
     def layer_count(self, d_out, d_in):
         return self.rank * (d_in + d_out) + d_out

@@ -199,6 +199,12 @@ class IncreLoRA(Method):
     mergeable = True
     test_options = {"init_warmup": 0, "incre_interval": 1, "top_h": 2}
 
+    option_cases = ({"dropout": 0.2}, {"advance_learn": False}, {"restart_warmup": False}, {"growth_rule": "official"})
+    mutable_buffers = ("ranknum", "score", "ipt_avg", "ipt_unc")
+    count_examples = (
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {"init_r": 2}, "count": 8_194,
+         "source": "at the start: init_r·(d_in + d_out + 1) = 2·4097"},
+    )
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)
         o = self.options

@@ -133,7 +133,13 @@ class LoLDU(Method):
     property_rules = ({"when": {"init": ["ones", "zeros", "constant", "uniform", "normal"]},
                        "then": {"init_is_identity": False}},)
     mergeable = True
-    test_lr = 5e-2
+    option_cases = tuple({"init": i} for i in ("ones", "zeros", "constant", "uniform", "normal")) + (
+        {"train_scale": True}, {"alpha": 4.0})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 32, "source": "methods.md §1: r"},
+        {"shapes": [(1024, 3072)], "rank": 2000, "options": {}, "count": 1024, "source": "r clamped to min(d_out, d_in)"},
+        {"shapes": [(33, 17)], "rank": 4, "options": {"train_scale": True}, "count": 5, "source": "r + 1 (the scale)"},
+    )
 
     def layer_rank(self, d_out: int, d_in: int) -> int:
         return min(self.rank, d_out, d_in)

@@ -46,6 +46,12 @@ class LoRA(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
+    option_cases = ({"dropout": 0.2}, {"use_rslora": True})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 262_144, "source": "methods.md §1"},
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {}, "count": 32_768, "source": "8·(3072+1024)"},
+        {"shapes": [(33, 17)], "rank": 3, "options": {"use_rslora": True}, "count": 150, "source": "3·(17+33)"},
+    )
 
     def layer_count(self, d_out, d_in):
         return self.rank * (d_in + d_out)

@@ -101,7 +101,6 @@ class LoRAGGPO(LoRA):
     paper = ("Chang, Guo, Chang, Wu, LoRA-GGPO: Mitigating Double Descent in LoRA Fine-Tuning via Gradient-Guided "
              "Perturbation Optimization, arXiv:2502.14538 (v2+: LoRA-MGPO, Findings of EMNLP 2025)")
     Options = LoRAGGPOOptions
-    test_lr = 5e-2
     option_cases = ({"variant": "mgpo"}, {"use_rslora": True}, {"dropout": 0.1}, {"variant": "mgpo", "mu": 0.8},
                     {"sigma": 0.1, "grad_weight": 0.0})
     mutable_buffers = ("grad_norm_ema", "ema_steps")  # the gradient-norm EMAs (the frozen W0 never changes)

@@ -148,7 +148,16 @@ class LoRD(Method):
     init_is_identity = False  # B·A approximates W (exact only at full rank)
     mergeable = False
     foldable = True  # folds to FactoredLinear (structures.py)
-    test_lr = 1e-2
+    # energy / ratio choose ranks from the weights' spectrum, which the meta device (`count`) does not have
+    property_rules = ({"when": {"rank_rule": ["energy", "ratio"]}, "then": {"count_is_exact": False}},)
+    option_cases = ({"rank_rule": "energy", "energy": 0.8}, {"rank_rule": "ratio", "ratio": 0.5})
+    option_cases_exempt = {"variant": "activation needs calibration inputs, which only the compress procedure "
+                                      "supplies (tests/methods/test_lord.py)"}
+    count_examples = (
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {}, "count": 32_768, "source": "r·(d_in + d_out)"},
+        {"shapes": [(32, 32), (48, 32)], "rank": 16, "options": {}, "count": 1_280,
+         "source": "32×32 at r = 16 saves nothing (16·64 ≥ 32·32) and stays dense; 48×32: 16·80"},
+    )
 
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)

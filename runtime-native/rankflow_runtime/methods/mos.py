@@ -123,6 +123,16 @@ class MoS(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
+    option_cases = ({"subset_selection": False}, {"pair_dissociation": False}, {"num_chunks": 1}, {"private_rank": 0},
+                    {"dropout": 0.0})
+    count_examples = (
+        {"shapes": [(64, 64)] * 4, "rank": 4, "options": {"valid_rank": 2}, "count": 1_024,
+         "source": "pools r_v·L·(d_in+d_out) = 2·4·128"},
+        {"shapes": [(64, 64)] * 4, "rank": 8, "options": {}, "count": 1_536,
+         "source": "auto r_v = max(⌈8/8⌉, 1 + ⌈7/4⌉) = 3: 3·4·128"},
+        {"shapes": [(48, 32)] * 2, "rank": 4, "options": {"valid_rank": 3, "private_rank": 2}, "count": 480,
+         "source": "3·2·(32+48)"},
+    )
 
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)

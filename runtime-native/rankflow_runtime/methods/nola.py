@@ -215,8 +215,14 @@ class NOLA(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
-    test_lr = 5e-2
     test_options = {"num_basis_a": 128, "num_basis_b": 128}  # keeps the suite fast; same code path
+    option_cases = ({"cache_mb": 0.0}, {"dropout": 0.2}, {"num_basis_a": 16, "num_basis_b": 8, "alpha": 2.0})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 8, "options": {"num_basis_a": 512, "num_basis_b": 512}, "count": 1_024,
+         "source": "methods.md §1: k_A + k_B"},
+        {"shapes": [(33, 17), (8, 70)], "rank": 3, "options": {"num_basis_a": 7, "num_basis_b": 5}, "count": 24,
+         "source": "(7+5) per layer, whatever the shape"},
+    )
 
     def alpha(self) -> float:
         return float(self.options.alpha) if self.options.alpha is not None else float(self.rank)

@@ -100,6 +100,11 @@ class PiSSA(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
+    option_cases = ({"dropout": 0.2}, {"svd_niter": 4}, {"alpha": 8.0})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 262_144, "source": "methods.md §1"},
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {}, "count": 32_768, "source": "8·(3072+1024)"},
+    )
 
     def alpha(self) -> float:
         return float(self.options.alpha) if self.options.alpha is not None else float(self.rank)

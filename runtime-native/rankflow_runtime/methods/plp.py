@@ -139,6 +139,11 @@ class PLP(Method):
     property_rules = ({"when": {"orthogonal_prior": ["none"]}, "then": {"init_is_identity": True}},)  # up = 0
     mergeable = True
     lr_groups = ("up",)
+    option_cases = ({"orthogonal_prior": "all"}, {"orthogonal_prior": "none"}, {"alpha": 16.0}, {"basis_rows": 0})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 131_072, "source": "r·2048 + r·2048"},
+        {"shapes": [(33, 17)], "rank": 4, "options": {}, "count": 104, "source": "4·(17−8) + 4·(33−16)"},
+    )
 
     def prior_applies(self, d_out: int, d_in: int) -> bool:
         p = self.options.orthogonal_prior

@@ -211,7 +211,6 @@ class PromptTuning(Method):
     mergeable = False
     wraps_targets = False
     model_tasks = ("seq-cls", "causal-lm")
-    test_lr = 0.3  # the prompt learning rate of the papers (Lester et al. 0.3; DePT 0.3-0.4)
     test_options = {"num_virtual_tokens": 3}
     option_cases = ({"init": "text", "init_text": "a good movie"}, {"init": "random"})
 

@@ -321,7 +321,15 @@ class RandLoRA(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
-    test_lr = 2e-3
+    option_cases = ({"basis": "sparse"}, {"basis": "very_sparse"}, {"compute": "factored"}, {"compute": "dense"},
+                    {"dropout": 0.2}, {"dropout": 0.2, "compute": "dense"}, {"save_bases": True})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 528_384,
+         "source": "methods.md §1: N = 128, 128·(32+4096)"},
+        {"shapes": [(3072, 3072), (1024, 3072)] * 28, "rank": 32, "options": {}, "count": 9_289_728,
+         "source": "PEFT's logged Llama-3.2-3B q/v count at r = 32"},
+        {"shapes": [(33, 17)], "rank": 5, "options": {}, "count": 88, "source": "N = ⌈17/5⌉ = 4, 4·(5+17)"},
+    )
 
     def alpha(self) -> float:
         return float(self.options.alpha) if self.options.alpha is not None else 20.0 * self.rank

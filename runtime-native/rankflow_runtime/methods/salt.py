@@ -152,6 +152,12 @@ class SALT(Method):
     init_is_identity = False  # default init "randn": X Y = randn·0.01 products, as the official SAM code
     property_rules = ({"when": {"init": ["kaiming_zero"]}, "then": {"init_is_identity": True}},)  # Y = 0
     mergeable = True
+    option_cases = ({"init": "kaiming_zero"}, {"reg_multiplier": 0.1}, {"init_seed": 42}, {"r_lora": 2})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 65_088, "source": "methods.md §1, r_L = 8"},
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {}, "count": 16_272, "source": "2·8 + 2·8·(1024−8)"},
+        {"shapes": [(10, 6)], "rank": 100, "options": {}, "count": 12, "source": "r clamped to k = 6: 2·6"},
+    )
 
     def layer_count(self, d_out, d_in):
         k = min(d_out, d_in)

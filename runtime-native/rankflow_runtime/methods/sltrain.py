@@ -171,7 +171,13 @@ class SLTrain(Method):
     foldable = True
     trains_backbone = True  # every parameter that remains trains (non-target ones in full)
     default_targets = ("*attn*", "*attention*", "*mlp*")
-    test_lr = 1e-2
+    option_cases = ({"sparsity": 0.0}, {"trainable_scaling": True}, {"seed": 3})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 765_460,
+         "source": "methods.md §1: r·(d_in+d_out) + ⌊0.03·4096²⌋"},
+        {"shapes": [(33, 17)], "rank": 4, "options": {"sparsity": 0.1, "trainable_scaling": True}, "count": 257,
+         "source": "4·50 + ⌊0.1·561⌋ + 1"},
+    )
 
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)

@@ -146,7 +146,14 @@ class SNELL(Method):
     needs_rank = True
     init_is_identity = False  # the kernel merge is non-zero at initialisation (official)
     mergeable = True
-    test_lr = 0.2  # M⊙|M| is quadratic in the small initial kernel values: the tiny models need a large step
+    option_cases = ({"sparsity": 0.0}, {"dropout": 0.0, "drop_path": 0.0}, {"checkpoint": False}, {"num_kernels": 1},
+                    {"dropout_exclude": ["fc1", "fc2", "up_proj"]}, {"norm_p": 1.0})
+    conformance_ranks = (2, 4, 16)  # rank >= num_kernels
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 262_144, "source": "methods.md §1"},
+        {"shapes": [(1024, 3072)], "rank": 5, "options": {}, "count": 16_384, "source": "2·⌊5/2⌋·(3072+1024)"},
+        {"shapes": [(33, 17)], "rank": 8, "options": {"num_kernels": 3}, "count": 300, "source": "3·⌊8/3⌋·(17+33)"},
+    )
 
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)

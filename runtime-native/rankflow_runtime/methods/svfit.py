@@ -81,7 +81,10 @@ class SVFit(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
-    test_lr = 5e-2
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 32, "options": {}, "count": 32, "source": "methods.md §1: r"},
+        {"shapes": [(16, 48)], "rank": 20, "options": {}, "count": 16, "source": "r clamped to min(d_out, d_in)"},
+    )
 
     def layer_rank(self, d_out: int, d_in: int) -> int:
         return min(self.rank, d_out, d_in)

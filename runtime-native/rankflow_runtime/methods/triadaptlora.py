@@ -156,9 +156,16 @@ class TriAdaptLoRA(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
-    test_lr = 5e-2
     test_options = {"incre_interval": 1, "orth_reg_weight": 0.1}
 
+    option_cases = ({"rank_growth_model": "non-linear"}, {"growth_rule": "official"}, {"dropout": 0.2},
+                    {"restart_warmup": True}, {"init": "official"})
+    mutable_buffers = ("prev_norm", "score")  # the growth scores
+    non_learning = (({"init": "official"}, "the file's all-zero init: every gradient is 0, ΔW stays 0"),)
+    count_examples = (
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {"init_rank": 2}, "count": 8_200,
+         "source": "at the start: init_rank·(d_in + d_out) + 2·init_rank² = 2·4096 + 8"},
+    )
     def __init__(self, rank=None, options=None, seed=0):
         super().__init__(rank, options, seed)
         self.k = self.options.incre_rank_num or max(1, self.rank // 2)

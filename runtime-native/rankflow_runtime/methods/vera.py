@@ -99,7 +99,11 @@ class VeRA(Method):
     needs_rank = True
     init_is_identity = True
     mergeable = True
-    test_lr = 5e-2
+    option_cases = ({"dropout": 0.2}, {"save_bases": True}, {"seed": 3, "d_initial": 0.5})
+    count_examples = (
+        {"shapes": [(4096, 4096)], "rank": 256, "options": {}, "count": 4_352, "source": "methods.md §1: d_out + r"},
+        {"shapes": [(1024, 3072)], "rank": 8, "options": {}, "count": 1_032, "source": "1024 + 8"},
+    )
 
     def base_seed(self) -> int:
         return int(self.options.seed if self.options.seed is not None else self.seed)
