@@ -25,7 +25,7 @@ import {
   refuseCheckpoint,
   uploadCheckpoint,
 } from '../store/checkpoints.js';
-import { logKey } from '../store/keys.js';
+import { generationsKey, logKey } from '../store/keys.js';
 import { withRetries } from '../store/retry.js';
 import type { Slot, SlotPool } from '../launcher/slots.js';
 import { spawnRuntime, type RunnerExit } from '../launcher/spawn.js';
@@ -189,6 +189,7 @@ async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Pr
     rounds: [],
   };
   let terminate = (): void => undefined;
+  let generations: Promise<void> = Promise.resolve();
   const uploads = uploader(deps, scope, a, (e) => {
     a.noSpace ??= e;
     terminate(); // nothing more can be stored: stop now, with the reason
@@ -217,6 +218,15 @@ async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Pr
         hb.eval_done = ev.done;
         hb.eval_total = ev.total;
         ctx.heartbeat(hb);
+      } else if (ev.event === 'eval' && ev.generations) {
+        // a generative evaluation's per-example outputs go beside the run's result, to check the metric
+        const { path } = ev.generations;
+        const key = generationsKey(input.run_id, ev.step);
+        generations = generations.then(() =>
+          withRetries(() => deps.store.putFile(key, path), {
+            what: `uploading the generations of step ${ev.step}`,
+          }).catch((e: Error) => ctx.log.warn(`generations of step ${ev.step} were not stored: ${e.message}`)),
+        );
       } else if (ev.event === 'checkpoint') uploads.add(ev);
       else if (ev.event === 'allocation' && ev.final) a.allocation = allocationRecord(ev);
       else if (ev.event === 'round') a.rounds.push(roundPoint(ev));
@@ -233,6 +243,7 @@ async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Pr
     signal.removeEventListener('abort', terminate);
   }
   await uploads.settled();
+  await generations;
   return a;
 }
 

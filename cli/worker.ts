@@ -81,10 +81,13 @@ function installRuntime(): void {
         if (entry.message.startsWith('No workflows registered')) return;
         // A failed attempt is the sweep's to report (one line per run in `submit` / `status`, the traceback in
         // `rankflow logs`): one line here, never the SDK's error object with its stack.
-        if (entry.message === 'Activity failed' && !['DEBUG', 'TRACE'].includes(level as string)) {
+        const failed = entry.message === 'Activity failed' || entry.message === 'Workflow failed';
+        if (failed && !['DEBUG', 'TRACE'].includes(level as string)) {
           const err = (entry.meta as { error?: { message?: string } } | undefined)?.error;
           const first = (err?.message ?? '').split('\n')[0];
-          process.stderr.write(`rankflow worker: an attempt failed: ${first}\n`);
+          process.stderr.write(
+            `rankflow worker: ${entry.message === 'Workflow failed' ? 'a run failed' : 'an attempt failed'}: ${first}\n`,
+          );
           return;
         }
         plain.log(entry.level, entry.message, entry.meta);

@@ -17,6 +17,9 @@ export const sweepKey = (sweepId: string): string => `${SWEEPS_PREFIX}${sweepId}
 export const resultKey = (runId: string): string => `${RESULTS_PREFIX}${runId}.json`;
 export const failureKey = (runId: string): string => `${FAILED_PREFIX}${runId}.json`;
 export const logsPrefix = (runId: string): string => `logs/${runId}/`;
+/** A generative evaluation's per-example generations and extracted answers (JSON lines), beside the result. */
+export const generationsKey = (runId: string, step: number): string =>
+  `generations/${runId}/step-${String(step).padStart(8, '0')}.jsonl`;
 export const logKey = (runId: string, attempt: number | string): string => `${logsPrefix(runId)}attempt-${attempt}.log`;
 
 /** The marker written last: a checkpoint without it is incomplete and never used. */
