@@ -18,6 +18,8 @@ plain gradient descent here (`solver: gd`, the default): ΔB₀ = 0, `steps` ste
 halved until the objective decreases (Armijo backtracking; the re-implementations have no safeguard, and a fixed
 step diverges when ‖B̄Ā‖ is small, since the cosine's gradient grows like 1/‖B̄Ā‖). The objective therefore never
 increases: 1 − cos(after) + λ‖ΔB‖² ≤ 1 − cos(before), so cos(after) ≥ cos(before) + λ‖ΔB‖² ≥ cos(before).
+The cosine is scale-invariant, so the correction does not always lower the Frobenius aggregation error
+‖B̄′Ā − ΔW*‖ (it raises it in some early rounds of the linear toy, `tests/federated/test_toy_claim.py`).
 `solver: ridge` is the closed form of the Frobenius variant ‖(B̄+ΔB)Ā − ΔW*‖² + λ‖ΔB‖²,
 ΔB = (ΔW* − B̄Ā)Āᵀ(ĀĀᵀ + λI)⁻¹ (methods.md's derivation, not the paper's objective).
 

@@ -89,7 +89,7 @@ def full_round_clients(rec):
     return [r["clients"] for r in rec if r["event"] == "round"]
 
 
-def test_round_events_and_the_correction_lowers_the_aggregation_error(tmp_path):
+def test_round_events_and_the_correction_raises_the_similarity(tmp_path):
     rc, rec = _run(_spec(dict(FED, solver_steps=200), steps=6), tmp_path / "r")
     assert rc == 0
     rounds = [r for r in rec if r["event"] == "round"]
@@ -97,22 +97,24 @@ def test_round_events_and_the_correction_lowers_the_aggregation_error(tmp_path):
     for r in rounds:
         agg = r["aggregation"]
         assert {"accuracy", "loss"} <= set(r["metrics"])
-        assert agg["aggregation_error"] <= agg["aggregation_error_fedit"] + 1e-12
-        assert agg["cosine_after"] >= agg["cosine_before"]
+        assert agg["cosine_after"] >= agg["cosine_before"]  # (the Frobenius error may rise: test_toy_claim.py)
     assert len(full_round_clients(rec)) == 3 and full_round_clients(rec) != [[0, 1]] * 3
     done = [r for r in rec if r["event"] == "done"][0]
     assert done["step"] == 3 * 2 * 2 and done["stats"]["payload_numel"] > 0
 
 
 def test_reinit_merges_and_fedit_runs(tmp_path):
-    for agg in ("reinit", "fedit"):
-        rc, rec = _run(_spec(dict(FED, aggregation=agg), steps=4), tmp_path / agg)
+    for agg, extra in (("reinit", {}), ("fedit", {}), ("lora-fair", {"solver": "ridge"})):
+        rc, rec = _run(_spec(dict(FED, aggregation=agg, **extra), steps=4), tmp_path / agg)
         assert rc == 0
-        last = [r for r in rec if r["event"] == "round"][-1]["aggregation"]
-        if agg == "reinit":
-            assert last["aggregation_error"] == 0.0
-        else:
-            assert last["aggregation_error"] == last["aggregation_error_fedit"]
+        for r in [r for r in rec if r["event"] == "round"]:
+            a = r["aggregation"]
+            if agg == "reinit":
+                assert a["aggregation_error"] == 0.0 and a["cosine_after"] == 1.0
+            elif agg == "fedit":
+                assert a["aggregation_error"] == a["aggregation_error_fedit"] and a["delta_b_ratio"] == 0.0
+            else:  # the ridge solve minimises the Frobenius error (plus λ‖ΔB‖²): it never rises
+                assert a["aggregation_error"] <= a["aggregation_error_fedit"] + 1e-12
 
 
 def test_config_errors():
