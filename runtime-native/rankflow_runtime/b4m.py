@@ -92,21 +92,40 @@ class RiemannianAdamW(torch.optim.Optimizer):
         self._pairs = list(pairs)
 
     def _preconditioned(self) -> Dict[int, torch.Tensor]:
-        """id(parameter) -> preconditioned gradient, computed from the pre-step weights of every layer."""
+        """id(parameter) -> preconditioned gradient, from the pre-step weights of every layer. The r×r systems of
+        all layers of one rank are solved in one batched call."""
         reg_of = {id(p): g["reg"] for g in self.param_groups for p in g["params"]}
-        out: Dict[int, torch.Tensor] = {}
+        todo = []  # (layer index, which, r×r matrix, gradient, parameter)
         for down, up, factors in self._pairs:
             gd = down.grad if down is not None else None
             gu = up.grad if up is not None else None
             if gd is None and gu is None:
                 continue
-            a, b = factors()
+            a, b = (t.detach().float() for t in factors())
             reg = reg_of.get(id(down if down is not None else up), 0.0)
-            pa, pb = precondition(a, b, gd, gu, reg)
-            if pa is not None:
-                out[id(down)] = pa
-            if pb is not None:
-                out[id(up)] = pb
+            eye = torch.eye(a.shape[0], device=a.device)
+            if gd is not None:
+                todo.append(("a", b.t() @ b, reg * eye, gd, down))
+            if gu is not None:
+                todo.append(("b", a @ a.t(), reg * eye, gu, up))
+        out: Dict[int, torch.Tensor] = {}
+        by_rank: Dict[tuple, List[int]] = {}
+        for i, item in enumerate(todo):
+            by_rank.setdefault((item[1].shape[0], item[1].device), []).append(i)
+        for idx in by_rank.values():
+            grams = torch.stack([todo[i][1] for i in idx])
+            ok = torch.linalg.matrix_norm(grams) > FALLBACK_NORM  # else the identity (e.g. B = 0)
+            mats = torch.where(ok[:, None, None], grams + torch.stack([todo[i][2] for i in idx]),
+                               torch.eye(grams.shape[-1], device=grams.device).expand_as(grams))
+            inv = torch.linalg.inv(mats)
+            for j, i in enumerate(idx):
+                which, _, _, grad, param = todo[i]
+                if not bool(ok[j]):
+                    out[id(param)] = grad
+                elif which == "a":  # (BᵀB + reg·I)⁻¹ ∇A
+                    out[id(param)] = (inv[j] @ grad.float()).to(grad.dtype)
+                else:  # ∇B (AAᵀ + reg·I)⁻¹
+                    out[id(param)] = (grad.float() @ inv[j]).to(grad.dtype)
         return out
 
     @torch.no_grad()
@@ -118,10 +137,10 @@ class RiemannianAdamW(torch.optim.Optimizer):
         scaled = self._preconditioned()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            params, grads, m, v, c1, c2 = [], [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = scaled.get(id(p), p.grad)
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float32)
@@ -129,13 +148,25 @@ class RiemannianAdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
                 t = float(state["step"])
-                state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
-                state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                m_hat = state["exp_avg"] / (1 - beta1 ** t)
-                v_hat = state["exp_avg_sq"] / (1 - beta2 ** t)
-                p.add_(m_hat / (v_hat.sqrt() + group["eps"]), alpha=-group["lr"])
-                if group["weight_decay"] != 0:
-                    p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+                params.append(p)
+                grads.append(scaled.get(id(p), p.grad))
+                m.append(state["exp_avg"])
+                v.append(state["exp_avg_sq"])
+                c1.append(1 - beta1 ** t)
+                c2.append(1 - beta2 ** t)
+            if not params:
+                continue
+            torch._foreach_mul_(m, beta1)
+            torch._foreach_add_(m, grads, alpha=1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            # p -= lr · (m / c1) / (sqrt(v / c2) + eps)
+            denom = torch._foreach_div(v, c2)
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, group["eps"])
+            torch._foreach_addcdiv_(params, m, denom, [-group["lr"] / c for c in c1])
+            if group["weight_decay"] != 0:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
         return loss
 
 

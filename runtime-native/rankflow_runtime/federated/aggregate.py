@@ -131,29 +131,71 @@ def objective_grad(agg: LayerAggregate, delta: torch.Tensor, lam: float) -> torc
     return grad - (agg.m / (pn * tn) - cos * (b @ agg.g) / pn2)
 
 
-def solve_gd(agg: LayerAggregate, lam: float, lr: float, steps: int) -> torch.Tensor:
-    """Gradient descent from ΔB = 0 with Armijo backtracking (the objective never increases). The step size
-    starts at `lr`, is halved until the step decreases the objective enough, and may double again (up to `lr`)
-    after an accepted step, so a badly scaled layer costs a few halvings once, not at every step."""
-    delta = torch.zeros_like(agg.b_bar)
-    f = objective(agg, delta, lam)
-    eta = float(lr)
+@dataclass
+class _Stack:
+    """Layers of one shape stacked for a batched solve: B̄, M (L, d_out, r), G (L, r, r), ‖ΔW*‖ (L,)."""
+
+    b_bar: torch.Tensor
+    m: torch.Tensor
+    g: torch.Tensor
+    tn: torch.Tensor
+
+    @classmethod
+    def of(cls, aggs: Sequence[LayerAggregate]) -> "_Stack":
+        return cls(torch.stack([a.b_bar for a in aggs]), torch.stack([a.m for a in aggs]),
+                   torch.stack([a.g for a in aggs]),
+                   torch.tensor([math.sqrt(a.target_norm2) for a in aggs], dtype=F64))
+
+    def parts(self, delta: torch.Tensor):
+        b = self.b_bar + delta
+        bg = b @ self.g
+        inner = (b * self.m).sum(dim=(1, 2))
+        pn2 = (bg * b).sum(dim=(1, 2)).clamp(min=0.0)
+        flat = (pn2 <= 0) | (self.tn <= 0)
+        denom = torch.where(flat, torch.ones_like(pn2), pn2.sqrt() * self.tn)
+        cos = torch.where(flat, torch.where(pn2 <= 0, torch.ones_like(pn2), torch.zeros_like(pn2)), inner / denom)
+        return bg, pn2, denom, cos, flat
+
+    def objective(self, delta: torch.Tensor, lam: float) -> torch.Tensor:
+        return 1.0 - self.parts(delta)[3] + lam * (delta * delta).sum(dim=(1, 2))
+
+    def grad(self, delta: torch.Tensor, lam: float) -> torch.Tensor:
+        bg, pn2, denom, cos, flat = self.parts(delta)
+        safe = torch.where(flat, torch.ones_like(pn2), pn2)
+        dcos = self.m / denom[:, None, None] - (cos / safe)[:, None, None] * bg
+        return 2.0 * lam * delta - torch.where(flat[:, None, None], torch.zeros_like(dcos), dcos)
+
+
+def solve_gd(aggs: Sequence[LayerAggregate], lam: float, lr: float, steps: int) -> torch.Tensor:
+    """Gradient descent from ΔB = 0 with Armijo backtracking (the objective never increases), for layers of one
+    shape at once (each with its own step size; (L, d_out, r)). The step size starts at `lr`, is halved until the
+    step decreases the objective enough, and may double again (up to `lr`) after an accepted step, so a badly
+    scaled layer costs a few halvings once, not at every step. A layer stops once no step decreases its objective
+    at machine precision (a stationary point)."""
+    st = _Stack.of(aggs)
+    delta = torch.zeros_like(st.b_bar)
+    f = st.objective(delta, lam)
+    eta = torch.full_like(f, float(lr))
+    active = torch.ones_like(f, dtype=torch.bool)
     for _ in range(int(steps)):
-        g = objective_grad(agg, delta, lam)
-        g2 = float((g * g).sum())
-        if g2 == 0.0 or not math.isfinite(g2):
+        g = st.grad(delta, lam)
+        g2 = (g * g).sum(dim=(1, 2))
+        pending = active & (g2 > 0) & torch.isfinite(g2)
+        active = pending.clone()
+        if not bool(pending.any()):
             break
-        accepted = False
         for _ in range(MAX_HALVINGS):
-            cand = delta - eta * g
-            fc = objective(agg, cand, lam)
-            if math.isfinite(fc) and fc <= f - ARMIJO_C * eta * g2:
-                delta, f, accepted = cand, fc, True
+            cand = delta - eta[:, None, None] * g
+            fc = st.objective(cand, lam)
+            ok = pending & torch.isfinite(fc) & (fc <= f - ARMIJO_C * eta * g2)
+            delta = torch.where(ok[:, None, None], cand, delta)
+            f = torch.where(ok, fc, f)
+            pending = pending & ~ok
+            if not bool(pending.any()):
                 break
-            eta *= 0.5
-        if not accepted:  # no descent step left at machine precision: a stationary point
-            break
-        eta = min(2.0 * eta, float(lr))
+            eta = torch.where(pending, eta * 0.5, eta)
+        active = active & ~pending
+        eta = torch.where(active, torch.clamp(eta * 2.0, max=float(lr)), eta)
     return delta
 
 
@@ -167,13 +209,27 @@ def solve_ridge(agg: LayerAggregate, lam: float) -> torch.Tensor:
 def correction(agg: LayerAggregate, lam: float, solver: str = "gd", lr: float = 1e-2,
                steps: int = 1000) -> torch.Tensor:
     """LoRA-FAIR's ΔB for one layer (d_out × r, float64)."""
-    if agg.target_norm2 <= 0.0:
-        return torch.zeros_like(agg.b_bar)
-    if solver == "ridge":
-        return solve_ridge(agg, lam)
-    if solver != "gd":
+    return corrections([agg], lam, solver, lr, steps)[0]
+
+
+def corrections(aggs: Sequence[LayerAggregate], lam: float, solver: str = "gd", lr: float = 1e-2,
+                steps: int = 1000) -> List[torch.Tensor]:
+    """LoRA-FAIR's ΔB for every layer; layers of the same (d_out, r) are solved together (one batched solve)."""
+    if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; use one of {SOLVERS}")
-    return solve_gd(agg, lam, lr, steps)
+    out: List[Optional[torch.Tensor]] = [None] * len(aggs)
+    groups: Dict[tuple, List[int]] = {}
+    for i, a in enumerate(aggs):
+        if a.target_norm2 <= 0.0:
+            out[i] = torch.zeros_like(a.b_bar)
+        elif solver == "ridge":
+            out[i] = solve_ridge(a, lam)
+        else:
+            groups.setdefault(tuple(a.b_bar.shape), []).append(i)
+    for idx in groups.values():
+        for i, d in zip(idx, solve_gd([aggs[i] for i in idx], lam, lr, steps)):
+            out[i] = d
+    return [d for d in out if d is not None]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -76,26 +76,25 @@ def aggregate_round(uploads: Mapping[int, Mapping[str, torch.Tensor]], sizes: Ma
     for key, t in first.items():  # FedAvg for everything that is not a LoRA factor
         if key not in lora_keys:
             broadcast[key] = agg.weighted_mean([uploads[k][key] for k in clients], p).to(t.dtype)
-    aggs, b_after, exact, merges = [], [], [], {}
-    for layer in layers:
-        la = agg.aggregate_layer([uploads[k][layer.a_key] for k in clients],
-                                 [uploads[k][layer.b_key] for k in clients], p)
+    aggs = [agg.aggregate_layer([uploads[k][layer.a_key] for k in clients],
+                                [uploads[k][layer.b_key] for k in clients], p) for layer in layers]
+    reinit = settings.aggregation == "reinit"
+    deltas = (agg.corrections(aggs, settings.lam, settings.solver, settings.solver_lr, settings.solver_steps)
+              if settings.aggregation == "lora-fair" else [torch.zeros_like(la.b_bar) for la in aggs])
+    b_after, merges = [], {}
+    for layer, la, delta in zip(layers, aggs, deltas):
         dtype = first[layer.a_key].dtype
-        if settings.aggregation == "reinit":
+        if reinit:
             merges[layer.name] = (layer.scaling * agg.ideal_delta([uploads[k][layer.a_key] for k in clients],
                                                                   [uploads[k][layer.b_key] for k in clients], p))
             broadcast[layer.a_key] = agg.lora_init_a(layer.rank, layer.d_in, generator).to(dtype)
             broadcast[layer.b_key] = torch.zeros(layer.d_out, layer.rank, dtype=dtype)
-            b_new = la.b_bar
+            b_after.append(la.b_bar)
         else:
-            delta = (agg.correction(la, settings.lam, settings.solver, settings.solver_lr, settings.solver_steps)
-                     if settings.aggregation == "lora-fair" else torch.zeros_like(la.b_bar))
-            b_new = la.b_bar + delta
             broadcast[layer.a_key] = la.a_bar.to(dtype)
-            broadcast[layer.b_key] = b_new.to(dtype)
-        aggs.append(la)
-        b_after.append(b_new)
-        exact.append(settings.aggregation == "reinit")
+            broadcast[layer.b_key] = (la.b_bar + delta).to(dtype)
+            b_after.append(la.b_bar + delta)
+    exact = [reinit] * len(aggs)
     report = agg.report(aggs, b_after, exact).as_dict() if aggs else {}
     return RoundResult(broadcast=broadcast, merges={k: v.to(first[layers[0].a_key].dtype) for k, v in merges.items()},
                        report=report)
