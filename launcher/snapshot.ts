@@ -12,11 +12,12 @@ export const SNAPSHOT_PATH = join(PROJECT_ROOT, 'schemas', 'methods.generated.js
 /** The snapshot text for a `describe` output: machine-dependent version fields dropped, stable formatting. */
 export function snapshotText(d: RuntimeDescription): string {
   const snap: MethodsSnapshot = {
-    generated_by: 'python -m rankflow_runtime describe; regenerate with `npx tsx scripts/gen-method-schemas.ts`',
+    generated_by: 'python -m rankflow_runtime describe; regenerate with `npm run gen`',
     methods: d.methods,
     procedures: d.procedures,
     models: d.models,
     datasets: d.datasets,
+    metrics: d.metrics,
   };
   return JSON.stringify(MethodsSnapshot.parse(snap), null, 2) + '\n';
 }

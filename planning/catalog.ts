@@ -1,44 +1,37 @@
 /**
- * What the planner knows about models and datasets without asking the runtime: the built-in models,
- * the dataset families with their tasks, and the per-dataset defaults (split sizes, max length, metric,
- * evaluated split) that a recipe may override. Pure data.
+ * What the planner knows about models and datasets without starting the runtime: the runtime's catalogue
+ * (`describe`, committed as schemas/methods.generated.json and read through schemas/catalog.ts): built-in
+ * models, dataset families and their tasks, and per task the defaults (split sizes, max length, metric,
+ * evaluated split) a recipe may override. Nothing here restates a catalogue fact. Pure data.
  */
-import type { OptionSchema } from '../schemas/describe.js';
+import type { DatasetTaskDescription, OptionSchema } from '../schemas/describe.js';
 import type { RunSpec } from '../schemas/runspec.js';
+import {
+  datasetTaskDefaults,
+  GLUE_TASKS as CATALOG_GLUE,
+  namedSplits,
+  plannableDatasets,
+  SNAPSHOT_DATASETS,
+  SNAPSHOT_MODELS,
+  splitDatasetName,
+  VTAB_GROUPS as CATALOG_VTAB,
+} from '../schemas/catalog.js';
 
 type Task = RunSpec['model']['task'];
 
 /** Built-in CPU-sized models of the runtime: the task head each carries, and other heads it can take. */
-export const BUILTIN_MODELS: Record<string, { task: Task; otherTasks?: readonly Task[] }> = {
-  'tiny-encoder': { task: 'seq-cls' },
-  'tiny-vit': { task: 'img-cls' },
-  'tiny-decoder': { task: 'causal-lm', otherTasks: ['seq-cls'] },
-};
+export const BUILTIN_MODELS: Record<string, { task: Task; otherTasks?: readonly Task[] }> = Object.fromEntries(
+  Object.entries(SNAPSHOT_MODELS as Record<string, { source?: string; task: Task; other_tasks?: object }>)
+    .filter(([, m]) => m.source === 'builtin')
+    .map(([name, m]) => [
+      name,
+      m.other_tasks ? { task: m.task, otherTasks: Object.keys(m.other_tasks) as Task[] } : { task: m.task },
+    ]),
+);
 
-export const GLUE_TASKS = ['cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli'] as const;
-
-/** The 19 VTAB-1k tasks, by group (names as the runtime's VTAB reader and metrics use them). */
-export const VTAB_GROUPS = {
-  natural: ['cifar', 'caltech101', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn', 'sun397'],
-  specialized: ['patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy'],
-  structured: [
-    'clevr_count',
-    'clevr_dist',
-    'dmlab',
-    'kitti',
-    'dsprites_loc',
-    'dsprites_ori',
-    'smallnorb_azi',
-    'smallnorb_ele',
-  ],
-} as const;
-export const VTAB_TASKS: readonly string[] = [
-  ...VTAB_GROUPS.natural,
-  ...VTAB_GROUPS.specialized,
-  ...VTAB_GROUPS.structured,
-];
-
-export const SYNTHETIC_KINDS = ['seq-cls', 'img-cls', 'causal-lm', 'regression', 'gsm8k-like'] as const;
+/** The GLUE tasks and the VTAB-1k groups, from the runtime's catalogue. */
+export const GLUE_TASKS = CATALOG_GLUE;
+export const VTAB_GROUPS = CATALOG_VTAB;
 
 /** The defaults of one dataset: everything in a DatasetSpec except name, data_root and options. */
 export interface DatasetDefaults {
@@ -54,118 +47,8 @@ export interface DatasetDefaults {
   options: Record<string, OptionSchema> | null;
 }
 
-const GLUE_METRIC: Record<string, { metric: string; metrics: string[] }> = {
-  cola: { metric: 'mcc', metrics: ['mcc', 'accuracy'] },
-  stsb: { metric: 'pearson', metrics: ['pearson', 'spearman'] },
-  mrpc: { metric: 'accuracy', metrics: ['accuracy', 'f1'] },
-  qqp: { metric: 'accuracy', metrics: ['accuracy', 'f1'] },
-};
-
-/**
- * Defaults for a dataset name, or null when the name is not one the runtime reads.
- * For image datasets `max_length` is the image resolution in pixels.
- */
-function staticDefaults(name: string): Omit<DatasetDefaults, 'options'> | null {
-  const slash = name.indexOf('/');
-  const family = slash < 0 ? name : name.slice(0, slash);
-  const task = slash < 0 ? '' : name.slice(slash + 1);
-  switch (family) {
-    case 'glue': {
-      if (!(GLUE_TASKS as readonly string[]).includes(task)) return null;
-      const m = GLUE_METRIC[task] ?? { metric: 'accuracy', metrics: ['accuracy'] };
-      return {
-        task: 'seq-cls',
-        max_length: 128,
-        train_size: null,
-        eval_size: null,
-        eval_split: task === 'mnli' ? 'validation_matched' : 'validation',
-        metric: m.metric,
-        metrics: m.metrics,
-      };
-    }
-    case 'vtab':
-      if (!VTAB_TASKS.includes(task)) return null;
-      // VTAB-1k: train on the 800+200 examples of train800val200.txt, evaluate on test.txt.
-      return {
-        task: 'img-cls',
-        max_length: 224,
-        train_size: 1000,
-        eval_size: null,
-        eval_split: 'test',
-        metric: 'top1',
-        metrics: ['top1', 'accuracy'],
-      };
-    case 'gsm8k':
-      if (slash >= 0) return null;
-      return {
-        task: 'causal-lm',
-        max_length: 512,
-        train_size: null,
-        eval_size: null,
-        eval_split: 'test',
-        metric: 'exact_match',
-        metrics: ['exact_match', 'exact_match_strict'],
-      };
-    case 'synthetic': {
-      const kinds: Record<string, Omit<DatasetDefaults, 'options'>> = {
-        'seq-cls': {
-          task: 'seq-cls',
-          max_length: 32,
-          train_size: 512,
-          eval_size: 128,
-          eval_split: 'validation',
-          metric: 'accuracy',
-          metrics: ['accuracy', 'f1', 'mcc', 'loss'],
-        },
-        regression: {
-          task: 'seq-cls',
-          max_length: 32,
-          train_size: 512,
-          eval_size: 128,
-          eval_split: 'validation',
-          metric: 'pearson',
-          metrics: ['pearson', 'spearman', 'mse', 'loss'],
-        },
-        'img-cls': {
-          task: 'img-cls',
-          max_length: 32,
-          train_size: 512,
-          eval_size: 128,
-          eval_split: 'validation',
-          metric: 'accuracy',
-          metrics: ['accuracy', 'top1', 'loss'],
-        },
-        'causal-lm': {
-          task: 'causal-lm',
-          max_length: 64,
-          train_size: 512,
-          eval_size: 128,
-          eval_split: 'validation',
-          metric: 'perplexity',
-          metrics: ['loss', 'perplexity', 'token_accuracy'],
-        },
-        'gsm8k-like': {
-          task: 'causal-lm',
-          max_length: 64,
-          train_size: 512,
-          eval_size: 64,
-          eval_split: 'validation',
-          metric: 'exact_match',
-          metrics: ['exact_match', 'exact_match_strict', 'loss', 'perplexity', 'token_accuracy'],
-        },
-      };
-      return kinds[task] ?? null;
-    }
-    default:
-      return null;
-  }
-}
-
 /** MNLI names that fix the evaluated split (the runtime honours them; a table shows each as its own column). */
-export const MNLI_SPLIT_NAMES: Record<string, string> = {
-  'glue/mnli-m': 'validation_matched',
-  'glue/mnli-mm': 'validation_mismatched',
-};
+export const MNLI_SPLIT_NAMES: Record<string, string> = namedSplits();
 
 /**
  * What a table groups a run's dataset by: its name, plus the evaluated split when that is not the dataset's
@@ -181,56 +64,32 @@ export function datasetLabel(name: string, evalSplit: string, defaultSplit: stri
   return `${name}@${evalSplit}`;
 }
 
-/** Every dataset name the planner knows statically (for "did you mean" hints). */
-export const ALL_DATASETS: readonly string[] = [
-  ...GLUE_TASKS.map((t) => `glue/${t}`),
-  ...Object.keys(MNLI_SPLIT_NAMES),
-  ...VTAB_TASKS.map((t) => `vtab/${t}`),
-  'gsm8k',
-  ...SYNTHETIC_KINDS.map((k) => `synthetic/${k}`),
-];
-
-interface DescribedFamily {
-  tasks?: string[];
-  per_task?: Record<string, { model_task?: Task; metrics?: string[]; default_metric?: string }>;
-  options?: Record<string, OptionSchema>;
-}
-
 /**
- * Defaults for a dataset name, or null when the name is not one the runtime reads. With the `datasets`
- * section of the runtime's `describe` (the committed snapshot), its task list, metrics, default metric,
- * model task and option schema win over the static table; split sizes, max length and the evaluated split
- * come from the static table. For image datasets `max_length` is the image resolution in pixels.
+ * Defaults for a dataset name, or null when the name is not one the runtime reads, or one its catalogue has
+ * no defaults for (refused rather than guessed). `described` is the `datasets` section of `describe` (default:
+ * the committed snapshot's). For image datasets `max_length` is the image resolution in pixels.
  */
 export function datasetDefaults(name: string, described?: Record<string, unknown>): DatasetDefaults | null {
-  const named = MNLI_SPLIT_NAMES[name];
-  if (named) {
-    const mnli = datasetDefaults('glue/mnli', described);
-    return mnli ? { ...mnli, eval_split: named } : null;
-  }
-  const st = staticDefaults(name);
-  const slash = name.indexOf('/');
-  const family = slash < 0 ? name : name.slice(0, slash);
-  const task = slash < 0 ? name : name.slice(slash + 1);
-  const fam =
-    described && Object.keys(described).length ? (described[family] as DescribedFamily | undefined) : undefined;
-  if (!fam) return st ? { ...st, options: null } : null;
-  if (fam.tasks && !fam.tasks.includes(task)) return null;
-  if (!st) return null; // the runtime knows it but we have no defaults for it: refuse rather than guess
-  const pt = fam.per_task?.[task];
+  const d = datasetTaskDefaults(name, described);
+  if (!d) return null;
+  const fam = (described && Object.keys(described).length ? described : SNAPSHOT_DATASETS)[
+    splitDatasetName(name).family
+  ] as { options?: Record<string, OptionSchema> } | undefined;
   return {
-    ...st,
-    task: pt?.model_task ?? st.task,
-    metric: pt?.default_metric ?? st.metric,
-    metrics: pt?.metrics ?? st.metrics,
-    options: fam.options ?? null,
+    task: d.model_task as Task,
+    max_length: d.max_length,
+    train_size: d.train_size,
+    eval_size: d.eval_size,
+    eval_split: d.eval_split,
+    metric: d.metric,
+    metrics: d.metrics,
+    options: fam?.options ?? null,
   };
 }
 
-/** Every dataset name known to the runtime description (or the static table without one). */
+/** Every dataset name the runtime's catalogue can plan (for "did you mean" hints). */
 export function knownDatasets(described?: Record<string, unknown>): string[] {
-  if (!described || Object.keys(described).length === 0) return [...ALL_DATASETS];
-  return ALL_DATASETS.filter((n) => datasetDefaults(n, described) !== null);
+  return plannableDatasets(described);
 }
 
 /** The fields of a dataset entry that describe your own data (a recipe's flat `text`/`label`/... keys). */
@@ -257,35 +116,19 @@ export function isOwnData(name: string, f: OwnDataFields): boolean {
 export function ownDataDefaults(f: OwnDataFields, described?: Record<string, unknown>): DatasetDefaults {
   const kind =
     f.prompt || f.target || !f.label ? 'lm' : f.problem_type === 'regression' ? 'regression' : 'classification';
-  const fam = (described?.['custom'] ?? {}) as {
+  const fam = ((described && Object.keys(described).length ? described : SNAPSHOT_DATASETS)['custom'] ?? {}) as {
     options?: Record<string, OptionSchema>;
-    per_kind?: Record<string, { model_task: Task; metrics: string[]; default_metric: string }>;
+    per_kind?: Record<string, DatasetTaskDescription>;
   };
-  const fallback = {
-    classification: {
-      model_task: 'seq-cls' as Task,
-      metrics: ['accuracy', 'f1', 'mcc', 'loss'],
-      default_metric: 'accuracy',
-    },
-    regression: {
-      model_task: 'seq-cls' as Task,
-      metrics: ['pearson', 'spearman', 'mse', 'loss'],
-      default_metric: 'pearson',
-    },
-    lm: {
-      model_task: 'causal-lm' as Task,
-      metrics: ['loss', 'perplexity', 'token_accuracy'],
-      default_metric: 'perplexity',
-    },
-  }[kind];
-  const k = fam.per_kind?.[kind] ?? fallback;
+  const k = fam.per_kind?.[kind];
+  if (!k?.defaults) throw new Error(`the runtime's catalogue has no defaults for your own ${kind} data`);
   const splits = Object.keys(f.files ?? {}).filter((s) => s !== 'train');
   return {
-    task: k.model_task,
-    max_length: kind === 'lm' ? 256 : 128,
-    train_size: null,
-    eval_size: null,
-    eval_split: splits.includes('validation') || splits.length !== 1 ? 'validation' : splits[0]!,
+    task: k.model_task as Task,
+    max_length: k.defaults.max_length,
+    train_size: k.defaults.train_size,
+    eval_size: k.defaults.eval_size,
+    eval_split: splits.includes('validation') || splits.length !== 1 ? k.defaults.eval_split : splits[0]!,
     metric: k.default_metric,
     metrics: k.metrics,
     options: fam.options ?? null,

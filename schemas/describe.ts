@@ -70,13 +70,56 @@ export const ProcedureDescription = z.object({
 });
 export type ProcedureDescription = z.infer<typeof ProcedureDescription>;
 
+/** A metric of the runtime's catalogue: its direction (best checkpoint, bold in tables) and whether tables print it ×100. */
+export const MetricDescription = z.object({
+  direction: z.enum(['max', 'min']),
+  /** A ratio in [0, 1] that papers print in percent. */
+  ratio: z.boolean(),
+  help: z.string().default(''),
+});
+export type MetricDescription = z.infer<typeof MetricDescription>;
+
+/** The spec defaults of a dataset task that a recipe may override (image datasets: max_length is the resolution). */
+export const DatasetDefaultsDescription = z.object({
+  max_length: z.number().int().positive(),
+  train_size: z.number().int().positive().nullable(),
+  eval_size: z.number().int().positive().nullable(),
+  eval_split: z.string(),
+});
+export type DatasetDefaultsDescription = z.infer<typeof DatasetDefaultsDescription>;
+
+/** One task of a dataset family in `describe` (objects are loose: a newer runtime may add fields). */
+export const DatasetTaskDescription = z.looseObject({
+  model_task: z.string(),
+  metrics: z.array(z.string()),
+  default_metric: z.string(),
+  /** Absent: not plannable from a recipe (no defaults). */
+  defaults: DatasetDefaultsDescription.optional(),
+  /** GLUE, or a VTAB-1k group. */
+  benchmark: z.object({ name: z.enum(['glue', 'vtab']), group: z.string().nullable() }).optional(),
+});
+export type DatasetTaskDescription = z.infer<typeof DatasetTaskDescription>;
+
+export const DatasetFamilyDescription = z.looseObject({
+  tasks: z.array(z.string()),
+  per_task: z.record(z.string(), DatasetTaskDescription).optional(),
+  options: z.record(z.string(), OptionSchema).optional(),
+  /** VTAB-1k: group -> tasks. */
+  groups: z.record(z.string(), z.array(z.string())).optional(),
+  /** Names that fix the evaluated split (`mnli-m` -> mnli on validation_matched). */
+  named_splits: z.record(z.string(), z.object({ task: z.string(), eval_split: z.string() })).optional(),
+});
+export type DatasetFamilyDescription = z.infer<typeof DatasetFamilyDescription>;
+
 export const RuntimeDescription = z.object({
   runtime: z.string().optional(),
   torch: z.string().optional(),
   methods: z.record(z.string(), MethodDescription),
   procedures: z.record(z.string(), ProcedureDescription).default({}),
   models: z.record(z.string(), z.unknown()).default({}),
-  datasets: z.record(z.string(), z.unknown()).default({}),
+  datasets: z.record(z.string(), DatasetFamilyDescription).default({}),
+  /** The metric catalogue (rankflow_runtime/catalog.py). */
+  metrics: z.record(z.string(), MetricDescription).default({}),
 });
 export type RuntimeDescription = z.infer<typeof RuntimeDescription>;
 
@@ -86,6 +129,7 @@ export const MethodsSnapshot = z.strictObject({
   methods: z.record(z.string(), MethodDescription),
   procedures: z.record(z.string(), ProcedureDescription),
   models: z.record(z.string(), z.unknown()),
-  datasets: z.record(z.string(), z.unknown()),
+  datasets: z.record(z.string(), DatasetFamilyDescription),
+  metrics: z.record(z.string(), MetricDescription),
 });
 export type MethodsSnapshot = z.infer<typeof MethodsSnapshot>;

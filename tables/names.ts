@@ -1,31 +1,20 @@
 /**
- * Names, orderings and groupings that paper tables use: pretty dataset and method names, the GLUE and
- * VTAB-1k benchmark groups, metric direction
- * (higher or lower is better) and whether a metric is a ratio that papers print in percent. Pure data.
+ * Names, orderings and groupings that paper tables use: pretty dataset and method names and the papers' column
+ * order (presentation, here); the GLUE tasks, VTAB-1k groups, metric directions and ratio-ness come from the
+ * runtime's catalogue (schemas/catalog.ts), never restated here. Pure data.
  */
+import {
+  benchmarkOfDataset,
+  GLUE_TASKS as CATALOG_GLUE,
+  metricInfo,
+  VTAB_GROUPS as CATALOG_VTAB,
+} from '../schemas/catalog.js';
 
-/** The GLUE tasks (the names the planner and the runtime use). */
-export const GLUE_TASKS = ['cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli'] as const;
+/** The GLUE tasks (the runtime catalogue's names). */
+export const GLUE_TASKS = CATALOG_GLUE;
 
-/**
- * The 19 VTAB-1k tasks by group, as the runtime's VTAB reader and `metrics.vtab_group_means` name them
- * (the standard grouping of Zhai et al. 2019: 7 Natural, 4 Specialized, 8 Structured). The planner's catalog
- * holds the same lists; a test checks that they agree.
- */
-export const VTAB_GROUPS = {
-  natural: ['cifar', 'caltech101', 'dtd', 'oxford_flowers102', 'oxford_iiit_pet', 'svhn', 'sun397'],
-  specialized: ['patch_camelyon', 'eurosat', 'resisc45', 'diabetic_retinopathy'],
-  structured: [
-    'clevr_count',
-    'clevr_dist',
-    'dmlab',
-    'kitti',
-    'dsprites_loc',
-    'dsprites_ori',
-    'smallnorb_azi',
-    'smallnorb_ele',
-  ],
-} as const;
+/** The 19 VTAB-1k tasks by group (the catalogue's: 7 Natural, 4 Specialized, 8 Structured). */
+export const VTAB_GROUPS = CATALOG_VTAB;
 
 /** GLUE columns in the order the LoRA / AdaLoRA / DoRA papers print them; WNLI last (not averaged). */
 export const GLUE_ORDER = [
@@ -120,25 +109,13 @@ export function prettyMethod(name: string): string {
   return PRETTY_METHOD[name] ?? name;
 }
 
-/** Where a dataset belongs: `glue`, `vtab:<group>`, or null for a stand-alone dataset. */
+/** Where a dataset belongs: `glue`, `vtab:<group>`, or null for a stand-alone dataset (the catalogue's). */
 export function benchmarkOf(
   dataset: string,
 ): { benchmark: 'glue' | 'vtab'; group: VtabGroup | null; task: string } | null {
-  const slash = dataset.indexOf('/');
-  if (slash < 0) return null;
-  const family = dataset.slice(0, slash);
-  const task = dataset.slice(slash + 1);
-  if (
-    family === 'glue' &&
-    ((GLUE_TASKS as readonly string[]).includes(task) || task === 'mnli-m' || task === 'mnli-mm')
-  )
-    return { benchmark: 'glue', group: null, task };
-  if (family === 'vtab') {
-    for (const g of VTAB_GROUP_NAMES) {
-      if ((VTAB_GROUPS[g] as readonly string[]).includes(task)) return { benchmark: 'vtab', group: g, task };
-    }
-  }
-  return null;
+  const b = benchmarkOfDataset(dataset);
+  if (!b) return null;
+  return { benchmark: b.name, group: b.name === 'vtab' ? (b.group as VtabGroup) : null, task: b.task };
 }
 
 /** Sort key for dataset columns: GLUE in paper order, then VTAB-1k in group order, then the rest by name. */
@@ -159,37 +136,14 @@ export function datasetOrder(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** Metrics where a smaller value is better. Anything else is higher-is-better. */
-const LOWER_IS_BETTER = /(^|[_\-/])(loss|perplexity|ppl|mse|mae|rmse|error|err|wer|cer|hd95|nll|bpb|bpc)($|[_\-/])/i;
-
 export type Direction = 'max' | 'min';
 
+/** Whether higher (`max`) or lower (`min`) is better, from the catalogue (`eval_loss` is `loss`'s). */
 export function metricDirection(metric: string): Direction {
-  return LOWER_IS_BETTER.test(metric) ? 'min' : 'max';
+  return metricInfo(metric).direction;
 }
 
-/** Ratio metrics that papers print in percent (scaled by 100 when every value lies in [-1, 1]). */
-const RATIO_METRICS = new Set([
-  'accuracy',
-  'acc',
-  'top1',
-  'top5',
-  'f1',
-  'mcc',
-  'matthews_correlation',
-  'pearson',
-  'spearman',
-  'spearmanr',
-  'exact_match',
-  'exact_match_strict',
-  'em',
-  'dice',
-  'iou',
-  'miou',
-  'pass@1',
-  'token_accuracy',
-]);
-
+/** Whether papers print the metric in percent (a ratio; scaled by 100 when every value lies in [-1, 1]). */
 export function isRatioMetric(metric: string): boolean {
-  return RATIO_METRICS.has(metric.toLowerCase());
+  return metricInfo(metric).ratio;
 }

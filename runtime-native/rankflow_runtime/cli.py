@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 def describe() -> dict:
     import torch
 
+    from .catalog import METRICS
     from .methods import registry
     from .models import describe_models
     from .procedures import describe_procedures
@@ -61,7 +62,8 @@ def describe() -> dict:
         datasets = {}
     return {"runtime": __version__, "torch": torch.__version__,
             "methods": {name: cls.describe() for name, cls in registry().items()},
-            "procedures": describe_procedures(), "models": describe_models(), "datasets": datasets}
+            "procedures": describe_procedures(), "models": describe_models(), "datasets": datasets,
+            "metrics": METRICS}
 
 
 def _count(args) -> int:

@@ -27,6 +27,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .catalog import VTAB_GROUPS, greater_is_better  # noqa: F401 (the catalogue owns groups and directions)
+
 
 def _arr(x: Iterable, dtype=None) -> np.ndarray:
     a = np.asarray(list(x) if not isinstance(x, np.ndarray) else x, dtype=dtype)
@@ -126,11 +128,6 @@ def spearman(x: Sequence, y: Sequence) -> float:
 # per-dataset metric sets
 # ---------------------------------------------------------------------------------------------------------
 #: Metrics where lower is better; every other metric is greater-is-better.
-LOWER_IS_BETTER = frozenset({"loss", "perplexity", "mse"})
-
-
-def greater_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 
 def classification_metrics(preds: Sequence, labels: Sequence, names: Sequence[str]) -> dict[str, float]:
@@ -162,12 +159,6 @@ def regression_metrics(preds: Sequence, labels: Sequence, names: Sequence[str]) 
 # ---------------------------------------------------------------------------------------------------------
 # VTAB-1k
 # ---------------------------------------------------------------------------------------------------------
-VTAB_GROUPS: dict[str, tuple[str, ...]] = {
-    "natural": ("cifar", "caltech101", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397"),
-    "specialized": ("patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy"),
-    "structured": ("clevr_count", "clevr_dist", "dmlab", "kitti", "dsprites_loc", "dsprites_ori",
-                   "smallnorb_azi", "smallnorb_ele"),
-}
 
 
 def vtab_group_means(top1: Mapping[str, float], require_all: bool = False) -> dict[str, float]:

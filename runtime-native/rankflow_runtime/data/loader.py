@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .. import catalog
 from .. import metrics as M
 from . import content_style, custom, gsm8k, synthetic
 from .options import OPTIONS, validate as validate_options
@@ -79,11 +80,17 @@ def describe_datasets() -> dict:
         uniq = set(defaults.values())
         out[fam] = {"tasks": sorted(tasks), "metrics": metrics,
                     "default_metric": uniq.pop() if len(uniq) == 1 else defaults,
-                    "per_task": {t: {"model_task": mt, "metrics": list(ms), "default_metric": d}
+                    "per_task": {t: {"model_task": mt, "metrics": list(ms), "default_metric": d,
+                                     **catalog.task_facts(fam, t)}
                                  for t, (mt, ms, d) in sorted(tasks.items())},
                     "options": OPTIONS[fam]}
     if "vtab" in out:
         out["vtab"]["groups"] = {g: list(ts) for g, ts in M.VTAB_GROUPS.items()}
+    if "glue" in out:
+        from . import glue
+        # names that fix the evaluated split: glue/mnli-m, glue/mnli-mm (the dash forms; the others are aliases)
+        out["glue"]["named_splits"] = {a: {"task": glue.ALIASES[a], "eval_split": s}
+                                       for a, s in glue.MNLI_NAMED_SPLIT.items() if "-" in a}
     for fam, formats in FORMATS.items():
         if fam in out:
             out[fam]["formats"] = formats
@@ -95,10 +102,11 @@ def describe_datasets() -> dict:
                    "labels": "optional: the label set in id order (default: sorted distinct training labels)",
                    "problem_type": "classification (default) or regression"},
         "per_kind": {"classification": {"model_task": "seq-cls", "metrics": custom.CLS_METRICS,
-                                        "default_metric": "accuracy"},
+                                        "default_metric": "accuracy", **catalog.task_facts("custom", "classification")},
                      "regression": {"model_task": "seq-cls", "metrics": custom.REG_METRICS,
-                                    "default_metric": "pearson"},
-                     "lm": {"model_task": "causal-lm", "metrics": custom.LM_METRICS, "default_metric": "perplexity"}},
+                                    "default_metric": "pearson", **catalog.task_facts("custom", "regression")},
+                     "lm": {"model_task": "causal-lm", "metrics": custom.LM_METRICS, "default_metric": "perplexity",
+                            **catalog.task_facts("custom", "lm")}},
     }
     return out
 
