@@ -152,6 +152,25 @@ export function expectPositionals(positionals: string[], n: number, message: str
   return positionals;
 }
 
+/**
+ * The one run id of a command (`run-<32 hex>`, as `plan` and `status` print them): anything else (a path, a
+ * sweep id) is a one-line user error before any store key is made from it.
+ */
+export function runIdArg(command: string, positionals: readonly string[]): string {
+  const id = positionals[0];
+  if (!id || positionals.length > 1) {
+    throw new UserError(
+      `${command}: expected one run id (\`run-...\`, see \`rankflow status <sweep>\` or \`rankflow plan\`)`,
+    );
+  }
+  if (!/^run-[0-9a-f]{32}$/.test(id)) {
+    throw new UserError(
+      `${command}: \`${id.slice(0, 120)}\` is not a run id (run-<32 hex digits>, as \`rankflow status <sweep>\` prints them)`,
+    );
+  }
+  return id;
+}
+
 export function intFlag(command: string, name: string, value: string | undefined, fallback: number, min = 1): number {
   if (value === undefined) return fallback;
   const n = Number(value);

@@ -5,6 +5,7 @@
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy, defaultPayloadConverter } from '@temporalio/common';
 import type { ArtifactStore } from '../store/store.js';
+import { UserError } from '../core/errors.js';
 import { sweepKey } from '../store/keys.js';
 import { sweepWorkflow, statusQuery } from '../workflows/index.js';
 import type { PlannedRun } from '../schemas/runspec.js';
@@ -47,9 +48,24 @@ export async function writeManifest(store: ArtifactStore, config: Config, o: Sub
   return manifest;
 }
 
+/** The sweep manifest, or null when there is none; a manifest that is not one is a one-line UserError. */
 export async function readManifest(store: ArtifactStore, sweepId: string): Promise<SweepManifest | null> {
   const body = await store.get(sweepKey(sweepId));
-  return body ? SweepManifest.parse(JSON.parse(body.toString('utf8'))) : null;
+  if (!body) return null;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body.toString('utf8'));
+  } catch (e) {
+    throw new UserError(`${sweepKey(sweepId)} in ${store.description} is not valid JSON (${(e as Error).message})`);
+  }
+  const r = SweepManifest.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new UserError(
+      `${sweepKey(sweepId)} in ${store.description} is not a sweep manifest (${i?.path.join('.') || 'manifest'}: ${i?.message})`,
+    );
+  }
+  return r.data;
 }
 
 /** Starts the sweep workflow; returns false when an execution with that id was already running (attached). */
@@ -137,15 +153,38 @@ export async function runProgress(client: Client, runIds: string[]): Promise<Run
   );
 }
 
+/** A running sweep whose workflow did not answer a status query in time: no worker serves its queue. */
+export class SweepNotAnswering extends Error {
+  constructor(
+    readonly sweepId: string,
+    readonly queue: string,
+  ) {
+    super(`sweep ${sweepId} did not answer: no worker serves queue ${queue}`);
+    this.name = 'SweepNotAnswering';
+  }
+}
+
+/**
+ * The sweep's status: its result when it has closed, else the answer of its `status` query, which a worker
+ * must serve: a query not answered within `queryTimeoutMs` (default 2 s) throws SweepNotAnswering instead
+ * of hanging for the server's 30 s.
+ */
 export async function sweepStatus(
   client: Client,
   sweepId: string,
+  opts: { queryTimeoutMs?: number } = {},
 ): Promise<{ status: SweepStatus; closed: string | null }> {
   const handle = client.workflow.getHandle(sweepId);
   const d = await handle.describe();
   const closed = d.status.name === 'RUNNING' ? null : d.status.name;
   if (closed === 'COMPLETED') return { status: (await handle.result()) as SweepStatus, closed };
-  return { status: await handle.query(statusQuery), closed };
+  try {
+    const deadline = Date.now() + (opts.queryTimeoutMs ?? 2_000);
+    return { status: await client.connection.withDeadline(deadline, () => handle.query(statusQuery)), closed };
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw e;
+    throw new SweepNotAnswering(sweepId, d.taskQueue);
+  }
 }
 
 export function formatCounts(s: SweepStatus): string {

@@ -150,6 +150,11 @@ export class LocalStore implements ArtifactStore {
     }
   }
   async list(prefix: string): Promise<string[]> {
+    if (prefix.startsWith('/') || prefix.split('/').some((p) => p === '..' || p === '.')) {
+      throw new UserError(
+        `invalid artifact key prefix \`${prefix.slice(0, 200)}\` (keys are relative, without . or .. parts)`,
+      );
+    }
     const out: string[] = [];
     const walk = async (dir: string): Promise<void> => {
       let entries;

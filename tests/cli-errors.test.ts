@@ -31,6 +31,14 @@ describe('rankflow command line', () => {
       expect(h.stdout).toContain(`  ${c} `);
   });
 
+  it('a run id that is a path is a user error, never a stack trace (export, logs)', () => {
+    expectUserError(
+      rankflow('export', '../../etc/passwd', '--out', '/tmp/x'),
+      /export: `\.\.\/\.\.\/etc\/passwd` is not a run id/,
+    );
+    expectUserError(rankflow('logs', '../../etc/passwd'), /logs: `\.\.\/\.\.\/etc\/passwd` is not a run id/);
+  });
+
   it('names unknown commands and flags', () => {
     expectUserError(rankflow('sumbit'), /unknown command `sumbit`/);
     expectUserError(rankflow('worker', '--gpu', '0'), /worker: .*--gpu.*rankflow worker --help/);

@@ -41,6 +41,9 @@ describe('status lines', () => {
     expect(sweepState(status({ failed: 2, succeeded: 1 }), 'COMPLETED')).toBe('completed');
     expect(sweepState(status({ running: 2 }, { cancelled: true } as Partial<SweepStatus>), null)).toBe('cancelling');
     expect(sweepState(status({ running: 2 }), null)).toBe('running');
+    expect(
+      sweepState(status({ cancelled: 2, succeeded: 1 }, { cancelled: true } as Partial<SweepStatus>), 'COMPLETED'),
+    ).toBe('cancelled');
   });
 
   it('failure lines never carry a stack trace', () => {

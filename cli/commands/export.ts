@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { openConfiguredStore } from '../connect.js';
 import { UserError } from '../../core/errors.js';
-import { defineCommand, intFlag } from '../args.js';
+import { defineCommand, intFlag, runIdArg } from '../args.js';
 import { resolveConfig } from '../config.js';
 import { runtimeAvailable, runtimePython, spawnRuntime } from '../../launcher/spawn.js';
 import type { ArtifactStore } from '../../store/store.js';
@@ -156,11 +156,7 @@ Exportable methods: lora, dora, pissa, vera, randlora, bone.`,
     },
   },
   async run({ values, positionals }) {
-    const runId = positionals[0];
-    if (!runId || positionals.length > 1)
-      throw new UserError(
-        'export: expected one run id (`run-...`, see `rankflow status <sweep>` or `rankflow plan <recipe>`)',
-      );
+    const runId = runIdArg('export', positionals);
     if (!values.out) throw new UserError('export: --out DIR is required (the folder for the PEFT adapter)');
     const step = values.step === undefined ? undefined : intFlag('export', 'step', values.step, 0, 0);
     const pissaMode = values['pissa-mode'];

@@ -6,7 +6,7 @@ import { type Client, WorkflowNotFoundError } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
 import type { Command } from '../command.js';
 import { UserError } from '../../core/errors.js';
-import { defineCommand, intFlag } from '../args.js';
+import { defineCommand, intFlag, runIdArg } from '../args.js';
 import { controlQueue, resolveConfig } from '../config.js';
 import type { Config } from '../config.js';
 import { startWorker } from '../worker.js';
@@ -20,14 +20,23 @@ import {
   runProgress,
   startSweep,
   sweepStatus,
+  SweepNotAnswering,
 } from '../sweeps.js';
 import type { SweepStatus } from '../../schemas/orchestration.js';
-import { queueHasPollers, servingWarnings, trainingQueues, unpolledQueueWarnings } from '../queues.js';
+import {
+  notPolledLine,
+  pollersAlive,
+  queueHasPollers,
+  queuePollers,
+  servingWarnings,
+  trainingQueues,
+  unpolledQueueWarnings,
+} from '../queues.js';
 import { ResultRecord } from '../../schemas/result.js';
 import { checkServices, defaultStateDir, readServicesFile, stopServices } from '../../services/embedded.js';
 import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
 import { ensureBackgroundWorker, stopBackgroundWorkers } from '../background.js';
-import { failureKey, logsPrefix, SWEEPS_PREFIX, sweepIdOfKey } from '../../store/keys.js';
+import { failureKey, logsPrefix, RESULTS_PREFIX, resultKey, SWEEPS_PREFIX, sweepIdOfKey } from '../../store/keys.js';
 
 function sweepArg(cmd: string, positionals: string[]): string {
   const id = positionals[0];
@@ -128,12 +137,32 @@ async function notServed(
   if (d.status.name !== 'RUNNING') return null;
   const manifest = await readManifest(await openConfiguredStore(config), id).catch(() => null);
   const control = manifest?.queues.control ?? controlQueue(config);
-  if (await queueHasPollers(client, config.namespace, control)) return null;
+  if (await queueHasPollers(client, config.namespace, control, 'workflow')) return null;
   const training = manifest ? trainingQueues(manifest.queues, manifest.runs) : [];
   return {
     runs: manifest?.runs.length ?? 0,
     warnings: await servingWarnings(client, config.namespace, control, training),
   };
+}
+
+/** A running sweep whose workflow does not answer (its workers died a moment ago): say so, and what is recorded. */
+async function printNotAnswering(client: Client, config: Config, e: SweepNotAnswering, json: boolean): Promise<number> {
+  const p = await queuePollers(client, config.namespace, e.queue, 'workflow');
+  const line = notPolledLine(e.queue, p?.lastSeen ?? null, true);
+  const store = await openConfiguredStore(config);
+  const manifest = await readManifest(store, e.sweepId).catch(() => null);
+  let recorded: number | null = null;
+  if (manifest) {
+    const done = new Set(await store.list(RESULTS_PREFIX));
+    recorded = manifest.runs.filter((r) => done.has(resultKey(r.id))).length;
+  }
+  if (json) console.log(JSON.stringify({ sweep_id: e.sweepId, state: 'running', recorded, warnings: [line] }, null, 2));
+  else {
+    const counts = manifest ? `${recorded}/${manifest.runs.length} results recorded; ` : '';
+    console.log(`${e.sweepId} (running): ${counts}the sweep does not answer`);
+    console.log(`  warning: ${line}`);
+  }
+  return 0;
 }
 
 export const statusCommand = defineCommand({
@@ -156,7 +185,14 @@ export const statusCommand = defineCommand({
         }
         return 0;
       }
-      const { status, closed } = await sweepStatus(client, id);
+      let st;
+      try {
+        st = await sweepStatus(client, id);
+      } catch (e) {
+        if (!(e instanceof SweepNotAnswering)) throw e;
+        return await printNotAnswering(client, config, e, Boolean(values.json));
+      }
+      const { status, closed } = st;
       const progress = await runProgress(client, status.running);
       const manifest = await readManifest(await openConfiguredStore(config), id).catch(() => null);
       const labels = new Map((manifest?.runs ?? []).map((r) => [r.id, runLabel(r.labels)]));
@@ -182,6 +218,31 @@ export const statusCommand = defineCommand({
   },
 });
 
+/** A sweep's state in a listing: from its workflow's description, its counts only when a worker answers. */
+async function sweepRow(
+  client: Client,
+  id: string,
+  served: boolean,
+): Promise<{ state: string; counts: string; notAnswering: boolean }> {
+  let described;
+  try {
+    described = await client.workflow.getHandle(id).describe();
+  } catch {
+    return { state: 'not started', counts: '', notAnswering: false }; // no workflow (yet, or beyond retention)
+  }
+  if (described.status.name === 'RUNNING' && !served) {
+    // Never picked up (only its start is in the history) is `waiting`, as `status` says; else `running`.
+    return { state: described.historyLength <= 2 ? 'waiting' : 'running', counts: '', notAnswering: true };
+  }
+  try {
+    const { status, closed } = await sweepStatus(client, id);
+    return { state: sweepState(status, closed), counts: formatCounts(status), notAnswering: false };
+  } catch (e) {
+    if (e instanceof SweepNotAnswering) return { state: 'running', counts: '', notAnswering: true };
+    return { state: described.status.name.toLowerCase(), counts: '', notAnswering: false };
+  }
+}
+
 export const lsCommand = defineCommand({
   name: 'ls',
   summary: 'list sweeps and their states',
@@ -194,25 +255,29 @@ export const lsCommand = defineCommand({
     try {
       const keys = (await store.list(SWEEPS_PREFIX)).filter((k) => sweepIdOfKey(k) !== null);
       const rows = [];
+      // One look at the control queue: when no worker polls it, running sweeps cannot answer a query.
+      const control = await queuePollers(client, config.namespace, controlQueue(config), 'workflow');
+      let served = pollersAlive(control);
       for (const key of keys) {
         const id = sweepIdOfKey(key)!;
-        const m = await readManifest(store, id);
-        let state = 'not started';
-        let counts = '';
+        let m;
         try {
-          const { status, closed } = await sweepStatus(client, id);
-          state = sweepState(status, closed);
-          counts = formatCounts(status);
-        } catch {
-          /* no workflow (yet, or beyond retention) */
+          m = await readManifest(store, id);
+        } catch (e) {
+          if (!(e instanceof UserError)) throw e;
+          console.error(`rankflow: skipping ${e.message}`); // one bad manifest must not hide the others
+          continue;
         }
+        const row = await sweepRow(client, id, served);
+        if (row.notAnswering) served = false; // its workers just died: do not wait 2 s per sweep
+        const note = row.notAnswering ? notPolledLine(controlQueue(config), control?.lastSeen ?? null, true) : '';
         rows.push({
           sweep_id: id,
           recipe: m?.recipe ?? null,
           runs: m?.runs.length ?? 0,
           created_at: m?.created_at ?? null,
-          state,
-          counts,
+          state: row.state,
+          counts: row.counts || note,
         });
       }
       if (values.json) console.log(JSON.stringify(rows, null, 2));
@@ -235,9 +300,7 @@ export const logsCommand = defineCommand({
   args: '<run-id>',
   options: { attempt: { type: 'string', arg: 'N', help: 'only the log of attempt N' } },
   async run({ values, positionals }) {
-    const id = positionals[0];
-    if (!id || positionals.length > 1)
-      throw new UserError('logs: expected one run id (`run-...`, see `rankflow status <sweep>`)');
+    const id = runIdArg('logs', positionals);
     const config = await resolveConfig({ start: false });
     const store = await openConfiguredStore(config);
     let keys = await store.list(logsPrefix(id));
