@@ -28,10 +28,9 @@ import {
 import { generationsKey, logKey } from '../store/keys.js';
 import { withRetries } from '../store/retry.js';
 import type { Slot, SlotPool } from '../launcher/slots.js';
-import { spawnRuntime, type RunnerExit } from '../launcher/spawn.js';
-import { EXIT } from '../schemas/events.js';
-import type { AllocationEvent, CheckpointEvent, DoneEvent, RunnerEvent } from '../schemas/events.js';
-import type { AllocationRecord, RoundPoint } from '../schemas/result.js';
+import { spawnRuntime } from '../launcher/spawn.js';
+import { EXIT, type CheckpointEvent } from '../schemas/events.js';
+import { exitVerdict, newAttempt, NO_SPACE, reduceEvent, thin, type Attempt } from './train-events.js';
 import { RunInput, TrainOutput } from '../schemas/orchestration.js';
 import type { TrainHeartbeat } from '../schemas/orchestration.js';
 
@@ -42,26 +41,6 @@ export interface TrainDeps {
   slots: SlotPool;
   /** Seconds between heartbeats (default 2). */
   heartbeatEveryS?: number;
-}
-
-type ErrorEv = Extract<RunnerEvent, { event: 'error' }>;
-type StartedEv = Extract<RunnerEvent, { event: 'started' }>;
-
-/** What one runtime process did. */
-interface Attempt {
-  exit: RunnerExit;
-  started: StartedEv | null;
-  done: DoneEvent | null;
-  error: ErrorEv | null;
-  curve: { step: number; loss: number }[];
-  /** The first checkpoint upload that failed (the run goes on; a later checkpoint may be stored). */
-  uploadFailure: Error | null;
-  /** A write the store refused for want of space: the attempt stops at once. */
-  noSpace: Error | null;
-  /** From the final `allocation` event (methods that move rank during training). */
-  allocation: AllocationRecord | null;
-  /** Federated runs: one point per `round` event (a resumed runtime first replays its checkpoint's rounds). */
-  rounds: RoundPoint[];
 }
 
 /** One attempt's folder, log and heartbeat. */
@@ -77,38 +56,8 @@ interface Scope {
   note(msg: string): void;
 }
 
-const NO_SPACE = /no space left on device|disk quota exceeded|errno 28\b|storagefull/i;
-
-/** The result record's point of a `round` event (without the client ids). */
-function roundPoint(ev: Extract<RunnerEvent, { event: 'round' }>): RoundPoint {
-  return {
-    round: ev.round,
-    step: ev.step,
-    client_loss: ev.client_loss,
-    metrics: ev.metrics,
-    aggregation: ev.aggregation,
-  };
-}
-
-/** Subsample a loss curve to at most `max` points, keeping the first and last. */
-export function thin<T>(points: T[], max: number): T[] {
-  if (points.length <= max) return points;
-  const out: T[] = [];
-  for (let i = 0; i < max; i++) out.push(points[Math.round((i * (points.length - 1)) / (max - 1))]!);
-  return out;
-}
-
 /** No space left (the store refused a write, or the worker's disk is full): retrying cannot help until someone
  * frees space, so the run fails now, saying where. */
-/**
- * The result record's allocation from the runtime's final `allocation` event; the history is thinned to at
- * most 50 patterns (first and last kept) so the activity result stays small for models with many modules.
- */
-function allocationRecord(ev: AllocationEvent): AllocationRecord {
-  const { unit, ranks, total, budget, params, history } = ev;
-  return { unit, ranks, total, budget, params, history: thin(history ?? [], 50) };
-}
-
 function noSpaceFailure(
   deps: { store: ArtifactStore; workDir?: string },
   what: string,
@@ -164,7 +113,9 @@ function uploader(deps: TrainDeps, scope: Scope, attempt: { uploadFailure: Error
       });
     } catch (e) {
       if (isNoSpace(e)) onFull(e as Error);
-      else if (!(e instanceof CheckpointFileError)) attempt.uploadFailure ??= e as Error;
+      // withRetries wraps the error: a superseded checkpoint's files (CheckpointFileError) are no failure
+      else if (!(e instanceof CheckpointFileError || (e as Error).cause instanceof CheckpointFileError))
+        attempt.uploadFailure ??= e as Error;
       scope.note(`checkpoint step ${ev.step} was not stored: ${(e as Error).message}`);
     }
   };
@@ -177,17 +128,7 @@ function uploader(deps: TrainDeps, scope: Scope, attempt: { uploadFailure: Error
 /** Runs the runtime once (resuming from `resume` if given) until it exits; terminates it on cancellation. */
 async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Promise<Attempt> {
   const { ctx, hb, input } = scope;
-  const a: Attempt = {
-    exit: { code: null, signal: null, badLines: [] },
-    started: null,
-    done: null,
-    error: null,
-    curve: [],
-    uploadFailure: null,
-    noSpace: null,
-    allocation: null,
-    rounds: [],
-  };
+  const a = newAttempt();
   let terminate = (): void => undefined;
   let generations: Promise<void> = Promise.resolve();
   const uploads = uploader(deps, scope, a, (e) => {
@@ -199,39 +140,17 @@ async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Pr
     logFile: scope.logFile,
     env: { ...scope.slot.env, RANKFLOW_RUN_ID: input.run_id },
     onEvent: (ev) => {
-      if (ev.event === 'started') {
-        a.started = ev;
-        hb.total_steps = ev.total_steps;
-        hb.phase = 'training';
-        ctx.heartbeat(hb); // step and total from the first seconds, not "?" until the first progress
-      } else if (ev.event === 'progress') {
-        hb.step = ev.step;
-        hb.loss = ev.loss;
-        hb.total_steps = ev.total_steps;
-        hb.phase = 'training';
-        delete hb.eval_done;
-        delete hb.eval_total;
-        a.curve.push({ step: ev.step, loss: ev.loss });
-        ctx.heartbeat(hb);
-      } else if (ev.event === 'eval_progress') {
-        hb.phase = ev.done < ev.total ? 'evaluating' : 'training';
-        hb.eval_done = ev.done;
-        hb.eval_total = ev.total;
-        ctx.heartbeat(hb);
-      } else if (ev.event === 'eval' && ev.generations) {
-        // a generative evaluation's per-example outputs go beside the run's result, to check the metric
-        const { path } = ev.generations;
-        const key = generationsKey(input.run_id, ev.step);
+      const effect = reduceEvent(a, hb, ev);
+      if (effect.kind === 'heartbeat') ctx.heartbeat(hb);
+      else if (effect.kind === 'checkpoint') uploads.add(effect.event);
+      else if (effect.kind === 'generations') {
+        const key = generationsKey(input.run_id, effect.step);
         generations = generations.then(() =>
-          withRetries(() => deps.store.putFile(key, path), {
-            what: `uploading the generations of step ${ev.step}`,
-          }).catch((e: Error) => ctx.log.warn(`generations of step ${ev.step} were not stored: ${e.message}`)),
+          withRetries(() => deps.store.putFile(key, effect.path), {
+            what: `uploading the generations of step ${effect.step}`,
+          }).catch((e: Error) => ctx.log.warn(`generations of step ${effect.step} were not stored: ${e.message}`)),
         );
-      } else if (ev.event === 'checkpoint') uploads.add(ev);
-      else if (ev.event === 'allocation' && ev.final) a.allocation = allocationRecord(ev);
-      else if (ev.event === 'round') a.rounds.push(roundPoint(ev));
-      else if (ev.event === 'done') a.done = ev;
-      else if (ev.event === 'error') a.error = ev;
+      }
     },
   });
   terminate = () => void proc.terminate(input.policy.terminate_grace_s * 1000);
@@ -305,36 +224,10 @@ async function outcome(
   const { ctx, attempt } = scope;
   if (run.noSpace) throw noSpaceFailure(deps, 'storing a checkpoint', run.noSpace, attempt);
   if (ctx.cancellationSignal.aborted) throw cancelled(ctx);
-  if (run.exit.badLines.length > 0) {
-    throw ApplicationFailure.retryable(
-      `the runtime printed ${run.exit.badLines.length} line(s) on stdout that are not valid events, e.g. ${run.exit.badLines[0]!.slice(0, 200)}`,
-      'ProtocolError',
-    );
-  }
-  const e = run.error;
-  const describe = e ? `${e.kind} error: ${e.message}${e.hint ? ` (hint: ${e.hint})` : ''}` : '';
-  if (run.exit.code === EXIT.config) {
-    throw ApplicationFailure.create({
-      type: 'ConfigError',
-      nonRetryable: true,
-      message: describe || `the runtime rejected the run (exit 2); its log: \`rankflow logs ${scope.input.run_id}\``,
-      details: [{ kind: e?.kind ?? 'config', message: e?.message ?? '', hint: e?.hint ?? null, attempt }],
-    });
-  }
-  if (run.exit.code === EXIT.ok) return finished(scope, run, resumedFrom, startedAt);
-  if (run.exit.code === EXIT.preempted) {
-    throw ApplicationFailure.retryable(
-      'the runtime was preempted (SIGTERM); it checkpointed and will resume',
-      'Preempted',
-    );
-  }
-  if (e && NO_SPACE.test(e.message)) throw noSpaceFailure(deps, 'in the runtime', e.message, attempt);
-  const how = run.exit.signal ? `was killed by ${run.exit.signal}` : `exited with code ${run.exit.code}`;
-  // One line: a Python traceback stays in the run's log (`rankflow logs`), never in failure records or tables.
-  throw ApplicationFailure.retryable(
-    `the runtime ${how}${describe ? `: ${describe}` : ''}; its log: \`rankflow logs ${scope.input.run_id}\``,
-    'RunnerFailed',
-  );
+  const v = exitVerdict(run, scope.input.run_id, attempt);
+  if (v.kind === 'ok') return finished(scope, run, resumedFrom, startedAt);
+  if (v.kind === 'no-space') throw noSpaceFailure(deps, 'in the runtime', v.message, attempt);
+  throw v.failure;
 }
 
 function finished(scope: Scope, run: Attempt, resumedFrom: number | null, startedAt: string): TrainOutput {

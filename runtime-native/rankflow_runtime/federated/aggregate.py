@@ -141,7 +141,7 @@ class _Stack:
     tn: torch.Tensor
 
     @classmethod
-    def of(cls, aggs: Sequence[LayerAggregate]) -> "_Stack":
+    def of(cls, aggs: Sequence[LayerAggregate]) -> _Stack:
         return cls(torch.stack([a.b_bar for a in aggs]), torch.stack([a.m for a in aggs]),
                    torch.stack([a.g for a in aggs]),
                    torch.tensor([math.sqrt(a.target_norm2) for a in aggs], dtype=F64))
