@@ -103,51 +103,41 @@ function storeFromEnv(): StoreConfig | null {
   };
 }
 
-/**
- * Resolves the configuration; with nothing configured, reuses the embedded services if they run and
- * answer, or starts them (`start: false` makes that an error instead).
- */
-export async function resolveConfig(opts: { start: boolean } = { start: true }): Promise<Config> {
-  const cf = readConfigFile();
-  const queues = { ...DEFAULT_QUEUES, ...(cf?.file.queues ?? {}) };
-  // RANKFLOW_QUEUE_<CLASS> (RANKFLOW_QUEUE_CPU, RANKFLOW_QUEUE_CUDA, RANKFLOW_QUEUE_CONTROL) override the file.
+/** Task queues: the defaults, then the config file, then RANKFLOW_QUEUE_<CLASS> (CPU, CUDA, CONTROL). */
+function queuesFrom(cf: ConfigFile | undefined): Record<string, string> {
+  const queues = { ...DEFAULT_QUEUES, ...(cf?.queues ?? {}) };
   for (const [k, v] of Object.entries(process.env)) {
     if (k.startsWith('RANKFLOW_QUEUE_') && v) queues[k.slice('RANKFLOW_QUEUE_'.length).toLowerCase()] = v;
   }
-  const address = process.env.RANKFLOW_TEMPORAL_ADDRESS ?? process.env.TEMPORAL_ADDRESS ?? cf?.file.temporal?.address;
-  const namespace =
-    process.env.RANKFLOW_TEMPORAL_NAMESPACE ??
-    process.env.TEMPORAL_NAMESPACE ??
-    cf?.file.temporal?.namespace ??
-    'default';
-  let store = storeFromEnv();
-  if (!store && cf?.file.store) {
-    const s = cf.file.store;
-    store =
-      s.kind === 'local'
-        ? { kind: 'local', root: resolve(s.root) }
-        : { ...s, accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY };
-  }
-  if (address && store) {
-    return {
-      temporalAddress: address,
-      namespace,
-      store,
-      queues,
-      embedded: false,
-      source: cf ? cf.path : 'environment',
-    };
-  }
-  if (address && !store) {
-    throw new UserError(
-      `TEMPORAL_ADDRESS is set (${address}) but no artifact store is: set RANKFLOW_S3_BUCKET (and RANKFLOW_S3_ENDPOINT for S3-compatible servers) or RANKFLOW_STORE=file:<folder>`,
-    );
-  }
-  // The embedded default.
-  // Services that died are restarted with their state (also for `status` & co.); none recorded are only
-  // started by commands that may start them.
+  return queues;
+}
+
+/** The Temporal frontend and namespace: environment variables, then the config file. */
+function temporalFrom(cf: ConfigFile | undefined): { address: string | undefined; namespace: string } {
+  const env = process.env;
+  return {
+    address: env.RANKFLOW_TEMPORAL_ADDRESS ?? env.TEMPORAL_ADDRESS ?? cf?.temporal?.address,
+    namespace: env.RANKFLOW_TEMPORAL_NAMESPACE ?? env.TEMPORAL_NAMESPACE ?? cf?.temporal?.namespace ?? 'default',
+  };
+}
+
+/** The artifact store: environment variables, then the config file (credentials always from the environment). */
+function storeFrom(cf: ConfigFile | undefined): StoreConfig | null {
+  const fromEnv = storeFromEnv();
+  if (fromEnv || !cf?.store) return fromEnv;
+  const s = cf.store;
+  return s.kind === 'local'
+    ? { kind: 'local', root: resolve(s.root) }
+    : { ...s, accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY };
+}
+
+/**
+ * The embedded default: services that died are restarted with their state (also for `status` & co.); none
+ * recorded are only started by commands that may start them (`start`).
+ */
+async function embedded(start: boolean, store: StoreConfig | null, queues: Record<string, string>): Promise<Config> {
   const stateDir = defaultStateDir();
-  if (!opts.start && !readServicesFile(stateDir)) {
+  if (!start && !readServicesFile(stateDir)) {
     throw new UserError(
       'no rankflow services are running and none are configured; run `rankflow submit` (which starts them) or set TEMPORAL_ADDRESS',
     );
@@ -170,4 +160,31 @@ export async function resolveConfig(opts: { start: boolean } = { start: true }):
     embedded: true,
     source: `embedded services in ${stateDir}`,
   };
+}
+
+/**
+ * Resolves the configuration; with nothing configured, reuses the embedded services if they run and
+ * answer, or starts them (`start: false` makes that an error instead).
+ */
+export async function resolveConfig(opts: { start: boolean } = { start: true }): Promise<Config> {
+  const cf = readConfigFile();
+  const queues = queuesFrom(cf?.file);
+  const { address, namespace } = temporalFrom(cf?.file);
+  const store = storeFrom(cf?.file);
+  if (address && store) {
+    return {
+      temporalAddress: address,
+      namespace,
+      store,
+      queues,
+      embedded: false,
+      source: cf ? cf.path : 'environment',
+    };
+  }
+  if (address) {
+    throw new UserError(
+      `TEMPORAL_ADDRESS is set (${address}) but no artifact store is: set RANKFLOW_S3_BUCKET (and RANKFLOW_S3_ENDPOINT for S3-compatible servers) or RANKFLOW_STORE=file:<folder>`,
+    );
+  }
+  return await embedded(opts.start, store, queues);
 }
