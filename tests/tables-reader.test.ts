@@ -16,6 +16,7 @@ import { labelsFor, makeRecord, runIdFor, specFor, type RecordOptions } from './
 import { testConfig, testStore } from './helpers/cluster.js';
 import { tableCommand } from '../cli/commands/table.js';
 import { plotCommand } from '../cli/commands/plot.js';
+import { PLOT_KINDS } from '../tables/plots.js';
 import type { Command } from '../cli/commands/index.js';
 import { UserError } from '../core/errors.js';
 
@@ -338,7 +339,11 @@ describe('rankflow table / plot (CLI)', () => {
         ['sweep-a', '--store', dir, '--reference', join(dir, 'none.csv')],
         /^--reference .*none\.csv: file not found; give a CSV with columns /,
       ],
-      [plotCommand, ['sweep-a', '--store', dir, '--kind', 'pie'], /^--kind pie: use loss, params, rank$/],
+      [
+        plotCommand,
+        ['sweep-a', '--store', dir, '--kind', 'pie'],
+        new RegExp(`^--kind pie: use ${PLOT_KINDS.join(', ')}$`),
+      ],
       [
         plotCommand,
         ['sweep-a', '--store', dir, '--kind', 'rank', '--method', 'full', '--out', join(dir, 'p')],
