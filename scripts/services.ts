@@ -22,6 +22,7 @@ import {
   startServices,
   stopServices,
   tailFile,
+  temporalWebUi,
   type ServicesFile,
 } from '../services/embedded.js';
 
@@ -39,6 +40,8 @@ function printSummary(file: ServicesFile): void {
     process.stdout.write(
       `  temporal  ${file.temporal.address}  (pid ${file.temporal.pid}, log ${file.temporal.log})\n`,
     );
+  const ui = temporalWebUi(file.temporal);
+  if (ui) process.stdout.write(`  web ui    ${ui}  (Temporal Web UI: every sweep and run workflow)\n`);
   if (file.s3)
     process.stdout.write(
       `  s3        ${file.s3.endpoint}  bucket ${file.s3.bucket}  (pid ${file.s3.pid}, log ${file.s3.log})\n`,

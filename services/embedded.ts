@@ -50,7 +50,13 @@ const TemporalRecord = z.strictObject({
   address: z.string(),
   namespace: z.string(),
   pid: z.number().int(),
-  ports: z.strictObject({ grpc: z.number().int(), http: z.number().int(), metrics: z.number().int() }),
+  ports: z.strictObject({
+    grpc: z.number().int(),
+    http: z.number().int(),
+    metrics: z.number().int(),
+    /** The Web UI's port (absent in records of servers started headless, before it was served). */
+    ui: z.number().int().optional(),
+  }),
   db: z.string(),
   log: z.string(),
 });
@@ -415,16 +421,15 @@ export async function startTemporal(opts: {
   ports?: TemporalRecord['ports'];
 }): Promise<StartedTemporal> {
   const bin = path.join(toolsBin(), 'temporal');
-  const [grpc, http, metrics] = opts.ports
-    ? [opts.ports.grpc, opts.ports.http, opts.ports.metrics]
-    : await freePorts(3);
+  const [grpc, http, metrics, uiPort] = opts.ports
+    ? [opts.ports.grpc, opts.ports.http, opts.ports.metrics, opts.ports.ui ?? (await freePort())]
+    : await freePorts(4);
   const port = opts.port ?? grpc!;
   const db = path.join(opts.stateDir, 'temporal.db');
   const log = path.join(opts.stateDir, 'temporal.log');
   const args = [
     'server',
     'start-dev',
-    '--headless',
     '--ip',
     '127.0.0.1',
     '--port',
@@ -433,6 +438,14 @@ export async function startTemporal(opts: {
     String(http),
     '--metrics-port',
     String(metrics),
+    // The Web UI (every sweep and run workflow, their histories and heartbeats), on loopback only, on a free port
+    // (not the fixed grpc+1000), with no newsfeed request leaving the machine.
+    '--ui-ip',
+    '127.0.0.1',
+    '--ui-port',
+    String(uiPort),
+    '--ui-disable-news-fetch',
+    // The SQLite file keeps every workflow across restarts of the dev server.
     '--db-filename',
     db,
     '--log-level',
@@ -444,11 +457,20 @@ export async function startTemporal(opts: {
     address,
     namespace: 'default',
     pid: spawned.pid,
-    ports: { grpc: port, http: http!, metrics: metrics! },
+    ports: { grpc: port, http: http!, metrics: metrics!, ui: uiPort! },
     db,
     log,
   };
   return { record, spawned };
+}
+
+/** The Temporal Web UI of a recorded dev server (null for one started headless), or a page in it. */
+export function temporalWebUi(t: TemporalRecord | null | undefined, workflowId?: string): string | null {
+  if (!t?.ports.ui) return null;
+  const base = `http://127.0.0.1:${t.ports.ui}`;
+  return workflowId === undefined
+    ? base
+    : `${base}/namespaces/${encodeURIComponent(t.namespace)}/workflows/${encodeURIComponent(workflowId)}`;
 }
 
 export interface StartedS3 {

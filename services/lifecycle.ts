@@ -18,6 +18,7 @@ import {
   ServiceError,
   startServices,
   stopProcessGroup,
+  temporalWebUi,
   writeServicesFile,
   type ServicesFile,
 } from './embedded.js';
@@ -94,6 +95,13 @@ async function stopRecorded(file: ServicesFile): Promise<void> {
   fs.rmSync(path.join(file.stateDir, 'services.json'), { force: true });
 }
 
+/** Says where the Temporal Web UI of freshly started services is (every sweep and run workflow can be watched there). */
+function announced(file: ServicesFile, say: (msg: string) => void): ServicesFile {
+  const ui = temporalWebUi(file.temporal);
+  if (ui) say(`Temporal Web UI: ${ui} (every sweep and run workflow, with its history and heartbeats)`);
+  return file;
+}
+
 /** See the module comment. Throws a ServiceError with one readable paragraph when it cannot. */
 export async function ensureServices(stateDir: string, opts: EnsureOptions = {}): Promise<ServicesFile> {
   const say = opts.say ?? (() => undefined);
@@ -103,7 +111,7 @@ export async function ensureServices(stateDir: string, opts: EnsureOptions = {})
     if (!file || !file.temporal || !file.s3) {
       if (file) await stopRecorded(file);
       say(`starting the embedded Temporal dev server and S3 server (state in ${stateDir})`);
-      return (await startServices({ stateDir, readyTimeoutMs })).file;
+      return announced((await startServices({ stateDir, readyTimeoutMs })).file, say);
     }
     const health = await checkServices(file, 5_000);
     if (health.every((h) => h.ok)) return file;
@@ -117,12 +125,13 @@ export async function ensureServices(stateDir: string, opts: EnsureOptions = {})
     const dead = health.filter((h) => !h.ok).map((h) => h.name);
     say(`the embedded ${dead.join(' and ')} had stopped: restarting it on the same ports with the same state`);
     try {
-      return await restartDead(file, dead, readyTimeoutMs);
+      const next = await restartDead(file, dead, readyTimeoutMs);
+      return dead.includes('temporal') ? announced(next, say) : next;
     } catch (e) {
       // The old ports are taken, say: start everything afresh (background workers follow the new addresses).
       say(`could not restart on the same ports (${(e as Error).message.split('\n')[0]}); starting afresh`);
       await stopRecorded(readServicesFile(stateDir) ?? file);
-      return (await startServices({ stateDir, readyTimeoutMs })).file;
+      return announced((await startServices({ stateDir, readyTimeoutMs })).file, say);
     }
   });
 }

@@ -28,6 +28,7 @@ import {
   ServiceError,
   startServices,
   stopServices,
+  temporalWebUi,
   type Services,
 } from '../services/embedded.js';
 import { PROJECT_ROOT as projectRoot } from '../core/paths.js';
@@ -94,6 +95,21 @@ describe('services: start-up and hand-over', () => {
     const env = servicesEnv(file!);
     expect(env.RANKFLOW_TEMPORAL_ADDRESS).toBe(services.temporalAddress);
     expect(env.AWS_ACCESS_KEY_ID).toBe(services.accessKeyId);
+  });
+
+  it('serves the Temporal Web UI on its recorded loopback port', async () => {
+    const file = readServicesFile(stateDir)!;
+    const ui = temporalWebUi(file.temporal, 'sweep-x');
+    expect(ui).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/namespaces\/default\/workflows\/sweep-x$/);
+    const page = await fetch(temporalWebUi(file.temporal)!, { signal: AbortSignal.timeout(20_000) });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/<html/i);
+    // the UI's API reaches the dev server's frontend (the page shows its workflows)
+    const api = await fetch(`${temporalWebUi(file.temporal)!}/api/v1/namespaces/default`, {
+      signal: AbortSignal.timeout(20_000),
+    });
+    expect(api.status).toBe(200);
+    expect(JSON.stringify(await api.json())).toContain('default');
   });
 
   it('refuses a second start in the same state dir with a clear message', async () => {

@@ -33,7 +33,13 @@ import {
   unpolledQueueWarnings,
 } from '../queues.js';
 import { ResultRecord } from '../../schemas/result.js';
-import { checkServices, defaultStateDir, readServicesFile, stopServices } from '../../services/embedded.js';
+import {
+  checkServices,
+  defaultStateDir,
+  readServicesFile,
+  stopServices,
+  temporalWebUi,
+} from '../../services/embedded.js';
 import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
 import { ensureBackgroundWorker, stopBackgroundWorkers } from '../background.js';
 import { failureKey, logsPrefix, RESULTS_PREFIX, resultKey, SWEEPS_PREFIX, sweepIdOfKey } from '../../store/keys.js';
@@ -426,6 +432,8 @@ export const servicesCommand = defineCommand({
       const health = await checkServices(file);
       for (const h of health)
         console.log(`${h.name.padEnd(8)} pid ${h.pid}  ${h.address}  ${h.ok ? 'ok' : `NOT OK: ${h.error}`}`);
+      const ui = temporalWebUi(file.temporal);
+      if (ui) console.log(`web ui   ${ui}  (Temporal Web UI: every sweep and run workflow)`);
       return health.every((h) => h.ok) ? 0 : 1;
     }
     throw new UserError('services: expected `status` or `stop`');

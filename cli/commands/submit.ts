@@ -14,6 +14,7 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../config.js';
 import type { PlannedRun } from '../../schemas/runspec.js';
 import { servingWarnings, trainingQueues } from '../queues.js';
+import { defaultStateDir, readServicesFile, temporalWebUi } from '../../services/embedded.js';
 
 /**
  * Warnings for the training queues of these runs that no worker polls, after giving a worker that is just
@@ -93,6 +94,8 @@ server (started on first use, kept running; \`rankflow services stop\`) and a wo
       }
       const fresh = await startSweep(client, config, opts);
       console.log(`${plan.sweepId}: ${plan.runs.length} runs (${fresh ? 'started' : 'already running; following it'})`);
+      const ui = config.embedded ? temporalWebUi(readServicesFile(defaultStateDir())?.temporal, plan.sweepId) : null;
+      if (ui) console.log(`watch it in the Temporal Web UI: ${ui}`);
       if (values.detach) {
         for (const w of await waitForPollers(client, config, plan.runs)) console.error(`rankflow: warning: ${w}`);
         console.log(`follow it with \`rankflow status ${plan.sweepId}\``);
