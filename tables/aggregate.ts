@@ -5,6 +5,7 @@
 import { TableInputError } from '../core/errors.js';
 import { isRatioMetric } from './names.js';
 import type { RunRow } from './runs.js';
+import { addCount, newCounts, type ParamCounts } from './params.js';
 import {
   compareValues,
   describeRun,
@@ -152,7 +153,7 @@ export function blockOf(rowDims: Dim[], dims: DimValues): string {
   return rowDims.includes('dataset') ? String(dims.dataset) : '';
 }
 
-type Params = Map<string, { tr: number[]; tot: number[] }>;
+type Params = Map<string, ParamCounts>;
 
 /** Values per (row, column), which metrics each column shows per block, parameter counts, failures. */
 export interface Accumulated {
@@ -167,9 +168,8 @@ export interface Accumulated {
 
 function pushParams(target: Params, rk: string, r: RunRow): void {
   let p = target.get(rk);
-  if (!p) target.set(rk, (p = { tr: [], tot: [] }));
-  p.tr.push(r.trainable!);
-  if (r.total !== null) p.tot.push(r.total);
+  if (!p) target.set(rk, (p = newCounts()));
+  addCount(p, r.trainable!, r.total);
 }
 
 function getOr<K, V>(m: Map<K, V>, k: K, make: () => V): V {

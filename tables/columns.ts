@@ -4,7 +4,14 @@
  * An average never mixes higher-is-better and lower-is-better metrics.
  */
 import { TableInputError } from '../core/errors.js';
-import { benchmarkOf, GLUE_NOT_AVERAGED, metricDirection, prettyDataset, type Direction } from './names.js';
+import {
+  benchmarkOf,
+  GLUE_NOT_AVERAGED,
+  metricDirection,
+  prettyDataset,
+  VTAB_GROUPS,
+  type Direction,
+} from './names.js';
 import type { Accumulated, Layout } from './aggregate.js';
 import { dimText, type Dim, type TableColumn } from './model.js';
 
@@ -101,7 +108,31 @@ export function withGroupColumns(columns: TableColumn[], wantAvg: boolean, notes
     const left = glueCols.filter((c) => !glueAvg.includes(c)).map((c) => prettyDataset(c.key));
     notes.push(`GLUE Avg excludes ${left.join(', ')}, as the GLUE papers do.`);
   }
-  if (vtabGroupCols.length >= 2)
-    notes.push('VTAB Mean is the mean of the group means (Natural, Specialized, Structured).');
+  notes.push(...vtabNotes(vtabCols, vtabGroupCols));
+  return out;
+}
+
+const title = (g: string): string => g[0]!.toUpperCase() + g.slice(1);
+
+/**
+ * What the VTAB-1k averages stand for: the mean of the group means, and which groups (and tasks within a
+ * group) are missing from them; the papers' numbers average all 19 tasks in three groups.
+ */
+function vtabNotes(vtabCols: TableColumn[], groupCols: TableColumn[]): string[] {
+  const out: string[] = [];
+  const present = groupCols.map((g) => g.key.slice('vtab:'.length));
+  for (const g of present) {
+    const all = VTAB_GROUPS[g as keyof typeof VTAB_GROUPS] ?? [];
+    const have = vtabCols.filter((c) => bmOf(c)!.group === g).length;
+    if (have < all.length) out.push(`${title(g)} averages ${have} of the group's ${all.length} tasks.`);
+  }
+  if (groupCols.length < 2) return out;
+  const missing = Object.keys(VTAB_GROUPS).filter((g) => !present.includes(g));
+  if (missing.length === 0) out.unshift('VTAB Mean is the mean of the group means (Natural, Specialized, Structured).');
+  else {
+    out.unshift(
+      `VTAB Mean is the mean of the ${present.map(title).join(' and ')} group means only: no ${missing.map(title).join(' or ')} task is in the table (the papers' VTAB mean averages all three groups).`,
+    );
+  }
   return out;
 }

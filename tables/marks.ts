@@ -6,6 +6,7 @@
 import { TableInputError } from '../core/errors.js';
 import { metricDirection, prettyMethod } from './names.js';
 import { blockOf, type Accumulated, type Layout } from './aggregate.js';
+import { rowParams } from './params.js';
 import {
   cellFrom,
   emptyCell,
@@ -54,13 +55,7 @@ export function cellRows(layout: Layout, agg: Accumulated, columns: TableColumn[
       kind: 'result',
       dims: info.dims,
       cells: out,
-      params: p
-        ? {
-            trainable: Math.min(...p.tr),
-            trainable_max: Math.max(...p.tr),
-            total: p.tot.length ? Math.max(...p.tot) : null,
-          }
-        : null,
+      params: p ? rowParams(p) : null,
       source: null,
       is_baseline: false,
     };

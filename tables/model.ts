@@ -66,6 +66,17 @@ export interface TableColumn {
 
 export type RowKind = 'result' | 'reference' | 'reference-delta';
 
+/** Trainable parameters of a row: lowest and highest over its runs, and each run's share of its own total. */
+export interface RowParams {
+  trainable: number | null;
+  trainable_max: number | null;
+  /** The largest total of the row's runs (for reference; percentages use each run's own total). */
+  total: number | null;
+  /** Lowest and highest per-run trainable ÷ total × 100 (absent or null without totals). */
+  pct?: number | null;
+  pct_max?: number | null;
+}
+
 export interface TableRow {
   key: string;
   label: string;
@@ -73,7 +84,7 @@ export interface TableRow {
   /** Values of the row dimensions (result rows). */
   dims: Partial<Record<Dim, string | number | null>>;
   cells: TableCell[];
-  params: { trainable: number | null; trainable_max: number | null; total: number | null } | null;
+  params: RowParams | null;
   /** Where a reference row's numbers come from. */
   source: string | null;
   is_baseline: boolean;
@@ -91,6 +102,8 @@ export interface TableModel {
   baseline: string | null;
   /** Scale applied per metric (100 for ratio metrics printed in percent). */
   scales: Record<string, number>;
+  /** Decimals of every parameter percentage in the table (params.ts `percentDigits`). */
+  percent_digits: number;
   columns: TableColumn[];
   rows: TableRow[];
   notes: string[];

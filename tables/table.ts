@@ -16,6 +16,7 @@ import { columnMetrics, dataColumns, withGroupColumns } from './columns.js';
 import { applyBaseline, cellRows, markBest, rowBlocks } from './marks.js';
 import { addNotes } from './notes.js';
 import { referenceRows } from './reference-rows.js';
+import { percentDigits } from './params.js';
 import { DIMS, type Dim, type TableModel, type TableOptions } from './model.js';
 
 export * from './model.js';
@@ -87,6 +88,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     show_params: opts.params ?? true,
     baseline: baselineLabel,
     scales: metric.scales,
+    percent_digits: percentDigits(rows),
     columns: all,
     rows,
     notes: addNotes(notes, { rows, columns, all, scales: metric.scales, which, showStd, agg, baselineLabel }),
