@@ -36,6 +36,17 @@ function primaryMetric(input: RunInput, metrics: Record<string, number>): number
 
 export function createActivities(deps: ActivityDeps) {
   const manifests = new Map<string, SweepManifest>();
+  const readFrom = new Map<string, Set<string>>();
+
+  /** The run ids of a sweep that some run of it reads artifacts from (cached with the manifest). */
+  function upstreamIndex(sweepId: string, m: SweepManifest): Set<string> {
+    let ids = readFrom.get(sweepId);
+    if (!ids) {
+      ids = new Set(m.runs.flatMap((r) => Object.values(r.spec.inputs ?? {}).map((x) => x.run)));
+      readFrom.set(sweepId, ids);
+    }
+    return ids;
+  }
 
   async function loadManifest(sweepId: string): Promise<SweepManifest> {
     const cached = manifests.get(sweepId);
@@ -53,27 +64,66 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   return {
-    /** A page of a sweep's runs, each marked done when its result record already exists. */
+    /**
+     * A page of a sweep's runs, each marked done when its result record already exists. Stages: `after` lists
+     * the runs it reads artifacts from that have no result yet (it waits for them), `needed` says later runs read
+     * from this one.
+     */
     async loadSweepPage(
       sweepId: string,
       offset: number,
       limit: number,
-    ): Promise<{ input: Omit<RunInput, 'parent' | 'policy'>; done: boolean }[]> {
+    ): Promise<{ input: Omit<RunInput, 'parent' | 'policy'>; done: boolean; after?: string[]; needed?: boolean }[]> {
       const m = await loadManifest(sweepId);
+      const read = upstreamIndex(sweepId, m);
       const page = m.runs.slice(offset, offset + limit);
       return await Promise.all(
-        page.map(async (r) => ({
-          input: {
-            run_id: r.id,
-            sweep_id: sweepId,
-            recipe: m.recipe,
-            spec: r.spec,
-            labels: r.labels,
-            task_queue: m.queues[r.spec.device] ?? m.queues['cpu'] ?? 'rankflow-cpu',
-          },
-          done: await deps.store.exists(resultKey(r.id)),
-        })),
+        page.map(async (r) => {
+          const ups = [...new Set(Object.values(r.spec.inputs ?? {}).map((x) => x.run))];
+          const pending: string[] = [];
+          for (const u of ups) if (!(await deps.store.exists(resultKey(u)))) pending.push(u);
+          return {
+            input: {
+              run_id: r.id,
+              sweep_id: sweepId,
+              recipe: m.recipe,
+              spec: r.spec,
+              labels: r.labels,
+              task_queue: m.queues[r.spec.device] ?? m.queues['cpu'] ?? 'rankflow-cpu',
+            },
+            done: await deps.store.exists(resultKey(r.id)),
+            ...(pending.length ? { after: pending } : {}),
+            ...(read.has(r.id) ? { needed: true } : {}),
+          };
+        }),
       );
+    },
+
+    /** Records a run that did not start because a run it reads from failed (a failure record, kind `blocked`). */
+    async recordBlocked(raw: RunInput, upstreamRun: string, message: string): Promise<void> {
+      const input = RunInput.parse(raw);
+      if (await deps.store.exists(resultKey(input.run_id))) return;
+      const now = new Date().toISOString();
+      const record: ResultRecord = {
+        schema: 'rankflow.result/v1',
+        run_id: input.run_id,
+        sweep_id: input.sweep_id,
+        recipe: input.recipe,
+        status: 'failed',
+        spec: input.spec,
+        labels: input.labels,
+        metrics: {},
+        best_metrics: {},
+        best_step: null,
+        trainable_params: null,
+        total_params: null,
+        curve: [],
+        error: { kind: 'blocked', message, hint: `resume the sweep once ${upstreamRun} can succeed` },
+        timings: { started_at: now, finished_at: now, wall_s: 0, attempts: 0 },
+        versions: { ...deps.versions, runtime: null, torch: null, python: null },
+        worker: { host: hostname(), slot: '' },
+      };
+      await deps.store.put(failureKey(input.run_id), JSON.stringify(ResultRecord.parse(record), null, 1));
     },
 
     async lookupResult(runId: string): Promise<RunOutcome | null> {
@@ -175,6 +225,7 @@ export function createActivities(deps: ActivityDeps) {
         best_step: out.best_step,
         trainable_params: out.trainable_params,
         total_params: out.total_params,
+        ...(out.stats ? { stats: out.stats } : {}),
         curve: out.curve,
         allocation: out.allocation ?? null,
         ...(out.rounds ? { rounds: out.rounds } : {}),

@@ -9,7 +9,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { RunnerExit } from '../launcher/spawn.js';
 import { EXIT } from '../schemas/events.js';
-import type { AllocationEvent, CheckpointEvent, DoneEvent, RunnerEvent } from '../schemas/events.js';
+import type { AllocationEvent, ArtifactEvent, CheckpointEvent, DoneEvent, RunnerEvent } from '../schemas/events.js';
 import type { AllocationRecord, RoundPoint } from '../schemas/result.js';
 import type { TrainHeartbeat } from '../schemas/orchestration.js';
 
@@ -25,6 +25,8 @@ export interface Attempt {
   curve: { step: number; loss: number }[];
   /** The first checkpoint upload that failed (the run goes on; a later checkpoint may be stored). */
   uploadFailure: Error | null;
+  /** An output artifact (stages) that could not be stored: later stages need it, so the run is retried. */
+  artifactFailure: Error | null;
   /** A write the store refused for want of space: the attempt stops at once. */
   noSpace: Error | null;
   /** From the final `allocation` event (methods that move rank during training). */
@@ -41,6 +43,7 @@ export function newAttempt(): Attempt {
     error: null,
     curve: [],
     uploadFailure: null,
+    artifactFailure: null,
     noSpace: null,
     allocation: null,
     rounds: [],
@@ -80,6 +83,7 @@ export type Effect =
   | { kind: 'none' }
   | { kind: 'heartbeat' }
   | { kind: 'checkpoint'; event: CheckpointEvent }
+  | { kind: 'artifact'; event: ArtifactEvent }
   | { kind: 'generations'; step: number; path: string };
 
 const NONE: Effect = { kind: 'none' };
@@ -112,6 +116,8 @@ export function reduceEvent(a: Attempt, hb: TrainHeartbeat, ev: RunnerEvent): Ef
       return ev.generations ? { kind: 'generations', step: ev.step, path: ev.generations.path } : NONE;
     case 'checkpoint':
       return { kind: 'checkpoint', event: ev };
+    case 'artifact':
+      return { kind: 'artifact', event: ev };
     case 'allocation':
       if (ev.final) a.allocation = allocationRecord(ev);
       return NONE;

@@ -26,10 +26,11 @@ import {
   uploadCheckpoint,
 } from '../store/checkpoints.js';
 import { generationsKey, logKey } from '../store/keys.js';
+import { ArtifactError, downloadArtifact, uploadArtifact } from '../store/artifacts.js';
 import { withRetries } from '../store/retry.js';
 import type { Slot, SlotPool } from '../launcher/slots.js';
 import { spawnRuntime } from '../launcher/spawn.js';
-import { EXIT, type CheckpointEvent } from '../schemas/events.js';
+import { EXIT, type ArtifactEvent, type CheckpointEvent } from '../schemas/events.js';
 import { exitVerdict, newAttempt, NO_SPACE, reduceEvent, thin, type Attempt } from './train-events.js';
 import { RunInput, TrainOutput } from '../schemas/orchestration.js';
 import type { TrainHeartbeat } from '../schemas/orchestration.js';
@@ -96,7 +97,12 @@ function isNoSpace(e: unknown): boolean {
 }
 
 /** The checkpoint upload chain of one runtime process: uploads in order, then prunes old checkpoints. */
-function uploader(deps: TrainDeps, scope: Scope, attempt: { uploadFailure: Error | null }, onFull: (e: Error) => void) {
+function uploader(
+  deps: TrainDeps,
+  scope: Scope,
+  attempt: { uploadFailure: Error | null; artifactFailure: Error | null },
+  onFull: (e: Error) => void,
+) {
   let chain: Promise<void> = Promise.resolve();
   const { input } = scope;
   const upload = async (ev: CheckpointEvent): Promise<void> => {
@@ -119,8 +125,21 @@ function uploader(deps: TrainDeps, scope: Scope, attempt: { uploadFailure: Error
       scope.note(`checkpoint step ${ev.step} was not stored: ${(e as Error).message}`);
     }
   };
+  const uploadArt = async (ev: ArtifactEvent): Promise<void> => {
+    try {
+      await withRetries(() => uploadArtifact(deps.store, input.run_id, ev), {
+        what: `uploading artifact ${ev.name}`,
+        fatal: (e) => e instanceof CheckpointFileError || isNoSpace(e),
+      });
+    } catch (e) {
+      if (isNoSpace(e)) onFull(e as Error);
+      else attempt.artifactFailure ??= e as Error;
+      scope.note(`artifact ${ev.name} was not stored: ${(e as Error).message}`);
+    }
+  };
   return {
     add: (ev: CheckpointEvent) => void (chain = chain.then(() => upload(ev))),
+    addArtifact: (ev: ArtifactEvent) => void (chain = chain.then(() => uploadArt(ev))),
     settled: () => chain,
   };
 }
@@ -143,6 +162,7 @@ async function runRuntimeOnce(deps: TrainDeps, scope: Scope, args: string[]): Pr
       const effect = reduceEvent(a, hb, ev);
       if (effect.kind === 'heartbeat') ctx.heartbeat(hb);
       else if (effect.kind === 'checkpoint') uploads.add(effect.event);
+      else if (effect.kind === 'artifact') uploads.addArtifact(effect.event);
       else if (effect.kind === 'generations') {
         const key = generationsKey(input.run_id, effect.step);
         generations = generations.then(() =>
@@ -189,7 +209,7 @@ async function trainWithFallback(
     );
     if (ctx.cancellationSignal.aborted) throw cancelled(ctx);
     scope.hb.step = resume?.step ?? 0;
-    const args = ['run', '--spec', specPath, '--out', join(scope.dir, 'out')];
+    const args = ['run', '--spec', specPath, '--out', join(scope.dir, 'out'), ...(await inputArgs(deps, scope))];
     if (resume) args.push('--resume', resume.path);
     const run = await runRuntimeOnce(deps, scope, args);
     if (!resume || !refusedCheckpoint(run)) return { run, resumedFrom: resume?.step ?? null };
@@ -202,6 +222,36 @@ async function trainWithFallback(
       fatal: isNoSpace,
     }).catch((e: Error) => scope.note(`could not mark checkpoint step ${resume.step} refused: ${e.message}`));
   }
+}
+
+/**
+ * Stages: each input artifact of the spec (`inputs`), downloaded into the attempt's folder with every file
+ * checked against its stored sha256, as `--input NAME=DIR` flags. A missing or damaged artifact fails the run
+ * once (a `data` error, never retried): the runtime never sees it.
+ */
+async function inputArgs(deps: TrainDeps, scope: Scope): Promise<string[]> {
+  const args: string[] = [];
+  for (const [name, ref] of Object.entries(scope.input.spec.inputs ?? {})) {
+    const dir = join(scope.dir, 'inputs', name);
+    try {
+      await withRetries(() => downloadArtifact(deps.store, ref.run, ref.artifact, dir), {
+        what: `downloading artifact ${ref.artifact} of ${ref.run}`,
+        signal: scope.ctx.cancellationSignal,
+        fatal: (e) => e instanceof ArtifactError || isNoSpace(e),
+      });
+    } catch (e) {
+      const cause = e instanceof ArtifactError ? e : (e as Error).cause;
+      if (!(cause instanceof ArtifactError)) throw e;
+      throw ApplicationFailure.create({
+        type: 'ConfigError',
+        nonRetryable: true,
+        message: `data error: ${cause.message}`,
+        details: [{ kind: 'data', message: cause.message, hint: null, attempt: scope.attempt }],
+      });
+    }
+    args.push('--input', `${name}=${dir}`);
+  }
+  return args;
 }
 
 function cancelled(ctx: Context): Error {
@@ -234,6 +284,13 @@ function finished(scope: Scope, run: Attempt, resumedFrom: number | null, starte
   const d = run.done;
   if (!d) throw ApplicationFailure.retryable('the runtime exited 0 without a `done` event (no metrics)', 'NoMetrics');
   if (run.uploadFailure) scope.note(`finished, but a checkpoint upload failed earlier: ${run.uploadFailure.message}`);
+  if (run.artifactFailure) {
+    // Later stages read it: retry the run (it resumes from its final checkpoint and writes it again).
+    throw ApplicationFailure.retryable(
+      `an output artifact was not stored: ${run.artifactFailure.message}`,
+      'ArtifactUpload',
+    );
+  }
   const s = run.started;
   return TrainOutput.parse({
     metrics: d.metrics,
@@ -242,6 +299,7 @@ function finished(scope: Scope, run: Attempt, resumedFrom: number | null, starte
     trainable_params: d.trainable_params,
     total_params: d.total_params,
     wall_time_s: d.wall_time_s,
+    ...(d.stats ? { stats: d.stats } : {}),
     curve: thin(run.curve, 400),
     allocation: run.allocation,
     ...(run.rounds.length > 0 ? { rounds: run.rounds } : {}),

@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
-import { MethodsSnapshot, type MethodDescription } from '../schemas/describe.js';
+import { MethodsSnapshot, type MethodDescription, type ProcedureDescription } from '../schemas/describe.js';
 import { normalizeShorthands, type Recipe } from '../schemas/recipe.js';
 import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
 import { formatPath, type FieldPath, type PlanIssue } from '../planning/issues.js';
@@ -23,12 +23,12 @@ import {
   countKey,
   countRequestsFor,
   fullModelSpec,
-  planRecipe,
   sweepId as makeSweepId,
   type CountResult,
   type CountTable,
 } from '../planning/planner.js';
 import { PRESETS } from '../planning/presets.js';
+import { planStages } from '../planning/stages.js';
 import { suggestHint } from '../planning/suggest.js';
 import { validateRecipe } from '../planning/validate.js';
 import snapshotJson from '../schemas/methods.generated.json' with { type: 'json' };
@@ -364,13 +364,19 @@ function locateIn(layer: Layer, path: FieldPath): Location {
  */
 export function readRecipe(
   file: string,
-  registry: { methods: Record<string, MethodDescription>; datasets: Record<string, unknown> } = snapshot(),
+  registry: {
+    methods: Record<string, MethodDescription>;
+    datasets: Record<string, unknown>;
+    procedures?: Record<string, ProcedureDescription>;
+  } = snapshot(),
 ): { loaded: LoadedRecipe; recipe: Recipe } {
   const loaded = loadRecipeFile(file);
   const { recipe, issues, partial } = validateRecipe(loaded.raw);
   if (!recipe) {
     const all = [...issues];
-    if (partial) all.push(...planRecipe(partial, { methods: registry.methods, datasets: registry.datasets }).issues);
+    const procedures = registry.procedures ?? snapshot().procedures;
+    if (partial)
+      all.push(...planStages(partial, { methods: registry.methods, datasets: registry.datasets, procedures }).issues);
     failWith(formatIssues(all, loaded.locate), displayPath(loaded.path));
   }
   return { loaded, recipe };
@@ -420,7 +426,8 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
   const snap = snapshot();
   const methods = opts.methods ?? snap.methods;
   const datasets = opts.datasets ?? snap.datasets;
-  const { loaded, recipe } = readRecipe(file, { methods, datasets });
+  const procedures = snap.procedures;
+  const { loaded, recipe } = readRecipe(file, { methods, datasets, procedures });
   const display = displayPath(loaded.path);
   const mode = opts.count ?? 'auto';
   const canCount = opts.countFn !== undefined || (mode !== 'never' && runtimeAvailable());
@@ -434,7 +441,7 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
 
   const missing = missingModelFolder(recipe.model);
   if (missing) failWith(formatIssues([{ path: ['model', 'name'], ...missing }], loaded.locate), display);
-  let result = planRecipe(recipe, { methods, datasets, counts, maxRuns: opts.maxRuns });
+  let result = planStages(recipe, { methods, datasets, procedures, counts, maxRuns: opts.maxRuns });
   if (result.issues.length === 0 && result.countRequests.length > 0) {
     if (!canCount) {
       throw new UserError(
@@ -443,7 +450,7 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
       );
     }
     await fill(result.countRequests);
-    result = planRecipe(recipe, { methods, datasets, counts, maxRuns: opts.maxRuns });
+    result = planStages(recipe, { methods, datasets, procedures, counts, maxRuns: opts.maxRuns });
   }
   if (result.issues.length) {
     const lines = formatIssues(result.issues, loaded.locate);

@@ -26,6 +26,8 @@ export interface RunFilters {
   tags?: string[];
   models?: string[];
   settings?: string[];
+  /** Recipe stages (labels.stage). */
+  stages?: string[];
 }
 
 export interface Selection {
@@ -175,6 +177,12 @@ export function filterLabels<T extends { labels: RunLabels }>(runs: T[], f: RunF
     (a, b) => a === b,
   );
   check(
+    '--stage',
+    f.stages,
+    runs.map((r) => r.labels.stage ?? '(none)'),
+    (a, b) => a === b,
+  );
+  check(
     '--rank',
     f.ranks?.map((r) => (r === null ? 'none' : String(r))),
     runs.map((r) => (r.labels.rank === null ? 'none' : String(r.labels.rank))),
@@ -188,6 +196,7 @@ export function filterLabels<T extends { labels: RunLabels }>(runs: T[], f: RunF
     if (f.settings && !f.settings.includes(l.setting)) return false;
     if (f.ranks && !f.ranks.includes(l.rank)) return false;
     if (f.tags && !f.tags.every((t) => l.tags.includes(t))) return false;
+    if (f.stages && !f.stages.includes(l.stage ?? '(none)')) return false;
     return true;
   });
 }
@@ -256,7 +265,40 @@ export async function readSelection(
     }
     return missingRun(run.id, sweep, run.labels, null, run.params);
   });
+  await joinUpstreamStats(store, runs);
   return { runs, sweeps, store: store.description, notes };
+}
+
+/**
+ * Stages: give every run the stats of the runs it builds on (nearest upstream first; its own win), so a
+ * fine-tuning row can show its compression ratio or pruned size (`rankflow table --stats`).
+ */
+export async function joinUpstreamStats(store: ArtifactStore, runs: RunRow[]): Promise<void> {
+  const known = new Map<string, { stats: Record<string, number>; upstream: string[] }>(runs.map((r) => [r.run_id, r]));
+  const lookup = async (id: string) => {
+    let hit = known.get(id);
+    if (!hit) {
+      const rec = await readResult(store, id);
+      hit = rec ? runFromRecord(rec) : { stats: {}, upstream: [] };
+      known.set(id, hit);
+    }
+    return hit;
+  };
+  for (const r of runs) {
+    const seen = new Set([r.run_id]);
+    let frontier = [...r.upstream];
+    while (frontier.length) {
+      const next: string[] = [];
+      for (const id of frontier) {
+        if (seen.has(id)) continue;
+        seen.add(id);
+        const up = await lookup(id);
+        for (const [k, v] of Object.entries(up.stats)) if (!(k in r.stats)) r.stats[k] = v;
+        next.push(...up.upstream);
+      }
+      frontier = next;
+    }
+  }
 }
 
 /**

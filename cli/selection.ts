@@ -30,6 +30,7 @@ export const SELECTION_OPTIONS = {
   tag: { type: 'string', multiple: true, arg: 'TAG', help: 'runs carrying every tag given', group: SEL },
   model: { type: 'string', multiple: true, arg: 'NAME', help: 'models', group: SEL },
   setting: { type: 'string', multiple: true, arg: 'TEXT', help: 'setting labels (`lr=1e-3`)', group: SEL },
+  stage: { type: 'string', multiple: true, arg: 'NAME', help: 'recipe stages (recipes with `stages`)', group: SEL },
   metric: {
     type: 'string',
     arg: 'NAME',
@@ -46,6 +47,7 @@ export function filtersFrom(v: {
   tag?: string[] | undefined;
   model?: string[] | undefined;
   setting?: string[] | undefined;
+  stage?: string[] | undefined;
 }): RunFilters {
   const ranks = listFlag(v.rank)?.map((r) => {
     if (r === 'none' || r === 'null') return null;
@@ -60,6 +62,7 @@ export function filtersFrom(v: {
     tags: listFlag(v.tag),
     models: listFlag(v.model),
     settings: v.setting, // settings may contain commas
+    stages: listFlag(v.stage),
   };
 }
 

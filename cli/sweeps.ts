@@ -189,10 +189,12 @@ export async function sweepStatus(
 
 export function formatCounts(s: SweepStatus): string {
   const c = s.counts;
-  const done = c.succeeded + c.skipped + c.failed + c.cancelled;
+  const blocked = c.blocked ?? 0;
+  const done = c.succeeded + c.skipped + c.failed + c.cancelled + blocked;
   return (
     `${done}/${s.total} done: ${c.succeeded} succeeded, ${c.skipped} skipped, ${c.failed} failed` +
     (c.cancelled ? `, ${c.cancelled} cancelled` : '') +
+    (blocked ? `, ${blocked} blocked (an upstream run failed; \`rankflow resume\` retries it, then them)` : '') +
     `; ${c.running} running, ${c.pending} pending${s.paused ? ' (paused)' : ''}${s.cancelled ? ' (cancelling)' : ''}`
   );
 }

@@ -132,6 +132,8 @@ export function countKey(spec: RunSpec): string {
       },
       method: spec.method,
       train_head: spec.training.train_head,
+      // what a run does changes its count (compress trains nothing); absent for plain runs: keys unchanged
+      ...(spec.procedure ? { procedure: spec.procedure } : {}),
     },
     24,
   );
@@ -144,8 +146,9 @@ export function countableSpec(spec: RunSpec): RunSpec {
 
 /** The spec whose `total` count is the size of the full model a run adapts (for "% of full model"). */
 export function fullModelSpec(spec: RunSpec): RunSpec {
+  const { procedure: _procedure, inputs: _inputs, ...plain } = spec;
   return {
-    ...spec,
+    ...plain,
     method: { name: 'full', rank: null, options: {}, targets: [] },
     training: { ...spec.training, train_head: true },
   };
@@ -1452,7 +1455,8 @@ function assignSettings(runs: PlannedRun[], metas: RunMeta[], recipeTags: string
 /** Fill `params` of planned runs from a count table (e.g. after counting them with the runtime). */
 export function attachCounts(runs: PlannedRun[], counts: CountTable): void {
   for (const r of runs) {
-    const c = counts[countKey(r.spec)];
+    // A run that reads an upstream run's model is sized by that model: known once it exists.
+    const c = r.spec.inputs ? null : counts[countKey(r.spec)];
     r.params = c ? { trainable: c.trainable, total: c.total } : null;
   }
 }
@@ -1465,6 +1469,7 @@ export function countRequestsFor(
 ): RunSpec[] {
   const out = new Map<string, RunSpec>();
   for (const r of runs) {
+    if (r.spec.inputs) continue; // counted once the upstream model exists (the runtime refuses before)
     const specs = withFullModel ? [r.spec, fullModelSpec(r.spec)] : [r.spec];
     for (const s of specs) {
       const k = countKey(s);

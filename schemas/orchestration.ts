@@ -34,7 +34,8 @@ export const RunInput = z.strictObject({
 });
 export type RunInput = z.infer<typeof RunInput>;
 
-export const RUN_STATES = ['pending', 'running', 'succeeded', 'failed', 'skipped', 'cancelled'] as const;
+/** `blocked`: not started because a run it reads artifacts from failed (stages); `resume` runs it after that one. */
+export const RUN_STATES = ['pending', 'running', 'succeeded', 'failed', 'skipped', 'cancelled', 'blocked'] as const;
 export const RunState = z.enum(RUN_STATES);
 export type RunState = z.infer<typeof RunState>;
 
@@ -54,6 +55,8 @@ export const TrainOutput = z.strictObject({
   trainable_params: z.number().int(),
   total_params: z.number().int(),
   wall_time_s: z.number(),
+  /** The procedure's own numbers (`done.stats`: compression ratio, pruned size, tokens/s, ...). */
+  stats: z.record(z.string(), z.number()).optional(),
   curve: z.array(CurvePoint),
   /** The final `allocation` event of methods that move rank during training. */
   allocation: AllocationRecord.nullable().optional(),
@@ -100,6 +103,10 @@ export const SweepInput = z.strictObject({
       failed: z.array(RunOutcome),
       paused: z.boolean(),
       generation: z.number().int().nonnegative(),
+      /** Stages: states of the runs later runs read from (`running` until they report), by run id. */
+      upstream: z.record(z.string(), z.enum(['running', 'succeeded', 'failed'])).optional(),
+      /** Stages: manifest indices of runs waiting for their upstream runs. */
+      waiting: z.array(z.number().int().nonnegative()).optional(),
     })
     .nullable(),
 });

@@ -171,6 +171,40 @@ export const Budget = z.strictObject({
 });
 export type Budget = z.infer<typeof Budget>;
 
+/**
+ * One stage of a recipe with `stages`: its runs execute a runtime procedure (`describe` lists them) and may read
+ * the artifacts (models, adapters) of an earlier stage's runs. A stage plans like a recipe of its own: the
+ * recipe's fields, with the stage's `datasets`, `methods`, `ranks`, `seeds` and `training` (merged) on top;
+ * `budget`, `zip`, `overrides`, `include` and `exclude` are the stage's own when it names its own `methods`,
+ * else the recipe's. See recipes/README.md.
+ */
+export const STAGE_NAME = /^[a-z][a-z0-9_-]*$/;
+export const StageEntry = z.strictObject({
+  /** The runtime procedure (`finetune`, `pretrain`, `compress`, `prune`, `recover`); default `finetune`. */
+  procedure: z.string().min(1).optional(),
+  /** Procedure options, validated against the procedure's schema from the runtime; a list is a grid axis. */
+  options: z.record(z.string(), z.unknown()).optional(),
+  /**
+   * The earlier stage(s) whose artifacts this stage's runs read: a stage name (the procedure's first input,
+   * e.g. `model`), or `{input: stage}` for several (`{adapter: train, pruned: prune}`). The first entry's stage
+   * drives: one run per (its run × this stage's grid point); the others must be its ancestors.
+   */
+  from: z.union([z.string().min(1), z.record(z.string(), z.string().min(1))]).optional(),
+  /** Which runs of the driving stage a grid point pairs with: all of them (default) or the one of its seed. */
+  match: z.enum(['all', 'seed']).optional(),
+  datasets: z.array(DatasetEntry).min(1).optional(),
+  methods: z.array(MethodEntry).min(1).optional(),
+  ranks: axis(posInt).optional(),
+  seeds: axis(seedInt).optional(),
+  training: TrainingLayer.optional(),
+  zip: z.array(z.record(z.string(), z.array(z.unknown()).min(1))).optional(),
+  overrides: z.array(Override).optional(),
+  include: z.array(IncludeRule).optional(),
+  exclude: z.array(ExcludeRule).optional(),
+  budget: Budget.optional(),
+});
+export type StageEntry = z.infer<typeof StageEntry>;
+
 export const Recipe = z.strictObject({
   /** Name of the study (part of the sweep id); defaults to the file name. */
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, `.`, `_` and `-`'),
@@ -203,6 +237,11 @@ export const Recipe = z.strictObject({
   /** Data root for every dataset (null: `$RANKFLOW_DATA`); part of the run spec, so prefer the environment. */
   data_root: z.string().min(1).nullable().optional(),
   tags: z.array(z.string()).optional(),
+  /**
+   * Runs that build on runs: named stages in dependency order of `from` (a stage's runs start once the runs
+   * they read from have succeeded). The recipe's own `methods` and `datasets` are the defaults of every stage.
+   */
+  stages: z.record(z.string().regex(STAGE_NAME, 'lower-case letters, digits, `_` and `-`'), StageEntry).optional(),
 });
 export type Recipe = z.infer<typeof Recipe>;
 
@@ -222,6 +261,11 @@ export function normalizeShorthands(raw: unknown): unknown {
   }
   if (Array.isArray(r.include)) {
     r.include = r.include.map((e) => (typeof e === 'string' ? { name: e } : e));
+  }
+  if (r.stages !== null && typeof r.stages === 'object' && !Array.isArray(r.stages)) {
+    const stages: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(r.stages as Record<string, unknown>)) stages[k] = normalizeShorthands(v);
+    r.stages = stages;
   }
   return r;
 }

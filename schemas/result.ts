@@ -45,6 +45,8 @@ export const ResultRecord = z.strictObject({
   best_step: z.number().int().nullable(),
   trainable_params: z.number().int().nullable(),
   total_params: z.number().int().nullable(),
+  /** The procedure's own numbers (`done.stats` of the runtime: compression ratio, pruned size, tokens/s, ...). */
+  stats: z.record(z.string(), z.number()).optional(),
   /** Training loss curve (subsampled to at most a few hundred points). */
   curve: z.array(CurvePoint),
   /** Final rank pattern (AdaLoRA, IncreLoRA, TriAdaptLoRA, DiffoRA, SNELLA); absent or null for other methods. */
@@ -56,7 +58,8 @@ export const ResultRecord = z.strictObject({
     started_at: z.string(),
     finished_at: z.string(),
     wall_s: z.number().nonnegative(),
-    attempts: z.number().int().positive(),
+    /** Attempts made (0 for a run recorded as blocked: it never started). */
+    attempts: z.number().int().nonnegative(),
   }),
   versions: z.strictObject({
     rankflow: z.string(),

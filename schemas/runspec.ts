@@ -179,6 +179,8 @@ export const RunLabels = z.strictObject({
   /** Human-readable summary of the non-default settings that distinguish this run's group (`lr=1e-3`). */
   setting: z.string(),
   tags: z.array(z.string()),
+  /** The recipe stage the run belongs to (recipes with `stages` only). */
+  stage: z.string().optional(),
 });
 export type RunLabels = z.infer<typeof RunLabels>;
 

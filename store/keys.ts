@@ -8,6 +8,7 @@
  * | `failed/<run_id>.json` | the last failure of a run (overwritable; a later success supersedes it) |
  * | `checkpoints/<run_id>/<step, 10 digits>/<file>` | checkpoint files; `stored.json` is written last |
  * | `logs/<run_id>/attempt-<n>.log` | the runtime's log of each attempt |
+ * | `artifacts/<run_id>/<name>/<file>` | a run's output artifacts (`model`, `adapter`); `stored.json` is written last |
  */
 export const SWEEPS_PREFIX = 'sweeps/';
 export const RESULTS_PREFIX = 'results/';
@@ -27,6 +28,10 @@ export const STORED_MARKER = 'stored.json';
 
 export function checkpointPrefix(runId: string, step?: number): string {
   return step === undefined ? `checkpoints/${runId}/` : `checkpoints/${runId}/${String(step).padStart(10, '0')}/`;
+}
+
+export function artifactPrefix(runId: string, name?: string): string {
+  return name === undefined ? `artifacts/${runId}/` : `artifacts/${runId}/${name}/`;
 }
 
 /** The sweep id of a `sweeps/<id>.json` key, or null for other keys. */

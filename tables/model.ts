@@ -50,7 +50,8 @@ export interface TableCell {
   delta: number | null;
 }
 
-export type ColumnKind = 'data' | 'group' | 'avg';
+/** `stat`: a stage statistic beside the scores (`tables/stats.ts`); never marked, never averaged. */
+export type ColumnKind = 'data' | 'group' | 'avg' | 'stat';
 
 export interface TableColumn {
   /** Dataset name, rank, ... for data columns; `glue`, `vtab:natural`, `vtab`, `avg` for averages. */

@@ -29,6 +29,13 @@ export interface RunRow {
   rounds: RoundPoint[];
   /** One line: the failure (`kind: message`) or, for a missing run, why it is missing when known. */
   error: string | null;
+  /**
+   * Stages: the run's procedure numbers (`stats` of its record: compression ratio, pruned size, tokens/s) and,
+   * joined by the results reader, those of the runs it builds on (nearest first, never overriding its own).
+   */
+  stats: Record<string, number>;
+  /** Stages: the ids of the runs whose artifacts it read (`spec.inputs`). */
+  upstream: string[];
 }
 
 export function runFromRecord(r: ResultRecord): RunRow {
@@ -51,6 +58,8 @@ export function runFromRecord(r: ResultRecord): RunRow {
       : r.status === 'failed'
         ? 'failed (no error recorded)'
         : null,
+    stats: r.status === 'succeeded' ? { ...(r.stats ?? {}) } : {},
+    upstream: [...new Set(Object.values(r.spec.inputs ?? {}).map((x) => x.run))],
   };
 }
 
@@ -75,5 +84,7 @@ export function missingRun(
     allocation: null,
     rounds: [],
     error: why,
+    stats: {},
+    upstream: [],
   };
 }

@@ -5,6 +5,8 @@
  *   checkpoint; config errors are never retried), record the result once, tell the sweep.
  * - `sweepWorkflow`: a sliding window of run workflows with a concurrency limit; pages through the sweep
  *   manifest; `status` query; `pause`/`resume`/`cancel` signals; continue-as-new keeps the history small.
+ *   Stages: a run that reads another run's artifacts waits (outside the window) until that run succeeded, and
+ *   is recorded as `blocked` when it failed; `rankflow resume` re-runs the failed one, then it.
  *   Children are abandoned-on-close and report back by signal, so they survive the parent rolling over.
  */
 import {
@@ -127,7 +129,21 @@ async function runOnce(input: RunInput): Promise<RunOutcome> {
 }
 
 function emptyCounts(): Record<RunState, number> {
-  return { pending: 0, running: 0, succeeded: 0, failed: 0, skipped: 0, cancelled: 0 };
+  return { pending: 0, running: 0, succeeded: 0, failed: 0, skipped: 0, cancelled: 0, blocked: 0 };
+}
+
+type Entry = Awaited<ReturnType<Activities['loadSweepPage']>>[number];
+type UpstreamState = 'running' | 'succeeded' | 'failed';
+
+/**
+ * Stages: which waiting runs may start. A run waits until every run it reads from (`entry.after`) has
+ * succeeded; when one failed (or was itself blocked) the run is blocked. `upstream` holds the outcomes of the
+ * runs that others read from (`entry.needed`); runs nobody reads from are not tracked.
+ */
+export function readiness(after: readonly string[], upstream: Record<string, UpstreamState>) {
+  const failedDep = after.find((id) => upstream[id] === 'failed');
+  if (failedDep) return { state: 'blocked' as const, dep: failedDep };
+  return { state: after.every((id) => upstream[id] === 'succeeded') ? ('ready' as const) : ('waiting' as const) };
 }
 
 export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
@@ -140,18 +156,24 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
   let cancelled = false;
   let nextIndex = st.next_index;
   let externalWaits = 0;
-  let buffer: Awaited<ReturnType<Activities['loadSweepPage']>> = [];
+  let buffer: Entry[] = [];
+  // Stages: outcomes of runs that later runs read from, and the runs waiting for them (by manifest index).
+  const upstream: Record<string, UpstreamState> = { ...(st.upstream ?? {}) };
+  const needed = new Set<string>(Object.keys(upstream));
+  const waiting = new Map<number, Entry | null>((st.waiting ?? []).map((i) => [i, null]));
 
   const finish = (o: RunOutcome): void => {
     if (!running.delete(o.run_id)) return; // duplicate or unknown notification
     outcomes[o.state] = (outcomes[o.state] ?? 0) + 1;
     if (o.state === 'failed') failed.push(o);
+    if (needed.has(o.run_id))
+      upstream[o.run_id] = o.state === 'succeeded' || o.state === 'skipped' ? 'succeeded' : 'failed';
   };
   const status = (): SweepStatus => {
     const counts = emptyCounts();
     for (const [k, v] of Object.entries(outcomes)) counts[k as RunState] = v;
     counts.running = running.size;
-    counts.pending = input.total - nextIndex;
+    counts.pending = input.total - nextIndex + waiting.size;
     return {
       sweep_id: input.sweep_id,
       total: input.total,
@@ -169,7 +191,7 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
   setHandler(cancelSignal, () => void (cancelled = true));
   setHandler(statusQuery, status);
 
-  const launch = async (entry: (typeof buffer)[number]): Promise<void> => {
+  const launch = async (entry: Entry): Promise<void> => {
     const runInput: RunInput = { ...entry.input, parent: info.workflowId, policy: input.policy };
     running.add(runInput.run_id);
     try {
@@ -201,10 +223,39 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
     }
   };
 
+  /** A run whose upstream run failed: recorded as blocked (tables and `status` show it), never started. */
+  const block = async (entry: Entry, dep: string): Promise<void> => {
+    const message = `blocked: upstream run ${dep} failed; \`rankflow resume\` runs it again, then this one`;
+    await light.recordBlocked({ ...entry.input, parent: info.workflowId, policy: input.policy }, dep, message);
+    outcomes.blocked = (outcomes.blocked ?? 0) + 1;
+    if (entry.needed) upstream[entry.input.run_id] = 'failed';
+  };
+
+  /** Waiting runs whose upstream runs are settled: start the ready ones (within `room`), block the others. */
+  const releaseWaiting = async (room: number): Promise<Entry[]> => {
+    const ready: Entry[] = [];
+    for (const [index, held] of [...waiting]) {
+      const entry = held ?? (await light.loadSweepPage(input.sweep_id, index, 1))[0]!;
+      waiting.set(index, entry);
+      const r = readiness(entry.after ?? [], upstream);
+      if (r.state === 'blocked') {
+        waiting.delete(index);
+        await block(entry, r.dep!);
+      } else if (r.state === 'ready' && ready.length < room) {
+        waiting.delete(index);
+        ready.push(entry);
+      }
+    }
+    return ready;
+  };
+
   // workflowInfo() is read afresh each time: its history length grows with every activation.
   const rollOver = (): boolean =>
     externalWaits === 0 &&
     (workflowInfo().historyLength > input.max_history_events || workflowInfo().continueAsNewSuggested);
+  const settledWaiting = (): boolean =>
+    [...waiting.values()].some((e) => e === null || readiness(e.after ?? [], upstream).state !== 'waiting');
+  const allDone = (): boolean => nextIndex >= input.total && running.size === 0 && waiting.size === 0;
 
   for (;;) {
     if (cancelled) {
@@ -217,7 +268,17 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
       await condition(() => running.size === 0, '10 minutes');
       return status();
     }
-    if (nextIndex >= input.total && running.size === 0) return status();
+    if (allDone()) return status();
+    if (nextIndex >= input.total && running.size === 0 && waiting.size > 0 && !settledWaiting()) {
+      // Nothing runs and nothing will: the runs they wait for are not in this sweep (never happens for planned
+      // manifests, whose upstream runs come first); block them rather than wait forever.
+      for (const [index, held] of [...waiting]) {
+        waiting.delete(index);
+        const entry = held ?? (await light.loadSweepPage(input.sweep_id, index, 1))[0]!;
+        await block(entry, (entry.after ?? []).find((id) => upstream[id] !== 'succeeded') ?? '(unknown)');
+      }
+      continue;
+    }
     if (rollOver()) {
       await continueAsNew<typeof sweepWorkflow>({
         ...input,
@@ -228,25 +289,39 @@ export async function sweepWorkflow(input: SweepInput): Promise<SweepStatus> {
           failed: failed.slice(-50),
           paused,
           generation: st.generation + 1,
+          ...(needed.size ? { upstream } : {}),
+          ...(waiting.size ? { waiting: [...waiting.keys()] } : {}),
         },
       });
     }
     // Fill the free slots; the children of one batch start together (one workflow task, not one each).
-    const batch: (typeof buffer)[number][] = [];
+    const batch: Entry[] = waiting.size && !paused ? await releaseWaiting(input.concurrency - running.size) : [];
     while (!paused && !cancelled && running.size + batch.length < input.concurrency && nextIndex < input.total) {
       if (buffer.length === 0) buffer = await light.loadSweepPage(input.sweep_id, nextIndex, input.page_size);
       const entry = buffer.shift();
       if (!entry) break;
-      nextIndex++;
-      if (entry.done) outcomes.skipped = (outcomes.skipped ?? 0) + 1;
-      else batch.push(entry);
+      const index = nextIndex++;
+      if (entry.needed) {
+        needed.add(entry.input.run_id);
+        upstream[entry.input.run_id] = 'running'; // until it reports (tracked across continue-as-new)
+      }
+      if (entry.done) {
+        outcomes.skipped = (outcomes.skipped ?? 0) + 1;
+        if (entry.needed) upstream[entry.input.run_id] = 'succeeded';
+        continue;
+      }
+      const r = readiness(entry.after ?? [], upstream);
+      if (r.state === 'ready') batch.push(entry);
+      else if (r.state === 'blocked') await block(entry, r.dep!);
+      else waiting.set(index, entry);
     }
     await Promise.all(batch.map(launch));
     await condition(
       () =>
         cancelled ||
+        allDone() ||
+        (!paused && running.size < input.concurrency && (nextIndex < input.total || settledWaiting())) ||
         (nextIndex >= input.total && running.size === 0) ||
-        (!paused && running.size < input.concurrency && nextIndex < input.total) ||
         rollOver(),
     );
   }

@@ -400,7 +400,7 @@ from their latest stored checkpoint.`,
       console.log(`${id}: ${fresh ? 'resumed' : 'already running; following it'}`);
       if (values.detach) return 0;
       const { status } = await followSweep(client, id);
-      return status.counts.failed > 0 ? 1 : 0;
+      return status.counts.failed + (status.counts.blocked ?? 0) > 0 ? 1 : 0;
     } finally {
       await close();
       await worker?.shutdown();

@@ -118,20 +118,33 @@ export function trainingOverrides(runs: readonly PlannedRun[]): string[] {
 
 /** The plan as a plain-text table with totals (also used by tests as the golden output). */
 export function renderPlanTable(plan: PlannedRecipe): string {
-  const header = ['#', 'METHOD', 'RANK', 'DATASET', 'SEED', 'SETTING', 'OVERRIDES', 'TRAINABLE', '% FULL'];
+  const staged = plan.runs.some((r) => r.labels.stage !== undefined);
+  const header = [
+    '#',
+    ...(staged ? ['STAGE'] : []),
+    'METHOD',
+    'RANK',
+    'DATASET',
+    'SEED',
+    'SETTING',
+    'OVERRIDES',
+    'TRAINABLE',
+    '% FULL',
+  ];
   const overrides = trainingOverrides(plan.runs);
   const rows = plan.runs.map((r, i) => [
     String(i + 1),
+    ...(staged ? [r.labels.stage ?? '-'] : []),
     r.labels.method,
     r.labels.rank === null ? '-' : String(r.labels.rank),
     r.labels.dataset,
     String(r.labels.seed),
     r.labels.setting || '-',
     overrides[i] || '-',
-    r.params ? fmtInt(r.params.trainable) : '-',
+    r.params ? fmtInt(r.params.trainable) : r.spec.inputs ? 'upstream' : '-',
     fmtPct(fractionOfFull(r, plan.counts)),
   ]);
-  const right = new Set([0, 2, 4, 7, 8]);
+  const right = new Set([0, 2, 4, 7, 8].map((c) => (staged && c > 0 ? c + 1 : c)));
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
   const line = (cells: string[]) =>
     cells
@@ -154,11 +167,19 @@ function totals(plan: PlannedRecipe): string[] {
   const datasets = by((r) => r.labels.dataset).size;
   const seeds = by((r) => String(r.labels.seed)).size;
   const counted = runs.filter((r) => r.params).length;
+  const downstream = runs.filter((r) => r.spec.inputs && !r.params).length;
   const trainable = runs.reduce((s, r) => s + (r.params?.trainable ?? 0), 0);
+  const stageLine = downstream
+    ? [
+        `stages: ${[...by((r) => r.labels.stage ?? '-')].map(([k, n]) => `${k} ${n}`).join(', ')}; ${downstream} run(s) ` +
+          `read an upstream run's artifact and are counted when it exists ("upstream")`,
+      ]
+    : [];
   const lines = [
     `${runs.length} run${runs.length === 1 ? '' : 's'} (${methods}) on ${datasets} dataset${datasets === 1 ? '' : 's'} x ${seeds} seed${seeds === 1 ? '' : 's'}`,
-    counted === runs.length
-      ? `trainable parameters: ${fmtInt(trainable)} summed over runs`
+    ...stageLine,
+    counted + downstream === runs.length
+      ? `trainable parameters: ${fmtInt(trainable)} summed over ${counted === runs.length ? '' : 'the counted '}runs`
       : counted === 0
         ? 'trainable parameters: not counted (no runtime, or --no-count; set up with bash scripts/setup-python.sh)'
         : `trainable parameters: counted for ${counted} of ${runs.length} runs (the runtime refused the rest: see the warning)`,

@@ -125,7 +125,7 @@ server (started on first use, kept running; \`rankflow services stop\`) and a wo
         console.log('');
         await runTable([plan.sweepId]);
       }
-      return status.counts.failed > 0 ? 1 : 0;
+      return status.counts.failed + (status.counts.blocked ?? 0) > 0 ? 1 : 0;
     } finally {
       await close();
       await worker?.shutdown();

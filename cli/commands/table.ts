@@ -9,6 +9,7 @@ import { openResultStore, readSelection } from '../results-reader.js';
 import { DEFAULT_REFERENCE, filtersFrom, loadReferences, SELECTION_OPTIONS, userErrors } from '../selection.js';
 import { buildTable, DIMS, type Dim, type TableOptions } from '../../tables/table.js';
 import { FORMATS, render, type Format } from '../../tables/render.js';
+import { addStatColumns } from '../../tables/stats.js';
 
 const TAB = 'Table';
 
@@ -53,6 +54,12 @@ const TABLE_OPTIONS = {
   'no-std': { type: 'boolean', help: 'no standard deviations', group: TAB },
   'no-params': { type: 'boolean', help: 'no parameter column', group: TAB },
   'no-avg': { type: 'boolean', help: 'no group averages', group: TAB },
+  stats: {
+    type: 'string',
+    arg: 'KEYS',
+    help: "stage statistics as extra columns (compression_ratio, params_pruned, tokens_per_s, ...: the run's or its upstream run's)",
+    group: TAB,
+  },
 } as const satisfies OptionDefs;
 
 function parseDims(flag: string, value: string): Dim[] {
@@ -128,7 +135,11 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
       avg: !v['no-avg'],
       title: v.title ?? null,
     });
-    return render(model, format);
+    const stats = (v.stats ?? '')
+      .split(',')
+      .map((k) => k.trim())
+      .filter(Boolean);
+    return render(addStatColumns(model, sel.runs, stats), format);
   });
   if (outPath) {
     const p = resolve(outPath);

@@ -1,5 +1,5 @@
 /** `rankflow validate recipe.yaml...`: check recipes (schema, names, options, axes) without planning or counting. */
-import { planRecipe } from '../../planning/planner.js';
+import { planStages } from '../../planning/stages.js';
 import { UserError } from '../../core/errors.js';
 import { formatIssues, readRecipe, snapshot } from '../recipe-io.js';
 import { defineCommand } from '../args.js';
@@ -15,12 +15,12 @@ problem is printed with file:line:col. Exit code 0 when all are valid, 2 otherwi
   async run({ positionals: files }) {
     if (files.length === 0)
       throw new UserError('validate: missing the recipe file; usage: rankflow validate <recipe.yaml>');
-    const { methods, datasets } = snapshot();
+    const { methods, datasets, procedures } = snapshot();
     const failures: string[] = [];
     for (const f of files) {
       try {
-        const { loaded, recipe } = readRecipe(f, { methods, datasets });
-        const r = planRecipe(recipe, { methods, datasets });
+        const { loaded, recipe } = readRecipe(f, { methods, datasets, procedures });
+        const r = planStages(recipe, { methods, datasets, procedures });
         if (r.issues.length) {
           failures.push(...formatIssues(r.issues, loaded.locate));
           continue;

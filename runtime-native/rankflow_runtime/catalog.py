@@ -70,6 +70,8 @@ DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "causal-lm": _d(64, 512, 128, "validation"),
         "gsm8k-like": _d(64, 512, 64, "validation"),
     },
+    # pretraining text (data/corpus.py); sizes are sequences (null: every document); 256 = the official SLTrain length
+    "corpus": {"files": _d(256, None, None, "validation"), "synthetic": _d(256, None, None, "validation")},
     # your own data, by kind (the evaluated split is `validation`, or the one other file of dataset.files)
     "custom": {"classification": _d(128, None, None, "validation"), "regression": _d(128, None, None, "validation"),
                "lm": _d(256, None, None, "validation")},
