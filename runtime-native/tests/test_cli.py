@@ -40,7 +40,7 @@ def check_events(lines):
 
 def test_describe():
     rc, (d,), _ = cli("describe")
-    assert rc == 0 and set(d) == {"runtime", "torch", "methods", "procedures", "models", "datasets"}
+    assert rc == 0 and set(d) == {"runtime", "torch", "methods", "procedures", "models", "datasets", "metrics"}
     assert d["procedures"]["finetune"]["inputs"]["model"]["kind"] == "model"
     lora = d["methods"]["lora"]
     assert lora["needs_rank"] and lora["mergeable"] and lora["init_is_identity"]

@@ -185,3 +185,36 @@ def _rule_task(root):
     return {"name": "corpus/files", "data_root": str(root), "max_length": 48, "train_size": None, "eval_size": None,
             "eval_split": "validation", "metric": "perplexity",
             "options": {"train_files": ["rule/train.txt"], "eval_files": ["rule/eval.txt"]}}
+
+
+def test_toy_claim_recovered_on_full_beats_pruned_lora_and_the_untrained_full_model(tmp_path):
+    """The whole pipeline through the procedures: a decoder pretrained on the synthetic language (base), pruned
+    (50% of the MLP channels and of the KV groups, magnitude) and aligned (40 steps), LoRA r=2 on q/v trained on
+    the pruned model for a new task (the same language with a rule its base never saw), recovered and merged into
+    the unpruned base. Held-out perplexity on the new task, measured: recovered 1.800, pruned + LoRA 1.872,
+    untrained full model 1.874 (with 75% of the MLP channels pruned: 1.821 / 1.951 / 1.874)."""
+    full = {"name": "full", "rank": None, "options": {}, "targets": []}
+    lora = {"name": "lora", "rank": 2, "options": {"alpha": 4.0}, "targets": ["q_proj", "v_proj"]}
+    rule = _rule_task(tmp_path)
+    _, base = _run(_spec("base", procedure={"name": "pretrain", "options": {}}, method=full), tmp_path)
+    prune_spec = _spec("prune", method=full, inputs={"model": {"run": RUNS["base"], "artifact": "model"}},
+                       procedure={"name": "prune", "options": {"mlp_ratio": 0.5, "attn_ratio": 0.5, "align": True}})
+    prune_spec["training"].update(max_steps=40, lr=1e-3)
+    precs, pruned = _run(prune_spec, tmp_path, {"model": base["model"]})
+    st = precs[-1]["stats"]
+    assert st["params_pruned"] < st["params_full"] and st["pruned_perplexity"] > st["full_perplexity"]
+    train = _spec("train", method=lora, dataset=rule, procedure={"name": "finetune", "options": {"outputs": ["adapter"]}},
+                  inputs={"model": {"run": RUNS["prune"], "artifact": "model"}})
+    _, adapter = _run(train, tmp_path, {"model": pruned["model"]})
+    rec = _spec("recover", method=lora, dataset=rule, procedure={"name": "recover", "options": {}},
+                inputs={"adapter": {"run": RUNS["train"], "artifact": "adapter"},
+                        "pruned": {"run": RUNS["prune"], "artifact": "model"},
+                        "base": {"run": RUNS["base"], "artifact": "model"}})
+    rrecs, _ = _run(rec, tmp_path, {"adapter": adapter["adapter"], "pruned": pruned["model"], "base": base["model"]})
+    recovered = rrecs[-1]["metrics"]["perplexity"]
+    s = rrecs[-1]["stats"]
+    print(f"new task perplexity: recovered on full {recovered:.3f}, pruned + LoRA {s['pruned_lora_perplexity']:.3f}, "
+          f"untrained full {s['full_untrained_perplexity']:.3f}; params full {s['params_full']:.0f}, "
+          f"pruned {s['params_pruned']:.0f}")
+    assert recovered < s["pruned_lora_perplexity"] and recovered < s["full_untrained_perplexity"]
+    assert recovered == pytest.approx(s["unmerged_perplexity"], rel=1e-4)  # merged equals the unmerged adapter
