@@ -106,10 +106,12 @@ describe('first day on the real services', () => {
       expect(id, s.stdout).toBeDefined();
       sweeps.push(id!);
       if (sweeps.length === 1)
-        expect(s.stderr).toContain(`no worker polls queue \`${queue}\`: start \`rankflow worker --queue ${queue}\``);
+        expect(s.stderr).toMatch(
+          new RegExp(`no worker is polling queue \`${queue}\` \\([^)]*\\): start \`rankflow worker --queue ${queue}\``),
+        );
     }
     const waiting = await rankflow('status', sweeps[0]!);
-    expect(waiting.stdout).toContain(`no worker polls queue \`${queue}\``);
+    expect(waiting.stdout).toContain(`no worker is polling queue \`${queue}\``);
     const b = await rankflow('submit', broken, '--detach');
     expect(b.code, b.stderr).toBe(0);
     const brokenId = /(sweep-[0-9a-f]+): \d+ runs/.exec(b.stdout)![1]!;
