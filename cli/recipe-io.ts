@@ -10,9 +10,9 @@
  * `max_steps` in a `training` mapping clears an inherited `epochs`, and vice versa. `name` is not
  * inherited: it is the file's own `name`, or its file name without the extension.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
 import { MethodsSnapshot, type MethodDescription, type ProcedureDescription } from '../schemas/describe.js';
 import { normalizeShorthands, type Recipe } from '../schemas/recipe.js';
 import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
@@ -78,6 +78,82 @@ export interface LoadedRecipe {
 }
 
 const CONCAT_KEYS = ['overrides', 'include', 'exclude'] as const;
+/** The largest recipe file read (a recipe is a few KB; a 10 MB one takes seconds and GBs to parse). */
+export const MAX_RECIPE_BYTES = 2 ** 20;
+/** Alias expansions allowed in one recipe file (beyond it, an alias bomb). */
+export const MAX_ALIAS_COUNT = 1000;
+/** Nesting depth of mappings and lists allowed in a recipe file. */
+export const MAX_RECIPE_DEPTH = 64;
+
+/** The YAML library's message, or what it means when it is the engine's own. */
+function yamlMessage(msg: string): string {
+  return /Maximum call stack size exceeded/.test(msg)
+    ? `mappings or lists nested too deep (a recipe may nest ${MAX_RECIPE_DEPTH} levels)`
+    : msg;
+}
+
+/** The deepest nesting of `v`, counted without recursion, stopping once past `limit`. */
+function depthOf(v: unknown, limit: number): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length) {
+    const [x, d] = stack.pop()!;
+    if (x === null || typeof x !== 'object') continue;
+    if (d + 1 > max) max = d + 1;
+    if (max > limit) return max;
+    for (const c of Object.values(x as object)) stack.push([c, d + 1]);
+  }
+  return max;
+}
+
+/** Where the first node nested deeper than MAX_RECIPE_DEPTH is written ('' when only aliases make it so). */
+function tooDeepAt(doc: Document, lc: LineCounter): string {
+  const stack: [unknown, number][] = [[doc.contents, 1]];
+  while (stack.length) {
+    const [n, d] = stack.pop()!;
+    if (!isMap(n) && !isSeq(n)) continue;
+    if (d > MAX_RECIPE_DEPTH) {
+      if (!n.range) return '';
+      const p = lineCol(lc, n.range[0]);
+      return `:${p.line}:${p.col}`;
+    }
+    for (const item of n.items) stack.push([isMap(n) ? (item as { value: unknown }).value : item, d + 1]);
+  }
+  return '';
+}
+
+/** Where the first alias of a document is (for the alias-bomb message). */
+function firstAliasAt(doc: Document, lc: LineCounter): string {
+  let at = '';
+  visit(doc, {
+    Alias(_, node) {
+      if (node.range) {
+        const p = lineCol(lc, node.range[0]);
+        at = `:${p.line}:${p.col}`;
+      }
+      return visit.BREAK;
+    },
+  });
+  return at;
+}
+
+/** A parsed document's data, or the one-line error saying why it cannot be had (aliases, depth). */
+function yamlData(doc: Document, lc: LineCounter, display: string): { data: unknown } | { error: string } {
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) as unknown;
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    if (/alias/i.test(msg))
+      return {
+        error: `${display}${firstAliasAt(doc, lc)}: YAML: aliases expand to too many nodes (more than ${MAX_ALIAS_COUNT} expansions: an alias bomb) — write the values out or use \`extends\``,
+      };
+    return { error: `${display}: YAML: ${yamlMessage(msg)}` };
+  }
+  if (depthOf(data, MAX_RECIPE_DEPTH) > MAX_RECIPE_DEPTH)
+    return { error: `${display}${tooDeepAt(doc, lc)}: YAML: ${yamlMessage('Maximum call stack size exceeded')}` };
+  return { data };
+}
 
 function displayPath(abs: string): string {
   const rel = relative(process.cwd(), abs);
@@ -230,6 +306,13 @@ export function loadRecipeFile(file: string): LoadedRecipe {
     }
     let text: string;
     try {
+      const size = statSync(path).size;
+      if (size > MAX_RECIPE_BYTES) {
+        errors.push(
+          `${display}: the recipe is ${(size / 2 ** 20).toFixed(1)} MiB, more than the ${MAX_RECIPE_BYTES / 2 ** 20} MiB a recipe file may be — use grid lists and \`extends\` instead of writing runs out`,
+        );
+        return;
+      }
       text = readFileSync(path, 'utf8');
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
@@ -246,11 +329,16 @@ export function loadRecipeFile(file: string): LoadedRecipe {
       for (const e of doc.errors) {
         const p = e.linePos?.[0];
         const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
-        errors.push(`${display}${p ? `:${p.line}:${p.col}` : ''}: YAML: ${msg}`);
+        errors.push(`${display}${p ? `:${p.line}:${p.col}` : ''}: YAML: ${yamlMessage(msg)}`);
       }
       return;
     }
-    const data = doc.toJS({ maxAliasCount: 1000 }) as unknown;
+    const js = yamlData(doc, lc, display);
+    if ('error' in js) {
+      errors.push(js.error);
+      return;
+    }
+    const data = js.data;
     if (data === null || data === undefined) {
       errors.push(`${display}: the recipe is empty — start from recipes/quickstart.yaml`);
       return;

@@ -441,6 +441,10 @@ interface RunMeta {
 }
 
 class TooManyRuns extends Error {}
+/** Grid combinations past which a plan over max_runs is refused without expanding it. */
+const GRID_LIMIT = 1_000_000;
+/** Training grids up to this size keep their built specs for the next option pick. */
+const TRAINING_MEMO_LIMIT = 65_536;
 
 export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
   const issues = new IssueList();
@@ -1263,9 +1267,19 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     gridSize += cellSize(c);
     const datasetCanon = canonicalJson(c.d.spec);
     const trainAxisValues = c.trainAxes.map((a) => a.values);
-    const trainings: TrainingSpec[] = [];
-    product(trainAxisValues, (pick) => trainings.push(trainingOf(c, pick)));
-    const trainingCanons = trainings.map((t) => canonicalJson(t));
+    // Training specs are built as the expansion reaches them (never the whole training grid up front: three
+    // lists of 1,000 values are 10^9 combinations), and kept for the next option pick when the grid is small.
+    const trainingCount = trainAxisValues.reduce((n, a) => n * a.length, 1);
+    const memo: ({ training: TrainingSpec; canon: string } | undefined)[] | null =
+      trainingCount <= TRAINING_MEMO_LIMIT ? [] : null;
+    const trainingAt = (ti: number, pick: unknown[]): { training: TrainingSpec; canon: string } => {
+      const hit = memo?.[ti];
+      if (hit) return hit;
+      const training = trainingOf(c, pick);
+      const t = { training, canon: canonicalJson(training) };
+      if (memo) memo[ti] = t;
+      return t;
+    };
     product(
       c.options.axes.map((a) => a.values),
       (opick) => {
@@ -1275,14 +1289,15 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
         const prefix = newHash().update(
           `{"dataset":${datasetCanon},"device":${JSON.stringify(device)},"method":${canonicalJson(method)},"model":${modelCanon},"schema":"${SPEC_SCHEMA}","seed":`,
         );
-        trainings.forEach((training, ti) => {
+        let ti = 0;
+        product(trainAxisValues, (tpick) => {
+          const { training, canon } = trainingAt(ti++, tpick);
           for (const seed of c.seeds) {
             if (applyExclude && excludeSets.length && isExcluded(c, training, options, seed)) {
               excluded++;
               continue;
             }
-            const id =
-              'run-' + scratch.copyFrom(prefix).update(`${seed},"training":${trainingCanons[ti]!}}`).hex().slice(0, 32);
+            const id = 'run-' + scratch.copyFrom(prefix).update(`${seed},"training":${canon}}`).hex().slice(0, 32);
             if (byId.has(id)) continue;
             if (runs.length >= maxRuns) throw new TooManyRuns();
             byId.set(id, runs.length);
@@ -1338,21 +1353,30 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     return { runs: [], issues: [], warnings: warnings.items, countRequests: [...requests.values()], gridSize: 0 };
   }
 
-  try {
-    for (const p of plans) {
-      for (const ch of p.choices) expandCell(buildCell(p.mm, p.d, ch.rank, p.z, ch.patch), ch.tag, !p.mm.isInclude);
-    }
-  } catch (e) {
-    if (!(e instanceof TooManyRuns)) throw e;
-    // Count the rest of the grid (cheaply) so the message can say how big it is.
-    let total = 0;
-    for (const p of plans) for (const ch of p.choices) total += cellSize(buildCell(p.mm, p.d, ch.rank, p.z, ch.patch));
+  // Count first: a grid far beyond max_runs is refused before any run is built (exclude rules and
+  // deduplication can only shrink a grid so far; past GRID_LIMIT combinations it is not expanded at all).
+  const cells = plans.flatMap((p) =>
+    p.choices.map((ch) => ({
+      cell: buildCell(p.mm, p.d, ch.rank, p.z, ch.patch),
+      tag: ch.tag,
+      apply: !p.mm.isInclude,
+    })),
+  );
+  const total = cells.reduce((n, x) => n + cellSize(x.cell), 0);
+  const tooMany = (): PlanResult => {
     issues.add(
       recipe.max_runs !== undefined ? ['max_runs'] : [],
       `the recipe expands to more than max_runs=${maxRuns} runs (${total} grid combinations before exclude rules and deduplication)`,
       'shrink an axis (ranks, seeds, a training list), add `exclude` rules, or raise `max_runs`',
     );
     return empty();
+  };
+  if (total > maxRuns && total > GRID_LIMIT) return tooMany();
+  try {
+    for (const x of cells) expandCell(x.cell, x.tag, x.apply);
+  } catch (e) {
+    if (!(e instanceof TooManyRuns)) throw e;
+    return tooMany();
   }
   if (issues.length) return empty();
 
