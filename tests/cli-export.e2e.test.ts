@@ -60,8 +60,10 @@ afterAll(async () => {
 
 describe('rankflow export', () => {
   it('writes a PEFT adapter of a finished LoRA run; unknown runs, missing steps and NOLA are one-line errors', async () => {
-    const noOut = await rankflow('export', 'run-0123456789abcdef');
+    const noOut = await rankflow('export', `run-${'0123456789abcdef'.repeat(2)}`);
     expectUserError(noOut, /export: --out DIR is required/);
+    const notAnId = await rankflow('export', 'run-0123456789abcdef', '--out', join(dir, 'x'));
+    expectUserError(notAnId, /export: `run-0123456789abcdef` is not a run id \(run-<32 hex digits>/);
 
     const submitted = await rankflow('submit', recipe, '--no-table');
     expect(submitted.code, submitted.stderr).toBe(0);
@@ -95,8 +97,8 @@ describe('rankflow export', () => {
       /no stored checkpoint at step 3; stored steps: 2, 4/,
     );
     expectUserError(
-      await rankflow('export', 'run-00000000000000000000', '--out', join(dir, 'x')),
-      /no run `run-00000000000000000000`/,
+      await rankflow('export', 'run-00000000000000000000000000000000', '--out', join(dir, 'x')),
+      /no run `run-00000000000000000000000000000000`/,
     );
     expectUserError(
       await rankflow('export', nola, '--out', join(dir, 'x')),

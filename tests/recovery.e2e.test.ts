@@ -90,15 +90,18 @@ describe('recovery', () => {
     cleanups.push(close);
     const worker = await startWorker(config, { slots: { cpu: 1 }, shutdownGraceS: 5 });
     cleanups.push(() => worker.shutdown());
-    // Only a final checkpoint, after a long final evaluation: the store is cut once the last step is reported,
-    // so the runtime exits while it is unreachable and the upload (and the log) retry with nobody training.
-    const spec = tinySpec({ steps: 12, checkpointEvery: 1000 });
-    spec.dataset.eval_size = 3000;
-    const run = planned(spec);
+    // Only a final checkpoint: the store is cut while the run trains, so the runtime exits while it is
+    // unreachable and the upload (and the log) retry with nobody training. The heartbeats that report the last
+    // step arrive during the outage (a finished run's heartbeats are the point); waiting for the last step before
+    // cutting raced the end of a short run (the activity could return between two throttled heartbeats).
+    const steps = 400;
+    const run = planned(tinySpec({ steps, checkpointEvery: 1000 }));
     const sweepId = await submit(client, config, store, [run], { heartbeat_timeout_s: 5, max_attempts: 3 });
-    await waitFor('the last step', async () => ((await runProgress(client, [run.id]))[0]?.step ?? 0) >= 12, 300_000);
+    const step = async (): Promise<number> => (await runProgress(client, [run.id]))[0]?.step ?? 0;
+    await waitFor('training progress', async () => (await step()) >= 2, 300_000);
     await p.cut();
-    await new Promise((r) => setTimeout(r, 25_000)); // five heartbeat timeouts
+    await waitFor('the last step, reported while the store is cut', async () => (await step()) >= steps, 300_000);
+    await new Promise((r) => setTimeout(r, 25_000)); // five heartbeat timeouts with the runtime gone
     await p.restore();
     const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
     expect(status.counts.succeeded, JSON.stringify(status.failed)).toBe(1);
@@ -115,7 +118,9 @@ describe('recovery', () => {
     cleanups.push(close);
     const worker = await startWorker(config, { slots: { cpu: 1 }, shutdownGraceS: 5 });
     cleanups.push(() => worker.shutdown());
-    const run = planned(tinySpec({ steps: 400, checkpointEvery: 1000 }));
+    // Long enough that the cancel always lands mid-training (400 steps could finish first on a loaded machine).
+    const steps = 5000;
+    const run = planned(tinySpec({ steps, checkpointEvery: 1000 }));
     const sweepId = await submit(client, config, store, [run], { heartbeat_timeout_s: 60 });
     await waitFor('training progress', async () => ((await runProgress(client, [run.id]))[0]?.step ?? 0) >= 2, 240_000);
     await client.workflow.getHandle(sweepId).signal(cancelSignal);
@@ -123,7 +128,7 @@ describe('recovery', () => {
     expect(status.counts.cancelled).toBe(1);
     const cks = await listCheckpoints(store, run.id);
     expect(cks.map((c) => c.reason)).toEqual(['preempt']);
-    expect(cks[0]!.step).toBeLessThan(400);
+    expect(cks[0]!.step).toBeLessThan(steps);
     expect(await readRecord(store, run.id)).toBeNull();
     const ls = await rankflowCli(config, 'ls', '--json');
     expect(ls.code, ls.stderr).toBe(0);
