@@ -6,10 +6,12 @@
  * aggregation error after every round). No I/O: callers write the strings and buffers.
  */
 import type { TopLevelSpec } from 'vega-lite';
+import type { Encoding } from 'vega-lite/types_unstable/encoding.js';
 import type { RunRow } from './runs.js';
 import { buildTable, rowLabel, DIMS, type Dim, type TableModel } from './table.js';
 import { datasetOrder, prettyDataset, prettyMethod } from './names.js';
 import { TableInputError } from '../core/errors.js';
+import { niceTicks, placeLabels, seriesScales } from './plot-layout.js';
 
 export const PLOT_KINDS = ['loss', 'params', 'rank', 'allocation', 'rounds'] as const;
 export type PlotKind = (typeof PLOT_KINDS)[number];
@@ -26,10 +28,58 @@ const CONFIG = {
   title: { fontSize: 14 },
 };
 
-/** Facet order: GLUE in paper order, then VTAB-1k by group, then the rest (pretty names). */
-function datasetSort(runs: RunRow[]): string[] {
-  return [...new Set(runs.map((r) => r.labels.dataset))].sort(datasetOrder).map(prettyDataset);
+/**
+ * Facet order: GLUE in paper order, then VTAB-1k by group, then the rest (pretty names); only the datasets that
+ * have something to draw (`drawn`: the pretty names in the plot's data), so that no facet is empty.
+ */
+function datasetSort(runs: RunRow[], drawn: Iterable<string>): string[] {
+  const keep = new Set(drawn);
+  return [...new Set(runs.map((r) => r.labels.dataset))]
+    .sort(datasetOrder)
+    .map(prettyDataset)
+    .filter((d) => keep.has(d));
 }
+
+/** Colour, dash (lines) and shape (points) per series: never two series alike (plot-layout.ts). */
+function styleEncoding(
+  order: string[],
+  kind: 'line' | 'point' | 'both',
+): Pick<Encoding<string>, 'color' | 'strokeDash' | 'shape'> {
+  const s = seriesScales(order);
+  const enc: Pick<Encoding<string>, 'color' | 'strokeDash' | 'shape'> = {
+    color: { field: 'series', type: 'nominal' as const, title: null, sort: order, scale: s.color },
+  };
+  if (kind !== 'point')
+    enc.strokeDash = { field: 'series', type: 'nominal', title: null, sort: order, scale: s.strokeDash };
+  if (kind !== 'line') enc.shape = { field: 'series', type: 'nominal', title: null, sort: order, scale: s.shape };
+  return enc;
+}
+
+/**
+ * Adds `y_lo` / `y_hi` to every value: nice tick bounds of its facet's values (`fields`), which an invisible rule
+ * layer (`yExtentLayer`) adds to the facet's y domain. A flat facet (one value) then gets an axis of numbers
+ * around that value with the digits they need, never Vega's `0.000000` ticks of an empty extent.
+ */
+function withYExtent<T extends Record<string, unknown>>(values: T[], facet: (v: T) => string, fields: (keyof T)[]) {
+  const ext = new Map<string, [number, number]>();
+  for (const v of values) {
+    const k = facet(v);
+    const e = ext.get(k) ?? [Infinity, -Infinity];
+    for (const f of fields) {
+      const x = v[f] as number;
+      e[0] = Math.min(e[0], x);
+      e[1] = Math.max(e[1], x);
+    }
+    ext.set(k, e);
+  }
+  const ticks = new Map([...ext].map(([k, [lo, hi]]) => [k, niceTicks(lo, hi).domain]));
+  return values.map((v) => ({ ...v, y_lo: ticks.get(facet(v))![0], y_hi: ticks.get(facet(v))![1] }));
+}
+
+const yExtentLayer = {
+  mark: { type: 'rule' as const, opacity: 0 },
+  encoding: { y: { field: 'y_lo', type: 'quantitative' as const }, y2: { field: 'y_hi' } },
+};
 
 /** Series in order of first appearance (the recipe's order), for the legend. */
 function seriesSort(values: { series: string }[]): string[] {
@@ -88,22 +138,27 @@ export function lossCurveData(
 }
 
 export function lossCurveSpec(runs: RunRow[], title = 'Training loss (mean over seeds)'): TopLevelSpec {
-  const values = lossCurveData(runs);
+  const values = withYExtent(lossCurveData(runs), (v) => v.dataset, ['loss']);
   const order = seriesSort(values);
   const datasets = new Set(values.map((v) => v.dataset));
   const layer = {
-    mark: { type: 'line' as const, strokeWidth: 1.5 },
-    encoding: {
-      x: { field: 'step', type: 'quantitative' as const, title: 'optimizer step' },
-      y: { field: 'loss', type: 'quantitative' as const, title: 'training loss', scale: { zero: false } },
-      color: { field: 'series', type: 'nominal' as const, title: null, sort: order },
-      tooltip: [
-        { field: 'series', type: 'nominal' as const },
-        { field: 'step', type: 'quantitative' as const },
-        { field: 'loss', type: 'quantitative' as const, format: '.4f' },
-        { field: 'seeds', type: 'quantitative' as const },
-      ],
-    },
+    layer: [
+      {
+        mark: { type: 'line' as const, strokeWidth: 1.5 },
+        encoding: {
+          x: { field: 'step', type: 'quantitative' as const, title: 'optimizer step' },
+          y: { field: 'loss', type: 'quantitative' as const, title: 'training loss', scale: { zero: false } },
+          ...styleEncoding(order, 'line'),
+          tooltip: [
+            { field: 'series', type: 'nominal' as const },
+            { field: 'step', type: 'quantitative' as const },
+            { field: 'loss', type: 'quantitative' as const, format: '.4f' },
+            { field: 'seeds', type: 'quantitative' as const },
+          ],
+        },
+      },
+      yExtentLayer,
+    ],
   };
   if (datasets.size === 1) {
     return {
@@ -121,7 +176,7 @@ export function lossCurveSpec(runs: RunRow[], title = 'Training loss (mean over 
     title,
     config: CONFIG,
     data: { values },
-    facet: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs) },
+    facet: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs, datasets) },
     columns: Math.min(3, datasets.size),
     resolve: { scale: { y: 'independent' } },
     spec: { width: 260, height: 180, ...layer },
@@ -173,34 +228,55 @@ export function roundsData(
   return out;
 }
 
+/** Panels of the rounds plot: per dataset (paper order), the global metric, then the aggregation error. */
+function roundsCells(runs: RunRow[], values: { dataset: string; panel: string }[]): string[] {
+  const present = new Set(values.map((v) => `${v.dataset} · ${v.panel}`));
+  const panels = [...new Set(values.map((v) => v.panel))].sort(
+    (a, b) => Number(a === 'aggregation error') - Number(b === 'aggregation error') || a.localeCompare(b),
+  );
+  return datasetSort(runs, new Set(values.map((v) => v.dataset)))
+    .flatMap((d) => panels.map((p) => `${d} · ${p}`))
+    .filter((c) => present.has(c));
+}
+
 export function roundsSpec(runs: RunRow[], metric: string | null = null): TopLevelSpec {
-  const values = roundsData(runs, metric);
+  // One facet per (dataset, panel) that has data: a row × column grid would draw an empty, axis-framed cell
+  // for a dataset without one of the panels (two datasets with different headline metrics).
+  const data = roundsData(runs, metric).map((v) => ({ ...v, cell: `${v.dataset} · ${v.panel}` }));
+  const values = withYExtent(data, (v) => v.cell, ['value']);
   const order = seriesSort(values);
+  const cells = roundsCells(runs, values);
+  const perDataset = Math.max(
+    ...[...new Set(values.map((v) => v.dataset))].map((d) => cells.filter((c) => c.startsWith(`${d} · `)).length),
+  );
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: 'Federated rounds (mean over seeds)',
     config: CONFIG,
     data: { values },
-    facet: {
-      row: { field: 'panel', type: 'nominal', title: null, sort: { field: 'panel', order: 'descending' } },
-      column: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs) },
-    },
+    facet: { field: 'cell', type: 'nominal', title: null, sort: cells },
+    columns: perDataset,
     resolve: { scale: { y: 'independent' } },
     spec: {
       width: 300,
       height: 180,
-      mark: { type: 'line', point: true, strokeWidth: 1.5 },
-      encoding: {
-        x: { field: 'round', type: 'quantitative', title: 'round', axis: { tickMinStep: 1 } },
-        y: { field: 'value', type: 'quantitative', title: null, scale: { zero: false } },
-        color: { field: 'series', type: 'nominal', title: null, sort: order },
-        tooltip: [
-          { field: 'series', type: 'nominal' },
-          { field: 'round', type: 'quantitative' },
-          { field: 'value', type: 'quantitative', format: '.5f' },
-          { field: 'seeds', type: 'quantitative' },
-        ],
-      },
+      layer: [
+        {
+          mark: { type: 'line', point: true, strokeWidth: 1.5 },
+          encoding: {
+            x: { field: 'round', type: 'quantitative', title: 'round', axis: { tickMinStep: 1 } },
+            y: { field: 'value', type: 'quantitative', title: null, scale: { zero: false } },
+            ...styleEncoding(order, 'both'),
+            tooltip: [
+              { field: 'series', type: 'nominal' },
+              { field: 'round', type: 'quantitative' },
+              { field: 'value', type: 'quantitative', format: '.5f' },
+              { field: 'seeds', type: 'quantitative' },
+            ],
+          },
+        },
+        yExtentLayer,
+      ],
     },
   };
 }
@@ -237,37 +313,103 @@ export function paramsData(
   return out;
 }
 
+const PARAMS_W = 460;
+const PARAMS_H = 300;
+const LABEL_FONT = 10;
+
+/** The x (log) and y domains of the parameter plot, fixed here so that label positions can be computed. */
+function paramsDomains(values: { params: number; score: number }[]) {
+  const lp = values.map((v) => Math.log10(v.params));
+  const lo = Math.min(...lp);
+  const hi = Math.max(...lp);
+  // Room on both sides for labels: a fifth of the span, at least 0.3 decades.
+  const pad = Math.max(0.3, (hi - lo) / 5);
+  const ylo = Math.min(...values.map((v) => v.score));
+  const yhi = Math.max(...values.map((v) => v.score));
+  // Points off the frame: 8% of the span beyond the extreme scores before rounding out to nice ticks.
+  const y = niceTicks(ylo - 0.08 * (yhi - ylo), yhi + 0.08 * (yhi - ylo));
+  return { x: [10 ** (lo - pad), 10 ** (hi + pad)] as [number, number], y };
+}
+
+/**
+ * Each point's label at a free spot (plot-layout.ts `placeLabels`, in px on the plot), as data coordinates of
+ * its left edge / vertical middle (`lx`, `ly`); `moved` when it sits away from its point (a leader line).
+ */
+export function paramsLabels<T extends { label: string; params: number; score: number }>(values: T[]) {
+  const { x, y } = paramsDomains(values);
+  const [lx0, lx1] = x.map(Math.log10) as [number, number];
+  const [y0, y1] = y.domain;
+  const px = (p: number) => ((Math.log10(p) - lx0) / (lx1 - lx0)) * PARAMS_W;
+  const py = (s: number) => PARAMS_H - ((s - y0) / (y1 - y0)) * PARAMS_H;
+  const placed = placeLabels(
+    values.map((v) => ({ x: px(v.params), y: py(v.score), text: v.label })),
+    PARAMS_W,
+    PARAMS_H,
+    LABEL_FONT,
+  );
+  return values.map((v, i) => {
+    const l = placed[i]!;
+    const near = Math.abs(l.y - py(v.score)) < 2 && Math.abs(l.x - px(v.params)) < 12;
+    return {
+      ...v,
+      lx: 10 ** (lx0 + (l.x / PARAMS_W) * (lx1 - lx0)),
+      ly: y0 + ((PARAMS_H - l.y) / PARAMS_H) * (y1 - y0),
+      // The leader ends at the label's nearer side.
+      ex: 10 ** (lx0 + ((l.x < px(v.params) ? l.x + l.box.w : l.x) / PARAMS_W) * (lx1 - lx0)),
+      moved: !near,
+      box: l.box,
+    };
+  });
+}
+
 export function paramsSpec(model: TableModel, title?: string): TopLevelSpec {
-  const values = paramsData(model);
+  const values = paramsLabels(paramsData(model)).map((v) => ({ ...v, box: undefined }));
   const col = model.columns[rowScoreColumn(model)]!;
   const scaled = Object.values(model.scales).some((x) => x !== 1);
   const yTitle =
     col.metric === 'mixed'
       ? `${col.label}${scaled ? ' (×100)' : ''}`
       : `${col.label} (${col.metric}${(model.scales[col.metric] ?? 1) !== 1 ? ` ×${model.scales[col.metric]}` : ''})`;
+  const dom = paramsDomains(values);
+  const xScale = { type: 'log' as const, domain: dom.x, nice: false };
+  const yScale = { domain: dom.y.domain, nice: false, zero: false };
   const enc = {
     x: {
       field: 'params',
       type: 'quantitative' as const,
-      scale: { type: 'log' as const },
+      scale: xScale,
       title: 'trainable parameters (log scale)',
       axis: { format: '~s' },
     },
-    y: { field: 'score', type: 'quantitative' as const, scale: { zero: false, padding: 12 }, title: yTitle },
+    y: {
+      field: 'score',
+      type: 'quantitative' as const,
+      scale: yScale,
+      title: yTitle,
+      axis: { values: dom.y.values, format: `.${dom.y.digits}f` },
+    },
   };
+  const methods = [...new Set(values.map((v) => v.method))];
+  const s = seriesScales(methods);
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: title ?? `Score vs trainable parameters (${col.direction === 'max' ? 'higher' : 'lower'} is better)`,
     config: CONFIG,
     data: { values },
-    width: 460,
-    height: 300,
+    width: PARAMS_W,
+    height: PARAMS_H,
     layer: [
+      {
+        transform: [{ filter: 'datum.moved' }],
+        mark: { type: 'rule', color: '#999', strokeWidth: 0.7 },
+        encoding: { ...enc, x2: { field: 'ex' }, y2: { field: 'ly' } },
+      },
       {
         mark: { type: 'point', filled: true, size: 70 },
         encoding: {
           ...enc,
-          color: { field: 'method', type: 'nominal', title: null, sort: [...new Set(values.map((v) => v.method))] },
+          color: { field: 'method', type: 'nominal', title: null, sort: methods, scale: s.color },
+          shape: { field: 'method', type: 'nominal', title: null, sort: methods, scale: s.shape },
           tooltip: [
             { field: 'label', type: 'nominal' },
             { field: 'params', type: 'quantitative', format: ',' },
@@ -276,8 +418,12 @@ export function paramsSpec(model: TableModel, title?: string): TopLevelSpec {
         },
       },
       {
-        mark: { type: 'text', align: 'left', dx: 7, dy: -6, fontSize: 10 },
-        encoding: { ...enc, text: { field: 'label', type: 'nominal' } },
+        mark: { type: 'text', align: 'left', baseline: 'middle', fontSize: LABEL_FONT },
+        encoding: {
+          x: { field: 'lx', type: 'quantitative', scale: xScale },
+          y: { field: 'ly', type: 'quantitative', scale: yScale },
+          text: { field: 'label', type: 'nominal' },
+        },
       },
     ],
   };
@@ -326,6 +472,11 @@ export function rankData(
     });
   }
   if (out.length === 0) throw new TableInputError('no finished run with a rank in the selection; nothing to plot');
+  const ranks = [...new Set(out.map((p) => p.rank))];
+  if (ranks.length < 2)
+    throw new TableInputError(
+      `the rank plot needs results at two or more ranks; the selection has only r=${ranks[0]} (sweep the rank, or plot --kind params)`,
+    );
   return out;
 }
 
@@ -334,16 +485,19 @@ export function rankSpec(
   metric: string | null = null,
   title = 'Score vs rank (mean ± std over seeds)',
 ): TopLevelSpec {
-  const values = rankData(runs, metric);
+  const values = withYExtent(rankData(runs, metric), (v) => v.dataset, ['lo', 'hi', 'mean']);
   const order = seriesSort(values);
   const datasets = new Set(values.map((v) => v.dataset));
+  const ranks = [...new Set(values.map((v) => v.rank))].sort((a, b) => a - b);
   const x = {
     field: 'rank',
     type: 'quantitative' as const,
-    scale: { type: 'log' as const, base: 2 },
+    scale: { type: 'log' as const, base: 2, domain: [ranks[0]! / 1.25, ranks[ranks.length - 1]! * 1.25], nice: false },
     title: 'rank r (log2 scale)',
-    axis: { format: 'd' },
+    // Ticks at the ranks run, never at ranks nobody ran (log ticks would add 3, 5, 6, 7).
+    axis: { values: ranks, format: 'd' },
   };
+  const style = styleEncoding(order, 'both');
   const layers = [
     {
       mark: { type: 'errorbar' as const, ticks: true },
@@ -351,7 +505,7 @@ export function rankSpec(
         x,
         y: { field: 'lo', type: 'quantitative' as const, title: 'score', scale: { zero: false } },
         y2: { field: 'hi' },
-        color: { field: 'series', type: 'nominal' as const, title: null, sort: order },
+        color: style.color,
       },
     },
     {
@@ -359,7 +513,7 @@ export function rankSpec(
       encoding: {
         x,
         y: { field: 'mean', type: 'quantitative' as const, title: 'score' },
-        color: { field: 'series', type: 'nominal' as const, title: null, sort: order },
+        ...style,
         tooltip: [
           { field: 'series', type: 'nominal' as const },
           { field: 'rank', type: 'quantitative' as const },
@@ -368,6 +522,7 @@ export function rankSpec(
         ],
       },
     },
+    yExtentLayer,
   ];
   if (datasets.size === 1) {
     return {
@@ -385,7 +540,7 @@ export function rankSpec(
     title,
     config: CONFIG,
     data: { values },
-    facet: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs) },
+    facet: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs, datasets) },
     columns: Math.min(3, datasets.size),
     resolve: { scale: { y: 'independent' } },
     spec: { width: 260, height: 180, layer: layers },

@@ -171,7 +171,8 @@ describe('rank allocation heatmap', () => {
 describe('rendering', () => {
   it('renders SVG with axis titles and a PNG at twice the size', async () => {
     const runs = glueRuns();
-    for (const spec of [lossCurveSpec(runs), paramsSpec(buildTable(runs)), rankSpec(runs)]) {
+    const ranked = [4, 8].map((rank) => run({ method: 'lora', rank, dataset: 'glue/sst2', seed: 0 }));
+    for (const spec of [lossCurveSpec(runs), paramsSpec(buildTable(runs)), rankSpec(ranked)]) {
       const svg = await specToSvg(spec);
       expect(svg.startsWith('<svg')).toBe(true);
       const w = Number(/width="(\d+)"/.exec(svg)![1]);
@@ -187,8 +188,8 @@ describe('rendering', () => {
   it('draws text: a plot with labels has more ink than the same plot without', async () => {
     const runs = glueRuns();
     const withText = await svgToPng(await specToSvg(paramsSpec(buildTable(runs))));
-    const spec = paramsSpec(buildTable(runs)) as { layer: unknown[]; title?: unknown };
-    const noLabels = { ...spec, layer: [spec.layer[0]] } as typeof spec;
+    const spec = paramsSpec(buildTable(runs)) as { layer: { mark: { type: string } }[]; title?: unknown };
+    const noLabels = { ...spec, layer: spec.layer.filter((l) => l.mark.type !== 'text') } as typeof spec;
     const withoutText = await svgToPng(await specToSvg(noLabels as never));
     // PNG size grows with detail; the point labels add glyphs only if a font was found.
     expect(withText.length).toBeGreaterThan(withoutText.length * 1.05);

@@ -384,21 +384,25 @@ describe('rankflow table / plot (CLI)', () => {
     expect(r.status, r.stderr).toBe(0);
     for (const ext of ['md', 'tex', 'csv', 'html', 'json'])
       expect(existsSync(join(out, `glue.${ext}`)), ext).toBe(true);
-    for (const kind of ['loss', 'params', 'rank']) {
+    for (const kind of ['loss', 'params']) {
       expect(existsSync(join(out, `glue-${kind}.svg`)), kind).toBe(true);
       expect(existsSync(join(out, `glue-${kind}.png`)), kind).toBe(true);
     }
+    // Every ranked run here is r=8: one rank is no rank plot (skipped with a note, not drawn as a bare axis).
+    expect(existsSync(join(out, 'glue-rank.svg'))).toBe(false);
     const md = readFileSync(join(out, 'glue.md'), 'utf8');
     expect(md).toContain('**Results of sweep-a, sweep-b**');
     expect(md).toMatch(/\| _LoRA, paper: RoBERTa-base_ \| 800K \| 95\.1 \| 86\.6 \| – \|/);
     expect(md).toMatch(/\| Δ LoRA \(r=8\) − paper \| – \| -14\.6 \| -16\.6 \| – \|/);
   });
 
-  it('plots loss curves, score vs parameters and score vs rank as SVG and PNG', () => {
+  it('plots loss curves and score vs parameters as SVG and PNG, and skips score vs rank for one rank', () => {
     const out = join(dir, 'plots');
     const r = cli(['plot', 'sweep-a', 'sweep-b', '--store', dir, '--out', out, '--name', 'glue']);
     expect(r.status, r.stderr).toBe(0);
-    for (const kind of ['loss', 'params', 'rank']) {
+    expect(r.stderr).toContain('rankflow: skipped rank: the rank plot needs results at two or more ranks');
+    expect(existsSync(join(out, 'glue-rank.svg'))).toBe(false);
+    for (const kind of ['loss', 'params']) {
       const svg = readFileSync(join(out, `glue-${kind}.svg`), 'utf8');
       expect(svg.startsWith('<svg')).toBe(true);
       const png = readFileSync(join(out, `glue-${kind}.png`));

@@ -119,7 +119,7 @@ export const plotCommand = defineCommand({
   description: `Figures of one or more sweeps' results, written as <out>/<name>-<kind>.svg and .png:
   loss    training-loss curves per run group (mean over seeds), one panel per dataset
   params  score vs trainable parameters per method (log x): the PEFT efficiency plot
-  rank    score vs rank per method (mean ± std over seeds), one panel per dataset
+  rank    score vs rank per method (mean ± std over seeds), one panel per dataset (needs two ranks or more)
   allocation  final rank per layer × module type (heatmap, mean over seeds) of methods that move rank
           during training (adalora, increlora, triadaptlora, diffora, snella), one panel per run group`,
   options: PLOT_OPTIONS,
