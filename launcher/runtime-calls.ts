@@ -51,8 +51,13 @@ export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescr
 function asCount(x: unknown): CountResult | null {
   const r = CountOutput.safeParse(x);
   if (!r.success) return null;
-  const { trainable, total, final } = r.data;
-  return final !== undefined && final !== trainable ? { trainable, total, final } : { trainable, total };
+  const { trainable, total, final, exact } = r.data;
+  return {
+    trainable,
+    total,
+    ...(final !== undefined && final !== trainable ? { final } : {}),
+    ...(exact === false ? { exact } : {}),
+  };
 }
 
 async function countBatch(

@@ -56,6 +56,37 @@ export interface CountResult {
    * otherwise. Budget matching compares this one.
    */
   final?: number;
+  /**
+   * False: an estimate, because the method chooses ranks from the weights (LoRD `rank_rule: energy | ratio`);
+   * the trained model's count is in the run's result record. Absent: exact.
+   */
+  exact?: boolean;
+}
+/** A planned run's `params` from its count (marked estimated when the count is not exact). */
+const paramsOf = (c: CountResult): NonNullable<PlannedRun['params']> =>
+  c.exact === false
+    ? { trainable: c.trainable, total: c.total, estimated: true }
+    : { trainable: c.trainable, total: c.total };
+/**
+ * Budget matching compares exact counts only: a method that chooses its ranks from the weights (LoRD
+ * `rank_rule: energy | ratio`) has an estimate. Adds the issue and returns true when the reference (first) or a
+ * candidate count is one.
+ */
+function refuseEstimated(
+  issues: IssueList,
+  refName: string,
+  mm: { path: FieldPath; name: string },
+  counts: (CountResult | null | undefined)[],
+): boolean {
+  const at = counts.findIndex((c) => c?.exact === false);
+  if (at < 0) return false;
+  issues.add(
+    at === 0 ? ['budget', 'match'] : [...mm.path, 'name'],
+    `budget matching needs exact counts, but \`${at === 0 ? refName : mm.name}\` chooses its ranks from the ` +
+      'weights here (its count is only an estimate at the rank cap)',
+    'use `options: {rank_rule: fixed}` for a budget-matched LoRD, or leave it out of the budget',
+  );
+  return true;
 }
 /** The count budget matching compares: the final pattern's. */
 const budgetCount = (c: CountResult): number => c.final ?? c.trainable;
@@ -1197,6 +1228,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
         );
         continue;
       }
+      if (refuseEstimated(issues, budget.match, mm, [refCount, ...specs.map((s) => counts[countKey(s)])])) continue;
       let best = -1;
       let bestKey: [number, number, number] = [Infinity, Infinity, Infinity];
       specs.forEach((s, i) => {
@@ -1320,7 +1352,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
                 setting: '',
                 tags: [],
               },
-              params: cnt ? { trainable: cnt.trainable, total: cnt.total } : null,
+              params: cnt ? paramsOf(cnt) : null,
             });
             metas.push({ entry: c.mm, budgetTag: tag });
           }
@@ -1481,7 +1513,7 @@ export function attachCounts(runs: PlannedRun[], counts: CountTable): void {
   for (const r of runs) {
     // A run that reads an upstream run's model is sized by that model: known once it exists.
     const c = r.spec.inputs ? null : counts[countKey(r.spec)];
-    r.params = c ? { trainable: c.trainable, total: c.total } : null;
+    r.params = c ? paramsOf(c) : null;
   }
 }
 

@@ -11,6 +11,12 @@ export const CountOutput = z.object({
   formula: z.number().int().nonnegative().nullable().optional(),
   /** Trainable count of the final pattern, for methods that move rank during training. */
   final: z.number().int().nonnegative().optional(),
+  /**
+   * False when the method chooses its ranks from the weights' values (LoRD's `energy` / `ratio` rank rules):
+   * the count is then an estimate (at the rank cap) and only the trained model knows its number, which the
+   * run's events and result record carry. Absent: true.
+   */
+  exact: z.boolean().optional(),
 });
 export type CountOutput = z.infer<typeof CountOutput>;
 

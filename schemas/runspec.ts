@@ -189,7 +189,13 @@ export const PlannedRun = z.strictObject({
   id: RunIdString,
   spec: RunSpec,
   labels: RunLabels,
-  /** Trainable / total parameters, when the planner asked the runtime to count them. */
-  params: z.strictObject({ trainable: z.number().int(), total: z.number().int() }).nullable(),
+  /**
+   * Trainable / total parameters, when the planner asked the runtime to count them. `estimated`: the method
+   * chooses its ranks from the weights (LoRD `rank_rule: energy | ratio`), so this is the count at the rank cap,
+   * not the trained model's; the result record has the real one (tables use it).
+   */
+  params: z
+    .strictObject({ trainable: z.number().int(), total: z.number().int(), estimated: z.literal(true).optional() })
+    .nullable(),
 });
 export type PlannedRun = z.infer<typeof PlannedRun>;

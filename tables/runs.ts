@@ -68,8 +68,10 @@ export function missingRun(
   sweep_id: string | null,
   labels: RunLabels,
   why: string | null = null,
-  params: { trainable: number; total: number } | null = null,
+  planned: { trainable: number; total: number; estimated?: true } | null = null,
 ): RunRow {
+  // An estimated planned count (ranks chosen from the weights) is not the run's: only its record will say.
+  const params = planned?.estimated ? null : planned;
   return {
     run_id,
     sweep_id,

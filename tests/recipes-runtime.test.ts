@@ -116,6 +116,30 @@ training: {max_steps: 5}
     expect(plan.runs.map((r) => r.labels.method)).toEqual(['lora', 'randlora', 'vera', 'full']);
   }, 240_000);
 
+  it('LoRD with ranks from the spectrum: the planned count is marked estimated; budget matching refuses it', async () => {
+    const f = join(tmp, 'lord-energy.yaml');
+    const body = (budget: string) => `name: lord-energy
+model: tiny-encoder
+datasets: [synthetic/seq-cls]
+methods:
+  - ${budget ? 'lora' : '{name: lora, ranks: [4]}'}
+  - {name: lord, ranks: [32], options: {rank_rule: energy, energy: 0.5}}
+  - {name: lord, ranks: [4], options: {rank_rule: fixed}}
+training: {max_steps: 5}
+${budget}`;
+    writeFileSync(f, body(''));
+    const plan = await planRecipeFile(f, { count: 'always' });
+    const [lora, energy, fixed] = plan.runs;
+    expect(energy!.params).toMatchObject({ estimated: true });
+    expect(energy!.params!.trainable).toBeGreaterThanOrEqual(0);
+    expect(fixed!.params!.estimated).toBeUndefined();
+    expect(lora!.params!.estimated).toBeUndefined();
+    writeFileSync(f, body('budget: {match: lora, rank: 4}'));
+    await expect(planRecipeFile(f, { count: 'always' })).rejects.toThrow(
+      /methods\[1\]\.name.*budget matching needs exact counts, but `lord` chooses its ranks from the weights/,
+    );
+  }, 240_000);
+
   it('prompt methods and LoRA-GGPO plan from a recipe: depth-independent budget matching, DePT lr groups', async () => {
     const file = join(tmp, 'prompts.yaml');
     writeFileSync(

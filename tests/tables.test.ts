@@ -90,6 +90,14 @@ describe('aggregation', () => {
     expect(render(onlyMissing, 'md')).toMatch(/\| missing \|/);
   });
 
+  it('a missing run shows its planned count only when that count is exact (LoRD energy ranks: none)', () => {
+    const labels = labelsFor({ method: 'lord', rank: 8, dataset: 'glue/rte', seed: 0 });
+    const exact = missingRun('run-a', 's', labels, null, { trainable: 2560, total: 9000 });
+    const est = missingRun('run-b', 's', labels, null, { trainable: 2560, total: 9000, estimated: true });
+    expect([exact.trainable, exact.total]).toEqual([2560, 9000]);
+    expect([est.trainable, est.total]).toEqual([null, null]);
+  });
+
   it('averages GLUE tasks (without WNLI) and VTAB groups as the papers do', () => {
     const runs: RunRow[] = [];
     const vtab = {

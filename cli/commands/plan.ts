@@ -141,8 +141,8 @@ export function renderPlanTable(plan: PlannedRecipe): string {
     String(r.labels.seed),
     r.labels.setting || '-',
     overrides[i] || '-',
-    r.params ? fmtInt(r.params.trainable) : r.spec.inputs ? 'upstream' : '-',
-    fmtPct(fractionOfFull(r, plan.counts)),
+    r.params ? (r.params.estimated ? '~' : '') + fmtInt(r.params.trainable) : r.spec.inputs ? 'upstream' : '-',
+    (r.params?.estimated ? '~' : '') + fmtPct(fractionOfFull(r, plan.counts)),
   ]);
   const right = new Set([0, 2, 4, 7, 8].map((c) => (staged && c > 0 ? c + 1 : c)));
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
@@ -175,9 +175,17 @@ function totals(plan: PlannedRecipe): string[] {
           `read an upstream run's artifact and are counted when it exists ("upstream")`,
       ]
     : [];
+  const estimated = runs.filter((r) => r.params?.estimated).length;
+  const estimateLine = estimated
+    ? [
+        `~: ${estimated} run(s) choose their ranks from the weights (LoRD rank_rule energy/ratio): the count is an ` +
+          `estimate at the rank cap; the result record has the trained model's`,
+      ]
+    : [];
   const lines = [
     `${runs.length} run${runs.length === 1 ? '' : 's'} (${methods}) on ${datasets} dataset${datasets === 1 ? '' : 's'} x ${seeds} seed${seeds === 1 ? '' : 's'}`,
     ...stageLine,
+    ...estimateLine,
     counted + downstream === runs.length
       ? `trainable parameters: ${fmtInt(trainable)} summed over ${counted === runs.length ? '' : 'the counted '}runs`
       : counted === 0

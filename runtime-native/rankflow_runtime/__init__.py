@@ -5,8 +5,8 @@ Command line (`python -m rankflow_runtime ...`); stdout carries JSON only, logs 
 * `run --spec run.json --out DIR [--resume CKPT_DIR]`: trains; JSON-lines events (`schemas/events.ts`):
   started, progress, eval, checkpoint (DIR/checkpoints/step-NNNNNNNN, the last two kept), preempted, done,
   error. DIR/best/ holds the adapter of the best evaluation. A top-level `run_id` in the spec is ignored.
-* `count --spec run.json` -> `{"trainable", "total", "formula"}`; `count --specs specs.json` -> a JSON array
-  of those. Built on the meta device (no weights, no GPU).
+* `count --spec run.json` -> `{"trainable", "total", "formula", "final", "exact"}` (`exact` false: an estimate,
+  the method chooses ranks from the weights); `count --specs specs.json` -> a JSON array of those. Built on the meta device (no weights, no GPU).
 * `describe` -> `{runtime, torch, methods, models, datasets}` with every option schema.
 * `smoke --out DIR`: a two-layer MLP, 20 steps on the CPU; events started, progress x4, checkpoint, done;
   writes DIR/smoke.safetensors.

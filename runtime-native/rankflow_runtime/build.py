@@ -156,9 +156,13 @@ def num_labels_for(spec: RunSpec, info: ModelInfo, seed: int) -> Tuple[Optional[
 
 
 def count(spec: RunSpec) -> dict:
+    """Trainable / total parameters on the meta device. `exact` is False when the method chooses its ranks from
+    the weights' values (LoRD's energy / ratio rules): the count is then an estimate (at the rank cap) and only
+    the trained model knows its number, which the run's `started` / `done` events and its result record carry."""
     info = resolve_info(spec)
     n, _ = num_labels_for(spec, info, spec.seed)
     b = build(spec, info, n, device="meta")
     final = b.method.final_count(b.shapes)
     final = b.trainable if final is None else b.trainable - b.method.count(b.shapes) + final
-    return {"trainable": b.trainable, "total": b.total, "formula": b.formula, "final": final}
+    return {"trainable": b.trainable, "total": b.total, "formula": b.formula, "final": final,
+            "exact": bool(b.method.count_is_exact)}

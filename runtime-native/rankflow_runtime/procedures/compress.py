@@ -148,8 +148,8 @@ class Compress(Procedure):
         from ..build import count
         if spec.inputs:
             return super().count(spec)
-        c = count(spec)  # with the rank cap: an upper bound on the compressed size (energy/ratio decide later)
-        return {"trainable": 0, "total": c["total"], "formula": 0}
+        c = count(spec)  # at the rank cap; energy / ratio choose the ranks from the weights (`exact` False)
+        return {"trainable": 0, "total": c["total"], "formula": 0, "exact": c["exact"]}
 
     def run(self, ctx: RunContext) -> int:
         t0 = time.time()

@@ -229,3 +229,29 @@ def test_toy_claim_activation_aware_dominates_and_a_40_percent_cut_costs_under_1
     # At 60% of the weights kept (ranks cut by ~40% and more), the activation-aware loss increase is < 1%.
     assert rows[1][1]["activation"] < 0.01
     assert rows[2][1]["activation"] < rows[2][1]["svd"]
+
+
+def test_energy_rank_count_is_an_estimate_and_the_run_reports_the_trained_models_count(tmp_path):
+    # The meta-device count cannot see the spectrum: it counts at the rank cap and says so (`exact` False);
+    # the run's started/done events (hence the result record) carry the trained model's own number.
+    from rankflow_runtime.build import build, num_labels_for, resolve_info
+    from rankflow_runtime.procedures import count_spec
+    from rankflow_runtime.methods.base import trainable_numel
+    spec = _spec(run_id=FT, method={"name": "lord", "rank": 24, "options": {"rank_rule": "energy", "energy": 0.6},
+                                    "targets": ["q_proj", "up_proj"]})
+    spec["training"].update(max_steps=2, train_head=False)
+    parsed = parse_spec(json.loads(json.dumps(spec)))
+    est = count_spec(parsed)
+    assert est["exact"] is False
+    info = resolve_info(parsed)
+    built = build(parsed, info, num_labels_for(parsed, info, parsed.seed)[0])
+    ranks, dense = built.method.ranks, built.method.dense
+    trained = trainable_numel(built.model)
+    assert trained == sum(r * (m.in_features + m.out_features) for n, r in ranks.items()
+                          for m in [built.model.get_submodule(n)])
+    assert trained != est["trainable"], (est, ranks, dense)  # the case the estimate gets wrong
+    recs = _run(spec, tmp_path / "ft")
+    assert recs[0]["event"] == "started" and recs[0]["trainable_params"] == trained
+    assert recs[-1]["event"] == "done" and recs[-1]["trainable_params"] == trained
+    exact = count_spec(parse_spec({**spec, "method": {**spec["method"], "options": {"rank_rule": "fixed"}}}))
+    assert exact["exact"] is True
