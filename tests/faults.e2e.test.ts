@@ -3,11 +3,7 @@
  * restarted mid-sweep, the S3 server unreachable for a while, and a sweep cancelled mid-run and resumed.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
-import { createServer, connect as netConnect } from 'node:net';
-import type { Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -18,12 +14,12 @@ import { startSweep, writeManifest, runProgress } from '../cli/sweeps.js';
 import type { SubmitOptions } from '../cli/sweeps.js';
 import { cancelSignal } from '../workflows/index.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
-import { PROJECT_ROOT } from '../core/paths.js';
 import { listCheckpoints, checkpointPrefix, sha256File } from '../store/checkpoints.js';
 import { S3Store } from '../store/store.js';
 import { freePort, probeTemporal, startTemporal, stopProcessGroup } from '../services/embedded.js';
 import type { PlannedRun } from '../schemas/runspec.js';
-import { testClient, testConfig, uniqueId } from './helpers/cluster.js';
+import { testClient, testConfig, uniqueId, workerProcess } from './helpers/cluster.js';
+import { tcpProxy } from './helpers/proxy.js';
 import { planned, readRecord, tinySpec, uninterrupted, waitFor } from './helpers/runs.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -63,59 +59,6 @@ async function assertStoredCheckpointsComplete(store: S3Store, runId: string): P
     }
   }
   return all.length;
-}
-
-function workerProcess(config: Config): ChildProcess {
-  const s = config.store;
-  if (s.kind !== 's3') throw new Error('s3 expected');
-  return spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), 'worker', '--cpu-slots', '1'], {
-    env: {
-      ...process.env,
-      RANKFLOW_TEMPORAL_ADDRESS: config.temporalAddress,
-      RANKFLOW_S3_ENDPOINT: s.endpoint,
-      RANKFLOW_S3_BUCKET: s.bucket,
-      RANKFLOW_S3_PREFIX: s.prefix,
-      AWS_ACCESS_KEY_ID: s.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: s.secretAccessKey,
-      AWS_REGION: s.region,
-      RANKFLOW_CONFIG: '',
-      RANKFLOW_QUEUE_CONTROL: config.queues.control,
-      RANKFLOW_QUEUE_CPU: config.queues.cpu,
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-}
-
-/** A TCP proxy to a real server that can be cut off (connections dropped, port closed) and restored. */
-async function proxy(
-  target: string,
-): Promise<{ endpoint: string; cut: () => Promise<void>; restore: () => Promise<void>; close: () => Promise<void> }> {
-  const url = new URL(target);
-  const port = await freePort();
-  const sockets = new Set<Socket>();
-  let server: Server | null = null;
-  const listen = (): Promise<void> =>
-    new Promise((resolve) => {
-      server = createServer((client) => {
-        const upstream = netConnect(Number(url.port), url.hostname);
-        for (const s of [client, upstream]) {
-          sockets.add(s);
-          s.on('close', () => sockets.delete(s));
-          s.on('error', () => s.destroy());
-        }
-        client.pipe(upstream).pipe(client);
-      });
-      server.listen(port, '127.0.0.1', () => resolve());
-    });
-  const cut = (): Promise<void> =>
-    new Promise((resolve) => {
-      for (const s of sockets) s.destroy();
-      if (server) server.close(() => resolve());
-      else resolve();
-      server = null;
-    });
-  await listen();
-  return { endpoint: `http://127.0.0.1:${port}`, cut, restore: listen, close: cut };
 }
 
 describe('fault tolerance on the real parts', () => {
@@ -185,8 +128,8 @@ describe('fault tolerance on the real parts', () => {
   it('S3 unreachable for a while: uploads retry and no stored checkpoint is incomplete', async () => {
     const base = testConfig();
     const s3 = base.store as Extract<Config['store'], { kind: 's3' }>;
-    const p = await proxy(s3.endpoint!);
-    cleanups.push(p.close);
+    const p = await tcpProxy(s3.endpoint!);
+    cleanups.push(p.cut);
     const config: Config = { ...base, store: { ...s3, endpoint: p.endpoint } };
     const store = new S3Store(config.store as typeof s3);
     await store.ensureBucket();

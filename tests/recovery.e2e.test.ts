@@ -9,7 +9,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { mkdtemp, readdir } from 'node:fs/promises';
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
@@ -22,8 +21,8 @@ import type { SweepStatus } from '../schemas/orchestration.js';
 import type { PlannedRun } from '../schemas/runspec.js';
 import { listCheckpoints } from '../store/checkpoints.js';
 import { LocalStore, S3Store, type ArtifactStore } from '../store/store.js';
-import { freePort } from '../services/embedded.js';
 import { rankflowCli, testClient, testConfig, uniqueId } from './helpers/cluster.js';
+import { tcpProxy } from './helpers/proxy.js';
 import { planned, readRecord, tinySpec, waitFor } from './helpers/runs.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -44,44 +43,12 @@ async function submit(
   return opts.sweepId;
 }
 
-/** A TCP proxy to a real server that can be cut off (connections dropped, port closed) and restored. */
-async function proxy(
-  target: string,
-): Promise<{ endpoint: string; cut: () => Promise<void>; restore: () => Promise<void> }> {
-  const url = new URL(target);
-  const port = await freePort();
-  const sockets = new Set<Socket>();
-  let server: Server | null = null;
-  const restore = (): Promise<void> =>
-    new Promise((resolve) => {
-      server = createServer((c) => {
-        const up = netConnect(Number(url.port), url.hostname);
-        for (const s of [c, up]) {
-          sockets.add(s);
-          s.on('close', () => sockets.delete(s));
-          s.on('error', () => s.destroy());
-        }
-        c.pipe(up).pipe(c);
-      });
-      server.listen(port, '127.0.0.1', () => resolve());
-    });
-  const cut = (): Promise<void> =>
-    new Promise((resolve) => {
-      for (const s of sockets) s.destroy();
-      if (server) server.close(() => resolve());
-      else resolve();
-      server = null;
-    });
-  await restore();
-  cleanups.push(cut);
-  return { endpoint: `http://127.0.0.1:${port}`, cut, restore };
-}
-
 describe('recovery', () => {
   it('a store outage while a run finishes: heartbeats go on, the run is not trained again', async () => {
     const base = testConfig();
     const s3 = base.store as Extract<Config['store'], { kind: 's3' }>;
-    const p = await proxy(s3.endpoint!);
+    const p = await tcpProxy(s3.endpoint!);
+    cleanups.push(p.cut);
     const config: Config = { ...base, store: { ...s3, endpoint: p.endpoint } };
     const store = new S3Store(config.store as typeof s3);
     await store.ensureBucket();

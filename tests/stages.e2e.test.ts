@@ -7,7 +7,6 @@
  * until `resume` runs it again, then them.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { mkdtemp, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,14 +16,13 @@ import { startWorker, type RunningWorker } from '../cli/worker.js';
 import type { Config } from '../cli/config.js';
 import { startSweep, writeManifest, type SubmitOptions } from '../cli/sweeps.js';
 import { planRecipeFile } from '../cli/recipe-io.js';
-import { PROJECT_ROOT } from '../core/paths.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
 import type { PlannedRun } from '../schemas/runspec.js';
 import { ResultRecord } from '../schemas/result.js';
 import { storedArtifact, artifactPrefix } from '../store/artifacts.js';
 import { listCheckpoints } from '../store/checkpoints.js';
 import type { S3Store } from '../store/store.js';
-import { testClient, testConfig, testStore, uniqueId } from './helpers/cluster.js';
+import { testClient, testConfig, testStore, uniqueId, workerProcess } from './helpers/cluster.js';
 import { readRecord, waitFor } from './helpers/runs.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -221,26 +219,6 @@ stages:
     expect(await failureRecord(store, ft!.id)).toBeNull(); // the success superseded the blocked record
   }, 900_000);
 });
-
-function workerProcess(config: Config): ChildProcess {
-  const s = config.store as Extract<Config['store'], { kind: 's3' }>;
-  return spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), 'worker', '--cpu-slots', '1'], {
-    env: {
-      ...process.env,
-      RANKFLOW_TEMPORAL_ADDRESS: config.temporalAddress,
-      RANKFLOW_S3_ENDPOINT: s.endpoint,
-      RANKFLOW_S3_BUCKET: s.bucket,
-      RANKFLOW_S3_PREFIX: s.prefix,
-      AWS_ACCESS_KEY_ID: s.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: s.secretAccessKey,
-      AWS_REGION: s.region,
-      RANKFLOW_CONFIG: '',
-      RANKFLOW_QUEUE_CONTROL: config.queues.control,
-      RANKFLOW_QUEUE_CPU: config.queues.cpu,
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-}
 
 describe('stages and worker faults', () => {
   it('pretrain → fine-tune: a worker killed between the stages loses nothing', async () => {

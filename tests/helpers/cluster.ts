@@ -1,7 +1,7 @@
 /** Test helpers: a Config pointing at the test services, a Temporal client, and an in-process worker. */
 import { inject } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { Client, Connection } from '@temporalio/client';
@@ -79,5 +79,13 @@ export function rankflowCli(
     p.stderr.on('data', (d) => (stderr += d));
     p.on('error', reject);
     p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A `rankflow worker` process (one CPU slot) pointed at a config, for tests that kill workers. */
+export function workerProcess(config: Config): ChildProcess {
+  return spawn(process.execPath, [join(PROJECT_ROOT, 'cli', 'bin.mjs'), 'worker', '--cpu-slots', '1'], {
+    env: cliEnv(config),
+    stdio: ['ignore', 'inherit', 'inherit'],
   });
 }
