@@ -227,6 +227,8 @@ export function createActivities(deps: ActivityDeps) {
         total_params: out.total_params,
         ...(out.stats ? { stats: out.stats } : {}),
         curve: out.curve,
+        ...(out.evals ? { evals: out.evals } : {}),
+        ...(out.efficiency ? { efficiency: out.efficiency } : {}),
         allocation: out.allocation ?? null,
         ...(out.rounds ? { rounds: out.rounds } : {}),
         error: null,

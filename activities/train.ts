@@ -301,6 +301,8 @@ function finished(scope: Scope, run: Attempt, resumedFrom: number | null, starte
     wall_time_s: d.wall_time_s,
     ...(d.stats ? { stats: d.stats } : {}),
     curve: thin(run.curve, 400),
+    ...(d.evals ? { evals: d.evals } : {}),
+    ...(d.efficiency ? { efficiency: d.efficiency } : {}),
     allocation: run.allocation,
     ...(run.rounds.length > 0 ? { rounds: run.rounds } : {}),
     runtime: s?.runtime ?? null,

@@ -138,6 +138,39 @@ function dataSource(e: Partial<DatasetEntry>, st: Partial<DatasetEntry>): Partia
   return out;
 }
 
+/** A dataset's `eval_splits` (entry, then dataset_settings, then the recipe's), deduplicated; undefined: unset. */
+function evalSplitsOf(e: Partial<DatasetEntry>, st: Partial<DatasetEntry>, recipe: string[] | undefined) {
+  const splits = e.eval_splits ?? st.eval_splits ?? recipe;
+  return splits ? [...new Set(splits)] : undefined;
+}
+
+/** Where an `eval_splits` problem is reported: the field that set it. */
+function splitPath(e: Partial<DatasetEntry>, st: Partial<DatasetEntry>, path: FieldPath, name: string): FieldPath {
+  if (e.eval_splits !== undefined || e.eval_split !== undefined) return [...path, 'eval_splits'];
+  if (st.eval_splits !== undefined || st.eval_split !== undefined) return ['dataset_settings', name, 'eval_splits'];
+  return ['eval_splits'];
+}
+
+/**
+ * The best checkpoint is chosen on `eval_split`: it must be one of `eval_splits`, and never `test` while another
+ * split is evaluated (hyperparameters and checkpoints are selected on validation, reported on test).
+ */
+function evalSplitsIssue(spec: DatasetSpec): { message: string; hint: string } | null {
+  const splits = spec.eval_splits;
+  if (!splits) return null;
+  if (!splits.includes(spec.eval_split))
+    return {
+      message: `eval_split \`${spec.eval_split}\` (the best-checkpoint split) is not among eval_splits [${splits.join(', ')}]`,
+      hint: `add ${spec.eval_split} to eval_splits, or remove eval_split (default: the first of eval_splits)`,
+    };
+  if (spec.eval_split === 'test' && splits.length > 1)
+    return {
+      message: `eval_split is \`test\` while eval_splits also has ${splits.filter((x) => x !== 'test').join(', ')}: the best checkpoint would be chosen on the reported split`,
+      hint: 'list the validation split first in eval_splits (or set eval_split: validation)',
+    };
+  return null;
+}
+
 /**
  * The key of the parameter count of a spec: what the count depends on (model architecture, dataset shape,
  * method, head). Whether weights are loaded (`random_init`) does not change a count.
@@ -592,6 +625,7 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
     const st = recipe.dataset_settings?.[entry.name] ?? {};
     const e = entry as DatasetEntry;
     const metric = e.metric ?? st.metric ?? defs.metric;
+    const splits = evalSplitsOf(e, st, recipe.eval_splits);
     if (!defs.metrics.includes(metric)) {
       const p = e.metric !== undefined ? [...path, 'metric'] : ['dataset_settings', entry.name, 'metric'];
       issues.add(
@@ -612,7 +646,8 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       train_size:
         e.train_size !== undefined ? e.train_size : st.train_size !== undefined ? st.train_size : defs.train_size,
       eval_size: e.eval_size !== undefined ? e.eval_size : st.eval_size !== undefined ? st.eval_size : defs.eval_size,
-      eval_split: e.eval_split ?? st.eval_split ?? defs.eval_split,
+      eval_split: e.eval_split ?? st.eval_split ?? splits?.[0] ?? defs.eval_split,
+      ...(splits ? { eval_splits: splits } : {}),
       metric,
       options: { ...(st.options ?? {}), ...(e.options ?? {}) },
       ...dataSource(e, st),
@@ -639,6 +674,8 @@ export function planRecipe(recipe: Recipe, opts: PlanOptions): PlanResult {
       }
       spec.options = Object.fromEntries(Object.entries(filled).sort(([a], [b]) => (a < b ? -1 : 1)));
     }
+    const splitIssue = evalSplitsIssue(spec);
+    if (splitIssue) issues.add(splitPath(e, st, path, entry.name), splitIssue.message, splitIssue.hint);
     const named = MNLI_SPLIT_NAMES[entry.name];
     if (named && spec.eval_split !== named) {
       const p = e.eval_split !== undefined ? [...path, 'eval_split'] : ['dataset_settings', entry.name, 'eval_split'];

@@ -79,6 +79,44 @@ export const EvalProgressEvent = z.strictObject({
   elapsed_s: z.number().nonnegative(),
 });
 
+/** One evaluation of one split: the step and every metric. */
+export const EvalPoint = z.strictObject({
+  step: z.number().int().nonnegative(),
+  metrics: z.record(z.string(), z.number()),
+});
+/**
+ * One evaluated split of a run: its final metrics, its metrics at the best step (chosen on the selection split,
+ * `dataset.eval_split`, never on this one unless it is that split) and its curve (thinned to at most 200 points).
+ */
+export const SplitEval = z.strictObject({
+  metrics: z.record(z.string(), z.number()),
+  best_metrics: z.record(z.string(), z.number()),
+  curve: z.array(EvalPoint),
+});
+export type SplitEval = z.infer<typeof SplitEval>;
+
+/**
+ * What training cost, measured by the runtime process that finished the run (a resumed run: since its resume).
+ * `step_s` and the rates cover the optimizer steps (data collation included; evaluation, checkpoints and set-up
+ * excluded). `mem_kind` says what `peak_mem_mb` is: the CUDA allocator's peak (`cuda_max_allocated`) or the
+ * process's peak resident set (`cpu_max_rss`, model loading included): the two are not comparable.
+ */
+export const Efficiency = z.strictObject({
+  /** `NVIDIA H100 80GB HBM3`, `cpu: AMD EPYC 7B13`. */
+  device: z.string(),
+  peak_mem_mb: z.number().nonnegative(),
+  mem_kind: z.enum(['cuda_max_allocated', 'cpu_max_rss']),
+  steps: z.number().int().nonnegative(),
+  train_s: z.number().nonnegative(),
+  step_s: z.number().nonnegative(),
+  examples_per_s: z.number().nonnegative(),
+  /** Token inputs only (non-padding tokens). */
+  tokens_per_s: z.number().nonnegative().optional(),
+  /** CPU runs: torch's intra-op threads. */
+  threads: z.number().int().positive().optional(),
+});
+export type Efficiency = z.infer<typeof Efficiency>;
+
 export const DoneEvent = z.strictObject({
   event: z.literal('done'),
   ...base,
@@ -91,6 +129,9 @@ export const DoneEvent = z.strictObject({
   trainable_params: z.number().int().nonnegative(),
   total_params: z.number().int().nonnegative(),
   wall_time_s: z.number().nonnegative(),
+  /** Every evaluated split (`dataset.eval_splits`), by name; absent from procedures without evaluations. */
+  evals: z.record(z.string(), SplitEval).optional(),
+  efficiency: Efficiency.optional(),
   /**
    * Numbers a procedure reports beside the metrics (`describe` lists each procedure's): e.g. LoRD's
    * `compression_ratio`, `params_before`/`params_after` and `speedup`, LoRAM's `pruned_params`, pretraining's

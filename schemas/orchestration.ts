@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { PlannedRun, RunLabels, RunSpec } from './runspec.js';
 import { AllocationRecord, CurvePoint, RoundPoint } from './result.js';
+import { Efficiency, SplitEval } from './events.js';
 
 /** Stored at `sweeps/<sweep_id>.json` before the sweep workflow starts; the workflow pages through it. */
 export const SweepManifest = z.strictObject({
@@ -58,6 +59,8 @@ export const TrainOutput = z.strictObject({
   /** The procedure's own numbers (`done.stats`: compression ratio, pruned size, tokens/s, ...). */
   stats: z.record(z.string(), z.number()).optional(),
   curve: z.array(CurvePoint),
+  evals: z.record(z.string(), SplitEval).optional(),
+  efficiency: Efficiency.optional(),
   /** The final `allocation` event of methods that move rank during training. */
   allocation: AllocationRecord.nullable().optional(),
   /** Federated runs: one point per round (see ResultRecord.rounds). */

@@ -68,6 +68,11 @@ export const DatasetSettings = z.strictObject({
   train_size: posInt.nullable().optional(),
   eval_size: posInt.nullable().optional(),
   eval_split: z.string().min(1).optional(),
+  /**
+   * Evaluate these splits at every evaluation (`[validation, test]`): best checkpoint on `eval_split` (default:
+   * the first listed), every split's metrics and curve in the result, for `table --select-on/--report`.
+   */
+  eval_splits: z.array(z.string().min(1)).min(1).optional(),
   metric: z.string().min(1).optional(),
   data_root: z.string().min(1).nullable().optional(),
   options: z.record(z.string(), z.unknown()).optional(),
@@ -236,6 +241,8 @@ export const Recipe = z.strictObject({
   queue: z.string().min(1).optional(),
   /** Data root for every dataset (null: `$RANKFLOW_DATA`); part of the run spec, so prefer the environment. */
   data_root: z.string().min(1).nullable().optional(),
+  /** `eval_splits` of every dataset that sets none itself (see DatasetSettings.eval_splits). */
+  eval_splits: z.array(z.string().min(1)).min(1).optional(),
   tags: z.array(z.string()).optional(),
   /**
    * Runs that build on runs: named stages in dependency order of `from` (a stage's runs start once the runs

@@ -1,7 +1,7 @@
 /** The durable record of one finished (or definitively failed) run, written once per run id. */
 import { z } from 'zod';
 import { RunLabels, RunSpec } from './runspec.js';
-import { AllocationPoint } from './events.js';
+import { AllocationPoint, Efficiency, SplitEval } from './events.js';
 
 export const CurvePoint = z.strictObject({ step: z.number().int(), loss: z.number() });
 
@@ -49,6 +49,13 @@ export const ResultRecord = z.strictObject({
   stats: z.record(z.string(), z.number()).optional(),
   /** Training loss curve (subsampled to at most a few hundred points). */
   curve: z.array(CurvePoint),
+  /**
+   * Every evaluated split (`spec.dataset.eval_splits`, else the one `eval_split`): final metrics, metrics at
+   * `best_step` (chosen on `eval_split`) and the evaluation curve. Absent in records from before it existed.
+   */
+  evals: z.record(z.string(), SplitEval).optional(),
+  /** Peak memory, time per step, throughput and the device (the runtime's `done.efficiency`); absent before. */
+  efficiency: Efficiency.optional(),
   /** Final rank pattern (AdaLoRA, IncreLoRA, TriAdaptLoRA, DiffoRA, SNELLA); absent or null for other methods. */
   allocation: AllocationRecord.nullable().optional(),
   /** Federated runs (`lora-fair`): every round's global metrics and aggregation report; absent otherwise. */

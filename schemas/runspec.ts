@@ -40,6 +40,12 @@ export const DatasetSpec = z.strictObject({
   eval_size: z.number().int().positive().nullable(),
   /** The split evaluated (`validation`, `validation_matched`, `test`, ...). */
   eval_split: z.string().min(1),
+  /**
+   * Every split evaluated at each evaluation, in order (`[validation, test]`); `eval_split` is among them and is
+   * the one best-checkpoint choice and `metrics` use (never `test` when another split is listed). Optional:
+   * absent means `[eval_split]`, so specs and run ids from before the field existed are unchanged.
+   */
+  eval_splits: z.array(z.string().min(1)).min(1).optional(),
   /** Metric used for best-checkpoint selection and headline tables. */
   metric: z.string().min(1),
   options: z.record(z.string(), z.unknown()),

@@ -16,7 +16,6 @@ import os
 import platform
 import random
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from . import __version__, signals
 from .build import build, data_model_info, resolve_info
 from .checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, InternalError
+from .evals import Efficiency, SplitHistory, eval_sets, peak_mem_mb  # noqa: F401  (peak_mem_mb: re-export)
 from .events import emit, finite_metrics, log
 from .methods.base import TrainContext, adapter_state_dict, trainable_numel
 from .optim import GroupRules, GroupSchedule, lr_lambda, make_optimizer  # noqa: F401  (lr_lambda: re-export)
@@ -86,17 +86,6 @@ class Preemption:
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g)
-
-
-def peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return r / 1024.0 if sys.platform != "darwin" else r / 2**20
-    except Exception:  # pragma: no cover
-        return 0.0
 
 
 def _to(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
@@ -203,6 +192,7 @@ class Position:
     best_metrics: Dict[str, float] = field(default_factory=dict)
     last_metrics: Dict[str, float] = field(default_factory=dict)
     last_eval_step: int = -1
+    splits: SplitHistory = field(default_factory=SplitHistory)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -226,6 +216,7 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         info = resolve_info(spec)
         from .data import evaluate, load_task_data
         task_data = load_task_data(dict(spec.dataset), data_model_info(info), spec.seed)
+        splits = eval_sets(spec.dataset, task_data, load_task_data, data_model_info(info), spec.seed)
         built = (hooks.build or build)(spec, info, task_data.num_labels, device)
         model, method = built.model, built.method
         log.info("model %s + %s: %d trainable / %d total parameters on %s", info.name, method.name,
@@ -257,7 +248,8 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
             tr = loaded.manifest["trainer"]
             pos = Position(step=loaded.step, epoch=tr["epoch"], batch=tr["batch"], best_value=tr["best_value"],
                            best_step=tr["best_step"], best_metrics=tr["best_metrics"],
-                           last_metrics=tr["last_metrics"], last_eval_step=tr["last_eval_step"])
+                           last_metrics=tr["last_metrics"], last_eval_step=tr["last_eval_step"],
+                           splits=SplitHistory.from_state(tr.get("splits")))
             if pos.epoch * batches_per_epoch + pos.batch != pos.step * t["grad_accum"]:
                 raise CheckpointError(f"--resume {resume}: the data position (epoch {pos.epoch}, batch {pos.batch}) "
                                       f"is not where step {pos.step} ends",
@@ -279,7 +271,7 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         trainer_state = lambda: {"epoch": pos.epoch, "batch": pos.batch, "best_value": pos.best_value,  # noqa: E731
                                  "best_step": pos.best_step, "best_metrics": pos.best_metrics,
                                  "last_metrics": pos.last_metrics, "last_eval_step": pos.last_eval_step,
-                                 "allocation": allocation.history}
+                                 "allocation": allocation.history, "splits": pos.splits.state()}
 
         def checkpoint(reason: str) -> str:
             path = os.path.join(ckpt_root, f"step-{pos.step:08d}")
@@ -291,16 +283,25 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
             _prune(ckpt_root, keep=KEEP_CHECKPOINTS, also=pos.best_step if pos.best_value is not None else None)
             return os.path.abspath(path)
 
-        def run_eval() -> None:
+        def eval_split(td, keep_generations: bool) -> Dict[str, float]:
             extra: Dict[str, Any] = {}
-            if task_data.kind == "generation":
-                metrics, extra = _generative_eval(model, task_data, t["eval_batch_size"], device, pos.step, out_dir)
+            if td.kind == "generation":
+                metrics, extra = _generative_eval(model, td, t["eval_batch_size"], device, pos.step, out_dir,
+                                                  "" if keep_generations else f"-{td.eval_split}")
+                extra = extra if keep_generations else {}  # the store keeps one generations file per step
             else:
-                metrics = finite_metrics(evaluate(model, task_data, t["eval_batch_size"], device))
+                metrics = finite_metrics(evaluate(model, td, t["eval_batch_size"], device))
+            emit("eval", step=pos.step, split=td.eval_split, metrics=metrics, **extra)
+            return metrics
+
+        def run_eval() -> None:
+            results = {split: eval_split(td, i == 0) for i, (split, td) in enumerate(splits)}
+            metrics = results[task_data.eval_split]  # the selection split: best checkpoint on it alone
             pos.last_metrics, pos.last_eval_step = metrics, pos.step
-            emit("eval", step=pos.step, split=task_data.eval_split, metrics=metrics, **extra)
             value = metrics.get(primary)
-            if value is not None and (pos.best_value is None or (value > pos.best_value if greater else value < pos.best_value)):
+            is_best = value is not None and (pos.best_value is None or (value > pos.best_value if greater else value < pos.best_value))
+            pos.splits.add(pos.step, results, is_best)
+            if is_best:
                 pos.best_value, pos.best_step, pos.best_metrics = value, pos.step, metrics
                 _save_best(os.path.join(out_dir, "best"), model, pos.step, metrics)
                 # The best model must reach the store as a verified checkpoint (export takes it), even when no
@@ -318,6 +319,7 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         model.train()
         window_t, window_n, window_tokens = time.time(), 0, 0
         run_tokens, run_t = 0, time.time()
+        efficiency = Efficiency(device)
 
         def micro_batches():
             nonlocal order
@@ -335,12 +337,15 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
                 emit("preempted", step=pos.step, path=path)
                 return EXIT_PREEMPTED
             ctx.step, ctx.epoch = pos.step, pos.epoch + pos.batch / batches_per_epoch
+            steps_before = pos.step
+            efficiency.start()
             if hooks.step is None:
                 result = stepper.step(micro_batches(), n_micro=t["grad_accum"])
             else:
                 result = hooks.step(LoopStep(stepper=stepper, micro_batches=micro_batches(), n_micro=t["grad_accum"],
                                              step=pos.step, spec=spec, task_data=task_data, device=device))
             pos.step = ctx.step
+            efficiency.stop(pos.step - steps_before, result.examples, result.tokens)
             window_n += result.examples
             window_tokens, run_tokens = window_tokens + result.tokens, run_tokens + result.tokens
 
@@ -374,11 +379,11 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         emit("done", step=pos.step, metrics=pos.last_metrics, best_metrics=pos.best_metrics or pos.last_metrics,
              best_step=pos.best_step if pos.best_value is not None else pos.step,
              trainable_params=trainable_numel(model), total_params=built.total, wall_time_s=time.time() - t_start,
-             **({"stats": stats} if stats else {}))
+             evals=pos.splits.record(), efficiency=efficiency.record(), **({"stats": stats} if stats else {}))
         return EXIT_OK
 
 
-def _generative_eval(model, task_data, batch_size: int, device, step: int, out_dir: str):
+def _generative_eval(model, task_data, batch_size: int, device, step: int, out_dir: str, suffix: str = ""):
     """Evaluate a generative task with progress events while decoding, and keep every example's generation and
     extracted answers in ``DIR/generations/step-NNNNNNNN.jsonl`` (named in the eval event)."""
     import json
@@ -398,7 +403,7 @@ def _generative_eval(model, task_data, batch_size: int, device, step: int, out_d
     records = generation_records(task_data, outputs or [])
     folder = os.path.join(out_dir, "generations")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"step-{step:08d}.jsonl")
+    path = os.path.join(folder, f"step-{step:08d}{suffix}.jsonl")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -1,7 +1,8 @@
 """Synthetic generators with a planted, learnable signal: for tests, the quickstart and benchmarks.
 
 All are deterministic functions of the data seed (``dataset.options.data_seed``, else the run seed); train and
-eval draw from independent streams of it. Sizes: ``dataset.train_size`` / ``eval_size`` (defaults 512 / 128).
+eval draw from independent streams of it (``eval_split: test`` has a stream of its own, so a run evaluating
+``[validation, test]`` reports two disjoint samples). Sizes: ``dataset.train_size`` / ``eval_size`` (defaults 512 / 128).
 
 * ``seq-cls``: random token sequences; class ``c`` plants its keyword token (id ``NUM_SPECIAL + c``) one to
   three times at random positions. Options: ``num_classes`` (2).
@@ -31,8 +32,11 @@ def sizes(spec: dict) -> tuple[int, int]:
     return int(spec_get(spec, "train_size", DEFAULT_TRAIN)), int(spec_get(spec, "eval_size", DEFAULT_EVAL))
 
 
-def _rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    train_ss, eval_ss = np.random.SeedSequence([int(seed), 0x5EED]).spawn(2)
+def _rngs(seed: int, spec: dict) -> tuple[np.random.Generator, np.random.Generator]:
+    """The training stream and the evaluated split's: ``test`` draws from a third stream, independent of the
+    ``validation`` one (any other split name, as before the test split existed, reads the validation stream)."""
+    train_ss, val_ss, test_ss = np.random.SeedSequence([int(seed), 0x5EED]).spawn(3)
+    eval_ss = test_ss if str(spec_get(spec, "eval_split", "validation")) == "test" else val_ss
     return np.random.default_rng(train_ss), np.random.default_rng(eval_ss)
 
 
@@ -75,7 +79,7 @@ def seq_cls(spec: dict, vocab_size: int, max_length: int, tok: Tokenizer, seed: 
             out.append(classification_example(_wrap(tok, body), label, regression))
         return out
 
-    r_train, r_eval = _rngs(seed)
+    r_train, r_eval = _rngs(seed, spec)
     n_train, n_eval = sizes(spec)
     return make(r_train, n_train), make(r_eval, n_eval), num_classes
 
@@ -107,7 +111,7 @@ def img_cls(spec: dict, image_size: int, channels: int, seed: int):
             out.append(ex)
         return out
 
-    r_train, r_eval = _rngs(seed)
+    r_train, r_eval = _rngs(seed, spec)
     n_train, n_eval = sizes(spec)
     return make(r_train, n_train), make(r_eval, n_eval), num_classes
 
@@ -150,7 +154,7 @@ def causal_lm(spec: dict, vocab_size: int, max_length: int, tok: Tokenizer, seed
             out.append(lm_example(bos + seq[:3], seq[3:] + eos, max_length))
         return out
 
-    r_train, r_eval = _rngs(seed)
+    r_train, r_eval = _rngs(seed, spec)
     n_train, n_eval = sizes(spec)
     return make(r_train, n_train), make(r_eval, n_eval)
 
@@ -172,6 +176,6 @@ def gsm8k_like_records(rng: np.random.Generator, n: int) -> list[dict]:
 
 
 def gsm8k_like(spec: dict, seed: int) -> tuple[list[dict], list[dict]]:
-    r_train, r_eval = _rngs(seed)
+    r_train, r_eval = _rngs(seed, spec)
     n_train, n_eval = sizes(spec)
     return gsm8k_like_records(r_train, n_train), gsm8k_like_records(r_eval, n_eval)
