@@ -8,39 +8,21 @@ full model).
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Dict
 
-from ..errors import ConfigError, did_you_mean
+from ..plugins import PluginPackage
 from .base import DEFAULT_PROCEDURE, PROCEDURES, Procedure, register_procedure  # noqa: F401
 
-_loaded = False
-
-
-def _discover() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name == "base":
-            continue
-        importlib.import_module(f"{__name__}.{info.name}")
-    _loaded = True
+_PACKAGE = PluginPackage(__name__, __path__, PROCEDURES, "procedure.name", "procedure")
 
 
 def procedures() -> Dict[str, type]:
     """name -> Procedure subclass, for every registered procedure."""
-    _discover()
-    return dict(sorted(PROCEDURES.items()))
+    return _PACKAGE.all()
 
 
 def get_procedure(name: str) -> type:
-    reg = procedures()
-    if name not in reg:
-        raise ConfigError(f"procedure.name: unknown procedure {name!r}{did_you_mean(name, reg)}",
-                          hint="run `python -m rankflow_runtime describe` to list the procedures")
-    return reg[name]
+    return _PACKAGE.get(name)
 
 
 def make_procedure(spec) -> Procedure:
