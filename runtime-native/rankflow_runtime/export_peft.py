@@ -177,7 +177,11 @@ def _export_bone(model, method, opts):
 
 def _export_adalora(model, method, opts):
     """The kept triplets only (PEFT's save slices A, E, B by `rank_pattern`; its load resizes every module to
-    the pattern's rank and keeps ranknum = init_r, so the scaling is unchanged)."""
+    the pattern's rank and keeps ranknum = init_r, so the scaling is unchanged). `rank_pattern` is keyed as PEFT's
+    own AdaLoRA save writes it, `<module>.lora_E` -> kept mask; PEFT >= 0.21's generic rank_pattern check (made
+    for LoRA's `{module: rank}`) warns these keys "did not match any targeted module", for PEFT's own adapters
+    too, yet AdaLoRA's load applies them (tests/methods/test_adalora.py asserts the loaded ranks). No `r`: PEFT's
+    AdaLoraConfig ignores it and warns when it is not 8 (`target_r` is the rank)."""
     o = method.options
     tensors: Dict[str, torch.Tensor] = {}
     pattern: Dict[str, List[bool]] = {}
@@ -188,7 +192,7 @@ def _export_adalora(model, method, opts):
         tensors[pre + "lora_E"] = _t(layer.lora_E[keep])
         tensors[pre + "lora_B"] = _t(layer.lora_B[:, keep])
         pattern[f"{name}.lora_E"] = keep.tolist()
-    config = {"peft_type": "ADALORA", "r": int(method.rank), "init_r": int(method.init_r), "target_r": int(method.rank),
+    config = {"peft_type": "ADALORA", "init_r": int(method.init_r), "target_r": int(method.rank),
               "tinit": int(o.tinit), "tfinal": int(o.tfinal), "deltaT": int(o.delta_t), "beta1": float(o.beta1),
               "beta2": float(o.beta2), "orth_reg_weight": float(o.orth_reg_weight),
               "total_step": int(method.total or 1), "rank_pattern": pattern, "lora_alpha": float(o.alpha),
@@ -286,7 +290,7 @@ def export_checkpoint(spec, checkpoint_dir: str, out_dir: str, *, pissa_mode: st
         if fname in ("adapter_config.json", "adapter_model.safetensors", "residual_weights.safetensors"):
             p = os.path.join(out_dir, fname)
             files.append({"name": fname, "sha256": sha256_file(p), "bytes": os.path.getsize(p)})
-    r = config.get("r")
+    r = config.get("r", config.get("target_r"))  # AdaLoRA: PEFT ignores (and warns about) `r`; target_r is it
     return {"step": int(manifest["step"]), "method": name, "peft_type": config["peft_type"],
             "r": int(r) if r is not None else None,
             "path": os.path.abspath(out_dir), "files": files}
