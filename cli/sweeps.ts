@@ -6,6 +6,7 @@ import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundErro
 import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy, defaultPayloadConverter } from '@temporalio/common';
 import type { ArtifactStore } from '../store/store.js';
 import { UserError } from '../core/errors.js';
+import { jsonBuffer } from '../core/json-chunks.js';
 import { sweepKey } from '../store/keys.js';
 import { sweepWorkflow, statusQuery } from '../workflows/index.js';
 import type { PlannedRun } from '../schemas/runspec.js';
@@ -44,7 +45,7 @@ export async function writeManifest(store: ArtifactStore, config: Config, o: Sub
     queues: config.queues,
     runs: o.runs,
   };
-  await store.put(sweepKey(o.sweepId), JSON.stringify(SweepManifest.parse(manifest)));
+  await store.put(sweepKey(o.sweepId), jsonBuffer(SweepManifest.parse(manifest)));
   return manifest;
 }
 

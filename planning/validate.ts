@@ -147,8 +147,13 @@ function addZodIssue(out: IssueList, issue: AnyIssue, prefix: FieldPath, raw: un
       return;
     }
     case 'too_big': {
-      if (issue.origin === 'array' || issue.origin === 'string')
-        out.add(path, `expected at most ${issue.maximum} item(s)`);
+      if (issue.origin === 'string')
+        out.add(
+          path,
+          `expected at most ${issue.maximum} characters, got ${typeof found === 'string' ? found.length : 'more'}`,
+          'shorten it (a long text belongs in a file the recipe names)',
+        );
+      else if (issue.origin === 'array') out.add(path, `expected at most ${issue.maximum} item(s)`);
       else
         out.add(
           path,

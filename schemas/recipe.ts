@@ -15,9 +15,41 @@ function axis<T extends z.ZodType>(t: T) {
   return z.union([t, z.array(t).min(1)]);
 }
 
+/**
+ * The longest string any recipe field may hold (names, paths, tags, option values): a 1 MB tag copied into
+ * 600 run labels made a 600 MB manifest that no JSON writer could build. Descriptions may be longer.
+ */
+export const MAX_FIELD_CHARS = 4096;
+export const MAX_DESCRIPTION_CHARS = 65_536;
+/** At most this many tags per recipe or entry (each is copied into the labels of every run). */
+export const MAX_TAGS = 64;
+const str = () => z.string().max(MAX_FIELD_CHARS, `at most ${MAX_FIELD_CHARS} characters`);
+
+/** The longest string inside a JSON value (keys included), without recursion. */
+function longestString(v: unknown): number {
+  let max = 0;
+  const stack: unknown[] = [v];
+  while (stack.length) {
+    const x = stack.pop();
+    if (typeof x === 'string') max = Math.max(max, x.length);
+    else if (x !== null && typeof x === 'object') {
+      for (const [k, c] of Object.entries(x as object)) {
+        max = Math.max(max, k.length);
+        stack.push(c);
+      }
+    }
+  }
+  return max;
+}
+/** A free-form value (model config, options): any JSON, with no string longer than MAX_FIELD_CHARS. */
+const freeValue = z
+  .unknown()
+  .refine((v) => longestString(v) <= MAX_FIELD_CHARS, `a string longer than ${MAX_FIELD_CHARS} characters`);
+const tagList = z.array(str()).max(MAX_TAGS, `at most ${MAX_TAGS} tags`);
+
 const posInt = z.number().int().positive();
 const seedInt = z.number().int().nonnegative();
-const nameList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+const nameList = z.union([str().min(1), z.array(str().min(1)).min(1)]);
 
 const T = TrainingSpec.shape;
 
@@ -29,7 +61,7 @@ export const TrainingLayer = z.strictObject({
   optimizer: axis(T.optimizer).optional(),
   lr: axis(T.lr).optional(),
   /** Learning rates of the named parameter groups a method declares (e.g. DePT's `prompt`). */
-  lr_groups: z.record(z.string(), axis(z.number().positive())).optional(),
+  lr_groups: z.record(str(), axis(z.number().positive())).optional(),
   weight_decay: axis(T.weight_decay).optional(),
   schedule: axis(T.schedule).optional(),
   warmup_ratio: axis(T.warmup_ratio).optional(),
@@ -50,12 +82,12 @@ export const TRAINING_FIELDS = Object.keys(TrainingSpec.shape) as (keyof z.infer
 
 export const ModelEntry = z.strictObject({
   /** `tiny-encoder` | `tiny-vit` | `tiny-decoder`, a Hugging Face id (`FacebookAI/roberta-base`) or a local path. */
-  name: z.string().min(1),
+  name: str().min(1),
   /** Inferred: `builtin` for the built-in names, `hf` otherwise. */
   source: z.enum(['builtin', 'hf']).optional(),
   /** The task head; inferred from a built-in model or from the datasets when omitted. */
   task: Task.optional(),
-  config: z.record(z.string(), z.unknown()).optional(),
+  config: z.record(str(), freeValue).optional(),
   random_init: z.boolean().optional(),
   /** Allow a local/hub model folder's own Python code (`auto_map`); default false (a config error names this). */
   trust_remote_code: z.boolean().optional(),
@@ -67,26 +99,26 @@ export const DatasetSettings = z.strictObject({
   max_length: posInt.optional(),
   train_size: posInt.nullable().optional(),
   eval_size: posInt.nullable().optional(),
-  eval_split: z.string().min(1).optional(),
+  eval_split: str().min(1).optional(),
   /**
    * Evaluate these splits at every evaluation (`[validation, test]`): best checkpoint on `eval_split` (default:
    * the first listed), every split's metrics and curve in the result, for `table --select-on/--report`.
    */
-  eval_splits: z.array(z.string().min(1)).min(1).optional(),
-  metric: z.string().min(1).optional(),
-  data_root: z.string().min(1).nullable().optional(),
-  options: z.record(z.string(), z.unknown()).optional(),
+  eval_splits: z.array(str().min(1)).min(1).optional(),
+  metric: str().min(1).optional(),
+  data_root: str().min(1).nullable().optional(),
+  options: z.record(str(), freeValue).optional(),
   /** How the data is stored (`auto`: the first form found; `csv`, `tsv`, `jsonl`, `parquet`, `hf`, ...). */
   format: DatasetSpec.shape.format,
   /** Split -> file: your own data (`{train: train.csv, validation: dev.csv}`) or explicit Parquet files. */
   files: DatasetSpec.shape.files,
   /** Your own data: the text column, or two for a pair (`[premise, hypothesis]`). */
-  text: z.union([z.string().min(1), z.array(z.string().min(1)).min(1).max(2)]).optional(),
+  text: z.union([str().min(1), z.array(str().min(1)).min(1).max(2)]).optional(),
   /** Your own data: the label column (classification or regression). */
-  label: z.string().min(1).optional(),
+  label: str().min(1).optional(),
   /** Your own data, causal LM: the prompt and target columns (loss on the target). */
-  prompt: z.string().min(1).optional(),
-  target: z.string().min(1).optional(),
+  prompt: str().min(1).optional(),
+  target: str().min(1).optional(),
   /** Your own classification data: the label set in id order (default: inferred from the training split). */
   labels: DatasetSpec.shape.labels,
   /** Your own labelled data: classification (default) or regression. */
@@ -96,7 +128,7 @@ export const DatasetSettings = z.strictObject({
 });
 export const DatasetEntry = DatasetSettings.extend({
   /** `glue/<task>`, `vtab/<task>`, `gsm8k`, `synthetic/<seq-cls|img-cls|causal-lm>`. */
-  name: z.string().min(1),
+  name: str().min(1),
 });
 export type DatasetEntry = z.infer<typeof DatasetEntry>;
 
@@ -107,29 +139,29 @@ export type DatasetEntry = z.infer<typeof DatasetEntry>;
 export const MatchBy = z.union([
   z.enum(['rank', 'none']),
   z.strictObject({
-    option: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+    option: z.union([str().min(1), z.array(str().min(1)).min(1)]),
     values: z.array(z.number()).min(1),
   }),
 ]);
 
 export const MethodSettings = z.strictObject({
   /** Method options, validated against the method's schema from the runtime; a list is a grid axis. */
-  options: z.record(z.string(), z.unknown()).optional(),
+  options: z.record(str(), freeValue).optional(),
   /** Ranks for this method (replaces the recipe's `ranks`); under `budget`, the candidates to match from. */
   ranks: axis(posInt).optional(),
   /** Module-name patterns to adapt (empty: the model's defaults for the method). */
-  targets: z.array(z.string().min(1)).optional(),
+  targets: z.array(str().min(1)).optional(),
   /** Training overrides for this method's runs (lists are grid axes). */
   training: TrainingLayer.optional(),
   /** Budget matching knob for this method (see `budget`). */
   match_by: MatchBy.optional(),
   /** Shown in tables to tell two entries of the same method apart (`lora-rs`). */
-  label: z.string().min(1).optional(),
-  tags: z.array(z.string()).optional(),
+  label: str().min(1).optional(),
+  tags: tagList.optional(),
 });
 export const MethodEntry = MethodSettings.extend({
   /** A method registered in the runtime (`lora`, `full`, `linear-probe`, `vera`, `randlora`, ...). */
-  name: z.string().min(1),
+  name: str().min(1),
 });
 export type MethodEntry = z.infer<typeof MethodEntry>;
 
@@ -142,8 +174,8 @@ export const Override = z.strictObject({
     rank: axis(posInt).optional(),
   }),
   training: TrainingLayer.optional(),
-  options: z.record(z.string(), z.unknown()).optional(),
-  targets: z.array(z.string().min(1)).optional(),
+  options: z.record(str(), freeValue).optional(),
+  targets: z.array(str().min(1)).optional(),
 });
 export type Override = z.infer<typeof Override>;
 
@@ -162,14 +194,14 @@ export const ExcludeRule = z.strictObject({
   dataset: nameList.optional(),
   rank: axis(posInt).optional(),
   seed: axis(seedInt).optional(),
-  training: z.record(z.string(), z.unknown()).optional(),
-  options: z.record(z.string(), z.unknown()).optional(),
+  training: z.record(str(), freeValue).optional(),
+  options: z.record(str(), freeValue).optional(),
 });
 export type ExcludeRule = z.infer<typeof ExcludeRule>;
 
 /** Parameter-budget matching: every other method gets the setting whose trainable count is closest to `match` at `rank`. */
 export const Budget = z.strictObject({
-  match: z.string().min(1),
+  match: str().min(1),
   rank: axis(posInt),
   /** Candidate ranks for methods matched by rank that give no `ranks` of their own. */
   candidates: z.array(posInt).min(1).optional(),
@@ -186,15 +218,15 @@ export type Budget = z.infer<typeof Budget>;
 export const STAGE_NAME = /^[a-z][a-z0-9_-]*$/;
 export const StageEntry = z.strictObject({
   /** The runtime procedure (`finetune`, `pretrain`, `compress`, `prune`, `recover`); default `finetune`. */
-  procedure: z.string().min(1).optional(),
+  procedure: str().min(1).optional(),
   /** Procedure options, validated against the procedure's schema from the runtime; a list is a grid axis. */
-  options: z.record(z.string(), z.unknown()).optional(),
+  options: z.record(str(), freeValue).optional(),
   /**
    * The earlier stage(s) whose artifacts this stage's runs read: a stage name (the procedure's first input,
    * e.g. `model`), or `{input: stage}` for several (`{adapter: train, pruned: prune}`). The first entry's stage
    * drives: one run per (its run × this stage's grid point); the others must be its ancestors.
    */
-  from: z.union([z.string().min(1), z.record(z.string(), z.string().min(1))]).optional(),
+  from: z.union([str().min(1), z.record(str(), str().min(1))]).optional(),
   /** Which runs of the driving stage a grid point pairs with: all of them (default) or the one of its seed. */
   match: z.enum(['all', 'seed']).optional(),
   datasets: z.array(DatasetEntry).min(1).optional(),
@@ -202,7 +234,7 @@ export const StageEntry = z.strictObject({
   ranks: axis(posInt).optional(),
   seeds: axis(seedInt).optional(),
   training: TrainingLayer.optional(),
-  zip: z.array(z.record(z.string(), z.array(z.unknown()).min(1))).optional(),
+  zip: z.array(z.record(str(), z.array(freeValue).min(1))).optional(),
   overrides: z.array(Override).optional(),
   include: z.array(IncludeRule).optional(),
   exclude: z.array(ExcludeRule).optional(),
@@ -212,24 +244,24 @@ export type StageEntry = z.infer<typeof StageEntry>;
 
 export const Recipe = z.strictObject({
   /** Name of the study (part of the sweep id); defaults to the file name. */
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, `.`, `_` and `-`'),
-  description: z.string().optional(),
+  name: str().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, `.`, `_` and `-`'),
+  description: z.string().max(MAX_DESCRIPTION_CHARS, `at most ${MAX_DESCRIPTION_CHARS} characters`).optional(),
   /** Recipe file(s) this one builds on, relative to this file; later ones and this file win. */
   extends: nameList.optional(),
   /** A built-in preset (`planning/presets.ts`) applied beneath this recipe. */
-  preset: z.string().min(1).optional(),
+  preset: str().min(1).optional(),
   model: ModelEntry,
   datasets: z.array(DatasetEntry).min(1),
   /** Settings per dataset name, used whenever that dataset is in `datasets` (presets use this). */
-  dataset_settings: z.record(z.string(), DatasetSettings).optional(),
+  dataset_settings: z.record(str(), DatasetSettings).optional(),
   methods: z.array(MethodEntry).min(1),
   /** Settings per method name, beneath the method entries' own settings (presets use this). */
-  method_settings: z.record(z.string(), MethodSettings).optional(),
+  method_settings: z.record(str(), MethodSettings).optional(),
   ranks: axis(posInt).optional(),
   seeds: axis(seedInt).optional(),
   training: TrainingLayer.optional(),
   /** Groups of training fields (or `rank`) that vary together: `{lr: [1e-4, 3e-4], warmup_ratio: [0.06, 0.1]}`. */
-  zip: z.array(z.record(z.string(), z.array(z.unknown()).min(1))).optional(),
+  zip: z.array(z.record(str(), z.array(freeValue).min(1))).optional(),
   overrides: z.array(Override).optional(),
   include: z.array(IncludeRule).optional(),
   exclude: z.array(ExcludeRule).optional(),
@@ -238,17 +270,17 @@ export const Recipe = z.strictObject({
   max_runs: posInt.optional(),
   device: z.enum(['cpu', 'cuda', 'auto']).optional(),
   /** Temporal task queue of the workers that should run this sweep (not part of a run's identity). */
-  queue: z.string().min(1).optional(),
+  queue: str().min(1).optional(),
   /** Data root for every dataset (null: `$RANKFLOW_DATA`); part of the run spec, so prefer the environment. */
-  data_root: z.string().min(1).nullable().optional(),
+  data_root: str().min(1).nullable().optional(),
   /** `eval_splits` of every dataset that sets none itself (see DatasetSettings.eval_splits). */
-  eval_splits: z.array(z.string().min(1)).min(1).optional(),
-  tags: z.array(z.string()).optional(),
+  eval_splits: z.array(str().min(1)).min(1).optional(),
+  tags: tagList.optional(),
   /**
    * Runs that build on runs: named stages in dependency order of `from` (a stage's runs start once the runs
    * they read from have succeeded). The recipe's own `methods` and `datasets` are the defaults of every stage.
    */
-  stages: z.record(z.string().regex(STAGE_NAME, 'lower-case letters, digits, `_` and `-`'), StageEntry).optional(),
+  stages: z.record(str().regex(STAGE_NAME, 'lower-case letters, digits, `_` and `-`'), StageEntry).optional(),
 });
 export type Recipe = z.infer<typeof Recipe>;
 

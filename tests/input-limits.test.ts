@@ -1,6 +1,7 @@
 /**
  * Recipes that would exhaust memory or the stack (issue 20, items 1 and 2): a training grid of 10^9
- * combinations, an alias bomb, a 10 MB file, nesting deeper than the parser's stack. Each is refused with the
+ * combinations, an alias bomb, a 10 MB file, nesting deeper than the parser's stack, and (item 4) strings of a
+ * megabyte copied into every run. Each is refused with the
  * usual one-line message naming the file (and line:col where there is one), exit 2, no stack trace.
  */
 import { spawnSync } from 'node:child_process';
@@ -10,7 +11,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../core/paths.js';
 import { MAX_ALIAS_COUNT, MAX_RECIPE_BYTES, MAX_RECIPE_DEPTH } from '../cli/recipe-io.js';
+import { CHUNK_CHARS, jsonBuffer, jsonChunks } from '../core/json-chunks.js';
 import { planRecipe } from '../planning/planner.js';
+import { MAX_FIELD_CHARS } from '../schemas/recipe.js';
 import { validateRecipe } from '../planning/validate.js';
 import { MethodsSnapshot } from '../schemas/describe.js';
 import snapshotJson from '../schemas/methods.generated.json' with { type: 'json' };
@@ -128,5 +131,42 @@ describe('YAML that exhausts the parser', () => {
       validate('deep-config.yaml', text),
       /deep-config\.yaml:2:\d+: YAML: mappings or lists nested too deep/,
     );
+  });
+});
+
+describe('huge strings', () => {
+  it('a 1 MB tag is refused by validate, naming the field (it made plan --json and submit crash on 600 runs)', () => {
+    const r = validate('tag.yaml', HEAD + `tags: ["${'x'.repeat(1_000_000)}"]\n`);
+    expectOneLine(
+      r,
+      new RegExp(`tag\\.yaml:6:8: tags\\[0\\]: expected at most ${MAX_FIELD_CHARS} characters, got 1000000`),
+    );
+  });
+
+  it('a long string inside a free-form value (model.config) is refused too', () => {
+    const text = `name: t\nmodel: {name: tiny-encoder, config: {note: "${'y'.repeat(5000)}"}}\ndatasets: [synthetic/seq-cls]\nmethods: [lora]\nranks: [4]\n`;
+    expectOneLine(
+      validate('config-str.yaml', text),
+      /config-str\.yaml:2:\d+: model\.config\.note: a string longer than 4096/,
+    );
+  });
+
+  it('manifests are written in chunks: the same text as JSON.stringify, no chunk much past CHUNK_CHARS', () => {
+    const v = validateRecipe({
+      ...{ name: 't', model: 'tiny-encoder', datasets: ['synthetic/seq-cls'], methods: ['lora', 'dora'] },
+      ranks: [1, 2, 4, 8],
+      seeds: values(50, (i) => i),
+      tags: ['ünïcode "quoted" \\ tag', 'x'.repeat(MAX_FIELD_CHARS)],
+    });
+    const runs = planRecipe(v.recipe!, { methods: SNAP.methods, datasets: SNAP.datasets }).runs;
+    expect(runs).toHaveLength(400);
+    const value = { a: undefined, empty: [], none: {}, n: null, runs, nested: [[], [{}], [1, 'two', false]] };
+    for (const indent of [0, 2]) {
+      const chunks = [...jsonChunks(value, indent)];
+      expect(chunks.join('')).toBe(JSON.stringify(value, null, indent || undefined));
+      expect(chunks.length).toBeGreaterThan(10);
+      for (const c of chunks) expect(c.length).toBeLessThan(CHUNK_CHARS + 2 * MAX_FIELD_CHARS + 100);
+    }
+    expect(jsonBuffer(value).toString('utf8')).toBe(JSON.stringify(value));
   });
 });

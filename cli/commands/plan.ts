@@ -1,6 +1,7 @@
 /** `rankflow plan recipe.yaml`: the exact list of runs a recipe means, before any GPU time is spent. */
 import type { PlannedRun } from '../../schemas/runspec.js';
 import { UserError } from '../../core/errors.js';
+import { jsonChunks } from '../../core/json-chunks.js';
 import { fractionOfFull, planRecipeFile, type PlannedRecipe } from '../recipe-io.js';
 import { defineCommand, parseCommandLine, type CommandDef, type OptionDefs, type Values } from '../args.js';
 
@@ -29,11 +30,18 @@ model) with totals.`,
     const args = planArgsFrom('plan', values, positionals);
     const plan = await planRecipeFile(args.file, { count: args.count, maxRuns: args.maxRuns });
     for (const w of plan.warnings) console.error(`rankflow: warning: ${w}`);
-    if (args.json) console.log(JSON.stringify(planJson(plan), null, 2));
+    if (args.json) await writeJson(planJson(plan));
     else console.log(renderPlanTable(plan));
     return 0;
   },
 };
+
+/** Writes JSON to stdout in chunks (a plan of thousands of runs is never one string), waiting on a full pipe. */
+async function writeJson(value: unknown): Promise<void> {
+  for (const c of jsonChunks(value, 2))
+    if (!process.stdout.write(c)) await new Promise((ok) => process.stdout.once('drain', ok));
+  process.stdout.write('\n');
+}
 
 export interface PlanArgs {
   file: string;
