@@ -10,7 +10,7 @@ import { z } from 'zod';
 import type { ArtifactStore } from './store.js';
 import { ARTIFACT_KINDS, CheckpointFile, type ArtifactEvent } from '../schemas/events.js';
 import { artifactPrefix, STORED_MARKER } from './keys.js';
-import { CheckpointFileError, sha256File } from './checkpoints.js';
+import { putVerifiedFiles, sha256File } from './checkpoints.js';
 
 export { artifactPrefix };
 
@@ -34,18 +34,7 @@ export async function uploadArtifact(
   now: () => Date = () => new Date(),
 ): Promise<string> {
   const prefix = artifactPrefix(runId, ev.name);
-  for (const f of ev.files) {
-    const local = join(ev.path, f.name);
-    let sha: string;
-    try {
-      sha = await sha256File(local);
-    } catch (e) {
-      throw new CheckpointFileError(`artifact file ${local} is gone (${(e as Error).message})`);
-    }
-    if (sha !== f.sha256)
-      throw new CheckpointFileError(`artifact file ${local} has sha256 ${sha}, the runtime reported ${f.sha256}`);
-    await store.putFile(prefix + f.name, local);
-  }
+  await putVerifiedFiles(store, prefix, ev.path, ev.files, 'artifact');
   const marker: StoredArtifact = {
     run_id: runId,
     name: ev.name,

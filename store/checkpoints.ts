@@ -36,6 +36,32 @@ export async function sha256File(path: string): Promise<string> {
 /** A checkpoint whose local files are wrong or gone (the runtime prunes old ones): retrying cannot help. */
 export class CheckpointFileError extends Error {}
 
+/**
+ * Uploads the files the runtime reported under `prefix`, each checked against its reported sha256 first
+ * (a file that is gone or differs is a CheckpointFileError: retrying cannot help). The caller writes the marker.
+ */
+export async function putVerifiedFiles(
+  store: ArtifactStore,
+  prefix: string,
+  dir: string,
+  files: readonly { name: string; sha256: string }[],
+  what: string,
+  whenGone = '',
+): Promise<void> {
+  for (const f of files) {
+    const local = join(dir, f.name);
+    let sha: string;
+    try {
+      sha = await sha256File(local);
+    } catch (e) {
+      throw new CheckpointFileError(`${what} file ${local} is gone (${(e as Error).message})${whenGone}`);
+    }
+    if (sha !== f.sha256)
+      throw new CheckpointFileError(`${what} file ${local} has sha256 ${sha}, the runtime reported ${f.sha256}`);
+    await store.putFile(prefix + f.name, local);
+  }
+}
+
 /** Uploads one checkpoint the runtime reported; returns the key of its marker. */
 export async function uploadCheckpoint(
   store: ArtifactStore,
@@ -44,21 +70,7 @@ export async function uploadCheckpoint(
   now: () => Date = () => new Date(),
 ): Promise<string> {
   const prefix = checkpointPrefix(runId, ev.step);
-  for (const f of ev.files) {
-    const local = join(ev.path, f.name);
-    let sha: string;
-    try {
-      sha = await sha256File(local);
-    } catch (e) {
-      throw new CheckpointFileError(
-        `checkpoint file ${local} is gone (${(e as Error).message}); a newer checkpoint supersedes it`,
-      );
-    }
-    if (sha !== f.sha256) {
-      throw new CheckpointFileError(`checkpoint file ${local} has sha256 ${sha}, the runtime reported ${f.sha256}`);
-    }
-    await store.putFile(prefix + f.name, local);
-  }
+  await putVerifiedFiles(store, prefix, ev.path, ev.files, 'checkpoint', '; a newer checkpoint supersedes it');
   const marker: StoredCheckpoint = {
     run_id: runId,
     step: ev.step,
