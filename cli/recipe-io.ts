@@ -34,6 +34,8 @@ import { validateRecipe } from '../planning/validate.js';
 import snapshotJson from '../schemas/methods.generated.json' with { type: 'json' };
 import { UserError } from '../core/errors.js';
 import { countSpecs } from '../launcher/runtime-calls.js';
+import { CountCache, countSpecsCached } from '../launcher/count-cache.js';
+import { defaultStateDir } from '../services/embedded.js';
 import { runtimeAvailable } from '../launcher/spawn.js';
 
 /** The committed `describe` snapshot (`schemas/methods.generated.json`). */
@@ -483,6 +485,11 @@ export interface PlanFileOptions {
   count?: 'auto' | 'always' | 'never';
   /** Counting function (default: the runtime's `count --specs`); tests may pass a table-backed one. */
   countFn?: (specs: RunSpec[]) => Promise<(CountResult | null)[]>;
+  /**
+   * The count cache folder for the runtime's counts (default `<state folder>/count-cache`, the state folder
+   * being `$RANKFLOW_STATE_DIR` or `.state/services`); false: count every time. Unused with `countFn`.
+   */
+  countCache?: string | false;
   /** Overrides the recipe's max_runs. */
   maxRuns?: number;
 }
@@ -506,6 +513,16 @@ export function fractionOfFull(run: PlannedRun, counts: CountTable): number | nu
   return run.params.trainable / full.total;
 }
 
+/** The runtime's `count`, through the on-disk count cache unless `cacheDir` is false. */
+function runtimeCounter(
+  cacheDir: string | false | undefined,
+  errors: string[],
+): (specs: RunSpec[]) => Promise<(CountResult | null)[]> {
+  if (cacheDir === false) return (specs) => countSpecs(specs, undefined, errors);
+  const cache = new CountCache(cacheDir ?? join(defaultStateDir(), 'count-cache'));
+  return (specs) => countSpecsCached(specs, cache, errors);
+}
+
 /**
  * Plan a recipe file: load (presets, extends), validate, expand, count parameters, deduplicate.
  * Throws a UserError naming file:line:col for every problem. This is the API the orchestration code calls.
@@ -520,7 +537,7 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
   const mode = opts.count ?? 'auto';
   const canCount = opts.countFn !== undefined || (mode !== 'never' && runtimeAvailable());
   const countErrors: string[] = [];
-  const countFn = opts.countFn ?? ((specs: RunSpec[]) => countSpecs(specs, undefined, countErrors));
+  const countFn = opts.countFn ?? runtimeCounter(opts.countCache, countErrors);
   const counts: CountTable = {};
   const fill = async (specs: RunSpec[]) => {
     const res = await countFn(specs.map(countableSpec));
