@@ -2,13 +2,11 @@
 update_and_allocate over a short run), the published Llama-3.2-3B count, PEFT export, the procedure's
 properties and a toy run where the signal sits in 2 of 8 layers."""
 import ast
-import json
 import warnings
 
 import pytest
 import torch
 
-from rankflow_runtime import events
 from rankflow_runtime.build import count
 from rankflow_runtime.errors import ConfigError
 from rankflow_runtime.methods._allocation import cubic_budget
@@ -16,9 +14,9 @@ from rankflow_runtime.methods.base import TrainContext, adapted_layers, trainabl
 from rankflow_runtime.spec import example_spec, parse_spec
 from rankflow_runtime.step import Stepper
 from rankflow_runtime.testing import TINY_TARGETS, adapted_model, base_model, synthetic_batch
-from rankflow_runtime.train import run_training
 
 from _rank_toy import toy_run
+from _schedule_runs import of_kind as _kind, run_capturing as _run, schedule_spec
 
 peft = pytest.importorskip("peft")
 
@@ -122,27 +120,8 @@ def test_llama_3_2_3b_q_v_count_equals_peft_published():
 
 
 def _spec(**over):
-    tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 48, "vocab_size": 256,
-            "max_position": 32, "dropout": 0.1}
-    s = example_spec(**{"model.config": tiny, "dataset.train_size": 64, "dataset.eval_size": 16,
-                        "dataset.max_length": 16, "training.batch_size": 8, "training.max_steps": 12,
-                        "training.eval_every": 6, "training.log_every": 1, "training.lr": 1e-2})
-    s["method"].update(name="adalora", rank=2, options={"init_r": 4, "tinit": 2, "tfinal": 3, "dropout": 0.1},
-                       targets=["query", "value", "fc1"])
-    for k, v in over.items():
-        a, _, b = k.partition(".")
-        s[a][b] = v
-    return s
-
-
-def _run(spec, out, resume=None, stop=None):
-    with events.capture() as recs:
-        rc = run_training(parse_spec(json.loads(json.dumps(spec))), str(out), resume=resume, stop_at_step=stop)
-    return rc, recs
-
-
-def _kind(recs, k):
-    return [r for r in recs if r["event"] == k]
+    return schedule_spec("adalora", 2, {"init_r": 4, "tinit": 2, "tfinal": 3, "dropout": 0.1},
+                         {"training.lr": 1e-2}, over)
 
 
 def test_run_reports_budget_and_resumes_mid_schedule_exactly(tmp_path):

@@ -1,20 +1,17 @@
 """DiffoRA: selection count ⌈ρM⌉ with a deterministic tie-break, the bi-level alternation, weight sharing across
 the discretisation (same ΔW before and after), unselected modules contribute exactly 0, the formula after the
 selection, exact resume across the search / fine-tune boundary, and a toy run where the signal sits in 2 of 8."""
-import json
 
 import pytest
 import torch
 
-from rankflow_runtime import events
 from rankflow_runtime.methods.base import TrainContext, adapted_layers, trainable_numel
 from rankflow_runtime.optim import GroupRules
-from rankflow_runtime.spec import example_spec, parse_spec
 from rankflow_runtime.step import Stepper
 from rankflow_runtime.testing import adapted_model, base_model, synthetic_batch
-from rankflow_runtime.train import run_training
 
 from _rank_toy import toy_run
+from _schedule_runs import of_kind as _kind, run_capturing as _run, schedule_spec
 
 
 def _stepper(model, meth, total=12, lr=2e-2):
@@ -100,28 +97,8 @@ def test_the_switch_preserves_each_selected_module_exactly():
 
 
 def _spec(**over):
-    tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 48, "vocab_size": 256,
-            "max_position": 32, "dropout": 0.1}
-    s = example_spec(**{"model.config": tiny, "dataset.train_size": 64, "dataset.eval_size": 16,
-                        "dataset.max_length": 16, "training.batch_size": 8, "training.max_steps": 12,
-                        "training.eval_every": 6, "training.log_every": 1, "training.lr": 1e-2,
-                        "training.lr_groups": {"gate": 5e-2}})
-    s["method"].update(name="diffora", rank=2, options={"search_steps": 5, "ratio": 0.5, "dropout": 0.1},
-                       targets=["query", "value", "fc1"])
-    for k, v in over.items():
-        a, _, b = k.partition(".")
-        s[a][b] = v
-    return s
-
-
-def _run(spec, out, resume=None, stop=None):
-    with events.capture() as recs:
-        rc = run_training(parse_spec(json.loads(json.dumps(spec))), str(out), resume=resume, stop_at_step=stop)
-    return rc, recs
-
-
-def _kind(recs, k):
-    return [r for r in recs if r["event"] == k]
+    return schedule_spec("diffora", 2, {"search_steps": 5, "ratio": 0.5, "dropout": 0.1},
+                         {"training.lr": 1e-2, "training.lr_groups": {"gate": 5e-2}}, over)
 
 
 def test_resume_across_the_search_boundary_is_exact(tmp_path):

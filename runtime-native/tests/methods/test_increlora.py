@@ -1,22 +1,19 @@
 """IncreLoRA: growth schedule, selection rules (official overshoot vs capped), reserve pieces, the ΔW rescale,
 the score formula, per-group restarted warmup, exact resume mid-growth, formula = trainables after every growth,
 and a toy run where the signal sits in 2 of 8 layers."""
-import json
 import math
 
 import pytest
 import torch
 
-from rankflow_runtime import events
 from rankflow_runtime.methods.base import TrainContext, adapted_layers, trainable_numel
 from rankflow_runtime.methods.increlora import IncreLoRA
 from rankflow_runtime.optim import GroupRules, GroupSchedule
-from rankflow_runtime.spec import example_spec, parse_spec
 from rankflow_runtime.step import Stepper
 from rankflow_runtime.testing import adapted_model, synthetic_batch
-from rankflow_runtime.train import run_training
 
 from _rank_toy import toy_run
+from _schedule_runs import of_kind as _kind, run_capturing as _run, schedule_spec
 
 
 def _stepper(model, meth, total=40, warmup=4, lr=1e-2):
@@ -147,29 +144,10 @@ def test_official_rule_overshoots_qnli_rank_8_and_capped_lands_on_target():
 
 
 def _spec(**over):
-    tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 48, "vocab_size": 256,
-            "max_position": 32, "dropout": 0.1}
-    s = example_spec(**{"model.config": tiny, "dataset.train_size": 64, "dataset.eval_size": 16,
-                        "dataset.max_length": 16, "training.batch_size": 8, "training.grad_accum": 2,
-                        "training.max_steps": 14, "training.eval_every": 7, "training.log_every": 1,
-                        "training.weight_decay": 0.01, "training.warmup_ratio": 0.2})
-    s["method"].update(name="increlora", rank=3, options={"init_warmup": 2, "incre_interval": 2, "top_h": 3,
-                                                          "incre_rank_num": 1, "dropout": 0.1},
-                       targets=["query", "value", "fc1"])
-    for k, v in over.items():
-        a, _, b = k.partition(".")
-        s[a][b] = v
-    return s
-
-
-def _run(spec, out, resume=None, stop=None):
-    with events.capture() as recs:
-        rc = run_training(parse_spec(json.loads(json.dumps(spec))), str(out), resume=resume, stop_at_step=stop)
-    return rc, recs
-
-
-def _kind(recs, k):
-    return [r for r in recs if r["event"] == k]
+    return schedule_spec("increlora", 3, {"init_warmup": 2, "incre_interval": 2, "top_h": 3, "incre_rank_num": 1,
+                                                "dropout": 0.1},
+                         {"training.grad_accum": 2, "training.max_steps": 14, "training.eval_every": 7,
+                          "training.weight_decay": 0.01, "training.warmup_ratio": 0.2}, over)
 
 
 @pytest.mark.parametrize("rule", ["capped", "official"])

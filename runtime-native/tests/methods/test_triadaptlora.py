@@ -1,21 +1,18 @@
 """TriAdaptLoRA: triangular core from block strips, counts, the score Δ(‖C‖_F / n_blocks), growth timing and
 rules, the R/(R+k) rescale, formula = trainables after every growth, exact resume, the official all-zero init
 leaving ΔW ≡ 0 (the pinned deviation), and a toy run where the signal sits in 2 of 8 layers."""
-import json
 
 import pytest
 import torch
 
-from rankflow_runtime import events
 from rankflow_runtime.methods.base import TrainContext, adapted_layers, trainable_numel
 from rankflow_runtime.methods.triadaptlora import TriAdaptLoRA
 from rankflow_runtime.optim import GroupRules
-from rankflow_runtime.spec import example_spec, parse_spec
 from rankflow_runtime.step import Stepper
 from rankflow_runtime.testing import adapted_model, synthetic_batch
-from rankflow_runtime.train import run_training
 
 from _rank_toy import toy_run
+from _schedule_runs import of_kind as _kind, run_capturing as _run, schedule_spec
 
 
 def _stepper(model, meth, total=30, lr=2e-2):
@@ -130,28 +127,9 @@ def test_official_all_zero_init_leaves_delta_w_zero_for_the_whole_run():
 
 
 def _spec(**over):
-    tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 48, "vocab_size": 256,
-            "max_position": 32, "dropout": 0.1}
-    s = example_spec(**{"model.config": tiny, "dataset.train_size": 64, "dataset.eval_size": 16,
-                        "dataset.max_length": 16, "training.batch_size": 8, "training.max_steps": 12,
-                        "training.eval_every": 6, "training.log_every": 1, "training.lr": 1e-2})
-    s["method"].update(name="triadaptlora", rank=3, options={"init_warmup": 1, "incre_interval": 2,
-                                                             "incre_rank_num": 1, "dropout": 0.1},
-                       targets=["query", "value", "fc1"])
-    for k, v in over.items():
-        a, _, b = k.partition(".")
-        s[a][b] = v
-    return s
-
-
-def _run(spec, out, resume=None, stop=None):
-    with events.capture() as recs:
-        rc = run_training(parse_spec(json.loads(json.dumps(spec))), str(out), resume=resume, stop_at_step=stop)
-    return rc, recs
-
-
-def _kind(recs, k):
-    return [r for r in recs if r["event"] == k]
+    return schedule_spec("triadaptlora", 3, {"init_warmup": 1, "incre_interval": 2, "incre_rank_num": 1,
+                                                   "dropout": 0.1},
+                         {"training.lr": 1e-2}, over)
 
 
 def test_resume_mid_growth_is_exact_and_deterministic(tmp_path):
