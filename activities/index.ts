@@ -225,6 +225,7 @@ export function createActivities(deps: ActivityDeps) {
         best_step: out.best_step,
         trainable_params: out.trainable_params,
         total_params: out.total_params,
+        ...(out.head_params !== undefined ? { head_params: out.head_params } : {}),
         ...(out.stats ? { stats: out.stats } : {}),
         curve: out.curve,
         ...(out.evals ? { evals: out.evals } : {}),

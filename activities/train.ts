@@ -298,6 +298,7 @@ function finished(scope: Scope, run: Attempt, resumedFrom: number | null, starte
     best_step: d.best_step,
     trainable_params: d.trainable_params,
     total_params: d.total_params,
+    ...(d.head_params !== undefined ? { head_params: d.head_params } : {}),
     wall_time_s: d.wall_time_s,
     ...(d.stats ? { stats: d.stats } : {}),
     curve: thin(run.curve, 400),

@@ -51,12 +51,13 @@ export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescr
 function asCount(x: unknown): CountResult | null {
   const r = CountOutput.safeParse(x);
   if (!r.success) return null;
-  const { trainable, total, final, exact } = r.data;
+  const { trainable, total, final, exact, head } = r.data;
   return {
     trainable,
     total,
     ...(final !== undefined && final !== trainable ? { final } : {}),
     ...(exact === false ? { exact } : {}),
+    ...(head !== undefined ? { head } : {}),
   };
 }
 

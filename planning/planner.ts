@@ -61,12 +61,16 @@ export interface CountResult {
    * the trained model's count is in the run's result record. Absent: exact.
    */
   exact?: boolean;
+  /** The task head's share of `trainable` (absent without a head). */
+  head?: number;
 }
 /** A planned run's `params` from its count (marked estimated when the count is not exact). */
-const paramsOf = (c: CountResult): NonNullable<PlannedRun['params']> =>
-  c.exact === false
-    ? { trainable: c.trainable, total: c.total, estimated: true }
-    : { trainable: c.trainable, total: c.total };
+const paramsOf = (c: CountResult): NonNullable<PlannedRun['params']> => ({
+  trainable: c.trainable,
+  total: c.total,
+  ...(c.exact === false ? { estimated: true as const } : {}),
+  ...(c.head !== undefined ? { head: c.head } : {}),
+});
 /**
  * Budget matching compares exact counts only: a method that chooses its ranks from the weights (LoRD
  * `rank_rule: energy | ratio`) has an estimate. Adds the issue and returns true when the reference (first) or a

@@ -17,6 +17,8 @@ export const CountOutput = z.object({
    * run's events and result record carry. Absent: true.
    */
   exact: z.boolean().optional(),
+  /** The task head's share of `trainable` (0 when frozen); absent for a model without a head. */
+  head: z.number().int().nonnegative().optional(),
 });
 export type CountOutput = z.infer<typeof CountOutput>;
 

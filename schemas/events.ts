@@ -128,6 +128,8 @@ export const DoneEvent = z.strictObject({
   best_step: z.number().int().nonnegative(),
   trainable_params: z.number().int().nonnegative(),
   total_params: z.number().int().nonnegative(),
+  /** The task head's share of `trainable_params` (0 when frozen); absent for a model without a head. */
+  head_params: z.number().int().nonnegative().optional(),
   wall_time_s: z.number().nonnegative(),
   /** Every evaluated split (`dataset.eval_splits`), by name; absent from procedures without evaluations. */
   evals: z.record(z.string(), SplitEval).optional(),

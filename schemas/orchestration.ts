@@ -55,6 +55,8 @@ export const TrainOutput = z.strictObject({
   best_step: z.number().int(),
   trainable_params: z.number().int(),
   total_params: z.number().int(),
+  /** `done.head_params`: the head's share of `trainable_params` (absent without a head). */
+  head_params: z.number().int().optional(),
   wall_time_s: z.number(),
   /** The procedure's own numbers (`done.stats`: compression ratio, pruned size, tokens/s, ...). */
   stats: z.record(z.string(), z.number()).optional(),

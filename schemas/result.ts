@@ -45,6 +45,11 @@ export const ResultRecord = z.strictObject({
   best_step: z.number().int().nullable(),
   trainable_params: z.number().int().nullable(),
   total_params: z.number().int().nullable(),
+  /**
+   * The task head's share of `trainable_params` (0 when frozen; absent for a model without a head, and in
+   * records written before it was recorded). Tables leave it out by default, as the LoRA paper does.
+   */
+  head_params: z.number().int().nullable().optional(),
   /** The procedure's own numbers (`done.stats` of the runtime: compression ratio, pruned size, tokens/s, ...). */
   stats: z.record(z.string(), z.number()).optional(),
   /** Training loss curve (subsampled to at most a few hundred points). */

@@ -201,7 +201,13 @@ export const PlannedRun = z.strictObject({
    * not the trained model's; the result record has the real one (tables use it).
    */
   params: z
-    .strictObject({ trainable: z.number().int(), total: z.number().int(), estimated: z.literal(true).optional() })
+    .strictObject({
+      trainable: z.number().int(),
+      total: z.number().int(),
+      estimated: z.literal(true).optional(),
+      /** The task head's share of `trainable` (absent without a head). */
+      head: z.number().int().optional(),
+    })
     .nullable(),
 });
 export type PlannedRun = z.infer<typeof PlannedRun>;

@@ -14,6 +14,7 @@ import {
   listText,
   type Accum,
   type Dim,
+  type ParamsConvention,
   type TableOptions,
 } from './model.js';
 
@@ -164,12 +165,16 @@ export interface Accumulated {
   plannedParams: Params;
   failures: string[];
   missingRuns: RunRow[];
+  /** Runs counted whose record does not give the head's share (counted as recorded, head included if any). */
+  headUnknown: number;
 }
 
-function pushParams(target: Params, rk: string, r: RunRow): void {
+/** Adds a run's count, without its head's share unless `withHead`; returns false when that share is unknown. */
+function pushParams(target: Params, rk: string, r: RunRow, withHead: boolean): boolean {
   let p = target.get(rk);
   if (!p) target.set(rk, (p = newCounts()));
-  addCount(p, r.trainable!, r.total);
+  addCount(p, withHead ? r.trainable! : r.trainable! - (r.head ?? 0), r.total);
+  return withHead || r.head !== null;
 }
 
 function getOr<K, V>(m: Map<K, V>, k: K, make: () => V): V {
@@ -178,7 +183,13 @@ function getOr<K, V>(m: Map<K, V>, k: K, make: () => V): V {
   return v;
 }
 
-export function accumulate(uniq: RunRow[], layout: Layout, metric: MetricChoice, notes: string[]): Accumulated {
+export function accumulate(
+  uniq: RunRow[],
+  layout: Layout,
+  metric: MetricChoice,
+  notes: string[],
+  convention: ParamsConvention = 'without-head',
+): Accumulated {
   const out: Accumulated = {
     acc: new Map(),
     colMetric: new Map(),
@@ -186,6 +197,7 @@ export function accumulate(uniq: RunRow[], layout: Layout, metric: MetricChoice,
     plannedParams: new Map(),
     failures: [],
     missingRuns: [],
+    headUnknown: 0,
   };
   const seedSeen = new Map<string, Set<number>>();
   let duplicateSeeds = 0;
@@ -196,7 +208,10 @@ export function accumulate(uniq: RunRow[], layout: Layout, metric: MetricChoice,
     const a = getOr(row, ck, () => ({ values: [], seeds: [], failed: 0, missing: 0, runIds: new Set<string>() }));
     a.runIds.add(r.run_id);
     // Counts recorded by finished or failed runs; the planner's counts of missing runs only as a fallback.
-    if (r.trainable !== null) pushParams(r.status === 'missing' ? out.plannedParams : out.params, rk, r);
+    if (r.trainable !== null) {
+      const target = r.status === 'missing' ? out.plannedParams : out.params;
+      if (!pushParams(target, rk, r, convention === 'with-head')) out.headUnknown++;
+    }
     if (r.status === 'succeeded') {
       const m = metric.metricOf(r)!;
       const block = blockOf(layout.rowDims, layout.rowInfo.get(rk)!.dims);

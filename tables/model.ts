@@ -27,9 +27,17 @@ export interface TableOptions {
   references?: ReferenceRow[];
   std?: boolean;
   params?: boolean;
+  /**
+   * `without-head` (default): trainable parameters without the task head, as the LoRA paper and its successors
+   * report them; `with-head`: the head included, as PEFT's benchmarks count.
+   */
+  paramsConvention?: ParamsConvention;
   avg?: boolean;
   title?: string | null;
 }
+
+export const PARAMS_CONVENTIONS = ['without-head', 'with-head'] as const;
+export type ParamsConvention = (typeof PARAMS_CONVENTIONS)[number];
 
 export type CellStatus = 'ok' | 'partial' | 'failed' | 'missing' | 'failed+missing' | 'empty' | 'incomplete';
 
@@ -100,6 +108,8 @@ export interface TableModel {
   digits: number;
   show_std: boolean;
   show_params: boolean;
+  /** Whether the parameter counts include the task head (tables/params.ts). */
+  params_convention: ParamsConvention;
   baseline: string | null;
   /** Scale applied per metric (100 for ratio metrics printed in percent). */
   scales: Record<string, number>;

@@ -1,7 +1,7 @@
 /** The notes under a table: what the numbers are (seeds, metrics, scales, marks) and what is missing. */
 import { metricDirection } from './names.js';
 import type { Accumulated } from './aggregate.js';
-import { describeRun, listText, type TableColumn, type TableRow } from './model.js';
+import { describeRun, listText, type ParamsConvention, type TableColumn, type TableRow } from './model.js';
 
 function statText(rows: TableRow[], all: TableColumn[], showStd: boolean): string {
   const complete = rows
@@ -23,6 +23,24 @@ export interface NoteInputs {
   showStd: boolean;
   agg: Accumulated;
   baselineLabel: string | null;
+  /** The parameter convention when the table shows a Params column. */
+  params: ParamsConvention | null;
+}
+
+/** What the Params column counts, and the runs whose head share is not recorded. */
+function paramsNote(n: NoteInputs): string[] {
+  if (n.params === null || !n.rows.some((r) => r.kind === 'result' && r.params?.trainable != null)) return [];
+  const out = [
+    n.params === 'without-head'
+      ? 'Params: trainable parameters without the task head, as the LoRA paper and its successors report them (--params with-head counts it, as PEFT does).'
+      : "Params: trainable parameters with the task head, as PEFT's benchmarks count them (the papers' convention leaves it out: --params without-head).",
+  ];
+  if (n.params === 'without-head' && n.agg.headUnknown > 0) {
+    out.push(
+      `${n.agg.headUnknown} run(s) do not record their head's share (no task head, or recorded before rankflow kept it): counted as recorded.`,
+    );
+  }
+  return out;
 }
 
 /** Adds the notes (the seed line first, then the metrics line) to those the phases collected. */
@@ -58,5 +76,6 @@ export function addNotes(notes: string[], n: NoteInputs): string[] {
     );
   }
   if (n.baselineLabel) notes.push(`(±x): difference to the baseline row ${n.baselineLabel}.`);
+  notes.push(...paramsNote(n));
   return [...new Set(notes)];
 }

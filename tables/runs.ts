@@ -22,6 +22,8 @@ export interface RunRow {
   headline: string | null;
   trainable: number | null;
   total: number | null;
+  /** The task head's share of `trainable` (null when the record does not say: no head, or written before). */
+  head: number | null;
   curve: { step: number; loss: number }[];
   /** Final rank per adapted module, for methods that move rank during training (else null). */
   allocation: { unit: string; ranks: Record<string, number> } | null;
@@ -49,6 +51,7 @@ export function runFromRecord(r: ResultRecord): RunRow {
     headline: r.spec.dataset.metric,
     trainable: r.trainable_params,
     total: r.total_params,
+    head: r.head_params ?? null,
     curve: r.curve,
     allocation:
       r.status === 'succeeded' && r.allocation ? { unit: r.allocation.unit, ranks: r.allocation.ranks } : null,
@@ -68,7 +71,7 @@ export function missingRun(
   sweep_id: string | null,
   labels: RunLabels,
   why: string | null = null,
-  planned: { trainable: number; total: number; estimated?: true } | null = null,
+  planned: { trainable: number; total: number; estimated?: true; head?: number } | null = null,
 ): RunRow {
   // An estimated planned count (ranks chosen from the weights) is not the run's: only its record will say.
   const params = planned?.estimated ? null : planned;
@@ -82,6 +85,7 @@ export function missingRun(
     headline: null,
     trainable: params?.trainable ?? null,
     total: params?.total ?? null,
+    head: params?.head ?? null,
     curve: [],
     allocation: null,
     rounds: [],

@@ -65,7 +65,8 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   const rowDims = rowDimensions(uniq, askedRows, colDim, notes);
   const metric = chooseMetrics(uniq, opts, which);
   const layout = layoutOf(uniq, rowDims, colDim);
-  const agg = accumulate(uniq, layout, metric, notes);
+  const convention = opts.paramsConvention ?? 'without-head';
+  const agg = accumulate(uniq, layout, metric, notes, convention);
   const columns = dataColumns(layout, columnMetrics(agg.colMetric, colDim), agg.colMetric, opts.metric);
   const datasetColumns = colDim === 'dataset' && !rowDims.includes('dataset');
   const all = datasetColumns ? withGroupColumns(columns, opts.avg ?? true, notes) : [...columns];
@@ -86,11 +87,22 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     digits,
     show_std: showStd,
     show_params: opts.params ?? true,
+    params_convention: convention,
     baseline: baselineLabel,
     scales: metric.scales,
     percent_digits: percentDigits(rows),
     columns: all,
     rows,
-    notes: addNotes(notes, { rows, columns, all, scales: metric.scales, which, showStd, agg, baselineLabel }),
+    notes: addNotes(notes, {
+      rows,
+      columns,
+      all,
+      scales: metric.scales,
+      which,
+      showStd,
+      agg,
+      baselineLabel,
+      params: (opts.params ?? true) ? convention : null,
+    }),
   };
 }

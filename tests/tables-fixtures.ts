@@ -22,6 +22,8 @@ export interface RecordOptions {
   status?: 'succeeded' | 'failed';
   trainable?: number | null;
   total?: number | null;
+  /** The head's share of `trainable` (`head_params`; omitted from the record when undefined). */
+  head?: number | null;
   sweep_id?: string;
   recipe?: string | null;
   curve?: { step: number; loss: number }[];
@@ -102,6 +104,7 @@ export function makeRecord(o: RecordOptions): ResultRecord {
     best_step: status === 'succeeded' ? 20 : null,
     trainable_params: o.trainable === undefined ? 1000 : o.trainable,
     total_params: o.total === undefined ? 100000 : o.total,
+    ...(o.head !== undefined ? { head_params: o.head } : {}),
     curve: o.curve ?? [
       { step: 5, loss: 1.0 },
       { step: 10, loss: 0.8 },

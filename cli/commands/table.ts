@@ -7,7 +7,14 @@ import { UserError } from '../../core/errors.js';
 import { defineCommand, type OptionDefs, type Parsed } from '../args.js';
 import { openResultStore, readSelection } from '../results-reader.js';
 import { DEFAULT_REFERENCE, filtersFrom, loadReferences, SELECTION_OPTIONS, userErrors } from '../selection.js';
-import { buildTable, DIMS, type Dim, type TableOptions } from '../../tables/table.js';
+import {
+  buildTable,
+  DIMS,
+  PARAMS_CONVENTIONS,
+  type Dim,
+  type ParamsConvention,
+  type TableOptions,
+} from '../../tables/table.js';
 import { FORMATS, render, type Format } from '../../tables/render.js';
 import { addStatColumns } from '../../tables/stats.js';
 
@@ -53,6 +60,12 @@ const TABLE_OPTIONS = {
   out: { type: 'string', short: 'o', arg: 'FILE', help: 'write to FILE instead of stdout', group: TAB },
   'no-std': { type: 'boolean', help: 'no standard deviations', group: TAB },
   'no-params': { type: 'boolean', help: 'no parameter column', group: TAB },
+  params: {
+    type: 'string',
+    arg: PARAMS_CONVENTIONS.join('|'),
+    help: "count the task head or not (default without-head: the LoRA paper's convention; with-head: PEFT's)",
+    group: TAB,
+  },
   'no-avg': { type: 'boolean', help: 'no group averages', group: TAB },
   stats: {
     type: 'string',
@@ -112,6 +125,9 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
     if (!Number.isFinite(scale) || scale === 0)
       throw new UserError(`--scale ${v.scale}: expected auto or a non-zero number such as 1 or 100`);
   }
+  const convention = (v.params ?? 'without-head') as ParamsConvention;
+  if (!(PARAMS_CONVENTIONS as readonly string[]).includes(convention))
+    throw new UserError(`--params ${v.params}: use ${PARAMS_CONVENTIONS.join(' or ')}`);
   const rows = v.rows ? parseDims('--rows', v.rows) : undefined;
   const cols = v.cols ? parseDims('--cols', v.cols) : undefined;
   if (cols && cols.length !== 1) throw new UserError(`--cols ${v.cols}: give exactly one dimension`);
@@ -132,6 +148,7 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
       references,
       std: !v['no-std'],
       params: !v['no-params'],
+      paramsConvention: convention,
       avg: !v['no-avg'],
       title: v.title ?? null,
     });

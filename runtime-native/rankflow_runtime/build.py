@@ -10,7 +10,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .methods import get_method
-from .methods.base import Method, Shape, adapt_model, total_numel, trainable_numel
+from .methods.base import Method, Shape, adapt_model, head_numel, total_numel, trainable_numel
 from .artifacts import Artifact
 from .models import ModelInfo, build_model, model_info
 from .spec import RunSpec
@@ -25,6 +25,8 @@ class Built:
     formula: int
     trainable: int
     total: int
+    #: Trainable parameters of the task head (part of `trainable`); None without a head.
+    head: Optional[int] = None
 
 
 def resolve_info(spec: RunSpec) -> ModelInfo:
@@ -138,7 +140,8 @@ def build(spec: RunSpec, info: ModelInfo, num_labels: Optional[int], device: Any
                 p.data = p.data.to(half)
     if str(device) != "meta":
         model.to(device)
-    return Built(model, method, info, shapes, formula, trainable_numel(model), total_numel(model))
+    return Built(model, method, info, shapes, formula, trainable_numel(model), total_numel(model),
+                 head_numel(model, info.head_name))
 
 
 def num_labels_for(spec: RunSpec, info: ModelInfo, seed: int) -> Tuple[Optional[int], Any]:
@@ -164,5 +167,8 @@ def count(spec: RunSpec) -> dict:
     b = build(spec, info, n, device="meta")
     final = b.method.final_count(b.shapes)
     final = b.trainable if final is None else b.trainable - b.method.count(b.shapes) + final
-    return {"trainable": b.trainable, "total": b.total, "formula": b.formula, "final": final,
-            "exact": bool(b.method.count_is_exact)}
+    out = {"trainable": b.trainable, "total": b.total, "formula": b.formula, "final": final,
+           "exact": bool(b.method.count_is_exact)}
+    if b.head is not None:
+        out["head"] = b.head
+    return out

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from .errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, InternalError
 from .evals import Efficiency, SplitHistory, eval_sets, peak_mem_mb  # noqa: F401  (peak_mem_mb: re-export)
 from .events import emit, finite_metrics, log
-from .methods.base import TrainContext, adapter_state_dict, trainable_numel
+from .methods.base import TrainContext, adapter_state_dict, head_numel, trainable_numel
 from .optim import GroupRules, GroupSchedule, lr_lambda, make_optimizer  # noqa: F401  (lr_lambda: re-export)
 from .spec import RunSpec
 from .step import Stepper
@@ -379,8 +379,15 @@ def run_training(spec: RunSpec, out_dir: str, resume: Optional[str] = None,
         emit("done", step=pos.step, metrics=pos.last_metrics, best_metrics=pos.best_metrics or pos.last_metrics,
              best_step=pos.best_step if pos.best_value is not None else pos.step,
              trainable_params=trainable_numel(model), total_params=built.total, wall_time_s=time.time() - t_start,
-             evals=pos.splits.record(), efficiency=efficiency.record(), **({"stats": stats} if stats else {}))
+             evals=pos.splits.record(), efficiency=efficiency.record(), **({"stats": stats} if stats else {}),
+             **_head_field(model, info))
         return EXIT_OK
+
+
+def _head_field(model, info) -> Dict[str, int]:
+    """`head_params` of the done event (the head's share of `trainable_params`), absent without a head."""
+    n = head_numel(model, info.head_name)
+    return {} if n is None else {"head_params": n}
 
 
 def _generative_eval(model, task_data, batch_size: int, device, step: int, out_dir: str, suffix: str = ""):

@@ -22,7 +22,7 @@ EVENT_KEYS = {
     "artifact": {"name", "kind", "path", "files"},
 }
 # Keys an event may carry besides the required ones (schemas/events.ts marks them optional).
-OPTIONAL_KEYS = {"progress": {"tokens_per_s"}, "done": {"stats"}}
+OPTIONAL_KEYS = {"progress": {"tokens_per_s"}, "done": {"stats", "head_params", "evals", "efficiency"}}
 
 
 def cli(*args, timeout=120):
@@ -56,10 +56,16 @@ def test_count_single_and_many(tmp_path):
     assert rc == 0 and one["trainable"] == one["formula"] and one["total"] > one["trainable"]
     # LoRA r=8 on query/value of 2 layers of 64x64, plus the classifier head (64*2+2)
     assert one["formula"] == 4 * 8 * (64 + 64) + 64 * 2 + 2
+    assert one["head"] == 64 * 2 + 2  # the head's share, which papers leave out of the count
     full = example_spec(**{"method.name": "full", "method.rank": None})
     (tmp_path / "m.json").write_text(json.dumps([spec, full]))
     rc, (many,), _ = cli("count", "--specs", str(tmp_path / "m.json"))
     assert rc == 0 and many[0] == one and many[1]["trainable"] == many[1]["total"]
+    assert many[1]["head"] == 64 * 2 + 2
+    frozen = example_spec(**{"training.train_head": False})
+    (tmp_path / "f.json").write_text(json.dumps(frozen))
+    rc, (f,), _ = cli("count", "--spec", str(tmp_path / "f.json"))
+    assert rc == 0 and f["head"] == 0 and f["trainable"] == one["trainable"] - one["head"]
 
 
 def test_smoke(tmp_path):
@@ -119,4 +125,5 @@ def test_quickstart_spec_runs_end_to_end(tmp_path):
     check_events(lines)
     done = lines[-1]
     assert done["event"] == "done" and done["metrics"]["accuracy"] > 0.6  # the planted signal is learned
+    assert done["head_params"] == 64 * 2 + 2 and done["trainable_params"] == 4 * 8 * (64 + 64) + 64 * 2 + 2
     assert [r for r in lines if r["event"] == "checkpoint"][-1]["reason"] == "final"

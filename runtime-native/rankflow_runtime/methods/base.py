@@ -584,6 +584,19 @@ def trainable_numel(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def head_numel(model: nn.Module, head_name: Optional[str]) -> Optional[int]:
+    """Trainable parameters under the task head (`head_name`), adapters inside it included; 0 for a frozen head,
+    None for a model without one. Papers (LoRA and its successors) report adapter counts without it; PEFT's
+    benchmarks with it: tables subtract it or not (`rankflow table --params`)."""
+    if not head_name:
+        return None
+    try:
+        head = model.get_submodule(head_name)
+    except AttributeError:
+        return None
+    return sum(p.numel() for p in head.parameters() if p.requires_grad)
+
+
 def total_numel(model: nn.Module) -> int:
     """Parameters of the adapted model, counting each tensor once (shared modules once)."""
     return sum(p.numel() for p in model.parameters())
