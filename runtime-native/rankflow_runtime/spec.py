@@ -8,6 +8,7 @@ data and model modules take) behind attribute access: `spec.training.lr`, `spec.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
@@ -56,6 +57,7 @@ class RunSpec:
 def parse_spec(obj: Any, src: str = "spec") -> RunSpec:
     """Validate a run spec against the contract (runspec.schema.json, generated from schemas/runspec.ts) and
     wrap it; the first problem is a one-line ConfigError naming the file, the field and the fix."""
+    _check_values(obj, src)
     validate_spec(obj, src)
     procedure = obj.get("procedure", DEFAULT_PROCEDURE)
     inputs = obj.get("inputs", {})
@@ -65,15 +67,55 @@ def parse_spec(obj: Any, src: str = "spec") -> RunSpec:
                    inputs={k: Section(v) for k, v in inputs.items()})
 
 
+# Deepest nesting of a spec's objects and lists (a recipe nests at most 64 levels; a spec wraps it in two).
+MAX_SPEC_DEPTH = 100
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"`{name}` is not a JSON number")
+
+
 def read_json(path: str, what: str = "spec") -> Any:
+    """A JSON file written by the orchestrator; binary, non-UTF-8, NaN/Infinity and nesting deeper than the
+    parser's stack are ConfigErrors (one line), never tracebacks."""
     if not os.path.exists(path):
         raise ConfigError(f"{path}: {what} file not found", hint="check the path passed on the command line")
+    fix = f"pass the {what} file rankflow wrote (JSON text)"
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}): not a {what} file", hint=fix) from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what} file ({e.strerror})", hint=fix) from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})",
                           hint="fix the JSON syntax") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})", hint="write a finite number") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: objects or lists nested too deep (a {what} nests at most {MAX_SPEC_DEPTH} "
+                          "levels)", hint=fix) from None
+
+
+def _check_values(obj: Any, src: str) -> None:
+    """What the JSON Schema cannot say: every number finite, nesting at most MAX_SPEC_DEPTH (checked without
+    recursion, before the schema validator recurses)."""
+    stack = [(obj, "", 0)]
+    while stack:
+        v, where, depth = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{src}: {where.lstrip('.') or '(spec)'}: expected a finite number, got {v}",
+                              hint="write a finite number")
+        if isinstance(v, (dict, list)):
+            if depth >= MAX_SPEC_DEPTH:
+                raise ConfigError(f"{src}: {where.lstrip('.') or '(spec)'}: objects or lists nested deeper than "
+                                  f"{MAX_SPEC_DEPTH} levels", hint="flatten the value")
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            stack.extend((c, f"{where}.{k}" if isinstance(v, dict) else f"{where}[{k}]", depth + 1)
+                         for k, c in items)
 
 
 def load_spec(path: str) -> RunSpec:
