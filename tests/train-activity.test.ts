@@ -48,8 +48,9 @@ describe('reduceEvent: runner events into the attempt and the heartbeat', () => 
     const gen = ev({ event: 'eval', step: 3, split: 'test', metrics: {}, generations: { path: '/g.jsonl', count: 2 } });
     expect(reduceEvent(a, hb, gen)).toEqual({ kind: 'generations', step: 3, path: '/g.jsonl' });
     expect(reduceEvent(a, hb, ev({ event: 'eval', step: 4, split: 'test', metrics: { accuracy: 1 } }))).toEqual({
-      kind: 'none',
+      kind: 'heartbeat',
     });
+    expect(hb.eval).toEqual({ step: 4, metrics: { accuracy: 1 } }); // the dashboard's live evaluation curve
     const err = ev({ event: 'error', kind: 'config', message: 'bad', hint: 'fix it' });
     expect(reduceEvent(a, hb, err)).toEqual({ kind: 'none' });
     expect(a.error).toBe(err);

@@ -28,5 +28,6 @@ export const COMMANDS: CommandEntry[] = [
   { name: 'table', load: async () => (await import('./table.js')).tableCommand },
   { name: 'plot', load: async () => (await import('./plot.js')).plotCommand },
   { name: 'export', load: async () => (await import('./export.js')).exportCommand },
+  { name: 'ui', load: async () => (await import('./ui.js')).uiCommand },
   { name: 'services', load: async () => (await orchestrate()).servicesCommand },
 ];

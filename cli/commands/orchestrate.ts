@@ -21,8 +21,9 @@ import {
   startSweep,
   sweepStatus,
   SweepNotAnswering,
+  sweepState,
+  firstLine,
 } from '../sweeps.js';
-import type { SweepStatus } from '../../schemas/orchestration.js';
 import {
   notPolledLine,
   pollersAlive,
@@ -43,6 +44,9 @@ import {
 import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
 import { ensureBackgroundWorker, stopBackgroundWorkers } from '../background.js';
 import { failureKey, logsPrefix, RESULTS_PREFIX, resultKey, SWEEPS_PREFIX, sweepIdOfKey } from '../../store/keys.js';
+
+/** Kept here too: where `submit` and the tests have always imported them from. */
+export { firstLine, sweepState };
 
 function sweepArg(cmd: string, positionals: string[]): string {
   const id = positionals[0];
@@ -109,26 +113,6 @@ export const workerCommand = defineCommand({
     return 0;
   },
 });
-
-/**
- * A sweep's state in one word: `running`, `cancelling` (a cancel is in progress), `failed` (closed with
- * every run failed), else the workflow's own close status (`completed`, `cancelled`, `terminated`, ...).
- */
-export function sweepState(s: SweepStatus, closed: string | null): string {
-  if (!closed) return s.cancelled ? 'cancelling' : 'running';
-  const c = s.counts;
-  // A cancelled sweep's workflow completes (it returns its counts): it is `cancelled`, not `completed`.
-  if (closed === 'COMPLETED' && s.cancelled) return 'cancelled';
-  if (closed === 'COMPLETED' && s.total > 0 && c.failed === s.total) return 'failed';
-  return closed.toLowerCase();
-}
-
-/** The first line of a failure message: never a Python or Temporal stack trace. */
-export function firstLine(message: string | null | undefined): string {
-  const line =
-    (message ?? '').split('\n').find((l) => l.trim() !== '' && !/^Traceback|^\s+at |^\s+File "/.test(l)) ?? '';
-  return line.trim();
-}
 
 /**
  * A running sweep that no worker serves: its workflow waits on the control queue (so it cannot even be queried)

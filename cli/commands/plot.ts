@@ -8,6 +8,7 @@ import { UserError } from '../../core/errors.js';
 import { openResultStore, readSelection } from '../results-reader.js';
 import { buildTable } from '../../tables/table.js';
 import type { RunRow } from '../../tables/runs.js';
+import type { TopLevelSpec } from 'vega-lite';
 import {
   allocationSpec,
   lossCurveSpec,
@@ -46,6 +47,15 @@ export interface PlotRequest {
   strict: boolean;
 }
 
+/** The Vega-Lite spec of one kind of plot (a TableInputError when the runs cannot support it); `rankflow ui` too. */
+export function plotSpec(kind: PlotKind, runs: RunRow[], metric: string | null, which: 'final' | 'best'): TopLevelSpec {
+  if (kind === 'loss') return lossCurveSpec(runs);
+  if (kind === 'params') return paramsSpec(buildTable(runs, { metric, which }));
+  if (kind === 'rank') return rankSpec(runs, metric);
+  if (kind === 'rounds') return roundsSpec(runs, metric);
+  return allocationSpec(runs);
+}
+
 /** Renders and writes the requested plots; returns the paths written and the kinds skipped (with why). */
 export async function writePlots(runs: RunRow[], req: PlotRequest): Promise<{ written: string[]; skipped: string[] }> {
   await mkdir(req.dir, { recursive: true });
@@ -54,11 +64,7 @@ export async function writePlots(runs: RunRow[], req: PlotRequest): Promise<{ wr
   for (const kind of req.kinds) {
     let spec;
     try {
-      if (kind === 'loss') spec = lossCurveSpec(runs);
-      else if (kind === 'params') spec = paramsSpec(buildTable(runs, { metric: req.metric, which: req.which }));
-      else if (kind === 'rank') spec = rankSpec(runs, req.metric);
-      else if (kind === 'rounds') spec = roundsSpec(runs, req.metric);
-      else spec = allocationSpec(runs);
+      spec = plotSpec(kind, runs, req.metric, req.which);
     } catch (e) {
       if (e instanceof TableInputError && !req.strict) {
         skipped.push(`${kind}: ${e.message}`);
