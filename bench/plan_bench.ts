@@ -6,11 +6,14 @@
  *
  * Side by side, the same plan with the hand-written SHA-256 the planner used before (bench/baseline/) and,
  * for information, with node:crypto (which workflows cannot use): the ratio of the planner's time with
- * @noble/hashes (planning/hash.ts) to its time with the hand-written hash.
+ * @noble/hashes (planning/hash.ts) to its time with the hand-written hash. And the planner as it was before
+ * planRecipe was split into phases (bench/baseline/planner_v1.ts), which must give the same run ids: the
+ * ratio of the phased planner's time to its time (goal <= 1.10).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { canonicalJson } from '../planning/canonical.js';
 import { planRecipe } from '../planning/planner.js';
+import { planRecipe as planRecipeV1 } from './baseline/planner_v1.js';
 import { sha256Hex, type IncrementalSha256 } from '../planning/hash.js';
 import { Sha256 as HandwrittenSha256 } from './baseline/sha256_handwritten.js';
 import { validateRecipe } from '../planning/validate.js';
@@ -73,11 +76,11 @@ const HASHES: Record<string, (() => IncrementalSha256) | undefined> = {
   node: () => new NodeSha256(),
 };
 
-function planOnce(hash: keyof typeof HASHES = 'noble'): number {
+function planOnce(hash: keyof typeof HASHES = 'noble', planner = planRecipe): number {
   const v = validateRecipe(recipe);
   if (!v.recipe) throw new Error(JSON.stringify(v.issues));
   const sha256 = HASHES[hash];
-  const r = planRecipe(v.recipe, { methods: snap.methods, datasets: snap.datasets, ...(sha256 ? { sha256 } : {}) });
+  const r = planner(v.recipe, { methods: snap.methods, datasets: snap.datasets, ...(sha256 ? { sha256 } : {}) });
   if (r.issues.length) throw new Error(JSON.stringify(r.issues));
   _keep = r.runs;
   return r.runs.length;
@@ -179,6 +182,7 @@ floorOnce();
 floorWithIdsOnce();
 planOnce('handwritten');
 planOnce('node');
+planOnce('noble', planRecipeV1);
 planOnce();
 _keep = null;
 gc?.();
@@ -190,6 +194,7 @@ const idsMs: number[] = [];
 const planMs: number[] = [];
 const handMs: number[] = [];
 const nodeMs: number[] = [];
+const v1Ms: number[] = [];
 const same = (ids: string[]) => ids.join() === (_keep as { id: string }[]).map((r) => r.id).join();
 for (let i = 0; i < repeat; i++) {
   floorMs.push(time(floorOnce).ms);
@@ -202,6 +207,8 @@ for (let i = 0; i < repeat; i++) {
   if (!same(ids)) throw new Error('the hand-written SHA-256 gives other run ids');
   nodeMs.push(time(() => planOnce('node')).ms);
   if (!same(ids)) throw new Error('node:crypto gives other run ids');
+  v1Ms.push(time(() => planOnce('noble', planRecipeV1)).ms);
+  if (!same(ids)) throw new Error('the planner before the split gives other run ids');
 }
 const peakRssMiB = process.resourceUsage().maxRSS / 1024;
 
@@ -227,6 +234,11 @@ const nd = median(nodeMs);
 console.log(
   `  SHA-256 side by side (same run ids): @noble/hashes ${p.toFixed(0)} ms, hand-written (before) ${hw.toFixed(0)} ms, ` +
     `node:crypto ${nd.toFixed(0)} ms; ratio noble / hand-written ${(p / hw).toFixed(3)} (goal <= 1.10)`,
+);
+const v1 = median(v1Ms);
+console.log(
+  `  planner side by side (same run ids): phased (planning/) ${p.toFixed(0)} ms, before the split (bench/baseline/planner_v1.ts) ` +
+    `${v1.toFixed(0)} ms; ratio phased / before ${(p / v1).toFixed(3)} (goal <= 1.10)`,
 );
 console.log(
   `  peak RSS of the process: ${peakRssMiB.toFixed(0)} MiB; heap retained by 100k planned runs: ${(heapRetained / 2 ** 20).toFixed(0)} MiB (${(heapRetained / N).toFixed(0)} B/run)`,

@@ -16,6 +16,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Documen
 import { MethodsSnapshot, type MethodDescription, type ProcedureDescription } from '../schemas/describe.js';
 import { normalizeShorthands, type Recipe } from '../schemas/recipe.js';
 import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
+import { applyLengthRule } from '../planning/compose.js';
 import { formatPath, type FieldPath, type PlanIssue } from '../planning/issues.js';
 import {
   attachCounts,
@@ -221,10 +222,7 @@ function mergeInto(
       out[k] = v;
     } else if (isObj(b) && isObj(v)) {
       const merged = mergeInto(b, v, false);
-      if (k === 'training') {
-        if (v.max_steps !== undefined && v.epochs === undefined) delete merged.epochs;
-        if (v.epochs !== undefined && v.max_steps === undefined) delete merged.max_steps;
-      }
+      if (k === 'training') applyLengthRule(merged, v);
       out[k] = merged;
     } else {
       out[k] = v;

@@ -2,7 +2,8 @@
  * Stages: recipes whose runs build on runs (pretrain → fine-tune, compress → fine-tune, prune → train → recover).
  *
  * Pure and deterministic like the planner it wraps. Each stage plans as a recipe of its own (`stageRecipe`: the
- * recipe's fields with the stage's on top) through `planRecipe`; then every run gets its stage's `procedure`
+ * recipe's fields with the stage's on top; its `training` merges over the recipe's by the composition rules of
+ * compose.ts: `lr_groups` group by group, `max_steps`/`epochs` clearing each other) through `planRecipe`; then every run gets its stage's `procedure`
  * and, for a stage with `from`, one copy per upstream run it pairs with, whose `inputs` name that run's artifact
  * (and, for the other inputs, the matching ancestors'). Because the upstream run id is part of the spec, it is
  * part of the downstream run's id: a finished upstream run is never redone when only a later stage's grid
@@ -24,6 +25,7 @@ import type { OptionSchema, ProcedureDescription } from '../schemas/describe.js'
 import type { Recipe, StageEntry } from '../schemas/recipe.js';
 import type { InputRef, PlannedRun, RunSpec } from '../schemas/runspec.js';
 import { canonicalJson } from './canonical.js';
+import { mergeLayers } from './compose.js';
 import { IssueList, type FieldPath, type PlanIssue } from './issues.js';
 import { planRecipe, runId, type PlanOptions, type PlanResult } from './planner.js';
 import { suggestHint } from './suggest.js';
@@ -59,12 +61,8 @@ export function stageRecipe(recipe: Recipe, stage: StageEntry): Recipe {
   for (const k of ['ranks', 'seeds', ...INHERIT_WITHOUT_METHODS] as const) {
     if (stage[k] !== undefined) (out as Record<string, unknown>)[k] = stage[k];
   }
-  if (stage.training) {
-    const merged = { ...(recipe.training ?? {}), ...stage.training };
-    if (stage.training.max_steps !== undefined && stage.training.epochs === undefined) delete merged.epochs;
-    if (stage.training.epochs !== undefined && stage.training.max_steps === undefined) delete merged.max_steps;
-    out.training = merged;
-  }
+  // the stage's training over the recipe's, by the composition rules (lr_groups merge, max_steps/epochs)
+  if (stage.training) out.training = mergeLayers([recipe.training, stage.training]) as Recipe['training'];
   return out;
 }
 
