@@ -269,6 +269,9 @@ export function missingModelFolder(model: { name: string; source?: string }): { 
 /** A count failure that is the model's fault (the runtime names a `model.*` field): the recipe is wrong, not a run. */
 function modelError(countErrors: readonly string[]): PlanIssue | null {
   for (const e of countErrors) {
+    // a rank the adapted layers cannot hold (the runtime's MAX_PARAMS bound): an error, not an uncounted run
+    const r = /(?:^|: )method\.rank: (.* trainable parameters \(at most .*)$/.exec(e);
+    if (r) return { path: ['ranks'], message: `the runtime refuses the rank: ${r[1]}` };
     const m = /(?:^|: )(model(?:\.[A-Za-z_][\w]*)*): (.*)$/.exec(e);
     if (!m) continue;
     const path = m[1]!.split('.').slice(0, 2) as FieldPath;

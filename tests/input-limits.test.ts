@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../core/paths.js';
-import { MAX_ALIAS_COUNT, MAX_RECIPE_BYTES, MAX_RECIPE_DEPTH } from '../cli/recipe-io.js';
+import { MAX_ALIAS_COUNT, MAX_RECIPE_BYTES, MAX_RECIPE_DEPTH, planRecipeFile } from '../cli/recipe-io.js';
+import { runtimeAvailable } from '../launcher/spawn.js';
 import { CHUNK_CHARS, jsonBuffer, jsonChunks } from '../core/json-chunks.js';
 import { planRecipe } from '../planning/planner.js';
 import { MAX_FIELD_CHARS } from '../schemas/recipe.js';
@@ -169,4 +170,24 @@ describe('huge strings', () => {
     }
     expect(jsonBuffer(value).toString('utf8')).toBe(JSON.stringify(value));
   });
+});
+
+// Item 3: absurd sizes. The runtime's count refuses them (runtime-native/tests/test_absurd_sizes.py); plan
+// turns the refusal into the recipe's error at the field, instead of an uncounted run that fails five attempts.
+describe.skipIf(!runtimeAvailable())('absurd sizes are plan errors (needs the runtime; skipped without it)', () => {
+  it('ranks: [1e12] and model.config.hidden_size: 1e8', async () => {
+    const rank = join(dir, 'rank.yaml');
+    writeFileSync(rank, HEAD.replace('ranks: [4]', 'ranks: [1000000000000]'));
+    await expect(planRecipeFile(rank, { countCache: false })).rejects.toThrow(
+      /rank\.yaml:5:1: ranks: the runtime refuses the rank: lora at rank 1000000000000 makes 5\.12e\+14 trainable parameters \(at most 1e\+12\); the adapted layers are at most 64 wide/,
+    );
+    const hidden = join(dir, 'hidden.yaml');
+    writeFileSync(
+      hidden,
+      HEAD.replace('model: tiny-encoder', 'model: {name: tiny-encoder, config: {hidden_size: 100000000}}'),
+    );
+    await expect(planRecipeFile(hidden, { countCache: false })).rejects.toThrow(
+      /hidden\.yaml:2:\d+: model\.config: the runtime cannot build the model: the model would have 8e\+16 parameters/,
+    );
+  }, 300_000);
 });

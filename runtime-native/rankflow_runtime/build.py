@@ -158,6 +158,28 @@ def num_labels_for(spec: RunSpec, info: ModelInfo, seed: int) -> Tuple[Optional[
     return td.num_labels, td
 
 
+# The most parameters a spec may make (4 TB in fp32, beyond any model rankflow trains): a rank of 1e12 or a
+# `model.config.hidden_size` of 1e8 builds on the meta device but no allocator can hold it.
+MAX_PARAMS = 10**12
+
+
+def check_size(spec: RunSpec, b: Built) -> None:
+    """Refuse (ConfigError) a spec whose model would have more than MAX_PARAMS parameters, naming the rank
+    (with the widest adapted layer, the dimension a rank is measured against) or the model config."""
+    if b.total <= MAX_PARAMS:
+        return
+    widest = max((max(s) for s in b.shapes), default=0)
+    rank = spec.method.get("rank")
+    if rank is not None and b.trainable > MAX_PARAMS and rank > widest:
+        raise ConfigError(
+            f"method.rank: {spec.method['name']} at rank {rank} makes {b.trainable:.3g} trainable parameters "
+            f"(at most {MAX_PARAMS:.0e}); the adapted layers are at most {widest} wide",
+            hint=f"use a rank of at most {widest}")
+    raise ConfigError(
+        f"model.config: the model would have {b.total:.3g} parameters (at most {MAX_PARAMS:.0e})",
+        hint="check model.config (hidden_size, intermediate_size, num_hidden_layers, vocab_size) and method.rank")
+
+
 def count(spec: RunSpec) -> dict:
     """Trainable / total parameters on the meta device. `exact` is False when the method chooses its ranks from
     the weights' values (LoRD's energy / ratio rules): the count is then an estimate (at the rank cap) and only
@@ -165,6 +187,7 @@ def count(spec: RunSpec) -> dict:
     info = resolve_info(spec)
     n, _ = num_labels_for(spec, info, spec.seed)
     b = build(spec, info, n, device="meta")
+    check_size(spec, b)
     final = b.method.final_count(b.shapes)
     final = b.trainable if final is None else b.trainable - b.method.count(b.shapes) + final
     out = {"trainable": b.trainable, "total": b.total, "formula": b.formula, "final": final,

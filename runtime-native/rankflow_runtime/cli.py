@@ -134,6 +134,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         emit("error", kind="oom", message="out of host memory", hint="use a smaller batch or model")
         return EXIT_RETRYABLE
     except Exception as e:  # a bug or a lost device: retryable, with the traceback on stderr
+        impossible = _impossible_allocation(e)
+        if impossible:
+            emit("error", kind="config", message=impossible,
+                 hint="lower method.rank, model.config sizes or training.batch_size")
+            log.error("config error: %s", impossible)
+            return exit_code_of("config")
         if _is_oom(e):
             emit("error", kind="oom", message=f"out of device memory: {str(e).splitlines()[0][:200]}",
                  hint="lower training.batch_size (raise grad_accum) or use bf16")
@@ -142,6 +148,43 @@ def main(argv: Optional[List[str]] = None) -> int:
         emit("error", kind="internal", message=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
              hint="see the runtime log on stderr")
         return EXIT_RETRYABLE
+
+
+_UNITS = {"B": 1, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50, "KB": 2**10, "MB": 2**20,
+          "GB": 2**30, "TB": 2**40, "PB": 2**50, "BYTES": 1}
+
+
+def _requested_bytes(msg: str) -> Optional[int]:
+    """The size of the allocation an allocator error names: CPU `you tried to allocate 123 bytes`, CUDA
+    `Tried to allocate 256.00 TiB`."""
+    import re
+    m = re.search(r"tried to allocate ([0-9.]+)\s*([KMGTP]?i?B|bytes)", msg, re.IGNORECASE)
+    if not m:
+        return None
+    return int(float(m.group(1)) * _UNITS.get(m.group(2).upper(), 1))
+
+
+def _memory_total() -> int:
+    """The largest memory of this machine an allocation could come from: host RAM, or a GPU's if larger."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        import torch
+        for i in range(torch.cuda.device_count()):
+            total = max(total, torch.cuda.get_device_properties(i).total_memory)
+    except Exception:
+        pass
+    return total
+
+
+def _impossible_allocation(e: BaseException) -> Optional[str]:
+    """A user error when one allocation asks for more memory than the machine has (a retry cannot succeed):
+    the spec asked for the impossible (a rank of 1e12, a hidden size of 1e8). None otherwise."""
+    want = _requested_bytes(str(e))
+    have = _memory_total()
+    if want is None or want <= have:
+        return None
+    return (f"one allocation of {want / 2**30:.4g} GiB is more than this machine's {have / 2**30:.4g} GiB: "
+            "the spec asks for a model that cannot exist here")
 
 
 def _is_oom(e: BaseException) -> bool:
