@@ -9,6 +9,8 @@
  * rendering of every format. The same pipeline on a tenth of the records gives the scaling ratio in the same
  * run. With --store, 10,000 records are also written to and read back from a LocalStore in a temporary
  * folder (the file-system part of `rankflow table`). Prints wall time per stage and the peak RSS / heap.
+ * Side by side: the same RunRows tabulated and rendered by today's tables/ and by the code before issue 17
+ * (bench/baseline/table_v1), alternating, five rounds each; the medians and their ratio are printed.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +21,8 @@ import { type SweepManifest } from '../schemas/orchestration.js';
 import { missingRun, runFromRecord, type RunRow } from '../tables/runs.js';
 import { buildTable } from '../tables/table.js';
 import { FORMATS, render } from '../tables/render.js';
+import { buildTable as buildTableV1 } from './baseline/table_v1/table.js';
+import { render as renderV1 } from './baseline/table_v1/render.js';
 import { LocalStore } from '../store/store.js';
 import { readSelection } from '../cli/results-reader.js';
 import { labelsFor, makeRecord, rng, runIdFor, specFor, type RecordOptions } from '../tests/tables-fixtures.js';
@@ -196,6 +200,41 @@ console.log(
   `  ratio 100k/10k: wall ${(totalBig / totalSmall).toFixed(2)}×, CPU ${(b.cpu / a.cpu).toFixed(2)}× for 10× the records (aggregate alone ${(b.aggregate / a.aggregate).toFixed(2)}× wall); CPU/wall ${(b.cpu / totalBig).toFixed(2)} (below 1: other processes shared the cores)`,
 );
 console.log(`  throughput: ${Math.round(items.length / (totalBig / 1000)).toLocaleString('en')} records/s end to end`);
+
+/** Aggregate + render (every format) of the same runs by today's code and by table_v1, alternating. */
+function sideBySide(runs: RunRow[], rounds: number): { now: number; v1: number } {
+  const times = { now: [] as number[], v1: [] as number[] };
+  for (let i = 0; i < rounds; i++) {
+    for (const which of i % 2 === 0 ? (['now', 'v1'] as const) : (['v1', 'now'] as const)) {
+      const t0 = performance.now();
+      let chars = 0;
+      if (which === 'now') {
+        const m = buildTable(runs, { baseline: 'LoRA (r=8)' });
+        for (const f of FORMATS) chars += render(m, f).length;
+      } else {
+        const m = buildTableV1(runs, { baseline: 'LoRA (r=8)' });
+        for (const f of FORMATS) chars += renderV1(m, f).length;
+      }
+      if (chars === 0) throw new Error('nothing rendered');
+      times[which].push(performance.now() - t0);
+    }
+  }
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  return { now: median(times.now), v1: median(times.v1) };
+}
+
+{
+  const runs: RunRow[] = items.map((it) =>
+    it.kind === 'missing'
+      ? missingRun(runIdFor(it.opts), 'bench', labelsFor(it.opts))
+      : runFromRecord(ResultRecord.parse(JSON.parse(it.body))),
+  );
+  const sb = sideBySide(runs, 5);
+  sample();
+  console.log(
+    `  side by side (${runs.length.toLocaleString('en')} runs, aggregate + render, median of 5): tables/ ${fmt(sb.now)}, table_v1 ${fmt(sb.v1)}: ratio ${(sb.now / sb.v1).toFixed(3)}`,
+  );
+}
 
 if (withStore) {
   const n = Math.min(10_000, items.length);

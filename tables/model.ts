@@ -34,6 +34,14 @@ export interface TableOptions {
   paramsConvention?: ParamsConvention;
   avg?: boolean;
   title?: string | null;
+  /** Select hyperparameters on this split (`validation`) and report `report` (tables/select.ts). */
+  selectOn?: string | null;
+  /** The split the table reports (`test`); absent: each run's own evaluated split. */
+  report?: string | null;
+  /** One selected setting per method (default) or per method and dataset. */
+  selectPer?: 'method' | 'dataset';
+  /** Efficiency columns: peak memory, time per step, wall time (tables/efficiency.ts). */
+  efficiency?: boolean;
 }
 
 export const PARAMS_CONVENTIONS = ['without-head', 'with-head'] as const;

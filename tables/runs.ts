@@ -4,6 +4,7 @@
  * cells count them and the renderers show them.
  */
 import type { ResultRecord, RoundPoint } from '../schemas/result.js';
+import type { Efficiency, SplitEval } from '../schemas/events.js';
 import type { RunLabels } from '../schemas/runspec.js';
 
 export type RunStatus = 'succeeded' | 'failed' | 'missing';
@@ -20,6 +21,14 @@ export interface RunRow {
   best_metrics: Record<string, number>;
   /** The dataset's headline metric (`spec.dataset.metric`); null for a missing run. */
   headline: string | null;
+  /** The split `metrics` are of and the best checkpoint was chosen on (`spec.dataset.eval_split`); null: missing. */
+  eval_split: string | null;
+  /** Every evaluated split of the record (`evals`; empty for records from before it and unfinished runs). */
+  evals: Record<string, SplitEval>;
+  /** The runtime's efficiency figures (`efficiency` of the record), else null. */
+  efficiency: Efficiency | null;
+  /** The run's wall time (`timings.wall_s`: the runtime process that finished it), null unless finished. */
+  wall_s: number | null;
   trainable: number | null;
   total: number | null;
   /** The task head's share of `trainable` (null when the record does not say: no head, or written before). */
@@ -49,6 +58,10 @@ export function runFromRecord(r: ResultRecord): RunRow {
     metrics: r.status === 'succeeded' ? r.metrics : {},
     best_metrics: r.status === 'succeeded' ? r.best_metrics : {},
     headline: r.spec.dataset.metric,
+    eval_split: r.spec.dataset.eval_split,
+    evals: r.status === 'succeeded' ? (r.evals ?? {}) : {},
+    efficiency: r.status === 'succeeded' ? (r.efficiency ?? null) : null,
+    wall_s: r.status === 'succeeded' ? r.timings.wall_s : null,
     trainable: r.trainable_params,
     total: r.total_params,
     head: r.head_params ?? null,
@@ -83,6 +96,10 @@ export function missingRun(
     metrics: {},
     best_metrics: {},
     headline: null,
+    eval_split: null,
+    evals: {},
+    efficiency: null,
+    wall_s: null,
     trainable: params?.trainable ?? null,
     total: params?.total ?? null,
     head: params?.head ?? null,
@@ -93,4 +110,12 @@ export function missingRun(
     stats: {},
     upstream: [],
   };
+}
+
+/** A finished run's metrics on `split` (`final` or at the best checkpoint), or null when it did not evaluate it. */
+export function splitMetrics(r: RunRow, split: string, which: 'final' | 'best'): Record<string, number> | null {
+  const e = r.evals[split];
+  if (e) return which === 'best' ? e.best_metrics : e.metrics;
+  if (split === r.eval_split) return which === 'best' ? r.best_metrics : r.metrics;
+  return null;
 }

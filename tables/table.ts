@@ -17,6 +17,8 @@ import { applyBaseline, cellRows, markBest, rowBlocks } from './marks.js';
 import { addNotes } from './notes.js';
 import { referenceRows } from './reference-rows.js';
 import { percentDigits } from './params.js';
+import { applySplits } from './select.js';
+import { addEfficiencyColumns } from './efficiency.js';
 import { DIMS, type Dim, type TableModel, type TableOptions } from './model.js';
 
 export * from './model.js';
@@ -61,7 +63,8 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   const { colDim, askedRows, digits, which } = checkRequest(runs, opts);
   const showStd = opts.std ?? true;
   const notes: string[] = [];
-  const uniq = uniqueRuns(runs);
+  const choice = { selectOn: opts.selectOn, report: opts.report, selectPer: opts.selectPer };
+  const uniq = applySplits(uniqueRuns(runs), choice, which, opts.metric ?? null, notes);
   const rowDims = rowDimensions(uniq, askedRows, colDim, notes);
   const metric = chooseMetrics(uniq, opts, which);
   const layout = layoutOf(uniq, rowDims, colDim);
@@ -78,7 +81,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
     if (!datasetColumns) notes.push('Reference rows are shown only with datasets as columns (--cols dataset).');
     else rows.push(...referenceRows(opts.references, rows, all, notes));
   }
-  return {
+  const model: TableModel = {
     schema: 'rankflow.table/v1',
     title: opts.title ?? null,
     row_dims: rowDims,
@@ -105,4 +108,5 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
       params: (opts.params ?? true) ? convention : null,
     }),
   };
+  return opts.efficiency ? addEfficiencyColumns(model, uniq) : model;
 }

@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ResultRecord } from '../schemas/result.js';
+import type { Efficiency, SplitEval } from '../schemas/events.js';
 import type { RunLabels, RunSpec } from '../schemas/runspec.js';
 import { missingRun, runFromRecord, type RunRow } from '../tables/runs.js';
 
@@ -28,6 +29,10 @@ export interface RecordOptions {
   recipe?: string | null;
   curve?: { step: number; loss: number }[];
   error?: { kind: string; message: string; hint: string | null } | null;
+  /** Per evaluated split (the record's `evals`; `metrics` is then the validation split's). */
+  evals?: Record<string, SplitEval>;
+  efficiency?: Efficiency;
+  wall_s?: number;
 }
 
 export function runIdFor(o: Pick<RecordOptions, 'method' | 'rank' | 'dataset' | 'seed' | 'setting' | 'model'>): string {
@@ -115,7 +120,14 @@ export function makeRecord(o: RecordOptions): ResultRecord {
       status === 'failed'
         ? (o.error ?? { kind: 'nan', message: 'loss became NaN at step 7', hint: 'lower the learning rate' })
         : null,
-    timings: { started_at: '2026-01-01T00:00:00Z', finished_at: '2026-01-01T00:01:00Z', wall_s: 60, attempts: 1 },
+    ...(o.evals ? { evals: o.evals } : {}),
+    ...(o.efficiency ? { efficiency: o.efficiency } : {}),
+    timings: {
+      started_at: '2026-01-01T00:00:00Z',
+      finished_at: '2026-01-01T00:01:00Z',
+      wall_s: o.wall_s ?? 60,
+      attempts: 1,
+    },
     versions: { rankflow: '0.1.0', git: null, runtime: '0.1.0', torch: '2.11.0', python: '3.11' },
     worker: { host: 'test', slot: 'cpu-0' },
   };
@@ -191,6 +203,77 @@ export function vtabRuns(): RunRow[] {
             }),
           ),
         );
+      }
+    }
+  }
+  return runs;
+}
+
+/** A record's `evals` with one value per split of `metric` (final = best, a two-point curve). */
+export function splitEvals(metric: string, values: Record<string, number>): Record<string, SplitEval> {
+  const out: Record<string, SplitEval> = {};
+  for (const [split, v] of Object.entries(values)) {
+    const m = { [metric]: v };
+    out[split] = {
+      metrics: m,
+      best_metrics: m,
+      curve: [
+        { step: 10, metrics: { [metric]: v - 0.05 } },
+        { step: 20, metrics: m },
+      ],
+    };
+  }
+  return out;
+}
+
+/**
+ * A learning-rate sweep with validation and test evaluations: LoRA and Full FT at lr=1e-3 and lr=1e-4 on SST-2
+ * and RTE, three seeds. Validation favours lr=1e-3 for LoRA and lr=1e-4 for Full FT; test favours the other
+ * (so selecting on test would pick differently). Full FT ran on a GPU, LoRA on the CPU.
+ */
+export function lrSweepRuns(): RunRow[] {
+  const val: Record<string, Record<string, number[]>> = {
+    lora: { 'lr=1e-3': [0.9, 0.7], 'lr=1e-4': [0.88, 0.66] },
+    full: { 'lr=1e-3': [0.89, 0.64], 'lr=1e-4': [0.92, 0.69] },
+  };
+  const test: Record<string, Record<string, number[]>> = {
+    lora: { 'lr=1e-3': [0.87, 0.65], 'lr=1e-4': [0.9, 0.67] },
+    full: { 'lr=1e-3': [0.91, 0.7], 'lr=1e-4': [0.9, 0.66] },
+  };
+  const runs: RunRow[] = [];
+  for (const method of ['lora', 'full']) {
+    for (const setting of ['lr=1e-3', 'lr=1e-4']) {
+      for (const [di, dataset] of ['glue/sst2', 'glue/rte'].entries()) {
+        for (const seed of [0, 1, 2]) {
+          const v = val[method]![setting]![di]! + 0.01 * seed;
+          const t = test[method]![setting]![di]! - 0.005 * seed;
+          const gpu = method === 'full';
+          runs.push(
+            runFromRecord(
+              makeRecord({
+                method,
+                rank: gpu ? null : 8,
+                dataset,
+                seed,
+                setting,
+                metrics: { accuracy: v },
+                evals: splitEvals('accuracy', { validation: v, test: t }),
+                trainable: gpu ? 4_000_000 : 40_000,
+                total: 4_000_000 + (gpu ? 0 : 40_000),
+                efficiency: {
+                  device: gpu ? 'NVIDIA H100 80GB HBM3' : 'cpu: AMD EPYC 7B13',
+                  peak_mem_mb: (gpu ? 2048 : 512) + 8 * seed,
+                  mem_kind: gpu ? 'cuda_max_allocated' : 'cpu_max_rss',
+                  steps: 20,
+                  train_s: (gpu ? 0.4 : 2) + 0.02 * seed,
+                  step_s: ((gpu ? 0.4 : 2) + 0.02 * seed) / 20,
+                  examples_per_s: (20 * 8) / ((gpu ? 0.4 : 2) + 0.02 * seed),
+                },
+                wall_s: (gpu ? 10 : 30) + seed,
+              }),
+            ),
+          );
+        }
       }
     }
   }

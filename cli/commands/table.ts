@@ -67,6 +67,29 @@ const TABLE_OPTIONS = {
     group: TAB,
   },
   'no-avg': { type: 'boolean', help: 'no group averages', group: TAB },
+  'select-on': {
+    type: 'string',
+    arg: 'SPLIT',
+    help: 'pick per method the setting (lr, ...) with the best mean score on SPLIT over seeds (needs --report)',
+    group: TAB,
+  },
+  report: {
+    type: 'string',
+    arg: 'SPLIT',
+    help: "report this split's scores (runs planned with eval_splits: [validation, test]); never the --select-on one",
+    group: TAB,
+  },
+  'select-per': {
+    type: 'string',
+    arg: 'method|dataset',
+    help: 'one selected setting per method (default; mean over its datasets) or per method and dataset',
+    group: TAB,
+  },
+  efficiency: {
+    type: 'boolean',
+    help: 'add peak memory, time per step and wall time columns (with the devices in the notes)',
+    group: TAB,
+  },
   stats: {
     type: 'string',
     arg: 'KEYS',
@@ -96,6 +119,20 @@ const EXT_FORMAT: Record<string, Format> = {
   '.htm': 'html',
   '.json': 'json',
 };
+
+/** `--select-on`, `--report`, `--select-per` as table options (tables/select.ts checks the rest). */
+function splitOptions(v: {
+  'select-on'?: string | undefined;
+  report?: string | undefined;
+  'select-per'?: string | undefined;
+}): Pick<TableOptions, 'selectOn' | 'report' | 'selectPer'> {
+  const per = v['select-per'];
+  if (per !== undefined && per !== 'method' && per !== 'dataset')
+    throw new UserError(`--select-per ${per}: use method or dataset`);
+  if (per !== undefined && !v['select-on'])
+    throw new UserError(`--select-per ${per} needs --select-on SPLIT (and --report SPLIT)`);
+  return { selectOn: v['select-on'] ?? null, report: v.report ?? null, ...(per ? { selectPer: per } : {}) };
+}
 
 async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): Promise<number> {
   const outPath = v.out;
@@ -131,6 +168,7 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
   const rows = v.rows ? parseDims('--rows', v.rows) : undefined;
   const cols = v.cols ? parseDims('--cols', v.cols) : undefined;
   if (cols && cols.length !== 1) throw new UserError(`--cols ${v.cols}: give exactly one dimension`);
+  const splits = splitOptions(v);
   const filters = filtersFrom(v);
   const text = await userErrors(async () => {
     const references = v.reference ? await loadReferences(v.reference) : undefined;
@@ -151,6 +189,8 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
       paramsConvention: convention,
       avg: !v['no-avg'],
       title: v.title ?? null,
+      ...splits,
+      efficiency: v.efficiency ?? false,
     });
     const stats = (v.stats ?? '')
       .split(',')
