@@ -1,10 +1,11 @@
 /**
  * Stages on the real parts (Temporal dev server, SeaweedFS S3, the Python runtime, recipes planned by the real
  * planner): runs that build on runs. Each stage kind runs end to end — compress → fine-tune (LoRD), pretrain →
- * fine-tune (SLTrain's procedure), prune → train → recover (LoRAM) — and: resubmitting runs nothing, growing
- * the fine-tuning grid runs only the new downstream runs, a corrupt upstream artifact in the store is refused
- * (never loaded), a worker killed between stages loses nothing, and a failed upstream run blocks its dependants
- * until `resume` runs it again, then them.
+ * fine-tune (SLTrain's procedure), prune → train → recover (LoRAM) — and, for each of the three kinds:
+ * resubmitting runs nothing, growing the fine-tuning grid runs only the new downstream runs, a corrupt upstream
+ * artifact in the store is refused (never loaded; a LoRAM recover run behind it is blocked), and a worker killed
+ * between the stages loses nothing (the upstream run is not redone, the downstream one resumes from the store);
+ * a failed upstream run blocks its dependants until `resume` runs it again, then them.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomInt } from 'node:crypto';
@@ -158,10 +159,10 @@ stages:
     }
   }, 900_000);
 
-  it('prune → train → recover (LoRAM): the recovered adapter is evaluated on the full model', async () => {
+  it('prune → train → recover (LoRAM): evaluated on the full model; resubmission, a grown grid, a corrupt pruned model', async () => {
     const seed = randomInt(1, 2 ** 40);
-    const runs = await plan(`${MODEL}${corpus()}
-methods: [{name: lora, ranks: [2], targets: [q_proj, v_proj, up_proj, down_proj]}]
+    const recipe = (ranks: string) => `${MODEL}${corpus()}
+methods: [{name: lora, ranks: ${ranks}, targets: [q_proj, v_proj, up_proj, down_proj]}]
 seeds: [${seed}]
 stages:
   prune:
@@ -170,7 +171,8 @@ stages:
     options: {mlp_ratio: 0.5, attn_ratio: 0.0}
   train: {from: prune}
   recover: {procedure: recover, from: {adapter: train, pruned: prune}}
-`);
+`;
+    const runs = await plan(recipe('[2]'));
     expect(runs.map((r) => r.labels.stage)).toEqual(['prune', 'train', 'recover']);
     const status = await sweep(client, config, store, runs);
     expect(status.counts).toMatchObject({ succeeded: 3, failed: 0 });
@@ -184,7 +186,26 @@ stages:
       expect(rr.stats![k]).toBeGreaterThan(0);
     expect(rr.metrics.perplexity).toBeCloseTo(rr.stats!.unmerged_perplexity!, 3); // merged == unmerged
     expect(await storedArtifact(store, recover!.id, 'model')).not.toBeNull();
-  }, 900_000);
+
+    // Resubmitting runs nothing; a second LoRA rank runs only its train and recover runs on the stored pruning.
+    expect((await sweep(client, config, store, await plan(recipe('[2]')))).counts).toMatchObject({
+      succeeded: 0,
+      skipped: 3,
+    });
+    const grown = await plan(recipe('[2, 4]'));
+    expect(grown).toHaveLength(5);
+    expect((await sweep(client, config, store, grown)).counts).toMatchObject({ succeeded: 2, skipped: 3 });
+    expect((await readRecord(store, prune!.id))!.timings.attempts).toBe(1); // pruned once
+    // A damaged pruned model: the new train run is refused (never trained) and its recover run blocked.
+    await corrupt(store, prune!.id, 'model');
+    const more = await plan(recipe('[2, 4, 8]'));
+    const fresh = more.filter((r) => !grown.some((x) => x.id === r.id));
+    expect(fresh.map((r) => r.labels.stage)).toEqual(['train', 'recover']);
+    const h = await sweep(client, config, store, more);
+    expect(h.counts).toMatchObject({ skipped: 5, failed: 1, blocked: 1, succeeded: 0 });
+    await expectRefused(store, fresh.slice(0, 1));
+    expect((await failureRecord(store, fresh[1]!.id))!.error!.kind).toBe('blocked');
+  }, 1_200_000);
 
   it('a failed upstream run blocks its dependants; resume runs it again, then them', async () => {
     const seed = randomInt(1, 2 ** 40);
@@ -220,45 +241,126 @@ stages:
   }, 900_000);
 });
 
+/** Kill the worker once `up`'s artifact is stored and `down` has checkpointed; a second worker finishes. */
+async function killBetweenStages(body: string, up: string, down: string, artifact: string) {
+  const config = testConfig();
+  const store = testStore(config);
+  await store.ensureBucket();
+  const { client, close } = await testClient(config);
+  cleanups.push(close);
+  const runs = await plan(body);
+  const [upRun] = stageRuns(runs, up);
+  const [downRun] = stageRuns(runs, down);
+  const first = workerProcess(config);
+  cleanups.push(async () => first.kill('SIGKILL'));
+  const opts: SubmitOptions = {
+    sweepId: uniqueId('sweep-stages'),
+    recipe: 'stages-e2e',
+    runs,
+    concurrency: 1,
+    policy: { heartbeat_timeout_s: 8, max_attempts: 6, terminate_grace_s: 30 },
+  };
+  await writeManifest(store, config, opts);
+  await startSweep(client, config, opts);
+  // The upstream run finished and stored its artifact; the downstream one has started: kill the worker.
+  await waitFor(`the ${up} artifact in the store`, () => storedArtifact(store, upRun!.id, artifact), 300_000);
+  await waitFor('a downstream checkpoint', async () => (await listCheckpoints(store, downRun!.id)).length > 0, 300_000);
+  first.kill('SIGKILL');
+  const second = workerProcess(config);
+  cleanups.push(async () => second.kill('SIGTERM'));
+  const status = (await client.workflow.getHandle(opts.sweepId).result()) as SweepStatus;
+  expect(status.counts).toMatchObject({ succeeded: runs.length, failed: 0 });
+  expect((await readRecord(store, upRun!.id))!.timings.attempts).toBe(1); // the upstream run was not redone
+  const dr = (await readRecord(store, downRun!.id))!;
+  expect(dr.timings.attempts).toBeGreaterThanOrEqual(2); // resumed on the second worker, from the store
+  return { config, store, client, runs, upRun: upRun!, downRun: downRun! };
+}
+
+/** Flip a byte in the middle of the first file of a run's stored artifact. */
+async function corrupt(store: S3Store, runId: string, artifact: string): Promise<void> {
+  const marker = (await storedArtifact(store, runId, artifact))!;
+  const key = artifactPrefix(runId, artifact) + marker.files[0]!.name;
+  const bytes = (await store.get(key))!;
+  bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0xff;
+  await store.put(key, bytes);
+}
+
+/** Every run is refused with a data error naming the damaged artifact, never retried, never trained. */
+async function expectRefused(store: S3Store, runs: PlannedRun[]): Promise<void> {
+  for (const r of runs) {
+    const f = (await failureRecord(store, r.id))!;
+    expect(f.error!.kind).toBe('data');
+    expect(f.error!.message).toMatch(/damaged in the store .* refused/);
+    expect(f.timings.attempts).toBe(1);
+    expect(await listCheckpoints(store, r.id)).toHaveLength(0);
+  }
+}
+
 describe('stages and worker faults', () => {
-  it('pretrain → fine-tune: a worker killed between the stages loses nothing', async () => {
-    const config = testConfig();
-    const store = testStore(config);
-    await store.ensureBucket();
-    const { client, close } = await testClient(config);
-    cleanups.push(close);
+  it('pretrain → fine-tune: a killed worker loses nothing; resubmission, a grown grid, a corrupt model', async () => {
     const seed = randomInt(1, 2 ** 40);
-    const runs = await plan(`${MODEL}${corpus()}
-methods: [lora]
-ranks: [2]
+    const recipe = (methods: string, ranks: string) => `${MODEL}${corpus()}
+methods: ${methods}
+ranks: ${ranks}
 seeds: [${seed}]
 stages:
   pretrain: {procedure: pretrain, methods: [{name: sltrain, ranks: [4], options: {sparsity: 0.05}}]}
   finetune: {from: pretrain, training: {max_steps: 30, checkpoint_every: 2}}
-`);
-    const [pre, ft] = runs;
-    const first = workerProcess(config);
-    cleanups.push(async () => first.kill('SIGKILL'));
-    const opts: SubmitOptions = {
-      sweepId: uniqueId('sweep-stages'),
-      recipe: 'stages-e2e',
-      runs,
-      concurrency: 1,
-      policy: { heartbeat_timeout_s: 8, max_attempts: 6, terminate_grace_s: 30 },
-    };
-    await writeManifest(store, config, opts);
-    await startSweep(client, config, opts);
-    // The upstream run finished and stored its model; the downstream one has started: kill the worker.
-    await waitFor('the pretrained model in the store', () => storedArtifact(store, pre!.id, 'model'), 300_000);
-    await waitFor('a downstream checkpoint', async () => (await listCheckpoints(store, ft!.id)).length > 0, 300_000);
-    first.kill('SIGKILL');
-    const second = workerProcess(config);
-    cleanups.push(async () => second.kill('SIGTERM'));
-    const status = (await client.workflow.getHandle(opts.sweepId).result()) as SweepStatus;
-    expect(status.counts).toMatchObject({ succeeded: 2, failed: 0 });
-    expect((await readRecord(store, pre!.id))!.timings.attempts).toBe(1); // the upstream run was not redone
-    const fr = (await readRecord(store, ft!.id))!;
-    expect(fr.timings.attempts).toBeGreaterThanOrEqual(2); // resumed on the second worker, from the store
-    expect((await readRecord(store, pre!.id))!.stats!.tokens_per_s).toBeGreaterThan(0);
+`;
+    const k = await killBetweenStages(recipe('[lora]', '[2]'), 'pretrain', 'finetune', 'model');
+    const { config, store, client, upRun: pre } = k;
+    expect((await readRecord(store, pre.id))!.stats!.tokens_per_s).toBeGreaterThan(0);
+    // Resubmitting runs nothing; a second fine-tuning method runs only its run on the stored model.
+    const again = await sweep(client, config, store, await plan(recipe('[lora]', '[2]')));
+    expect(again.counts).toMatchObject({ succeeded: 0, skipped: 2 });
+    const grown = await plan(recipe('[lora, dora]', '[2]'));
+    expect((await sweep(client, config, store, grown)).counts).toMatchObject({ succeeded: 1, skipped: 2 });
+    expect((await readRecord(store, pre.id))!.timings.attempts).toBe(1);
+    // A damaged pretrained model: the new fine-tuning runs are refused.
+    await corrupt(store, pre.id, 'model');
+    const more = await plan(recipe('[lora, dora]', '[2, 3]'));
+    const fresh = more.filter((r) => !grown.some((x) => x.id === r.id));
+    expect(fresh).toHaveLength(2);
+    expect((await sweep(client, config, store, more)).counts).toMatchObject({ skipped: 3, failed: 2, succeeded: 0 });
+    await expectRefused(store, fresh);
+  }, 1_500_000);
+
+  it('compress → fine-tune: a worker killed between the stages loses nothing', async () => {
+    const seed = randomInt(1, 2 ** 40);
+    const { store, upRun } = await killBetweenStages(
+      `${MODEL}${corpus()}
+methods: [lora]
+ranks: [2]
+seeds: [${seed}]
+stages:
+  compress:
+    procedure: compress
+    methods: [{name: lord, ranks: [8], options: {rank_rule: fixed}, targets: [q_proj, v_proj, up_proj]}]
+  finetune: {from: compress, training: {max_steps: 30, checkpoint_every: 2}}
+`,
+      'compress',
+      'finetune',
+      'model',
+    );
+    expect((await readRecord(store, upRun.id))!.stats!.compression_ratio).toBeGreaterThan(1);
+  }, 900_000);
+
+  it('prune → train → recover: a worker killed between prune and train loses nothing', async () => {
+    const seed = randomInt(1, 2 ** 40);
+    const { store, runs } = await killBetweenStages(
+      `${MODEL}${corpus()}
+methods: [{name: lora, ranks: [2], targets: [q_proj, v_proj, up_proj, down_proj]}]
+seeds: [${seed}]
+stages:
+  prune: {procedure: prune, methods: [full], options: {mlp_ratio: 0.5, attn_ratio: 0.0}}
+  train: {from: prune, training: {max_steps: 30, checkpoint_every: 2}}
+  recover: {procedure: recover, from: {adapter: train, pruned: prune}}
+`,
+      'prune',
+      'train',
+      'model',
+    );
+    const [recover] = stageRuns(runs, 'recover');
+    expect((await readRecord(store, recover!.id))!.stats!.full_untrained_perplexity).toBeGreaterThan(0);
   }, 900_000);
 });
