@@ -25,7 +25,7 @@ import { RUNTIME_DIR } from '../core/paths.js';
 import { countKey, type CountResult } from '../planning/planner.js';
 import { UserError } from '../core/errors.js';
 import { runtimePython, runtimeCwd } from './spawn.js';
-import { countSpecsDetailed, distinctErrors } from './runtime-calls.js';
+import { asCount, countSpecsDetailed, distinctErrors } from './runtime-calls.js';
 
 const FORMAT = 'rankflow-count-cache/1';
 
@@ -144,9 +144,8 @@ export class CountCache {
     const e = Entry.safeParse(raw);
     if (!e.success || e.data.key !== key) return undefined;
     if (e.data.count === null) return e.data.error ? { count: null, error: e.data.error } : undefined;
-    const { trainable, total, final } = e.data.count;
-    const count = final !== undefined && final !== trainable ? { trainable, total, final } : { trainable, total };
-    return { count, error: null };
+    const count = asCount(e.data.count); // the same reading as a fresh count's (exact, head and final kept)
+    return count ? { count, error: null } : undefined;
   }
 
   /** Store a count (atomically: a temporary file renamed over the entry). Failures to write are ignored. */

@@ -48,7 +48,7 @@ export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescr
 }
 
 /** One entry of `count`'s output (schemas/count.ts), as the planner's CountResult; null if malformed. */
-function asCount(x: unknown): CountResult | null {
+export function asCount(x: unknown): CountResult | null {
   const r = CountOutput.safeParse(x);
   if (!r.success) return null;
   const { trainable, total, final, exact, head } = r.data;

@@ -117,6 +117,40 @@ describe('count cache', () => {
     }
   }, 600_000);
 
+  it('a cached count keeps what the runtime said of it: estimated (ranks from the weights) and the head share', () => {
+    writeFileSync(
+      join(tmp, 'estimated.yaml'),
+      [
+        'name: estimated',
+        'model: tiny-encoder',
+        'datasets: [synthetic/seq-cls]',
+        'methods:',
+        '  - {name: lora, ranks: [4]}',
+        '  - {name: lord, ranks: [32], options: {rank_rule: energy, energy: 0.5}}',
+        'training: {max_steps: 2}',
+        '',
+      ].join('\n'),
+    );
+    const json = (): { runs: { params: { estimated?: boolean; head?: number } }[] } => {
+      const r = spawnSync(process.execPath, [join(ROOT, 'cli', 'bin.mjs'), 'plan', 'estimated.yaml', '--json'], {
+        encoding: 'utf8',
+        cwd: tmp,
+        env,
+        timeout: 300_000,
+      });
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as { runs: { params: { estimated?: boolean; head?: number } }[] };
+    };
+    const first = json();
+    const once = starts();
+    const again = json();
+    expect(starts()).toBe(once); // answered from the cache
+    expect(again).toEqual(first);
+    expect(again.runs[1]!.params.estimated).toBe(true);
+    expect(again.runs[0]!.params.estimated).toBeUndefined();
+    expect(again.runs[0]!.params.head).toBeGreaterThan(0);
+  }, 600_000);
+
   it('a refusal is cached with its reason; editing the model folder counts again', () => {
     const model = join(tmp, 'mymodel');
     mkdirSync(model, { recursive: true });
