@@ -67,6 +67,22 @@ const quietLogger = {
   error: (m: string) => process.stderr.write(`[bundler] ${m}\n`),
 };
 
+/**
+ * What the worker (and `submit`'s embedded worker) prints for an SDK log entry: '' to drop it, one line for a
+ * failed attempt or run, null to print the entry as the SDK would. A failed attempt is the sweep's to report
+ * (one line per run in `submit` / `status`, the traceback in `rankflow logs`): never the SDK's error object
+ * with its 30-line stack, retryable or not (DEBUG/TRACE levels keep everything).
+ */
+export function workerLogLine(entry: { message: string; meta?: unknown }, level: string): string | null {
+  // A training-only worker registers no workflows on purpose.
+  if (entry.message.startsWith('No workflows registered')) return '';
+  const failed = /^(Activity|Workflow) (task )?failed/.test(entry.message);
+  if (!failed || ['DEBUG', 'TRACE'].includes(level)) return null;
+  const err = (entry.meta as { error?: { message?: string } } | undefined)?.error;
+  const first = (err?.message ?? '').split('\n')[0];
+  return `rankflow worker: ${entry.message.startsWith('Workflow') ? 'a run failed' : 'an attempt failed'}: ${first}`;
+}
+
 let runtimeInstalled = false;
 /** Worker logs at WARN (or $RANKFLOW_WORKER_LOG_LEVEL): state changes of every worker are noise for users. */
 function installRuntime(): void {
@@ -77,20 +93,9 @@ function installRuntime(): void {
     const plain = new DefaultLogger(level);
     Runtime.install({
       logger: new DefaultLogger(level, (entry) => {
-        // A training-only worker registers no workflows on purpose.
-        if (entry.message.startsWith('No workflows registered')) return;
-        // A failed attempt is the sweep's to report (one line per run in `submit` / `status`, the traceback in
-        // `rankflow logs`): one line here, never the SDK's error object with its stack.
-        const failed = entry.message === 'Activity failed' || entry.message === 'Workflow failed';
-        if (failed && !['DEBUG', 'TRACE'].includes(level as string)) {
-          const err = (entry.meta as { error?: { message?: string } } | undefined)?.error;
-          const first = (err?.message ?? '').split('\n')[0];
-          process.stderr.write(
-            `rankflow worker: ${entry.message === 'Workflow failed' ? 'a run failed' : 'an attempt failed'}: ${first}\n`,
-          );
-          return;
-        }
-        plain.log(entry.level, entry.message, entry.meta);
+        const line = workerLogLine(entry, level);
+        if (line === null) plain.log(entry.level, entry.message, entry.meta);
+        else if (line) process.stderr.write(line + '\n');
       }),
     });
   } catch {
