@@ -52,18 +52,22 @@ export async function writeManifest(store: ArtifactStore, config: Config, o: Sub
 /** The sweep manifest, or null when there is none; a manifest that is not one is a one-line UserError. */
 export async function readManifest(store: ArtifactStore, sweepId: string): Promise<SweepManifest | null> {
   const body = await store.get(sweepKey(sweepId));
-  if (!body) return null;
+  return body ? parseManifest(body, sweepKey(sweepId), store.description) : null;
+}
+
+/** A manifest's stored bytes as a manifest (`key` and `where` name it in the one-line UserError). */
+export function parseManifest(body: Buffer, key: string, where: string): SweepManifest {
   let raw: unknown;
   try {
     raw = JSON.parse(body.toString('utf8'));
   } catch (e) {
-    throw new UserError(`${sweepKey(sweepId)} in ${store.description} is not valid JSON (${(e as Error).message})`);
+    throw new UserError(`${key} in ${where} is not valid JSON (${(e as Error).message})`);
   }
   const r = SweepManifest.safeParse(raw);
   if (!r.success) {
     const i = r.error.issues[0];
     throw new UserError(
-      `${sweepKey(sweepId)} in ${store.description} is not a sweep manifest (${i?.path.join('.') || 'manifest'}: ${i?.message})`,
+      `${key} in ${where} is not a sweep manifest (${i?.path.join('.') || 'manifest'}: ${i?.message})`,
     );
   }
   return r.data;

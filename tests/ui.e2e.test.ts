@@ -7,7 +7,8 @@
  * .state/test-reports/ui/. Without a Chromium on the machine the browser tests skip, saying why.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { Browser, Page } from 'playwright-core';
@@ -25,6 +26,7 @@ import { ResultRecord } from '../schemas/result.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
 import type { PlannedRun } from '../schemas/runspec.js';
 import type { S3Store } from '../store/store.js';
+import { probeTemporal, startTemporal, stopProcessGroup } from '../services/embedded.js';
 import { testClient, testConfig, testStore, uniqueId } from './helpers/cluster.js';
 import { planned, tinySpec, waitFor } from './helpers/runs.js';
 
@@ -177,24 +179,77 @@ describe.skipIf(!CHROMIUM)('rankflow ui in a real browser', () => {
         ),
     );
     const timings: string[] = [];
-    for (const pass of ['first (records read from the store)', 'second (records cached)']) {
+    const visit = async (base: string, pass: string): Promise<void> => {
       const t0 = Date.now();
-      await page.goto(url(`/sweeps/${sweepId}`), { waitUntil: 'load' });
+      await page.goto(new URL(`/sweeps/${sweepId}`, base).toString(), { waitUntil: 'load' });
       const wall = Date.now() - t0;
       const nav = await page.evaluate(() => {
         const n = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming;
-        return { server: n.responseStart - n.requestStart, dom: n.domContentLoadedEventEnd, load: n.loadEventEnd };
+        return {
+          server: n.responseStart - n.requestStart,
+          html: n.responseEnd,
+          parsed: n.domInteractive,
+          dom: n.domContentLoadedEventEnd,
+          load: n.loadEventEnd,
+          kb: n.decodedBodySize / 1024,
+        };
       });
       expect(await page.locator('#runs tbody tr').count()).toBe(500);
+      const r = (x: number): number => Math.round(x);
       timings.push(
-        `${pass}: ${wall} ms to load (server answered in ${Math.round(nav.server)} ms, DOM ready at ${Math.round(nav.dom)} ms, load at ${Math.round(nav.load)} ms)`,
+        `${pass}: ${wall} ms to load: server answered in ${r(nav.server)} ms, ${r(nav.kb)} KiB of HTML in by ${r(nav.html)} ms, parsed (500 rows) by ${r(nav.parsed)} ms, DOM ready at ${r(nav.dom)} ms, load at ${r(nav.load)} ms`,
       );
+    };
+    // side by side: what `rankflow table` takes to read the same sweep's records from the store
+    let t0 = Date.now();
+    await readSelection(store, [sweepId]);
+    timings.push(`reference: rankflow table's read of the sweep (readSelection): ${Date.now() - t0} ms`);
+    await visit(ui.url, 'first visit, records read from the store');
+    await visit(ui.url, 'second visit, records cached');
+    // `rankflow ui` reads every result record when it starts (LiveSource.warm): a first visit after that
+    const warmed = new LiveSource(config);
+    t0 = Date.now();
+    const cached = await warmed.warm();
+    timings.push(`start-up warm-up of a new server: ${cached} records in ${Date.now() - t0} ms`);
+    const fresh = await startUi(warmed, { host: '127.0.0.1', port: 0 });
+    try {
+      await visit(fresh.url, 'first visit after the warm-up');
+    } finally {
+      await fresh.close();
     }
     await shot('sweep-500');
-    const t0 = Date.now();
+    t0 = Date.now();
     await page.goto(url(`/sweeps/${sweepId}?state=succeeded&sort=metric&dir=desc`), { waitUntil: 'load' });
     timings.push(`filtered and sorted: ${Date.now() - t0} ms`);
     expect(await page.locator('#runs tbody tr').count()).toBe(250);
     console.log(`ui: 500-run sweep page in Chromium:\n  ${timings.join('\n  ')}`);
+  }, 300_000);
+
+  it('says when the Temporal server stops answering, and when it is back after a restart', async () => {
+    // a Temporal dev server of this test's own (the shared one must not restart under the other tests)
+    const stateDir = mkdtempSync(join(tmpdir(), 'rankflow-ui-temporal-'));
+    let t = await startTemporal({ stateDir });
+    const own = await startUi(new LiveSource({ ...config, temporalAddress: t.record.address }), {
+      host: '127.0.0.1',
+      port: 0,
+      refreshMs: 1000,
+    });
+    try {
+      await waitFor('the dev server', () => probeTemporal(t.record.address).then(() => true), 120_000);
+      await page.goto(new URL('/', own.url).toString());
+      await page.waitForSelector('body[data-temporal="ok"]');
+      await stopProcessGroup(t.spawned.pid, 5_000, t.spawned.exitedPromise);
+      await page.waitForSelector('#banner.down');
+      expect(await page.textContent('#banner')).toContain(`The Temporal server at ${t.record.address} does not answer`);
+      await shot('temporal-down');
+      t = await startTemporal({ stateDir, ports: t.record.ports }); // the same ports: as the embedded services restart
+      await page.waitForSelector('#banner.up');
+      expect(await page.textContent('#banner')).toContain('Reconnected to the Temporal server');
+      await page.goto(new URL('/', own.url).toString()); // the pages answer again
+      await page.waitForSelector('body[data-temporal="ok"]');
+    } finally {
+      await own.close();
+      await stopProcessGroup(t.spawned.pid, 5_000, t.spawned.exitedPromise);
+    }
   }, 300_000);
 });

@@ -7,6 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'node:http';
+import { spawn, spawnSync } from 'node:child_process';
+import { PROJECT_ROOT } from '../core/paths.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -340,5 +342,37 @@ describe('rankflow ui: the live source without services', () => {
     } finally {
       await live.close();
     }
+  }, 60_000);
+});
+
+describe('rankflow ui: the command', () => {
+  const bin = join(PROJECT_ROOT, 'cli', 'bin.mjs');
+  const env = (dir: string) => ({
+    ...process.env,
+    RANKFLOW_CONFIG: '',
+    RANKFLOW_TEMPORAL_ADDRESS: '127.0.0.1:1',
+    RANKFLOW_STORE: `file:${dir}`,
+  });
+
+  it('refuses a bad --port in one line', () => {
+    const r = spawnSync(process.execPath, [bin, 'ui', '--port', 'eighty'], { encoding: 'utf8', env: env(tmpdir()) });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toBe('rankflow: ui: --port must be an integer >= 0, got `eighty`');
+  }, 60_000);
+
+  it('warns when it binds beyond loopback, prints its address, and stops on SIGTERM', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rankflow-ui-cmd-'));
+    const p = spawn(process.execPath, [bin, 'ui', '--host', '0.0.0.0', '--port', '0'], { env: env(dir) });
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((res) => p.on('close', (code) => res(code)));
+    const deadline = Date.now() + 50_000;
+    while (!/rankflow ui: http:\/\//.test(err) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    p.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(err).toMatch(
+      /warning: listening on 0\.0\.0\.0, not loopback: anyone who can reach port \d+ can see every sweep/,
+    );
+    expect(err).toMatch(/rankflow ui: http:\/\/0\.0\.0\.0:\d+\/ {2}\(127\.0\.0\.1:1, environment\)/);
   }, 60_000);
 });

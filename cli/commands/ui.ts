@@ -41,6 +41,10 @@ server and artifact store (or the embedded services, which must be running: \`ra
       console.error(
         `rankflow ui: warning: listening on ${host}, not loopback: anyone who can reach port ${port} can see every sweep and pause or cancel it`,
       );
+    // result records are write-once: read them all now, so that a first visit to a big sweep is fast
+    source
+      .warm()
+      .catch((e: unknown) => console.error(`rankflow ui: could not read the results yet: ${(e as Error).message}`));
     console.error(`rankflow ui: ${ui.url}  (${config.temporalAddress}, ${config.source}); Ctrl-C stops it`);
     await new Promise<void>((resolve) => {
       const stop = (): void => resolve();

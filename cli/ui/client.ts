@@ -27,6 +27,7 @@ export const CLIENT_JS = String.raw`(function () {
         } else if (wasDown) {
           wasDown = false;
           say('up', 'Reconnected to the Temporal server at ' + h.address + '.');
+          if (document.getElementById('error-page')) location.reload(); // a page that failed while it was down
           setTimeout(function () { if (!wasDown) banner.className = ''; }, 10000);
         }
         body.setAttribute('data-temporal', h.temporal);

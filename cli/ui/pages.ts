@@ -349,5 +349,5 @@ export function plotsPage(sweepId: string, plots: PlotView[]): string {
 }
 
 export function errorPage(status: number, message: string): string {
-  return `<h1>${status}</h1><p class="error">${esc(message)}</p><p><a href="/">all sweeps</a></p>`;
+  return `<h1 id="error-page">${status}</h1><p class="error">${esc(message)}</p><p><a href="/">all sweeps</a></p>`;
 }
