@@ -11,12 +11,16 @@
  *
  * Rules (recipes/README.md has the user's view):
  * - `from: S` feeds the procedure's first declared input; `from: {input: S, ...}` names them; the first entry
- *   drives (one run per driving run × grid point, or only the driving run of the same seed with `match: seed`),
- *   the other stages must be ancestors of the driving run.
+ *   drives (one run per driving run × grid point, or only the driving run of the same seed with `match: seed`);
+ *   each other stage is an ancestor of the driving run (its run there), or a stage beside it: its runs of the
+ *   driving run's seed that read exactly the runs the driving run reads (Break-for-Make's make stage reads the
+ *   content and the style break runs of one base model; `combine` two plain adapters), every such run (a grid
+ *   there multiplies the pairs) — their labels join the setting.
  * - An input of kind K reads the upstream run's artifact named K (`model`, `adapter`); a `finetune` upstream
  *   is asked for it through its `outputs` option, every other procedure must declare it among its outputs.
  * - A stage whose procedure reads an `adapter` (LoRAM's `recover`) takes the spec of the run that trained it
- *   (model, method, dataset, seed, training); only its own `options` vary.
+ *   (model, method, dataset, seed, training); only its own `options` vary — unless it names its own `datasets`
+ *   (B4M's make stage trains on the style data): then it plans its own grid like any other stage.
  * - A run's label `stage` is its stage; its `setting` ends with the upstream run's label (`← compress lord r64
  *   ratio=0.5 ← pretrain full`), so tables keep runs built on different upstream runs apart and fold the seeds
  *   of each.
@@ -319,47 +323,75 @@ function expandStage(
   };
   if (!s.from.length) return grid.flatMap((g) => variants.map((v) => make(g, v, null, null)));
   const [[driveInput, driveStage], ...others] = s.from as [[string, string], ...[string, string][]];
-  const adapterFed = Object.entries(desc.inputs).some(
-    ([i, d]) => d.kind === 'adapter' && s.from.some(([x]) => x === i),
-  );
-  const ancestor = (r: PlannedRun, stage: string): PlannedRun | null => {
-    const seen = new Set<string>();
-    const walk = (x: PlannedRun): PlannedRun | null => {
-      if (seen.has(x.id)) return null;
-      seen.add(x.id);
-      if (stageOf.get(x.id)?.stage === stage) return x;
-      for (const ref of Object.values(x.spec.inputs ?? {})) {
-        const up = stageOf.get(ref.run);
-        const hit = up ? walk(up.run) : null;
-        if (hit) return hit;
-      }
-      return null;
-    };
-    return walk(r);
-  };
+  const adapterFed =
+    !s.entry.datasets &&
+    Object.entries(desc.inputs).some(([i, d]) => d.kind === 'adapter' && s.from.some(([x]) => x === i));
+  const find = (u: PlannedRun, stage: string) => pairedRuns(u, stage, byStage, stageOf);
   const out: PlannedRun[] = [];
   for (const u of byStage.get(driveStage) ?? []) {
-    const inputs: Record<string, InputRef> = { [driveInput]: { run: u.id, artifact: desc.inputs[driveInput]!.kind } };
+    let combos: { inputs: Record<string, InputRef>; label: string }[] = [
+      {
+        inputs: { [driveInput]: { run: u.id, artifact: desc.inputs[driveInput]!.kind } },
+        label: upstreamLabel(driveStage, u),
+      },
+    ];
     for (const [input, stage] of others) {
-      const a = ancestor(u, stage);
-      if (!a) {
+      const found = find(u, stage);
+      if (!found.runs.length) {
         issues.add(
           ['stages', s.name, 'from', input],
-          `stage \`${stage}\` is not upstream of stage \`${driveStage}\``,
-          `\`${input}\` must come from a stage that \`${driveStage}\` builds on`,
+          `stage \`${stage}\` is neither upstream of stage \`${driveStage}\` nor built on the same runs with the same seed`,
+          `\`${input}\` must come from a stage that \`${driveStage}\` builds on, or from one beside it (same upstream runs and seed)`,
         );
         return [];
       }
-      inputs[input] = { run: a.id, artifact: desc.inputs[input]!.kind };
+      const artifact = desc.inputs[input]!.kind;
+      combos = combos.flatMap((c) =>
+        found.runs.map((a) => ({
+          inputs: { ...c.inputs, [input]: { run: a.id, artifact } },
+          label: found.sibling ? `${c.label} ${upstreamLabel(stage, a)}` : c.label,
+        })),
+      );
     }
-    const label = upstreamLabel(driveStage, u);
     const points = adapterFed ? [{ ...u, labels: { ...u.labels, setting: '' } }] : grid;
-    for (const g of points) {
-      if (!adapterFed && s.entry.match === 'seed' && g.spec.seed !== u.spec.seed) continue;
-      for (const v of variants) out.push(make(adapterFed ? { ...g, spec: stripStage(u.spec) } : g, v, inputs, label));
-    }
+    for (const { inputs, label } of combos)
+      for (const g of points) {
+        if (!adapterFed && s.entry.match === 'seed' && g.spec.seed !== u.spec.seed) continue;
+        for (const v of variants) out.push(make(adapterFed ? { ...g, spec: stripStage(u.spec) } : g, v, inputs, label));
+      }
   }
   return out;
+}
+
+/**
+ * The runs of `stage` that driving run `u` pairs with: its ancestor in that stage (one), else the runs beside it —
+ * runs of that stage with u's seed that read exactly the runs u reads (two break runs on one base model, the two
+ * plain adapters a `combine` run adds up): every one of them (a grid there multiplies the pairs).
+ */
+function pairedRuns(
+  u: PlannedRun,
+  stage: string,
+  byStage: Map<string, PlannedRun[]>,
+  stageOf: Map<string, { stage: string; run: PlannedRun }>,
+): { runs: PlannedRun[]; sibling: boolean } {
+  const seen = new Set<string>();
+  const walk = (x: PlannedRun): PlannedRun | null => {
+    if (seen.has(x.id)) return null;
+    seen.add(x.id);
+    if (stageOf.get(x.id)?.stage === stage) return x;
+    for (const ref of Object.values(x.spec.inputs ?? {})) {
+      const up = stageOf.get(ref.run);
+      const hit = up ? walk(up.run) : null;
+      if (hit) return hit;
+    }
+    return null;
+  };
+  const a = walk(u);
+  if (a) return { runs: [a], sibling: false };
+  const reads = (r: PlannedRun): string =>
+    canonicalJson([...new Set(Object.values(r.spec.inputs ?? {}).map((x) => x.run))].sort());
+  const runs = (byStage.get(stage) ?? []).filter((r) => r.spec.seed === u.spec.seed && reads(r) === reads(u));
+  return { runs, sibling: true };
 }
 
 /** A run's spec without its procedure and inputs (the base of a stage that takes an upstream run's spec). */

@@ -224,7 +224,8 @@ export const StageEntry = z.strictObject({
   /**
    * The earlier stage(s) whose artifacts this stage's runs read: a stage name (the procedure's first input,
    * e.g. `model`), or `{input: stage}` for several (`{adapter: train, pruned: prune}`). The first entry's stage
-   * drives: one run per (its run × this stage's grid point); the others must be its ancestors.
+   * drives: one run per (its run × this stage's grid point); the others are its ancestors, or stages beside it
+   * whose runs of the same seed read the same runs (`{content: content, style: style, model: base}`).
    */
   from: z.union([str().min(1), z.record(str(), str().min(1))]).optional(),
   /** Which runs of the driving stage a grid point pairs with: all of them (default) or the one of its seed. */

@@ -139,6 +139,69 @@ describe('stages', () => {
     expect(byStage(runs, 'finetune')).toHaveLength(2);
   });
 
+  it('B4M: inputs from stages beside the driving one pair by seed and upstream runs; own datasets plan a grid', () => {
+    const cs = (contents: number[], styles: (number | null)[]) => [
+      { name: 'synthetic/content-style', options: { contents, styles, eval_contents: [6], eval_styles: [6] } },
+    ];
+    const plp = [{ name: 'plp', ranks: [4] }];
+    const runs = ok({
+      name: 'b4m',
+      model: { name: 'tiny-denoiser', random_init: true },
+      datasets: cs([0], [6]),
+      methods: [{ name: 'lora', ranks: [4] }],
+      seeds: [0, 1],
+      training: { max_steps: 10, train_head: false },
+      stages: {
+        base: { methods: ['full'], datasets: cs([0, 1], [null, 0]) },
+        content: { procedure: 'b4m-break', from: 'base', match: 'seed', methods: plp, datasets: cs([6], [null]) },
+        style: { procedure: 'b4m-break', from: 'base', match: 'seed', methods: plp, options: { role: 'style' } },
+        make: {
+          procedure: 'b4m-make',
+          from: { content: 'content', style: 'style', model: 'base' },
+          methods: plp,
+          datasets: cs([0], [6]),
+          match: 'seed',
+          options: { optimizer: ['riemannian', 'adamw'] },
+          training: { max_steps: 3 },
+        },
+        'lora-content': { from: 'base', match: 'seed', datasets: cs([6], [null]) },
+        'lora-style': { from: 'base', match: 'seed' },
+        sum: { procedure: 'combine', from: { first: 'lora-content', second: 'lora-style' } },
+      },
+    });
+    const [base, content, style, make, sum] = ['base', 'content', 'style', 'make', 'sum'].map((s) => byStage(runs, s));
+    expect([base!.length, content!.length, style!.length, make!.length, sum!.length]).toEqual([2, 2, 2, 4, 2]);
+    for (const m of make!) {
+      const c = content!.find((x) => x.id === m.spec.inputs!.content!.run)!;
+      const st = style!.find((x) => x.id === m.spec.inputs!.style!.run)!;
+      expect([c.spec.seed, st.spec.seed, m.spec.seed]).toEqual([m.spec.seed, m.spec.seed, m.spec.seed]);
+      expect(c.spec.inputs!.model!.run).toBe(st.spec.inputs!.model!.run); // both break runs on one base run
+      expect(m.spec.inputs!.model!.run).toBe(c.spec.inputs!.model!.run);
+      expect(m.spec.inputs!.style!.artifact).toBe('adapter');
+      expect(m.spec.dataset.options.contents).toEqual([0]); // the stage's own data, not the content run's
+      expect(m.spec.training.max_steps).toBe(3);
+      expect(m.labels.setting).toMatch(/^optimizer=(riemannian|adamw) ← content plp r4 ← base full ← style plp r4/);
+    }
+    for (const r of sum!) {
+      // no datasets of its own: the spec of the run that trained the first adapter
+      const first = byStage(runs, 'lora-content').find((x) => x.id === r.spec.inputs!.first!.run)!;
+      const second = byStage(runs, 'lora-style').find((x) => x.id === r.spec.inputs!.second!.run)!;
+      expect(r.spec.dataset).toEqual(first.spec.dataset);
+      expect(second.spec.seed).toBe(first.spec.seed);
+    }
+    // A stage beside the driving one that does not build on the same runs cannot be paired.
+    const lone = plan({
+      ...BASE,
+      stages: {
+        a: { procedure: 'pretrain', methods: ['full'], seeds: [0] },
+        b: { procedure: 'pretrain', methods: ['full'], seeds: [0], training: { max_steps: 3 } },
+        t: { from: 'a' },
+        r: { procedure: 'recover', from: { adapter: 't', pruned: 'b' } },
+      },
+    });
+    expect(lone.issues[0]).toMatch(/stages.r.from.pruned: stage `b` is neither upstream of stage `t` nor built on/);
+  });
+
   it('refuses bad graphs and bad stage fields with the field and a hint', () => {
     const bad = (stages: Record<string, unknown>) => plan({ ...BASE, stages }).issues;
     expect(bad({ a: { from: 'nope' } })).toEqual(['stages.a.from: no stage `nope`']);

@@ -69,6 +69,8 @@ DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "img-cls": _d(32, 512, 128, "validation"),
         "causal-lm": _d(64, 512, 128, "validation"),
         "gsm8k-like": _d(64, 512, 64, "validation"),
+        # images, not tokens (max_length unused); the evaluation is eval_samples generations per evaluated prompt
+        "content-style": _d(16, 256, None, "validation"),
     },
     # pretraining text (data/corpus.py); sizes are sequences (null: every document); 256 = the official SLTrain length
     "corpus": {"files": _d(256, None, None, "validation"), "synthetic": _d(256, None, None, "validation")},

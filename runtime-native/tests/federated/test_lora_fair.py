@@ -126,3 +126,17 @@ def test_config_errors():
         _run(bad, "/tmp/unused-fed")
     with pytest.raises(ConfigError, match="needs a domain per example"):
         _run(_spec(dict(FED, partition="domain")), "/tmp/unused-fed")
+
+
+def test_deterministic_given_the_seed(tmp_path):
+    """The same spec twice: the same sampled clients, round records and adapter bits; another seed differs."""
+    spec = _spec(dict(FED, client_state="reset"), steps=4)
+    runs = []
+    for i, seed in enumerate((spec["seed"], spec["seed"], spec["seed"] + 1)):
+        rc, rec = _run(dict(spec, seed=seed), tmp_path / f"d{i}")
+        assert rc == 0
+        rounds = [(r["clients"], r["client_loss"], r["metrics"], r["aggregation"]) for r in rec if r["event"] == "round"]
+        runs.append((rounds, _final_adapter(rec)))
+    (r0, a0), (r1, a1), (r2, a2) = runs
+    assert r0 == r1 and set(a0) == set(a1) and all(torch.equal(a0[k], a1[k]) for k in a0)
+    assert r0 != r2 and any(not torch.equal(a0[k], a2[k]) for k in a0)
