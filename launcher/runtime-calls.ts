@@ -50,8 +50,12 @@ export async function describeRuntime(timeoutMs = 120_000): Promise<RuntimeDescr
 /** One entry of `count`'s output (schemas/count.ts), as the planner's CountResult; null if malformed. */
 export function asCount(x: unknown): CountResult | null {
   const r = CountOutput.safeParse(x);
-  if (!r.success) return null;
-  const { trainable, total, final, exact, head } = r.data;
+  return r.success ? countResultOf(r.data) : null;
+}
+
+/** The planner's CountResult of a `count` output (also of a cached one: launcher/count-cache.ts). */
+export function countResultOf(c: CountOutput): CountResult {
+  const { trainable, total, final, exact, head } = c;
   return {
     trainable,
     total,

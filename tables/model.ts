@@ -32,6 +32,10 @@ export interface TableOptions {
    * report them; `with-head`: the head included, as PEFT's benchmarks count.
    */
   paramsConvention?: ParamsConvention;
+  /** Test each column's best row against the others over seeds (tables/sig-marks.ts); none by default. */
+  significance?: SignificanceTest | null;
+  /** p threshold of the significance test (default 0.05). */
+  alpha?: number;
   avg?: boolean;
   title?: string | null;
   /** Select hyperparameters on this split (`validation`) and report `report` (tables/select.ts). */
@@ -46,6 +50,9 @@ export interface TableOptions {
 
 export const PARAMS_CONVENTIONS = ['without-head', 'with-head'] as const;
 export type ParamsConvention = (typeof PARAMS_CONVENTIONS)[number];
+
+export const SIGNIFICANCE_TESTS = ['welch', 'bootstrap'] as const;
+export type SignificanceTest = (typeof SIGNIFICANCE_TESTS)[number];
 
 export type CellStatus = 'ok' | 'partial' | 'failed' | 'missing' | 'failed+missing' | 'empty' | 'incomplete';
 
@@ -64,6 +71,9 @@ export interface TableCell {
   partial_members: boolean;
   mark: 'best' | 'second' | null;
   delta: number | null;
+  /** With significance tests only: against the column's best (sig-marks.ts), and the test's p. */
+  sig?: 'significant' | 'tie' | 'untested';
+  p?: number | null;
 }
 
 /** `stat`: a stage statistic beside the scores (`tables/stats.ts`); never marked, never averaged. */
@@ -123,6 +133,8 @@ export interface TableModel {
   scales: Record<string, number>;
   /** Decimals of every parameter percentage in the table (params.ts `percentDigits`). */
   percent_digits: number;
+  /** With significance tests only: which test, the p threshold, the bootstrap's resamples and seed. */
+  significance?: { test: SignificanceTest; alpha: number; resamples?: number; seed?: number };
   columns: TableColumn[];
   rows: TableRow[];
   notes: string[];

@@ -53,15 +53,27 @@ interface CellParts {
   delta: string | null;
   text: string | null;
   mark: 'best' | 'second' | null;
+  /** Significance against the column's best: `†` significantly worse, `≈` a tie, `?` not tested. */
+  sig: string | null;
 }
+
+const SIG_TEXT: Record<string, string> = { significant: '†', tie: '≈', untested: '?' };
 
 function cellParts(model: TableModel, row: TableRow, col: TableColumn, cell: TableCell): CellParts {
   const d = model.digits;
   if (cell.mean === null) {
-    return { value: null, std: null, note: null, delta: null, text: STATUS_TEXT[cell.status] ?? '–', mark: null };
+    return {
+      value: null,
+      std: null,
+      note: null,
+      delta: null,
+      text: STATUS_TEXT[cell.status] ?? '–',
+      mark: null,
+      sig: null,
+    };
   }
   if (row.kind === 'reference-delta') {
-    return { value: signed(cell.mean, d), std: null, note: null, delta: null, text: null, mark: null };
+    return { value: signed(cell.mean, d), std: null, note: null, delta: null, text: null, mark: null, sig: null };
   }
   const std =
     model.show_std && col.kind === 'data' && row.kind === 'result' && cell.std !== null ? fixed(cell.std, d) : null;
@@ -75,6 +87,7 @@ function cellParts(model: TableModel, row: TableRow, col: TableColumn, cell: Tab
     delta: cell.delta !== null ? signed(cell.delta, d) : null,
     text: null,
     mark: cell.mark,
+    sig: cell.sig ? SIG_TEXT[cell.sig]! : null,
   };
 }
 
@@ -99,6 +112,7 @@ function mdCell(p: CellParts): string {
   if (p.mark === 'best') v = `**${v}**`;
   else if (p.mark === 'second') v = `<u>${v}</u>`;
   if (p.std !== null) v += ` ± ${p.std}`;
+  if (p.sig) v += ` ${p.sig}`;
   if (p.note) v += ` ${p.note}`;
   if (p.delta) v += ` (${p.delta})`;
   return v;
@@ -163,6 +177,8 @@ export function latexEscape(s: string): string {
   return out;
 }
 
+const LATEX_SIG: Record<string, string> = { '†': '$^{\\dagger}$', '≈': '$^{\\approx}$', '?': '$^{?}$' };
+
 function latexNumber(s: string): string {
   return s.startsWith('-') ? `$-$${s.slice(1)}` : s;
 }
@@ -173,6 +189,7 @@ function latexCell(p: CellParts): string {
   if (p.mark === 'best') v = `\\textbf{${v}}`;
   else if (p.mark === 'second') v = `\\underline{${v}}`;
   if (p.std !== null) v += `$_{\\pm ${p.std}}$`;
+  if (p.sig) v += LATEX_SIG[p.sig]!;
   if (p.note) v += `\\,{\\scriptsize ${latexEscape(p.note)}}`;
   if (p.delta) v += `\\,{\\scriptsize(${latexNumber(p.delta)})}`;
   return v;
@@ -284,8 +301,12 @@ export function csvField(v: string | number | null | undefined): string {
   return /[",\r\n]/.test(s) || /^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
+/** Columns a table with significance tests adds to the CSV. */
+export const CSV_SIG_COLUMNS = ['significance', 'p_value'] as const;
+
 export function renderCsv(model: TableModel): string {
-  const lines = [CSV_COLUMNS.join(',')];
+  const sig = model.significance !== undefined;
+  const lines = [[...CSV_COLUMNS, ...(sig ? CSV_SIG_COLUMNS : [])].join(',')];
   for (const row of model.rows) {
     model.columns.forEach((col, i) => {
       const cell = row.cells[i]!;
@@ -319,7 +340,8 @@ export function renderCsv(model: TableModel): string {
         total_params: row.params?.total ?? null,
         source: row.source,
       };
-      lines.push(CSV_COLUMNS.map((c) => csvField(rec[c])).join(','));
+      const extra = sig ? [csvField(cell.sig ?? null), csvField(cell.p ?? null)] : [];
+      lines.push([...CSV_COLUMNS.map((c) => csvField(rec[c])), ...extra].join(','));
     });
   }
   return lines.join('\n') + '\n';
@@ -343,6 +365,7 @@ function htmlCell(p: CellParts): string {
   if (p.mark === 'best') v = `<b>${v}</b>`;
   else if (p.mark === 'second') v = `<u>${v}</u>`;
   if (p.std !== null) v += `<span class="std"> ± ${htmlEscape(p.std)}</span>`;
+  if (p.sig) v += `<sup class="sig">${htmlEscape(p.sig)}</sup>`;
   if (p.note) v += ` <span class="note">${htmlEscape(p.note)}</span>`;
   if (p.delta) v += ` <span class="delta">(${htmlEscape(p.delta)})</span>`;
   return v;

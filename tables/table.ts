@@ -19,7 +19,18 @@ import { referenceRows } from './reference-rows.js';
 import { percentDigits } from './params.js';
 import { applySplits } from './select.js';
 import { addEfficiencyColumns } from './efficiency.js';
-import { DIMS, type Dim, type TableModel, type TableOptions } from './model.js';
+import { markSignificance, DEFAULT_ALPHA } from './sig-marks.js';
+import type { Accumulated } from './aggregate.js';
+import {
+  DIMS,
+  SIGNIFICANCE_TESTS,
+  type Dim,
+  type SignificanceTest,
+  type TableColumn,
+  type TableModel,
+  type TableOptions,
+  type TableRow,
+} from './model.js';
 
 export * from './model.js';
 export { TableInputError };
@@ -77,6 +88,7 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
   const blocks = rowBlocks(rows, rowDims);
   markBest(all, blocks, agg.colMetric, rowDims, digits);
   const baselineLabel = opts.baseline ? applyBaseline(rows, blocks, opts.baseline, rowDims) : null;
+  const sig = opts.significance ? significance(rows, blocks, all, agg, opts.significance, opts.alpha) : null;
   if (opts.references && opts.references.length > 0) {
     if (!datasetColumns) notes.push('Reference rows are shown only with datasets as columns (--cols dataset).');
     else rows.push(...referenceRows(opts.references, rows, all, notes));
@@ -108,5 +120,23 @@ export function buildTable(runs: RunRow[], opts: TableOptions = {}): TableModel 
       params: (opts.params ?? true) ? convention : null,
     }),
   };
+  if (sig) {
+    model.significance = sig.spec;
+    model.notes.push(sig.note);
+  }
   return opts.efficiency ? addEfficiencyColumns(model, uniq) : model;
+}
+
+function significance(
+  rows: TableRow[],
+  blocks: Map<string, TableRow[]>,
+  all: TableColumn[],
+  agg: Accumulated,
+  test: SignificanceTest,
+  alpha = DEFAULT_ALPHA,
+): ReturnType<typeof markSignificance> {
+  if (!(SIGNIFICANCE_TESTS as readonly string[]).includes(test))
+    throw new TableInputError(`--significance ${test}: use ${SIGNIFICANCE_TESTS.join(' or ')}`);
+  if (!(alpha > 0 && alpha < 1)) throw new TableInputError(`--alpha ${alpha}: expected a p threshold between 0 and 1`);
+  return markSignificance(rows, blocks, all, agg, test, alpha);
 }

@@ -71,3 +71,17 @@ describe('parameter convention', () => {
     expect(m.notes.some((n) => n.startsWith('Params:'))).toBe(false);
   });
 });
+
+describe('count cache', () => {
+  it('gives back the head share and the exactness a fresh count gave', async () => {
+    const { CountCache } = await import('../launcher/count-cache.js');
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const cache = new CountCache(mkdtempSync(join(tmpdir(), 'rankflow-cc-')));
+    cache.put('k1', { count: { trainable: 1130, total: 90_000, head: 130 }, error: null });
+    cache.put('k2', { count: { trainable: 2000, total: 90_000, exact: false }, error: null });
+    expect(cache.get('k1')).toEqual({ count: { trainable: 1130, total: 90_000, head: 130 }, error: null });
+    expect(cache.get('k2')).toEqual({ count: { trainable: 2000, total: 90_000, exact: false }, error: null });
+  });
+});

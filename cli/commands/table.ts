@@ -11,7 +11,9 @@ import {
   buildTable,
   DIMS,
   PARAMS_CONVENTIONS,
+  SIGNIFICANCE_TESTS,
   type Dim,
+  type SignificanceTest,
   type ParamsConvention,
   type TableOptions,
 } from '../../tables/table.js';
@@ -90,6 +92,13 @@ const TABLE_OPTIONS = {
     help: 'add peak memory, time per step and wall time columns (with the devices in the notes)',
     group: TAB,
   },
+  significance: {
+    type: 'string',
+    arg: SIGNIFICANCE_TESTS.join('|'),
+    help: "mark whether each column's best row is significantly better than each other row over seeds (bootstrap: paired, where seeds pair up)",
+    group: TAB,
+  },
+  alpha: { type: 'string', arg: 'P', help: 'p threshold of --significance (default 0.05)', group: TAB },
   stats: {
     type: 'string',
     arg: 'KEYS',
@@ -109,6 +118,22 @@ function parseDims(flag: string, value: string): Dim[] {
     }
   }
   return dims as Dim[];
+}
+
+function parseSignificance(
+  test: string | undefined,
+  alpha: string | undefined,
+): { significance?: SignificanceTest; alpha?: number } {
+  if (test === undefined) {
+    if (alpha !== undefined) throw new UserError(`--alpha ${alpha}: add --significance welch or bootstrap`);
+    return {};
+  }
+  if (!(SIGNIFICANCE_TESTS as readonly string[]).includes(test))
+    throw new UserError(`--significance ${test}: use ${SIGNIFICANCE_TESTS.join(' or ')}`);
+  if (alpha === undefined) return { significance: test as SignificanceTest };
+  const a = Number(alpha);
+  if (!(a > 0 && a < 1)) throw new UserError(`--alpha ${alpha}: expected a p threshold between 0 and 1, e.g. 0.05`);
+  return { significance: test as SignificanceTest, alpha: a };
 }
 
 const EXT_FORMAT: Record<string, Format> = {
@@ -165,6 +190,7 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
   const convention = (v.params ?? 'without-head') as ParamsConvention;
   if (!(PARAMS_CONVENTIONS as readonly string[]).includes(convention))
     throw new UserError(`--params ${v.params}: use ${PARAMS_CONVENTIONS.join(' or ')}`);
+  const significance = parseSignificance(v.significance, v.alpha);
   const rows = v.rows ? parseDims('--rows', v.rows) : undefined;
   const cols = v.cols ? parseDims('--cols', v.cols) : undefined;
   if (cols && cols.length !== 1) throw new UserError(`--cols ${v.cols}: give exactly one dimension`);
@@ -187,6 +213,7 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
       std: !v['no-std'],
       params: !v['no-params'],
       paramsConvention: convention,
+      ...significance,
       avg: !v['no-avg'],
       title: v.title ?? null,
       ...splits,
