@@ -29,7 +29,7 @@ import {
   type CountTable,
 } from '../planning/planner.js';
 import { PRESETS } from '../planning/presets.js';
-import { planStages } from '../planning/stages.js';
+import { planStages, type StagePlanOptions } from '../planning/stages.js';
 import { suggestHint } from '../planning/suggest.js';
 import { validateRecipe } from '../planning/validate.js';
 import snapshotJson from '../schemas/methods.generated.json' with { type: 'json' };
@@ -285,6 +285,147 @@ function failWith(lines: string[], file: string): never {
   throw new UserError(`${lines.length} problems in ${file}:\n  ${lines.join('\n  ')}`);
 }
 
+/** A recipe file's text, or null with the error (too big, unreadable) pushed. */
+function readRecipeText(
+  path: string,
+  display: string,
+  fromWhere: (() => string) | null,
+  errors: string[],
+): string | null {
+  try {
+    const size = statSync(path).size;
+    if (size > MAX_RECIPE_BYTES) {
+      errors.push(
+        `${display}: the recipe is ${(size / 2 ** 20).toFixed(1)} MiB, more than the ${MAX_RECIPE_BYTES / 2 ** 20} MiB a recipe file may be — use grid lists and \`extends\` instead of writing runs out`,
+      );
+      return null;
+    }
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    errors.push(
+      fromWhere
+        ? `${fromWhere()}: extends: cannot read \`${display}\` (${code === 'ENOENT' ? 'no such file' : code}) — paths are relative to the file that names them`
+        : `${display}: cannot read the recipe (${code === 'ENOENT' ? 'no such file' : code})`,
+    );
+    return null;
+  }
+}
+
+/** A recipe file's YAML as a layer (shorthands expanded) and its data as written, or null with the errors pushed. */
+function parseRecipeLayer(
+  text: string,
+  display: string,
+  errors: string[],
+): { layer: FileLayer; data: Record<string, unknown> } | null {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length) {
+    for (const e of doc.errors) {
+      const p = e.linePos?.[0];
+      const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+      errors.push(`${display}${p ? `:${p.line}:${p.col}` : ''}: YAML: ${yamlMessage(msg)}`);
+    }
+    return null;
+  }
+  const js = yamlData(doc, lc, display);
+  if ('error' in js) {
+    errors.push(js.error);
+    return null;
+  }
+  const data = js.data;
+  if (data === null || data === undefined) {
+    errors.push(`${display}: the recipe is empty — start from recipes/quickstart.yaml`);
+    return null;
+  }
+  if (!isObj(data)) {
+    errors.push(
+      `${display}:1:1: (recipe): expected a mapping of recipe fields, got ${Array.isArray(data) ? 'a list' : 'a scalar'}`,
+    );
+    return null;
+  }
+  return {
+    layer: { kind: 'file', display, doc, lc, data: normalizeShorthands(data) as Record<string, unknown> },
+    data,
+  };
+}
+
+/** `file:line:col` of a field of a file layer (its key), or the file alone. */
+function locOf(layer: FileLayer, p: FieldPath): string {
+  const { node, keyNode } = nodeAt(layer.doc, p);
+  const n = keyNode ?? node;
+  if (!n?.range) return layer.display;
+  const lcp = lineCol(layer.lc, n.range[0]);
+  return `${layer.display}:${lcp.line}:${lcp.col}`;
+}
+
+/** The preset a file names (its `preset:` value as written, before shorthands), or null with any error pushed. */
+function presetLayer(layer: FileLayer, preset: unknown, errors: string[]): PresetLayer | null {
+  if (preset === undefined) return null;
+  if (typeof preset !== 'string') {
+    errors.push(
+      `${locOf(layer, ['preset'])}: preset: expected a preset name — one of ${Object.keys(PRESETS).join(', ')}`,
+    );
+    return null;
+  }
+  if (!PRESETS[preset]) {
+    errors.push(
+      `${locOf(layer, ['preset'])}: preset: unknown preset \`${preset}\` — ${suggestHint(preset, Object.keys(PRESETS), 'presets')}`,
+    );
+    return null;
+  }
+  return {
+    kind: 'preset',
+    display: `preset \`${preset}\``,
+    data: normalizeShorthands(PRESETS[preset]!.recipe) as Record<string, unknown>,
+  };
+}
+
+type Provenance = Record<string, { layer: number; index: number }[]>;
+
+/** The layers merged in order, and for each item of a concatenated list the layer and index it came from. */
+function mergeRecipeLayers(layers: readonly Layer[]): { raw: Record<string, unknown>; provenance: Provenance } {
+  let raw: Record<string, unknown> = {};
+  const provenance: Provenance = {};
+  for (const key of CONCAT_KEYS) provenance[key] = [];
+  layers.forEach((l, li) => {
+    raw = mergeInto(raw, l.data, true);
+    for (const key of CONCAT_KEYS) {
+      const v = l.data[key];
+      if (Array.isArray(v)) {
+        // a non-list value replaced a list (validation reports it); otherwise the list was appended
+        v.forEach((_, index) => provenance[key]!.push({ layer: li, index }));
+      }
+    }
+  });
+  return { raw, provenance };
+}
+
+/** Where a field of the merged recipe was written: the layer that wrote the deepest part of its path. */
+function recipeLocator(layers: readonly Layer[], provenance: Provenance): (path: FieldPath) => Location {
+  const top = layers[layers.length - 1]!;
+  return (path) => {
+    if (
+      path.length >= 2 &&
+      (CONCAT_KEYS as readonly string[]).includes(path[0] as string) &&
+      typeof path[1] === 'number'
+    ) {
+      const p = provenance[path[0] as string]![path[1]];
+      if (p) return locateIn(layers[p.layer]!, [path[0]!, p.index, ...path.slice(2)]);
+    }
+    let best: Layer = top;
+    let bestDepth = -1;
+    for (let i = layers.length - 1; i >= 0; i--) {
+      const d = hasPath(layers[i]!.data, path);
+      if (d > bestDepth) {
+        best = layers[i]!;
+        bestDepth = d;
+      }
+    }
+    return locateIn(best, path);
+  };
+}
+
 /** Read a recipe file with its presets and `extends`, merged; parse errors are UserErrors with positions. */
 export function loadRecipeFile(file: string): LoadedRecipe {
   const abs = resolve(file);
@@ -307,85 +448,19 @@ export function loadRecipeFile(file: string): LoadedRecipe {
       );
       return;
     }
-    let text: string;
-    try {
-      const size = statSync(path).size;
-      if (size > MAX_RECIPE_BYTES) {
-        errors.push(
-          `${display}: the recipe is ${(size / 2 ** 20).toFixed(1)} MiB, more than the ${MAX_RECIPE_BYTES / 2 ** 20} MiB a recipe file may be — use grid lists and \`extends\` instead of writing runs out`,
-        );
-        return;
-      }
-      text = readFileSync(path, 'utf8');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      errors.push(
-        from
-          ? `${fromWhere()}: extends: cannot read \`${display}\` (${code === 'ENOENT' ? 'no such file' : code}) — paths are relative to the file that names them`
-          : `${display}: cannot read the recipe (${code === 'ENOENT' ? 'no such file' : code})`,
-      );
-      return;
-    }
-    const lc = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: lc, prettyErrors: true, uniqueKeys: true });
-    if (doc.errors.length) {
-      for (const e of doc.errors) {
-        const p = e.linePos?.[0];
-        const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
-        errors.push(`${display}${p ? `:${p.line}:${p.col}` : ''}: YAML: ${yamlMessage(msg)}`);
-      }
-      return;
-    }
-    const js = yamlData(doc, lc, display);
-    if ('error' in js) {
-      errors.push(js.error);
-      return;
-    }
-    const data = js.data;
-    if (data === null || data === undefined) {
-      errors.push(`${display}: the recipe is empty — start from recipes/quickstart.yaml`);
-      return;
-    }
-    if (!isObj(data)) {
-      errors.push(
-        `${display}:1:1: (recipe): expected a mapping of recipe fields, got ${Array.isArray(data) ? 'a list' : 'a scalar'}`,
-      );
-      return;
-    }
-    const layer: FileLayer = {
-      kind: 'file',
-      display,
-      doc,
-      lc,
-      data: normalizeShorthands(data) as Record<string, unknown>,
-    };
-    const locOf = (p: FieldPath): string => {
-      const { node, keyNode } = nodeAt(doc, p);
-      const n = keyNode ?? node;
-      if (!n?.range) return display;
-      const lcp = lineCol(lc, n.range[0]);
-      return `${display}:${lcp.line}:${lcp.col}`;
-    };
-    if (data.preset !== undefined) {
-      if (typeof data.preset !== 'string')
-        errors.push(`${locOf(['preset'])}: preset: expected a preset name — one of ${Object.keys(PRESETS).join(', ')}`);
-      else if (!PRESETS[data.preset])
-        errors.push(
-          `${locOf(['preset'])}: preset: unknown preset \`${data.preset}\` — ${suggestHint(data.preset, Object.keys(PRESETS), 'presets')}`,
-        );
-      else
-        layers.push({
-          kind: 'preset',
-          display: `preset \`${data.preset}\``,
-          data: normalizeShorthands(PRESETS[data.preset]!.recipe) as Record<string, unknown>,
-        });
-    }
+    const text = readRecipeText(path, display, from ? fromWhere : null, errors);
+    if (text === null) return;
+    const parsed = parseRecipeLayer(text, display, errors);
+    if (!parsed) return;
+    const { layer, data } = parsed;
+    const preset = presetLayer(layer, data.preset, errors);
+    if (preset) layers.push(preset);
     if (data.extends !== undefined) {
       const list = Array.isArray(data.extends) ? data.extends : [data.extends];
       list.forEach((ext, i) => {
         const at: FieldPath = Array.isArray(data.extends) ? ['extends', i] : ['extends'];
         if (typeof ext !== 'string' || ext === '') {
-          errors.push(`${locOf(at)}: ${formatPath(at)}: expected a path to a recipe file`);
+          errors.push(`${locOf(layer, at)}: ${formatPath(at)}: expected a path to a recipe file`);
           return;
         }
         readLayer(resolve(dirname(path), ext), [...stack, path], { layer, at });
@@ -397,45 +472,11 @@ export function loadRecipeFile(file: string): LoadedRecipe {
   readLayer(abs, [], null);
   if (errors.length) failWith(errors, displayPath(abs));
 
-  let raw: Record<string, unknown> = {};
-  const provenance: Record<string, { layer: number; index: number }[]> = {};
-  for (const key of CONCAT_KEYS) provenance[key] = [];
-  layers.forEach((l, li) => {
-    raw = mergeInto(raw, l.data, true);
-    for (const key of CONCAT_KEYS) {
-      const v = l.data[key];
-      if (Array.isArray(v)) {
-        // a non-list value replaced a list (validation reports it); otherwise the list was appended
-        v.forEach((_, index) => provenance[key]!.push({ layer: li, index }));
-      }
-    }
-  });
+  const { raw, provenance } = mergeRecipeLayers(layers);
   // The name is the study's own: not inherited from a base file (two studies on one base stay apart).
   const topName = layers[layers.length - 1]!.data.name;
   raw.name = topName !== undefined ? topName : basename(abs, extname(abs));
-
-  const top = layers[layers.length - 1]!;
-  const locate = (path: FieldPath): Location => {
-    if (
-      path.length >= 2 &&
-      (CONCAT_KEYS as readonly string[]).includes(path[0] as string) &&
-      typeof path[1] === 'number'
-    ) {
-      const p = provenance[path[0] as string]![path[1]];
-      if (p) return locateIn(layers[p.layer]!, [path[0]!, p.index, ...path.slice(2)]);
-    }
-    let best: Layer = top;
-    let bestDepth = -1;
-    for (let i = layers.length - 1; i >= 0; i--) {
-      const d = hasPath(layers[i]!.data, path);
-      if (d > bestDepth) {
-        best = layers[i]!;
-        bestDepth = d;
-      }
-    }
-    return locateIn(best, path);
-  };
-  return { path: abs, raw, layers, locate };
+  return { path: abs, raw, layers, locate: recipeLocator(layers, provenance) };
 }
 
 function locateIn(layer: Layer, path: FieldPath): Location {
@@ -528,6 +569,88 @@ function runtimeCounter(
  * Plan a recipe file: load (presets, extends), validate, expand, count parameters, deduplicate.
  * Throws a UserError naming file:line:col for every problem. This is the API the orchestration code calls.
  */
+/** How planRecipeFile counts: whether it can, the counting call (filling `counts`) and what the runtime said. */
+type StagePlanInputs = Omit<StagePlanOptions, 'counts'>;
+
+interface Counter {
+  mode: 'auto' | 'always' | 'never';
+  canCount: boolean;
+  counts: CountTable;
+  errors: string[];
+  fill(specs: RunSpec[]): Promise<void>;
+}
+
+function makeCounter(opts: PlanFileOptions): Counter {
+  const mode = opts.count ?? 'auto';
+  const errors: string[] = [];
+  const countFn = opts.countFn ?? runtimeCounter(opts.countCache, errors);
+  const counts: CountTable = {};
+  return {
+    mode,
+    canCount: opts.countFn !== undefined || (mode !== 'never' && runtimeAvailable()),
+    counts,
+    errors,
+    fill: async (specs) => {
+      const res = await countFn(specs.map(countableSpec));
+      specs.forEach((s, i) => (counts[countKey(s)] = res[i] ?? null));
+    },
+  };
+}
+
+/** Plan the recipe, counting what budget matching asks for first; every issue is a UserError at its line. */
+async function planCounted(
+  recipe: Recipe,
+  opts: StagePlanInputs,
+  c: Counter,
+  loaded: LoadedRecipe,
+  display: string,
+): Promise<ReturnType<typeof planStages>> {
+  let result = planStages(recipe, { ...opts, counts: c.counts });
+  if (result.issues.length === 0 && result.countRequests.length > 0) {
+    if (!c.canCount) {
+      throw new UserError(
+        `${display}: budget: matching parameter budgets needs counts from the runtime — ` +
+          (c.mode === 'never' ? 'drop --no-count' : 'run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON'),
+      );
+    }
+    await c.fill(result.countRequests);
+    result = planStages(recipe, { ...opts, counts: c.counts });
+  }
+  if (result.issues.length) {
+    const lines = formatIssues(result.issues, loaded.locate);
+    if (c.errors.length) lines.push(`${display}: the runtime said: ${c.errors[0]}`);
+    failWith(lines, display);
+  }
+  if (result.countRequests.length)
+    throw new UserError(`${display}: budget: the runtime did not count every candidate setting`);
+  return result;
+}
+
+/** Count the planned runs (and their full models) when the runtime can; `auto` plans on without counts. */
+async function countPlanned(
+  runs: PlannedRun[],
+  c: Counter,
+  withFullModel: boolean,
+  explicitFn: boolean,
+): Promise<void> {
+  if (c.canCount && (c.mode === 'always' || explicitFn || c.mode === 'auto')) {
+    const wanted = countRequestsFor(runs, c.counts, withFullModel);
+    if (wanted.length) {
+      try {
+        await c.fill(wanted);
+      } catch (e) {
+        if (c.mode === 'always' || !(e instanceof UserError)) throw e;
+        // auto: counting is a nicety when budget matching does not need it
+      }
+    }
+    attachCounts(runs, c.counts);
+  } else if (c.mode === 'always') {
+    throw new UserError(
+      'cannot count parameters: the runtime is not installed (run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON)',
+    );
+  }
+}
+
 export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): Promise<PlannedRecipe> {
   const snap = snapshot();
   const methods = opts.methods ?? snap.methods;
@@ -535,60 +658,25 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
   const procedures = snap.procedures;
   const { loaded, recipe } = readRecipe(file, { methods, datasets, procedures });
   const display = displayPath(loaded.path);
-  const mode = opts.count ?? 'auto';
-  const canCount = opts.countFn !== undefined || (mode !== 'never' && runtimeAvailable());
-  const countErrors: string[] = [];
-  const countFn = opts.countFn ?? runtimeCounter(opts.countCache, countErrors);
-  const counts: CountTable = {};
-  const fill = async (specs: RunSpec[]) => {
-    const res = await countFn(specs.map(countableSpec));
-    specs.forEach((s, i) => (counts[countKey(s)] = res[i] ?? null));
-  };
+  const c = makeCounter(opts);
 
   const missing = missingModelFolder(recipe.model);
   if (missing) failWith(formatIssues([{ path: ['model', 'name'], ...missing }], loaded.locate), display);
-  let result = planStages(recipe, { methods, datasets, procedures, counts, maxRuns: opts.maxRuns });
-  if (result.issues.length === 0 && result.countRequests.length > 0) {
-    if (!canCount) {
-      throw new UserError(
-        `${display}: budget: matching parameter budgets needs counts from the runtime — ` +
-          (mode === 'never' ? 'drop --no-count' : 'run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON'),
-      );
-    }
-    await fill(result.countRequests);
-    result = planStages(recipe, { methods, datasets, procedures, counts, maxRuns: opts.maxRuns });
-  }
-  if (result.issues.length) {
-    const lines = formatIssues(result.issues, loaded.locate);
-    if (countErrors.length) lines.push(`${display}: the runtime said: ${countErrors[0]}`);
-    failWith(lines, display);
-  }
-  if (result.countRequests.length)
-    throw new UserError(`${display}: budget: the runtime did not count every candidate setting`);
+  const result = await planCounted(
+    recipe,
+    { methods, datasets, procedures, maxRuns: opts.maxRuns },
+    c,
+    loaded,
+    display,
+  );
+  await countPlanned(result.runs, c, Boolean(methods.full), opts.countFn !== undefined);
 
-  if (canCount && (mode === 'always' || opts.countFn !== undefined || mode === 'auto')) {
-    const wanted = countRequestsFor(result.runs, counts, Boolean(methods.full));
-    if (wanted.length) {
-      try {
-        await fill(wanted);
-      } catch (e) {
-        if (mode === 'always' || !(e instanceof UserError)) throw e;
-        // auto: counting is a nicety when budget matching does not need it
-      }
-    }
-    attachCounts(result.runs, counts);
-  } else if (mode === 'always') {
-    throw new UserError(
-      'cannot count parameters: the runtime is not installed (run `bash scripts/setup-python.sh` or set RANKFLOW_PYTHON)',
-    );
-  }
-
-  const broken = modelError(countErrors);
+  const broken = modelError(c.errors);
   if (broken) failWith(formatIssues([broken], loaded.locate), display);
   const warnings = formatIssues(result.warnings, loaded.locate);
   const uncounted = result.runs.filter((r) => r.params === null).length;
-  if (canCount && uncounted > 0 && countErrors.length > 0) {
-    warnings.push(`${display}: the runtime could not count ${uncounted} run(s); first error: ${countErrors[0]}`);
+  if (c.canCount && uncounted > 0 && c.errors.length > 0) {
+    warnings.push(`${display}: the runtime could not count ${uncounted} run(s); first error: ${c.errors[0]}`);
   }
   return {
     recipe,
@@ -598,7 +686,7 @@ export async function planRecipeFile(file: string, opts: PlanFileOptions = {}): 
       result.runs.map((r) => r.id),
     ),
     warnings,
-    counts,
+    counts: c.counts,
     path: loaded.path,
   };
 }

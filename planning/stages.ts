@@ -90,61 +90,65 @@ function order(stages: Record<string, Resolved>, issues: IssueList): string[] {
   return done;
 }
 
-function resolveStages(recipe: Recipe, procs: Record<string, ProcedureDescription>, issues: IssueList) {
-  const stages: Record<string, Resolved> = {};
-  const names = Object.keys(recipe.stages ?? {});
-  for (const [name, entry] of Object.entries(recipe.stages ?? {})) {
-    const procedure = entry.procedure ?? DEFAULT_PROCEDURE;
-    const desc = procs[procedure];
-    const at: FieldPath = ['stages', name];
-    if (!desc) {
-      issues.add(
-        [...at, 'procedure'],
-        `unknown procedure \`${procedure}\``,
-        suggestHint(procedure, Object.keys(procs), 'procedures'),
-      );
-      continue;
-    }
-    const declared = Object.keys(desc.inputs);
-    let from: [string, string][] = [];
-    if (typeof entry.from === 'string') {
-      if (!declared.length) issues.add([...at, 'from'], `procedure \`${procedure}\` reads no input`, 'remove `from`');
-      else from = [[declared[0]!, entry.from]];
-    } else if (entry.from) {
-      from = Object.entries(entry.from);
-      for (const [input] of from) {
-        if (!desc.inputs[input])
-          issues.add(
-            [...at, 'from', input],
-            `procedure \`${procedure}\` has no input \`${input}\``,
-            suggestHint(input, declared, 'inputs'),
-          );
-      }
-    }
-    for (const [input, up] of from) {
-      if (!names.includes(up))
-        issues.add(
-          [...at, 'from', ...(typeof entry.from === 'string' ? [] : [input])],
-          `no stage \`${up}\``,
-          suggestHint(
-            up,
-            names.filter((n) => n !== name),
-            'stages',
-          ),
-        );
-      else if (up === name) issues.add([...at, 'from'], 'a stage cannot read its own runs');
-    }
-    for (const [input, d] of Object.entries(desc.inputs)) {
-      if (d.required && !from.some(([i]) => i === input)) {
-        issues.add(
-          [...at, 'from'],
-          `procedure \`${procedure}\` needs input \`${input}\` (${d.help})`,
-          `write from: {${[...from.map(([i, s]) => `${i}: ${s}`), `${input}: <stage>`].join(', ')}}`,
-        );
-      }
-    }
-    stages[name] = { name, entry, procedure, from, needed: new Set() };
+/** A stage's `from` as (input, upstream stage) pairs: a bare stage name feeds the first declared input. */
+function stageFrom(name: string, entry: StageEntry, procedure: string, desc: ProcedureDescription, issues: IssueList) {
+  const at: FieldPath = ['stages', name];
+  const declared = Object.keys(desc.inputs);
+  if (typeof entry.from === 'string') {
+    if (declared.length) return [[declared[0]!, entry.from]] as [string, string][];
+    issues.add([...at, 'from'], `procedure \`${procedure}\` reads no input`, 'remove `from`');
+    return [];
   }
+  if (!entry.from) return [];
+  const from = Object.entries(entry.from);
+  for (const [input] of from) {
+    if (!desc.inputs[input])
+      issues.add(
+        [...at, 'from', input],
+        `procedure \`${procedure}\` has no input \`${input}\``,
+        suggestHint(input, declared, 'inputs'),
+      );
+  }
+  return from;
+}
+
+/** Each upstream stage must exist and not be the stage itself; each required input must be fed. */
+function checkFrom(
+  name: string,
+  entry: StageEntry,
+  procedure: string,
+  desc: ProcedureDescription,
+  from: [string, string][],
+  names: string[],
+  issues: IssueList,
+): void {
+  const at: FieldPath = ['stages', name];
+  for (const [input, up] of from) {
+    if (!names.includes(up))
+      issues.add(
+        [...at, 'from', ...(typeof entry.from === 'string' ? [] : [input])],
+        `no stage \`${up}\``,
+        suggestHint(
+          up,
+          names.filter((n) => n !== name),
+          'stages',
+        ),
+      );
+    else if (up === name) issues.add([...at, 'from'], 'a stage cannot read its own runs');
+  }
+  for (const [input, d] of Object.entries(desc.inputs)) {
+    if (d.required && !from.some(([i]) => i === input)) {
+      issues.add(
+        [...at, 'from'],
+        `procedure \`${procedure}\` needs input \`${input}\` (${d.help})`,
+        `write from: {${[...from.map(([i, s]) => `${i}: ${s}`), `${input}: <stage>`].join(', ')}}`,
+      );
+    }
+  }
+}
+
+/** What later stages read of each stage (`needed`), and the check that its procedure writes it. */
+function checkNeeded(stages: Record<string, Resolved>, procs: Record<string, ProcedureDescription>, issues: IssueList) {
   for (const s of Object.values(stages)) {
     for (const [input, up] of s.from) {
       const kind = procs[s.procedure]!.inputs[input]?.kind;
@@ -162,6 +166,27 @@ function resolveStages(recipe: Recipe, procs: Record<string, ProcedureDescriptio
         );
     }
   }
+}
+
+function resolveStages(recipe: Recipe, procs: Record<string, ProcedureDescription>, issues: IssueList) {
+  const stages: Record<string, Resolved> = {};
+  const names = Object.keys(recipe.stages ?? {});
+  for (const [name, entry] of Object.entries(recipe.stages ?? {})) {
+    const procedure = entry.procedure ?? DEFAULT_PROCEDURE;
+    const desc = procs[procedure];
+    if (!desc) {
+      issues.add(
+        ['stages', name, 'procedure'],
+        `unknown procedure \`${procedure}\``,
+        suggestHint(procedure, Object.keys(procs), 'procedures'),
+      );
+      continue;
+    }
+    const from = stageFrom(name, entry, procedure, desc, issues);
+    checkFrom(name, entry, procedure, desc, from, names, issues);
+    stages[name] = { name, entry, procedure, from, needed: new Set() };
+  }
+  checkNeeded(stages, procs, issues);
   return stages;
 }
 
