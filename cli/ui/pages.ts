@@ -55,6 +55,11 @@ pre{background:#fff;border:1px solid #e3e6ea;padding:.6em;overflow:auto;max-heig
 .chart{background:#fff;border:1px solid #e3e6ea;margin:.4em 0;min-height:60px;max-width:760px}
 .plot{background:#fff;border:1px solid #e3e6ea;padding:.6em;margin:.6em 0;display:inline-block}
 code{background:#eef0f3;padding:0 .3em}
+.paper-table table{border-collapse:collapse;background:#fff;border-top:2px solid #000;border-bottom:2px solid #000}
+.paper-table th,.paper-table td{padding:.3em .7em;text-align:right;white-space:nowrap}
+.paper-table th:first-child,.paper-table td:first-child{text-align:left}.paper-table thead th{border-bottom:1px solid #000}
+.paper-table tr.reference td{font-style:italic;color:#444}.paper-table tr.first td{border-top:1px solid #000}
+.paper-table .std,.paper-table .note,.paper-table .delta{font-size:80%;color:#555}.paper-table .status{color:#a00}
 `;
 
 export interface PageContext {
