@@ -1,6 +1,7 @@
 /**
  * The standard PEFT figures, as Vega-Lite specifications rendered headless to SVG (vega's `toSVG`) and to
- * PNG (resvg): training-loss curves per run group (mean over seeds), score against trainable parameters
+ * PNG (resvg): training-loss curves per run group (mean over seeds), evaluation curves (the validation metric
+ * per eval step, `curves`), score against trainable parameters
  * (log x; the efficiency plot), score against rank, the final rank allocation (layer × module type heatmap) of
  * methods that move rank during training, and per-round curves of federated runs (the global metric and the
  * aggregation error after every round). No I/O: callers write the strings and buffers.
@@ -13,7 +14,7 @@ import { datasetOrder, prettyDataset, prettyMethod } from './names.js';
 import { TableInputError } from '../core/errors.js';
 import { niceTicks, placeLabels, seriesScales } from './plot-layout.js';
 
-export const PLOT_KINDS = ['loss', 'params', 'rank', 'allocation', 'rounds'] as const;
+export const PLOT_KINDS = ['loss', 'curves', 'params', 'rank', 'allocation', 'rounds'] as const;
 export type PlotKind = (typeof PLOT_KINDS)[number];
 
 /** Text renders with a font every rankflow machine has (Debian's fonts-dejavu); resvg falls back to it. */
@@ -181,6 +182,88 @@ export function lossCurveSpec(runs: RunRow[], title = 'Training loss (mean over 
     resolve: { scale: { y: 'independent' } },
     spec: { width: 260, height: 180, ...layer },
   };
+}
+
+export type EvalCurvePoint = { series: string; dataset: string; step: number; value: number; seeds: number };
+
+/**
+ * The evaluation curve of `split` (default: each run's own best-checkpoint split, `eval_split`) per (series,
+ * dataset): the mean over seeds of the metric (`metric`, else the run's headline) at each eval step, from the
+ * records' `evals`. Runs recorded before curves were kept are left out; none at all is an input error.
+ */
+export function evalCurveData(runs: RunRow[], metric: string | null, split: string | null = null): EvalCurvePoint[] {
+  const ok = runs.filter((r) => r.status === 'succeeded' && r.evals[split ?? r.eval_split ?? '']?.curve.length);
+  if (ok.length === 0)
+    throw new TableInputError(
+      `no finished run records an evaluation curve${split ? ` on ${split}` : ''} (records from before rankflow kept them, or no eval_every); nothing to plot`,
+    );
+  const dims = seriesDims(ok, []);
+  const groups = new Map<string, { series: string; dataset: string; steps: Map<number, number[]> }>();
+  for (const r of ok) {
+    const series = seriesLabel(r, dims);
+    const k = JSON.stringify([series, r.labels.dataset]);
+    let g = groups.get(k);
+    if (!g) groups.set(k, (g = { series, dataset: prettyDataset(r.labels.dataset), steps: new Map() }));
+    const m = metric ?? r.headline!;
+    for (const p of r.evals[split ?? r.eval_split!]!.curve) {
+      const v = p.metrics[m];
+      if (v === undefined) continue;
+      const l = g.steps.get(p.step) ?? [];
+      g.steps.set(p.step, [...l, v]);
+    }
+  }
+  const out: EvalCurvePoint[] = [];
+  for (const g of groups.values()) {
+    for (const [step, vs] of [...g.steps.entries()].sort((a, b) => a[0] - b[0]))
+      out.push({
+        series: g.series,
+        dataset: g.dataset,
+        step,
+        value: vs.reduce((s, x) => s + x, 0) / vs.length,
+        seeds: vs.length,
+      });
+  }
+  if (out.length === 0) throw new TableInputError(`no evaluation curve reports \`${metric}\`; pass another --metric`);
+  return out;
+}
+
+/** `curves`: the evaluation metric per eval step, one line per method (series), one facet per dataset. */
+export function evalCurveSpec(runs: RunRow[], metric: string | null, split: string | null = null): TopLevelSpec {
+  const values = withYExtent(evalCurveData(runs, metric, split), (v) => v.dataset, ['value']);
+  const order = seriesSort(values);
+  const datasets = new Set(values.map((v) => v.dataset));
+  const what = metric ?? [...new Set(runs.filter((r) => r.headline).map((r) => r.headline!))].join(' / ');
+  const title = `${split ?? 'Evaluation'}${split ? ' ' : ' '}${what} (mean over seeds)`;
+  const layer = {
+    layer: [
+      {
+        mark: { type: 'line' as const, strokeWidth: 1.5, point: true },
+        encoding: {
+          x: { field: 'step', type: 'quantitative' as const, title: 'optimizer step' },
+          y: { field: 'value', type: 'quantitative' as const, title: what, scale: { zero: false } },
+          ...styleEncoding(order, 'line'),
+          tooltip: [
+            { field: 'series', type: 'nominal' as const },
+            { field: 'step', type: 'quantitative' as const },
+            { field: 'value', type: 'quantitative' as const, format: '.4f' },
+            { field: 'seeds', type: 'quantitative' as const },
+          ],
+        },
+      },
+      yExtentLayer,
+    ],
+  };
+  const head = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', config: CONFIG, data: { values } };
+  if (datasets.size === 1)
+    return { ...head, title: `${title}: ${[...datasets][0]}`, width: 420, height: 280, ...layer } as TopLevelSpec;
+  return {
+    ...head,
+    title,
+    facet: { field: 'dataset', type: 'nominal', title: null, sort: datasetSort(runs, datasets) },
+    columns: Math.min(3, datasets.size),
+    resolve: { scale: { y: 'independent' } },
+    spec: { width: 260, height: 180, ...layer },
+  } as TopLevelSpec;
 }
 
 /**

@@ -12,6 +12,7 @@ import type { TopLevelSpec } from 'vega-lite';
 import {
   allocationSpec,
   lossCurveSpec,
+  evalCurveSpec,
   paramsSpec,
   PLOT_KINDS,
   rankSpec,
@@ -28,8 +29,8 @@ const PLOT_OPTIONS = {
   ...SELECTION_OPTIONS,
   kind: {
     type: 'string',
-    arg: 'loss,params,rank,allocation,rounds',
-    help: '(default: all; rounds: federated runs; a kind the data cannot support is skipped with a note)',
+    arg: 'loss,curves,params,rank,allocation,rounds',
+    help: '(default: all; curves: the evaluation metric per eval step; rounds: federated runs; a kind the data cannot support is skipped with a note)',
   },
   format: { type: 'string', short: 'f', arg: 'svg|png|both', help: '(default both)' },
   out: { type: 'string', short: 'o', arg: 'DIR', help: '(default results)' },
@@ -50,6 +51,7 @@ export interface PlotRequest {
 /** The Vega-Lite spec of one kind of plot (a TableInputError when the runs cannot support it); `rankflow ui` too. */
 export function plotSpec(kind: PlotKind, runs: RunRow[], metric: string | null, which: 'final' | 'best'): TopLevelSpec {
   if (kind === 'loss') return lossCurveSpec(runs);
+  if (kind === 'curves') return evalCurveSpec(runs, metric);
   if (kind === 'params') return paramsSpec(buildTable(runs, { metric, which }));
   if (kind === 'rank') return rankSpec(runs, metric);
   if (kind === 'rounds') return roundsSpec(runs, metric);
