@@ -34,6 +34,168 @@ function primaryMetric(input: RunInput, metrics: Record<string, number>): number
   return m === undefined ? null : m;
 }
 
+type SweepPageEntry = { input: Omit<RunInput, 'parent' | 'policy'>; done: boolean; after?: string[]; needed?: boolean };
+
+/** One run of a sweep page: its input, whether its result exists, the upstream runs it still waits for. */
+async function pageEntry(
+  deps: ActivityDeps,
+  sweepId: string,
+  m: SweepManifest,
+  needed: boolean,
+  r: SweepManifest['runs'][number],
+): Promise<SweepPageEntry> {
+  const ups = [...new Set(Object.values(r.spec.inputs ?? {}).map((x) => x.run))];
+  const pending: string[] = [];
+  for (const u of ups) if (!(await deps.store.exists(resultKey(u)))) pending.push(u);
+  return {
+    input: {
+      run_id: r.id,
+      sweep_id: sweepId,
+      recipe: m.recipe,
+      spec: r.spec,
+      labels: r.labels,
+      task_queue: m.queues[r.spec.device] ?? m.queues['cpu'] ?? 'rankflow-cpu',
+    },
+    done: await deps.store.exists(resultKey(r.id)),
+    ...(pending.length ? { after: pending } : {}),
+    ...(needed ? { needed: true } : {}),
+  };
+}
+
+/** Waits for a run workflow that another sweep started (same run id) and reports its outcome. */
+async function awaitRun(deps: ActivityDeps, runId: string): Promise<RunOutcome> {
+  const ctx = Context.current();
+  const timer = setInterval(() => ctx.heartbeat(), 5000);
+  try {
+    const outcome = RunOutcome.parse(await getClient().workflow.getHandle(runId).result());
+    return { ...outcome, state: outcome.state === 'succeeded' ? 'skipped' : outcome.state };
+  } catch (e) {
+    const body = await deps.store.get(resultKey(runId));
+    if (body) return { run_id: runId, state: 'skipped', metric: null, message: 'result recorded by another sweep' };
+    return {
+      run_id: runId,
+      state: 'failed',
+      metric: null,
+      message: `run started by another sweep failed: ${(e as Error).message}`,
+    };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** The failure record of a run that did not succeed (never trained, blocked, or failed for good). */
+function failedRecord(
+  input: RunInput,
+  versions: ActivityDeps['versions'],
+  error: NonNullable<ResultRecord['error']>,
+  timings: ResultRecord['timings'],
+): ResultRecord {
+  return {
+    schema: 'rankflow.result/v1',
+    run_id: input.run_id,
+    sweep_id: input.sweep_id,
+    recipe: input.recipe,
+    status: 'failed',
+    spec: input.spec,
+    labels: input.labels,
+    metrics: {},
+    best_metrics: {},
+    best_step: null,
+    trainable_params: null,
+    total_params: null,
+    curve: [],
+    error,
+    timings,
+    versions: { ...versions, runtime: null, torch: null, python: null },
+    worker: { host: hostname(), slot: '' },
+  };
+}
+
+/** The result record of a run that trained. */
+function succeededRecord(
+  input: RunInput,
+  out: TrainOutput,
+  versions: ActivityDeps['versions'],
+  now: Date,
+): ResultRecord {
+  return {
+    schema: 'rankflow.result/v1',
+    run_id: input.run_id,
+    sweep_id: input.sweep_id,
+    recipe: input.recipe,
+    status: 'succeeded',
+    spec: input.spec,
+    labels: input.labels,
+    metrics: out.metrics,
+    best_metrics: out.best_metrics,
+    best_step: out.best_step,
+    trainable_params: out.trainable_params,
+    total_params: out.total_params,
+    ...(out.head_params !== undefined ? { head_params: out.head_params } : {}),
+    ...(out.stats ? { stats: out.stats } : {}),
+    curve: out.curve,
+    ...(out.evals ? { evals: out.evals } : {}),
+    ...(out.efficiency ? { efficiency: out.efficiency } : {}),
+    allocation: out.allocation ?? null,
+    ...(out.rounds ? { rounds: out.rounds } : {}),
+    error: null,
+    timings: {
+      started_at: out.started_at,
+      finished_at: now.toISOString(),
+      wall_s: out.wall_time_s,
+      attempts: out.attempt,
+    },
+    versions: { ...versions, runtime: out.runtime, torch: out.torch, python: out.python },
+    worker: { host: out.host, slot: out.slot },
+  };
+}
+
+/**
+ * Issue 2's smoke check: the runtime trains a two-layer MLP for a few steps and writes a file; the file goes
+ * to the store and is read back byte for byte.
+ */
+async function runSmoke(
+  deps: ActivityDeps,
+): Promise<{ losses: number[]; bytes: number; sha256: string; roundTrip: boolean }> {
+  const dir = join(deps.workDir, `smoke-${randomBytes(4).toString('hex')}`);
+  await mkdir(dir, { recursive: true });
+  try {
+    const losses: number[] = [];
+    let done = false;
+    const proc = spawnRuntime({
+      args: ['smoke', '--out', join(dir, 'out')],
+      logFile: join(dir, 'runtime.log'),
+      onEvent: (ev) => {
+        if (ev.event === 'progress') losses.push(ev.loss);
+        if (ev.event === 'done') done = true;
+      },
+    });
+    const exit = await proc.exit;
+    if (exit.code !== 0 || !done) {
+      const log = existsSync(join(dir, 'runtime.log')) ? await readFile(join(dir, 'runtime.log'), 'utf8') : '';
+      throw ApplicationFailure.nonRetryable(
+        `smoke runtime exited with ${exit.code ?? exit.signal}, done=${done}\n${log.slice(-2000)}`,
+      );
+    }
+    const files = (await readdir(join(dir, 'out'))).sort();
+    if (files.length === 0) throw ApplicationFailure.nonRetryable('the smoke runtime wrote no output file');
+    const local = join(dir, 'out', files[0]!);
+    const original = await readFile(local);
+    const key = `smoke/${randomBytes(6).toString('hex')}/${files[0]}`;
+    await deps.store.putFile(key, local);
+    const back = await deps.store.get(key);
+    await deps.store.delete(key);
+    return {
+      losses,
+      bytes: original.length,
+      sha256: createHash('sha256').update(original).digest('hex'),
+      roundTrip: back !== null && Buffer.compare(back, original) === 0,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 export function createActivities(deps: ActivityDeps) {
   const manifests = new Map<string, SweepManifest>();
   const readFrom = new Map<string, Set<string>>();
@@ -69,34 +231,11 @@ export function createActivities(deps: ActivityDeps) {
      * the runs it reads artifacts from that have no result yet (it waits for them), `needed` says later runs read
      * from this one.
      */
-    async loadSweepPage(
-      sweepId: string,
-      offset: number,
-      limit: number,
-    ): Promise<{ input: Omit<RunInput, 'parent' | 'policy'>; done: boolean; after?: string[]; needed?: boolean }[]> {
+    async loadSweepPage(sweepId: string, offset: number, limit: number): Promise<SweepPageEntry[]> {
       const m = await loadManifest(sweepId);
       const read = upstreamIndex(sweepId, m);
       const page = m.runs.slice(offset, offset + limit);
-      return await Promise.all(
-        page.map(async (r) => {
-          const ups = [...new Set(Object.values(r.spec.inputs ?? {}).map((x) => x.run))];
-          const pending: string[] = [];
-          for (const u of ups) if (!(await deps.store.exists(resultKey(u)))) pending.push(u);
-          return {
-            input: {
-              run_id: r.id,
-              sweep_id: sweepId,
-              recipe: m.recipe,
-              spec: r.spec,
-              labels: r.labels,
-              task_queue: m.queues[r.spec.device] ?? m.queues['cpu'] ?? 'rankflow-cpu',
-            },
-            done: await deps.store.exists(resultKey(r.id)),
-            ...(pending.length ? { after: pending } : {}),
-            ...(read.has(r.id) ? { needed: true } : {}),
-          };
-        }),
-      );
+      return await Promise.all(page.map((r) => pageEntry(deps, sweepId, m, read.has(r.id), r)));
     },
 
     /** Records a run that did not start because a run it reads from failed (a failure record, kind `blocked`). */
@@ -104,25 +243,12 @@ export function createActivities(deps: ActivityDeps) {
       const input = RunInput.parse(raw);
       if (await deps.store.exists(resultKey(input.run_id))) return;
       const now = new Date().toISOString();
-      const record: ResultRecord = {
-        schema: 'rankflow.result/v1',
-        run_id: input.run_id,
-        sweep_id: input.sweep_id,
-        recipe: input.recipe,
-        status: 'failed',
-        spec: input.spec,
-        labels: input.labels,
-        metrics: {},
-        best_metrics: {},
-        best_step: null,
-        trainable_params: null,
-        total_params: null,
-        curve: [],
-        error: { kind: 'blocked', message, hint: `resume the sweep once ${upstreamRun} can succeed` },
-        timings: { started_at: now, finished_at: now, wall_s: 0, attempts: 0 },
-        versions: { ...deps.versions, runtime: null, torch: null, python: null },
-        worker: { host: hostname(), slot: '' },
-      };
+      const record = failedRecord(
+        input,
+        deps.versions,
+        { kind: 'blocked', message, hint: `resume the sweep once ${upstreamRun} can succeed` },
+        { started_at: now, finished_at: now, wall_s: 0, attempts: 0 },
+      );
       await deps.store.put(failureKey(input.run_id), JSON.stringify(ResultRecord.parse(record), null, 1));
     },
 
@@ -140,23 +266,7 @@ export function createActivities(deps: ActivityDeps) {
 
     /** Waits for a run workflow that another sweep started (same run id) and reports its outcome. */
     async awaitExternalRun(runId: string): Promise<RunOutcome> {
-      const ctx = Context.current();
-      const timer = setInterval(() => ctx.heartbeat(), 5000);
-      try {
-        const outcome = RunOutcome.parse(await getClient().workflow.getHandle(runId).result());
-        return { ...outcome, state: outcome.state === 'succeeded' ? 'skipped' : outcome.state };
-      } catch (e) {
-        const body = await deps.store.get(resultKey(runId));
-        if (body) return { run_id: runId, state: 'skipped', metric: null, message: 'result recorded by another sweep' };
-        return {
-          run_id: runId,
-          state: 'failed',
-          metric: null,
-          message: `run started by another sweep failed: ${(e as Error).message}`,
-        };
-      } finally {
-        clearInterval(timer);
-      }
+      return await awaitRun(deps, runId);
     },
 
     /** The training activity (`train.ts`): spawn the runtime, stream checkpoints, resume on retries. */
@@ -164,84 +274,16 @@ export function createActivities(deps: ActivityDeps) {
       return await train(deps, raw);
     },
 
-    /**
-     * Issue 2's smoke check: the runtime trains a two-layer MLP for a few steps and writes a file; the
-     * file goes to the store and is read back byte for byte.
-     */
+    /** Issue 2's smoke check (runSmoke). */
     async smoke(): Promise<{ losses: number[]; bytes: number; sha256: string; roundTrip: boolean }> {
-      const dir = join(deps.workDir, `smoke-${randomBytes(4).toString('hex')}`);
-      await mkdir(dir, { recursive: true });
-      try {
-        const losses: number[] = [];
-        let done = false;
-        const proc = spawnRuntime({
-          args: ['smoke', '--out', join(dir, 'out')],
-          logFile: join(dir, 'runtime.log'),
-          onEvent: (ev) => {
-            if (ev.event === 'progress') losses.push(ev.loss);
-            if (ev.event === 'done') done = true;
-          },
-        });
-        const exit = await proc.exit;
-        if (exit.code !== 0 || !done) {
-          const log = existsSync(join(dir, 'runtime.log')) ? await readFile(join(dir, 'runtime.log'), 'utf8') : '';
-          throw ApplicationFailure.nonRetryable(
-            `smoke runtime exited with ${exit.code ?? exit.signal}, done=${done}\n${log.slice(-2000)}`,
-          );
-        }
-        const files = (await readdir(join(dir, 'out'))).sort();
-        if (files.length === 0) throw ApplicationFailure.nonRetryable('the smoke runtime wrote no output file');
-        const local = join(dir, 'out', files[0]!);
-        const original = await readFile(local);
-        const key = `smoke/${randomBytes(6).toString('hex')}/${files[0]}`;
-        await deps.store.putFile(key, local);
-        const back = await deps.store.get(key);
-        await deps.store.delete(key);
-        return {
-          losses,
-          bytes: original.length,
-          sha256: createHash('sha256').update(original).digest('hex'),
-          roundTrip: back !== null && Buffer.compare(back, original) === 0,
-        };
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
+      return await runSmoke(deps);
     },
 
     /** Writes the result record once per run id; a second attempt returns the recorded outcome. */
     async recordResult(raw: RunInput, out: TrainOutput): Promise<RunOutcome> {
       const input = RunInput.parse(raw);
       const now = new Date();
-      const record: ResultRecord = {
-        schema: 'rankflow.result/v1',
-        run_id: input.run_id,
-        sweep_id: input.sweep_id,
-        recipe: input.recipe,
-        status: 'succeeded',
-        spec: input.spec,
-        labels: input.labels,
-        metrics: out.metrics,
-        best_metrics: out.best_metrics,
-        best_step: out.best_step,
-        trainable_params: out.trainable_params,
-        total_params: out.total_params,
-        ...(out.head_params !== undefined ? { head_params: out.head_params } : {}),
-        ...(out.stats ? { stats: out.stats } : {}),
-        curve: out.curve,
-        ...(out.evals ? { evals: out.evals } : {}),
-        ...(out.efficiency ? { efficiency: out.efficiency } : {}),
-        allocation: out.allocation ?? null,
-        ...(out.rounds ? { rounds: out.rounds } : {}),
-        error: null,
-        timings: {
-          started_at: out.started_at,
-          finished_at: now.toISOString(),
-          wall_s: out.wall_time_s,
-          attempts: out.attempt,
-        },
-        versions: { ...deps.versions, runtime: out.runtime, torch: out.torch, python: out.python },
-        worker: { host: out.host, slot: out.slot },
-      };
+      const record = succeededRecord(input, out, deps.versions, now);
       const written = await withoutRetryWhenFull(deps.store, 'recording the result', () =>
         deps.store.putIfAbsent(resultKey(input.run_id), JSON.stringify(ResultRecord.parse(record), null, 1)),
       );
@@ -262,30 +304,17 @@ export function createActivities(deps: ActivityDeps) {
     ): Promise<void> {
       const input = RunInput.parse(raw);
       if (await deps.store.exists(resultKey(input.run_id))) return;
-      const record: ResultRecord = {
-        schema: 'rankflow.result/v1',
-        run_id: input.run_id,
-        sweep_id: input.sweep_id,
-        recipe: input.recipe,
-        status: 'failed',
-        spec: input.spec,
-        labels: input.labels,
-        metrics: {},
-        best_metrics: {},
-        best_step: null,
-        trainable_params: null,
-        total_params: null,
-        curve: [],
-        error: { kind: failure.kind, message: failure.message, hint: failure.hint },
-        timings: {
+      const record = failedRecord(
+        input,
+        deps.versions,
+        { kind: failure.kind, message: failure.message, hint: failure.hint },
+        {
           started_at: failure.started_at,
           finished_at: new Date().toISOString(),
           wall_s: 0,
           attempts: failure.attempts,
         },
-        versions: { ...deps.versions, runtime: null, torch: null, python: null },
-        worker: { host: hostname(), slot: '' },
-      };
+      );
       await withoutRetryWhenFull(deps.store, 'recording the failure', () =>
         deps.store.put(failureKey(input.run_id), JSON.stringify(ResultRecord.parse(record), null, 1)),
       );
