@@ -10,6 +10,8 @@ import { ResultRecord } from '../schemas/result.js';
 import { buildTable, TableInputError, type TableModel } from '../tables/table.js';
 import { render, FORMATS } from '../tables/render.js';
 import { runFromRecord, type RunRow } from '../tables/runs.js';
+import { applySplits } from '../tables/select.js';
+import { addStatColumns } from '../tables/stats.js';
 import { lrSweepRuns, makeRecord } from './tables-fixtures.js';
 
 const GOLDEN = join(import.meta.dirname, 'golden', 'tables');
@@ -116,6 +118,15 @@ describe('select on validation, report test', () => {
     );
     // a record without `evals` still reports its own eval_split
     expect(buildTable(old, { report: 'validation' }).rows[0]!.cells[0]!.mean).toBe(50);
+  });
+  it('--stats beside a selection averages the selected runs only (as the CLI passes them)', () => {
+    const withStats = runs.map((r) => ({ ...r, stats: { speed: r.labels.setting === 'lr=1e-3' ? 1 : 2 } }));
+    const choice = { selectOn: 'validation', report: 'test' };
+    const model = buildTable(withStats, choice);
+    const shown = applySplits(withStats, choice, 'final', null, []);
+    const t = addStatColumns(model, shown, ['speed']);
+    const at = (m: string) => t.rows.find((r) => r.dims.method === m)!.cells.at(-1)!.mean;
+    expect([at('lora'), at('full')]).toEqual([1, 2]); // LoRA chose lr=1e-3, Full FT lr=1e-4
   });
   it('a lower-is-better metric picks the lowest validation score', () => {
     const mk = (setting: string, v: number, t: number, seed: number) =>

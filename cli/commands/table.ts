@@ -19,6 +19,7 @@ import {
 } from '../../tables/table.js';
 import { FORMATS, render, type Format } from '../../tables/render.js';
 import { addStatColumns } from '../../tables/stats.js';
+import { applySplits } from '../../tables/select.js';
 
 const TAB = 'Table';
 
@@ -223,7 +224,11 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
       .split(',')
       .map((k) => k.trim())
       .filter(Boolean);
-    return render(addStatColumns(model, sel.runs, stats), format);
+    // --stats averages the runs the table shows: under --select-on, the selected setting's only
+    const shown = splits.selectOn
+      ? applySplits(sel.runs, splits, v.best ? 'best' : 'final', v.metric ?? null, [])
+      : sel.runs;
+    return render(addStatColumns(model, shown, stats), format);
   });
   if (outPath) {
     const p = resolve(outPath);
