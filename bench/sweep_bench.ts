@@ -3,7 +3,10 @@
  * tiny encoder, not the no-op) through the full path on the real Temporal dev server and SeaweedFS, in one
  * run:
  *
- *   npx tsx bench/sweep_bench.ts [--runs 12] [--slots 2] [--steps 30]
+ *   npx tsx bench/sweep_bench.ts [--runs 12] [--slots 2] [--steps 30] [--modes process,warm]
+ *
+ * Each mode is one sweep on a fresh worker: `process` starts one Python per run, `warm` forks each run from
+ * the warm runtime (launcher/spawn.ts `runtimeMode`); the figures are printed side by side.
  *
  * Prints the sweep's wall time, the sum of the runs' own training times (the runtime's `wall_time_s`,
  * from data and model set-up to the last step and evaluation, as recorded in each result record), the
@@ -22,6 +25,7 @@ import type { Config } from '../cli/config.js';
 import { startSweep, writeManifest } from '../cli/sweeps.js';
 import { S3Store } from '../store/store.js';
 import { resultKey } from '../store/keys.js';
+import { stopForkServer } from '../launcher/spawn.js';
 import { runId } from '../planning/planner.js';
 import { ResultRecord } from '../schemas/result.js';
 import type { PlannedRun, RunSpec } from '../schemas/runspec.js';
@@ -34,6 +38,8 @@ function arg(name: string, dflt: number): number {
 const RUNS = arg('runs', 12);
 const SLOTS = arg('slots', 2);
 const STEPS = arg('steps', 30);
+const mi = process.argv.indexOf('--modes');
+const MODES = (mi >= 0 ? process.argv[mi + 1]! : 'process,warm').split(',') as ('process' | 'warm')[];
 
 function spec(seed: number): RunSpec {
   return {
@@ -151,9 +157,19 @@ async function main(): Promise<void> {
     const store = new S3Store(config.store as Extract<Config['store'], { kind: 's3' }>);
     await store.ensureBucket();
     console.log(`sweep bench: ${RUNS} real runs (tiny-encoder, LoRA r=4, ${STEPS} steps, CPU) on ${SLOTS} slots`);
-    const f = await sweep(config, store, 'process', Date.now());
-    report('one process/run', f);
-    if (f.ok !== RUNS) process.exitCode = 1;
+    const figures: [string, SweepFigures][] = [];
+    for (const [i, mode] of MODES.entries()) {
+      process.env.RANKFLOW_RUNTIME_MODE = mode;
+      figures.push([
+        mode === 'warm' ? 'warm runtime' : 'one process/run',
+        await sweep(config, store, mode, Date.now() + i * RUNS),
+      ]);
+      stopForkServer();
+    }
+    for (const [label, f] of figures) {
+      report(label, f);
+      if (f.ok !== RUNS) process.exitCode = 1;
+    }
   } finally {
     await services.stop();
     rmSync(stateDir, { recursive: true, force: true });

@@ -18,7 +18,7 @@ import type { Config } from './config.js';
 
 export interface WorkerOptions {
   /** GPU ids (`['0','1']`) or a number of CPU slots. */
-  slots: { gpus: string[] } | { cpu: number };
+  slots: { gpus: string[]; runsPerGpu?: number } | { cpu: number };
   /** Training task queue; default from the config's queue for the device class. */
   queue?: string;
   /** Also serve the control queue (workflows); true for all but pure GPU-slot workers. */
@@ -135,7 +135,7 @@ export async function startWorker(config: Config, opts: WorkerOptions): Promise<
   const store = await openReadyStore(config.store);
   const slots =
     'gpus' in opts.slots
-      ? SlotPool.gpus(opts.slots.gpus)
+      ? SlotPool.gpus(opts.slots.gpus, opts.slots.runsPerGpu ?? 1)
       : SlotPool.cpu(opts.slots.cpu, Math.max(1, Math.floor(cpus().length / opts.slots.cpu)));
   const device = 'gpus' in opts.slots ? 'cuda' : 'cpu';
   const queue = opts.queue ?? config.queues[device] ?? `rankflow-${device}`;

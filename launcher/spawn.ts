@@ -18,7 +18,8 @@
  * file); `runRuntime` collects stdout and stderr of a short command (`describe`, `count`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { RunnerEvent } from '../schemas/events.js';
@@ -60,14 +61,77 @@ const BOOT = [
   'runpy.run_module(os.environ.get("RANKFLOW_RUNTIME_MODULE") or "rankflow_runtime", run_name="__main__", alter_sys=True)',
 ].join('\n');
 
-function launch(args: string[], env: Record<string, string | undefined> | undefined): ChildProcess {
+/**
+ * How a training run (`spawnRuntime`) starts: `warm` (default) through the warm runtime, a fork server
+ * that imported torch once (`rankflow_runtime/forkserver.py`), or `process`, one fresh Python per run.
+ * `RANKFLOW_RUNTIME_MODE=process` (or `rankflow worker --runtime process`) asks for the latter.
+ */
+export function runtimeMode(): 'warm' | 'process' {
+  return process.env.RANKFLOW_RUNTIME_MODE === 'process' ? 'process' : 'warm';
+}
+
+interface ForkServer {
+  key: string;
+  socket: string;
+  pid: number;
+}
+let forkServer: ForkServer | null = null;
+
+/** The pid of this process's warm runtime, if one is running (for tests and benchmarks). */
+export function forkServerPid(): number | null {
+  return forkServer?.pid ?? null;
+}
+
+/** Stops this process's warm runtime (its running children finish on their own SIGTERM). */
+export function stopForkServer(): void {
+  if (forkServer) signalGroup(forkServer.pid, 'SIGTERM');
+  forkServer = null;
+}
+
+/** The socket of this process's warm runtime, started on first use (again when the runtime changed or died). */
+function forkServerSocket(python: string): string {
+  const key = [python, process.env.RANKFLOW_RUNTIME_MODULE ?? '', process.env.PYTHONPATH ?? ''].join('\0');
+  if (forkServer?.key === key) return forkServer.socket;
+  stopForkServer();
+  const dir = mkdtempSync(join(tmpdir(), 'rankflow-warm-'));
+  const socket = join(dir, 'socket');
+  const log = openSync(join(dir, 'forkserver.log'), 'a');
+  const boot = BOOT.replace(
+    'os.environ.get("RANKFLOW_RUNTIME_MODULE") or "rankflow_runtime"',
+    '"rankflow_runtime.forkserver"',
+  );
+  const child = spawn(python, ['-c', boot, '--socket', socket], {
+    cwd: runtimeCwd(),
+    env: runtimeEnv(),
+    stdio: ['ignore', 'ignore', log],
+    detached: true,
+  });
+  closeSync(log);
+  child.unref();
+  child.once('error', () => undefined); // the client says the server does not answer
+  if (child.pid === undefined) throw cannotStart('spawn failed');
+  const server: ForkServer = { key, socket, pid: child.pid };
+  child.once('exit', () => {
+    if (forkServer === server) forkServer = null;
+    rmSync(dir, { recursive: true, force: true });
+  });
+  forkServer = server;
+  return socket;
+}
+
+process.once('exit', stopForkServer);
+
+function launch(args: string[], env: Record<string, string | undefined> | undefined, warm = false): ChildProcess {
   const python = runtimePython();
   if (!runtimeAvailable()) {
     throw new UserError(
       `the Python runtime is not installed (${python} is missing); run \`bash scripts/setup.sh\` or set RANKFLOW_PYTHON`,
     );
   }
-  return spawn(python, ['-c', BOOT, ...args], {
+  const argv = warm
+    ? ['-S', join(RUNTIME_DIR, 'rankflow_runtime', 'forkclient.py'), forkServerSocket(python), ...args]
+    : ['-c', BOOT, ...args];
+  return spawn(python, argv, {
     cwd: runtimeCwd(),
     env: runtimeEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -115,7 +179,7 @@ export interface SpawnOptions {
 
 /** Starts a runtime command whose stdout is JSON-lines events (`run`, `smoke`, `export`). */
 export function spawnRuntime(opts: SpawnOptions): RunnerProcess {
-  const child = launch(opts.args, opts.env);
+  const child = launch(opts.args, opts.env, runtimeMode() === 'warm');
   const pid = child.pid;
   if (pid === undefined) {
     child.once('error', () => undefined); // reported here instead

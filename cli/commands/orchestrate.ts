@@ -81,6 +81,11 @@ export const workerCommand = defineCommand({
       arg: 'LIST',
       help: 'one slot per GPU id; each run sees only its GPU via CUDA_VISIBLE_DEVICES',
     },
+    'runs-per-gpu': {
+      type: 'string',
+      arg: 'N',
+      help: 'with --gpus: N runs at once on each GPU (small PEFT runs; see README "Several runs per GPU")',
+    },
     queue: {
       type: 'string',
       arg: 'NAME',
@@ -90,8 +95,18 @@ export const workerCommand = defineCommand({
       type: 'boolean',
       help: 'do not serve the control queue (sweep and run workflows); for extra GPU hosts',
     },
+    runtime: {
+      type: 'string',
+      arg: 'MODE',
+      help: 'warm (default: runs forked from a runtime that imported torch once) or process (a fresh Python per run)',
+    },
   },
   async run({ values }) {
+    if (values.runtime !== undefined) {
+      if (values.runtime !== 'warm' && values.runtime !== 'process')
+        throw new UserError(`worker: --runtime is warm or process, got \`${values.runtime}\``);
+      process.env.RANKFLOW_RUNTIME_MODE = values.runtime;
+    }
     if (values.gpus && values['cpu-slots']) throw new UserError('worker: give either --gpus or --cpu-slots, not both');
     const gpus = values.gpus
       ?.split(',')
@@ -99,12 +114,16 @@ export const workerCommand = defineCommand({
       .filter(Boolean);
     if (gpus && gpus.some((g) => !/^\d+$/.test(g)))
       throw new UserError(`worker: --gpus expects ids like 0,1,2, got \`${values.gpus}\``);
-    const slots: { gpus: string[] } | { cpu: number } = gpus
-      ? { gpus }
+    if (values['runs-per-gpu'] && !gpus) throw new UserError('worker: --runs-per-gpu needs --gpus');
+    const slots: { gpus: string[]; runsPerGpu?: number } | { cpu: number } = gpus
+      ? { gpus, runsPerGpu: intFlag('worker', 'runs-per-gpu', values['runs-per-gpu'], 1) }
       : { cpu: intFlag('worker', 'cpu-slots', values['cpu-slots'], 1) };
     const config = await resolveConfig();
     const w = await startWorker(config, { slots, queue: values.queue, control: !values['no-control'] });
-    const desc = 'gpus' in slots ? `GPUs ${slots.gpus.join(',')}` : `${slots.cpu} CPU slot(s)`;
+    const desc =
+      'gpus' in slots
+        ? `GPUs ${slots.gpus.join(',')}${slots.runsPerGpu && slots.runsPerGpu > 1 ? `, ${slots.runsPerGpu} runs per GPU` : ''}`
+        : `${slots.cpu} CPU slot(s)`;
     console.error(`rankflow worker: ${desc} on ${config.temporalAddress} (${config.source}); Ctrl-C stops it`);
     const stop = (): void => void w.shutdown();
     process.once('SIGINT', stop);
