@@ -57,6 +57,10 @@ import type {
 /** How long a connection replaced after a failure stays open for the calls still retrying on it. */
 const RETIRE_MS = 120_000;
 
+/** A sweep whose page was opened is sampled in the background this long (its runs' live curves keep growing). */
+const WATCH_MS = 10 * 60_000;
+const SAMPLE_MS = 2_000;
+
 /** Bytes of each attempt's log shown on a run's page (the rest is a download). */
 export const LOG_TAIL = 64 * 1024;
 
@@ -165,6 +169,10 @@ export class LiveSource implements UiSource {
   private down: { since: string; error: string } | null = null;
   private reconnectedAt: string | null = null;
   readonly tracker = new CurveTracker();
+  /** Sweeps to sample in the background, until when (ms). */
+  private readonly watched = new Map<string, number>();
+  private sampler: NodeJS.Timeout | null = null;
+  private sampling = false;
 
   constructor(readonly config: Config) {}
 
@@ -321,11 +329,38 @@ export class LiveSource implements UiSource {
     return this.results.size;
   }
 
+  /** Keeps sampling a sweep's running runs for a while, so their curves grow between page refreshes too. */
+  private watch(sweepId: string): void {
+    this.watched.set(sweepId, Date.now() + WATCH_MS);
+    if (this.sampler) return;
+    this.sampler = setInterval(() => void this.sample().catch(() => undefined), SAMPLE_MS);
+    this.sampler.unref();
+  }
+
+  private async sample(): Promise<void> {
+    const client = this.conn?.client; // never dials: a page request does
+    if (this.sampling || !client) return;
+    this.sampling = true;
+    try {
+      for (const [id, until] of [...this.watched]) {
+        const st = until > Date.now() ? await sweepStatus(client, id).catch(() => null) : null;
+        if (!st || st.closed) {
+          if (until <= Date.now() || st?.closed) this.watched.delete(id);
+          continue;
+        }
+        for (const p of await runProgress(client, st.status.running)) this.tracker.observe(p);
+      }
+    } finally {
+      this.sampling = false;
+    }
+  }
+
   async sweep(id: string): Promise<SweepView | null> {
     const m = await this.manifest(id);
     if (!m) return null;
     const client = await this.client();
     const { summary, status, closed } = await this.summary(client, m, true, null);
+    if (!closed && status) this.watch(id);
     const { rec, failed } = await this.records(m.runs);
     const progress = new Map<string, RunProgress>();
     for (const p of await runProgress(client, status?.running ?? [])) {
@@ -349,6 +384,8 @@ export class LiveSource implements UiSource {
     const result = rec.get(runId) ?? null;
     const failure = result ? null : (failed.get(runId) ?? null);
     const { state, progress } = await this.liveState(runId, result, failure);
+    if (state === 'running') this.watch(sweepId);
+    const recorded = result ?? failure;
     return {
       run_id: runId,
       sweep_id: sweepId,
@@ -358,7 +395,7 @@ export class LiveSource implements UiSource {
       phase: progress?.phase ?? null,
       step: progress?.step ?? result?.curve.at(-1)?.step ?? null,
       total_steps: progress?.total_steps ?? planned.spec.training.max_steps ?? null,
-      attempt: progress?.attempt ?? result?.timings.attempts ?? failure?.timings.attempts ?? null,
+      attempt: progress?.attempt ?? recorded?.timings.attempts ?? null,
       result,
       failure,
       checkpoints: await listCheckpoints(store, runId).catch(() => []),
@@ -501,6 +538,8 @@ export class LiveSource implements UiSource {
   }
 
   async close(): Promise<void> {
+    if (this.sampler) clearInterval(this.sampler);
+    this.sampler = null;
     await this.conn?.close().catch(() => undefined);
     this.conn = null;
   }
