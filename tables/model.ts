@@ -138,6 +138,15 @@ export interface TableModel {
   columns: TableColumn[];
   rows: TableRow[];
   notes: string[];
+  /** What made the table and its runs (tables/footer.ts); set by the CLI, absent from a bare `buildTable`. */
+  provenance?: Provenance;
+}
+
+export interface Provenance {
+  table: { rankflow: string; git: string | null };
+  /** Distinct versions the runs' records name (sorted). */
+  runs: { rankflow: string[]; git: string[]; runtime: string[]; torch: string[]; python: string[] };
+  sweeps: string[];
 }
 
 export interface Accum {

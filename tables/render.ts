@@ -5,6 +5,7 @@
 import type { TableCell, TableColumn, TableModel, TableRow } from './table.js';
 import { VTAB_GROUPS } from './names.js';
 import { paramsText } from './params.js';
+import { footerLines } from './footer.js';
 
 export const FORMATS = ['md', 'latex', 'csv', 'html', 'json'] as const;
 export type Format = (typeof FORMATS)[number];
@@ -137,6 +138,7 @@ export function renderMarkdown(model: TableModel): string {
   for (const n of model.notes) lines.push(`- ${mdEscape(n)}`);
   const sources = referenceSources(model);
   for (const s of sources) lines.push(`- ${mdEscape(s)}`);
+  if (model.provenance) lines.push('', ...footerLines(model.provenance).map((l) => `<sub>${mdEscape(l)}</sub><br>`));
   return lines.join('\n') + '\n';
 }
 
@@ -230,6 +232,7 @@ export function renderLatex(model: TableModel, label = 'tab:results'): string {
     lines.push(`{\\footnotesize ${notes.map(latexEscape).join(' ')}}`);
   }
   lines.push('\\end{table}');
+  if (model.provenance) lines.push(...footerLines(model.provenance).map((l) => `% ${l}`));
   return lines.join('\n') + '\n';
 }
 
@@ -344,6 +347,8 @@ export function renderCsv(model: TableModel): string {
       lines.push([...CSV_COLUMNS.map((c) => csvField(rec[c])), ...extra].join(','));
     });
   }
+  // Comment lines (pandas: read_csv(..., comment='#')).
+  if (model.provenance) lines.push(...footerLines(model.provenance).map((l) => `# ${l}`));
   return lines.join('\n') + '\n';
 }
 
@@ -388,6 +393,7 @@ export function renderHtml(model: TableModel): string {
   out.push('tr.reference td,tr.reference-delta td{font-style:italic;color:#444}');
   out.push('tr.first td{border-top:1px solid #000}');
   out.push('.std,.note,.delta{font-size:80%;color:#555}.status{color:#a00}');
+  if (model.provenance) out.push('footer.provenance{margin-top:1.5em;font-size:80%;color:#555}');
   out.push('</style>');
   out.push('</head>');
   out.push('<body>');
@@ -415,6 +421,9 @@ export function renderHtml(model: TableModel): string {
     out.push('<ul class="notes">');
     for (const n of notes) out.push(`<li>${htmlEscape(n)}</li>`);
     out.push('</ul>');
+  }
+  if (model.provenance) {
+    out.push(`<footer class="provenance">${footerLines(model.provenance).map(htmlEscape).join('<br>')}</footer>`);
   }
   out.push('</body>');
   out.push('</html>');

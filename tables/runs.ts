@@ -31,6 +31,8 @@ export interface RunRow {
   wall_s: number | null;
   trainable: number | null;
   total: number | null;
+  /** Versions the record names (rankflow, git, runtime, torch, python); null for a missing run. */
+  versions: Record<string, string | null> | null;
   /** The task head's share of `trainable` (null when the record does not say: no head, or written before). */
   head: number | null;
   curve: { step: number; loss: number }[];
@@ -65,6 +67,7 @@ export function runFromRecord(r: ResultRecord): RunRow {
     trainable: r.trainable_params,
     total: r.total_params,
     head: r.head_params ?? null,
+    versions: { ...r.versions },
     curve: r.curve,
     allocation:
       r.status === 'succeeded' && r.allocation ? { unit: r.allocation.unit, ranks: r.allocation.ranks } : null,
@@ -103,6 +106,7 @@ export function missingRun(
     trainable: params?.trainable ?? null,
     total: params?.total ?? null,
     head: params?.head ?? null,
+    versions: null,
     curve: [],
     allocation: null,
     rounds: [],

@@ -20,6 +20,8 @@ import {
 import { FORMATS, render, type Format } from '../../tables/render.js';
 import { addStatColumns } from '../../tables/stats.js';
 import { applySplits } from '../../tables/select.js';
+import { withProvenance } from '../../tables/footer.js';
+import { rankflowVersions } from '../worker.js';
 
 const TAB = 'Table';
 
@@ -228,7 +230,7 @@ async function table({ values: v, positionals }: Parsed<typeof TABLE_OPTIONS>): 
     const shown = splits.selectOn
       ? applySplits(sel.runs, splits, v.best ? 'best' : 'final', v.metric ?? null, [])
       : sel.runs;
-    return render(addStatColumns(model, shown, stats), format);
+    return render(withProvenance(addStatColumns(model, shown, stats), sel.runs, rankflowVersions()), format);
   });
   if (outPath) {
     const p = resolve(outPath);
