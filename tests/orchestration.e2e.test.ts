@@ -125,7 +125,9 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
   }, 400_000);
 
   it('a runner killed with SIGKILL is retried and resumes from its last checkpoint to the same metrics', async () => {
-    const spec = tinySpec({ steps: 24, checkpointEvery: 4 });
+    // Long enough that the runner is still training when its first checkpoint is stored (a warm runtime starts
+    // in a fraction of a second: 24 steps were over before the kill).
+    const spec = tinySpec({ steps: 600, checkpointEvery: 40 });
     const run = planned(spec);
     const reference = uninterrupted(spec);
     const sweep = runSweep([run], { concurrency: 1 });

@@ -61,8 +61,10 @@ describe('recovery', () => {
     // unreachable and the upload (and the log) retry with nobody training. The heartbeats that report the last
     // step arrive during the outage (a finished run's heartbeats are the point); waiting for the last step before
     // cutting raced the end of a short run (the activity could return between two throttled heartbeats).
-    const steps = 400;
-    const run = planned(tinySpec({ steps, checkpointEvery: 1000 }));
+    // Long enough that a throttled heartbeat reports training before the run ends (400 steps could finish
+    // between two heartbeats once the runtime starts warm).
+    const steps = 3000;
+    const run = planned(tinySpec({ steps, checkpointEvery: 100_000 }));
     const sweepId = await submit(client, config, store, [run], { heartbeat_timeout_s: 5, max_attempts: 3 });
     const step = async (): Promise<number> => (await runProgress(client, [run.id]))[0]?.step ?? 0;
     await waitFor('training progress', async () => (await step()) >= 2, 300_000);
