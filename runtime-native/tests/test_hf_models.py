@@ -28,7 +28,9 @@ def llama_spec(**over):
 def test_count_7b_on_meta_device():
     got = count(parse_spec(llama_spec()))
     lora = 32 * 2 * 8 * (4096 + 4096)  # LoRA r=8 on q_proj and v_proj of 32 layers
-    assert got == {"trainable": lora, "formula": lora, "final": lora, "total": 6_738_415_616 + lora}
+    # exact: LoRA's ranks come from the spec; head 0: the LM head is frozen (train_head false)
+    assert got == {"trainable": lora, "formula": lora, "final": lora, "total": 6_738_415_616 + lora,
+                   "exact": True, "head": 0}
 
 
 def test_roberta_and_vit_bundled_counts():
