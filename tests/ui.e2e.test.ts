@@ -95,7 +95,8 @@ describe.skipIf(!CHROMIUM)('rankflow ui in a real browser', () => {
   });
 
   it('follows a sweep live; a run curve gains points while it trains; table and plots as the CLI makes them', async () => {
-    const sweep = await submit(runs(2, 120), 'recipes/ui-live.yaml');
+    // 1500 steps: with a warm runtime 120 steps ended within a heartbeat or two, before the curve could grow
+    const sweep = await submit(runs(2, 1500), 'recipes/ui-live.yaml');
     await page.goto(url('/'));
     await page.waitForSelector(`tr[data-sweep="${sweep}"]`);
     await shot('sweeps');
