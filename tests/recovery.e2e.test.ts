@@ -89,7 +89,7 @@ describe('recovery', () => {
     cleanups.push(() => worker.shutdown());
     // Long enough that the cancel always lands mid-training (400 steps could finish first on a loaded machine).
     const steps = 5000;
-    const run = planned(tinySpec({ steps, checkpointEvery: 1000 }));
+    const run = planned(tinySpec({ steps, checkpointEvery: 100_000 })); // the preempt checkpoint is the only one
     const sweepId = await submit(client, config, store, [run], { heartbeat_timeout_s: 60 });
     await waitFor('training progress', async () => ((await runProgress(client, [run.id]))[0]?.step ?? 0) >= 2, 240_000);
     await client.workflow.getHandle(sweepId).signal(cancelSignal);
