@@ -20,6 +20,7 @@ import { cancelSignal } from '../workflows/index.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
 import type { PlannedRun } from '../schemas/runspec.js';
 import { listCheckpoints } from '../store/checkpoints.js';
+import { failureKey } from '../store/keys.js';
 import { LocalStore, S3Store, type ArtifactStore } from '../store/store.js';
 import { rankflowCli, testClient, testConfig, uniqueId } from './helpers/cluster.js';
 import { tcpProxy } from './helpers/proxy.js';
@@ -148,7 +149,12 @@ describe('recovery', () => {
     const sweepId = await submit(client, config, store, [run], { heartbeat_timeout_s: 20, max_attempts: 5 });
     const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
     expect(status.counts.failed).toBe(1);
-    expect(status.failed[0]!.message).toMatch(/no space left storing a checkpoint .*free space on the artifact store/);
+    // The run's own failure comes first, even when the full store refused its failure record too.
+    expect(status.failed[0]!.message).toMatch(/^no space left storing a checkpoint .*free space on the artifact store/);
+    const recorded = await store.exists(failureKey(run.id));
+    expect(recorded || (status.failed[0]!.message ?? '').includes('its failure record was not written either')).toBe(
+      true,
+    );
     const walk = (d: string): string[] =>
       fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : [e.name]));
     expect(walk(mnt).filter((n) => n.includes('.tmp-'))).toEqual([]);

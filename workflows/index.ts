@@ -90,6 +90,37 @@ export async function runWorkflow(input: RunInput): Promise<RunOutcome> {
   }
 }
 
+/**
+ * Records a run's failure, then rethrows it. The run's own failure is what the user must read: when its record
+ * cannot be written either (a full store), that is said after it, not instead of it.
+ */
+async function recordFailureOf(input: RunInput, err: unknown, startedAt: string): Promise<never> {
+  const f = failureInfo(err);
+  const unrecorded = await CancellationScope.nonCancellable(() =>
+    light
+      .recordFailure(input, {
+        kind: f.type,
+        message: f.message,
+        hint: f.hint,
+        attempts: f.attempt ?? input.policy.max_attempts,
+        started_at: startedAt,
+      })
+      .then(
+        () => null,
+        (e: unknown) => e,
+      ),
+  );
+  if (unrecorded !== null && !isCancellation(unrecorded)) {
+    throw ApplicationFailure.create({
+      type: f.type,
+      message: `${f.message} (its failure record was not written either: ${failureInfo(unrecorded).message})`,
+      nonRetryable: true,
+      details: [{ kind: f.type, hint: f.hint, attempt: f.attempt }],
+    });
+  }
+  throw err;
+}
+
 async function runOnce(input: RunInput): Promise<RunOutcome> {
   const existing = await light.lookupResult(input.run_id);
   if (existing) return existing;
@@ -112,17 +143,7 @@ async function runOnce(input: RunInput): Promise<RunOutcome> {
     out = await trainer.train(input);
   } catch (err) {
     if (isCancellation(err)) throw err;
-    const f = failureInfo(err);
-    await CancellationScope.nonCancellable(() =>
-      light.recordFailure(input, {
-        kind: f.type,
-        message: f.message,
-        hint: f.hint,
-        attempts: f.attempt ?? input.policy.max_attempts,
-        started_at: startedAt,
-      }),
-    );
-    throw err;
+    return await recordFailureOf(input, err, startedAt);
   }
   // Training finished: record it even if a cancellation arrives now (the work is done and paid for).
   return await CancellationScope.nonCancellable(() => light.recordResult(input, out));
