@@ -4,7 +4,7 @@
  * the command's `--help` from the same declarations. Parse errors are one-line user errors that name the fix.
  */
 import { parseArgs } from 'node:util';
-import { UserError } from '../core/errors.js';
+import { UserError, reportFatal } from '../core/errors.js';
 import type { Command } from './command.js';
 
 export interface OptionDef {
@@ -203,15 +203,6 @@ export function runScript<O extends OptionDefs>(def: CommandDef<O>, argv = proce
   };
   main().then(
     (code) => (process.exitCode = code),
-    (e: unknown) => {
-      if (e instanceof UserError) {
-        const prefixed = e.message.startsWith(`${def.name}: `) ? e.message : `${def.name}: ${e.message}`;
-        process.stderr.write(`${prefixed}\n`);
-        process.exitCode = 2;
-      } else {
-        console.error(e);
-        process.exitCode = 1;
-      }
-    },
+    (e: unknown) => (process.exitCode = reportFatal(e, def.name)),
   );
 }

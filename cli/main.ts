@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { UserError } from '../core/errors.js';
+import { UserError, reportFatal } from '../core/errors.js';
 import { PROJECT_ROOT } from '../core/paths.js';
 import { COMMANDS } from './commands/index.js';
 
@@ -56,17 +56,6 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof UserError) {
-      console.error(`rankflow: ${err.message}`);
-      process.exitCode = 2;
-    } else if (err instanceof Error && err.name === 'ServiceError') {
-      // The embedded services could not be started or reached: the message (with a log tail) says why and what
-      // to do; a stack trace into rankflow's code would not help. (Matched by name: main.ts loads no services.)
-      console.error(`rankflow: ${err.message}`);
-      process.exitCode = 1;
-    } else {
-      console.error(err);
-      process.exitCode = 1;
-    }
+    process.exitCode = reportFatal(err, 'rankflow');
   },
 );

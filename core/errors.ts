@@ -18,3 +18,22 @@ export class TableInputError extends Error {
     this.name = 'TableInputError';
   }
 }
+
+/**
+ * What an entry point (the `rankflow` command, an `npm run` script) prints for an error that ends it, and its exit
+ * code: a user's mistake is one line (2); the embedded services that cannot be started or reached are one line too
+ * (1: the message, with a log tail, says why and what to do; matched by name so that this module loads no services);
+ * anything else is a bug and keeps its stack trace (1).
+ */
+export function reportFatal(e: unknown, prefix: string): number {
+  if (e instanceof UserError) {
+    process.stderr.write(`${e.message.startsWith(`${prefix}: `) ? e.message : `${prefix}: ${e.message}`}\n`);
+    return 2;
+  }
+  if (e instanceof Error && e.name === 'ServiceError') {
+    process.stderr.write(`${prefix}: ${e.message}\n`);
+    return 1;
+  }
+  console.error(e);
+  return 1;
+}
