@@ -33,6 +33,7 @@ import {
 } from '../services/embedded.js';
 import { PROJECT_ROOT as projectRoot } from '../core/paths.js';
 import { s3ClientConfig } from '../store/s3.js';
+import { waitFor } from './helpers/runs.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -97,18 +98,25 @@ describe('services: start-up and hand-over', () => {
     expect(env.AWS_ACCESS_KEY_ID).toBe(services.accessKeyId);
   });
 
-  it('serves the Temporal Web UI on its recorded loopback port', async () => {
+  it('serves the Temporal Web UI on its recorded loopback port', { timeout: 180_000 }, async () => {
     const file = readServicesFile(stateDir)!;
     const ui = temporalWebUi(file.temporal, 'sweep-x');
     expect(ui).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/namespaces\/default\/workflows\/sweep-x$/);
     const page = await fetch(temporalWebUi(file.temporal)!, { signal: AbortSignal.timeout(20_000) });
     expect(page.status).toBe(200);
     expect(await page.text()).toMatch(/<html/i);
-    // the UI's API reaches the dev server's frontend (the page shows its workflows)
-    const api = await fetch(`${temporalWebUi(file.temporal)!}/api/v1/namespaces/default`, {
-      signal: AbortSignal.timeout(20_000),
-    });
-    expect(api.status).toBe(200);
+    // The UI's API reaches the dev server's frontend (the page shows its workflows). On a loaded machine the UI
+    // answers 503 for a while after start-up, until its connection to the frontend is up (CI saw it): wait for that.
+    const api = await waitFor(
+      'the Web UI API to answer 200',
+      async () => {
+        const r = await fetch(`${temporalWebUi(file.temporal)!}/api/v1/namespaces/default`, {
+          signal: AbortSignal.timeout(20_000),
+        });
+        return r.status === 200 ? r : null;
+      },
+      120_000,
+    );
     expect(JSON.stringify(await api.json())).toContain('default');
   });
 
