@@ -32,6 +32,11 @@ AdamW optimizers have zeroed the gradients, so the preconditioned moments stay 0
 and the loaded square q/k/v layers are re-initialised by `initialize_weights_feature()`, discarding the merged
 down half. Here the make stage trains the merged adapter with `RiemannianAdamW` alone and nothing is
 re-initialised (the paper's intent, as procedures.md §4(6) recommends).
+
+Toy claim (`bench/b4m_toy.py`, tiny denoiser on synthetic/content-style, seeds 0-2): not reproduced. On the unseen
+pair (6, 6) the made adapter, the sum and the average of two plain LoRAs all score joint 0.00 while a LoRA
+trained on (6, 6) itself scores 0.92; the made adapter is not closer in MSE than the sum (0.325 vs 0.301). At
+that width PLP needs `basis_rows: 0` to give the frozen halves the paper's scale (runtime README, Break-for-Make).
 """
 from __future__ import annotations
 

@@ -97,3 +97,4 @@ def test_img_gen_run_learns_and_scores(tmp_path):
     losses = [r["loss"] for r in rec if r["event"] == "progress"]
     assert losses[-1] < 0.75 * losses[0]
     assert done["metrics"]["style"] > 0.5  # two prompts of one style: the colour is learnt first
+    assert done["metrics"]["joint"] > 0  # generated samples, not only clean renders, score on both (0.5 here)
