@@ -33,6 +33,7 @@ import type { SweepStatus } from '../schemas/orchestration.js';
 import { listCheckpoints } from '../store/checkpoints.js';
 import { S3Store } from '../store/store.js';
 import { FAILED_PREFIX, RESULTS_PREFIX } from '../store/keys.js';
+import { s3Config } from './lib/services.js';
 import { freePort, probeTemporal, startServices, startTemporal, stopProcessGroup } from '../services/embedded.js';
 import type { PlannedRun } from '../schemas/runspec.js';
 import { tcpProxy, type TcpProxy } from '../tests/helpers/proxy.js';
@@ -274,15 +275,7 @@ async function main(): Promise<void> {
   const runsPerTrial = Number(values.runs);
   const root = mkdtempSync(join(tmpdir(), 'rankflow-fault-trials-'));
   const services = await startServices({ stateDir: join(root, 'services'), temporal: false });
-  const s3: Env['s3'] = {
-    kind: 's3',
-    endpoint: services.s3Endpoint!,
-    bucket: services.s3Bucket,
-    region: services.s3Region,
-    accessKeyId: services.accessKeyId,
-    secretAccessKey: services.secretAccessKey,
-    prefix: 'fault-trials',
-  };
+  const s3 = s3Config(services, 'fault-trials');
   const env = {
     temporalStateDir: join(root, 'temporal'),
     temporalPort: await freePort(),
