@@ -1,18 +1,17 @@
 """LoRAM: structured pruning (the grouped-query index mapping, importance, counts), recovery (zero rows/columns,
 ΔW restricted to the kept coordinates), and the whole prune → align → LoRA → recover pipeline with its toy claim."""
-import json
 import os
 
 import pytest
 import torch
 from torch import nn
 
-from rankflow_runtime import events
+from _runs import artifacts, run_ok
 from rankflow_runtime.data.corpus import synthetic_documents
 from rankflow_runtime.methods.lora import LoRA
 from rankflow_runtime.methods.base import AdaptContext, adapted_layers
 from rankflow_runtime.models import build_model
-from rankflow_runtime.procedures import count_spec, run_procedure
+from rankflow_runtime.procedures import count_spec
 from rankflow_runtime.procedures.prune import PruneOptions, decoder_layers, prune_model, qkv_rows
 from rankflow_runtime.procedures.recover import index_maps, recover_lora
 from rankflow_runtime.spec import example_spec, parse_spec
@@ -158,11 +157,9 @@ def _spec(run, **kw):
 
 
 def _run(spec, out, inputs=None):
-    with events.capture() as recs:
-        rc = run_procedure(parse_spec(json.loads(json.dumps(spec))), str(out / spec["run_id"]),
-                           input_paths=inputs or {})
-    assert rc == 0, [r for r in recs if r["event"] == "error"]
-    return recs, {r["name"]: r["path"] for r in recs if r["event"] == "artifact"}
+    """A run that must succeed, in its own folder under `out`: its events and its artifacts (name -> path)."""
+    recs = run_ok(spec, out / spec["run_id"], inputs)
+    return recs, artifacts(recs)
 
 
 def test_prune_count_is_the_pruned_size():

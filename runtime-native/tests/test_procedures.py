@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
-from rankflow_runtime import events
+from _runs import run_capturing as _run
 from rankflow_runtime.artifacts import open_artifact, parse_input_flags, write_artifact
 from rankflow_runtime.build import build, resolve_info
 from rankflow_runtime.errors import ConfigError, DataError
-from rankflow_runtime.procedures import count_spec, describe_procedures, procedures, run_procedure
+from rankflow_runtime.procedures import count_spec, describe_procedures, procedures
 from rankflow_runtime.spec import example_spec, parse_spec
 
 UP = "run-" + "a" * 32
@@ -25,12 +25,6 @@ def _spec(run_id=UP, steps=4, **kw):
     s["run_id"] = run_id
     s.update(kw)
     return s
-
-
-def _run(spec, out, inputs=None, **kw):
-    with events.capture() as recs:
-        rc = run_procedure(parse_spec(json.loads(json.dumps(spec))), str(out), input_paths=inputs or {}, **kw)
-    return rc, recs
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rankflow_runtime import events
+from _runs import artifacts, run_capturing as _run
 from rankflow_runtime.errors import ConfigError
 from rankflow_runtime.methods.base import TrainContext
-from rankflow_runtime.procedures import run_procedure
 from rankflow_runtime.procedures.b4m import BreakStep
 from rankflow_runtime.spec import example_spec, parse_spec
 from rankflow_runtime.step import Stepper
@@ -45,16 +44,6 @@ def _spec(run_id, method, options, procedure=None, inputs=None, steps=4, lr=3e-3
 PLP = {"name": "plp", "rank": 4, "options": {"basis_rows": 0}, "targets": []}
 
 
-def _run(spec, out, inputs=None, resume=None, stop=None):
-    with events.capture() as rec:
-        rc = run_procedure(parse_spec(spec), str(out), input_paths=inputs, resume=resume, stop_at_step=stop)
-    return rc, rec
-
-
-def _artifact(rec, name):
-    return [r for r in rec if r["event"] == "artifact" and r["name"] == name][-1]["path"]
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("b4m")
@@ -62,7 +51,7 @@ def pipeline(tmp_path_factory):
     rc, rec = _run(_spec("run-00000000000000b0", full, BASE, {"name": "finetune", "options": {"outputs": ["model"]}},
                          steps=6), root / "base")
     assert rc == 0
-    base = _artifact(rec, "model")
+    base = artifacts(rec)["model"]
     out = {"base": base}
     for role, data, aux, lr, groups in (("content", CONTENT, AUX_STYLE, 3e-3, {"up": 3e-4}),
                                         ("style", STYLE, AUX_CONTENT, 3e-4, {"up": 3e-3})):
@@ -71,7 +60,7 @@ def pipeline(tmp_path_factory):
                      {"model": ("run-00000000000000b0", "model")}, lr=lr, lr_groups=groups)
         rc, rec = _run(spec, root / role, inputs={"model": base})
         assert rc == 0, rec[-1]
-        out[role] = _artifact(rec, "adapter")
+        out[role] = artifacts(rec)["adapter"]
         out[role + "_spec"] = spec
     make = _spec("run-00000000000000d0", PLP, STYLE, {"name": "b4m-make", "options": {"joint": [
         {"options": CONTENT}]}}, {"model": ("run-00000000000000b0", "model"), "content": ("run-00000000000000c1",
@@ -81,7 +70,7 @@ def pipeline(tmp_path_factory):
     out["make_inputs"] = {"model": base, "content": out["content"], "style": out["style"]}
     rc, rec = _run(make, root / "make", inputs=out["make_inputs"])
     assert rc == 0, rec[-1]
-    out["make"] = _artifact(rec, "adapter")
+    out["make"] = artifacts(rec)["adapter"]
     out["make_rec"] = rec
     out["root"] = root
     return out
@@ -112,7 +101,7 @@ def test_make_stage_resumes_bit_for_bit(pipeline):
     path = [r for r in rec if r["event"] == "preempted"][0]["path"]
     rc, rec = _run(pipeline["make_spec"], root / "make-b", inputs=pipeline["make_inputs"], resume=path)
     assert rc == 0
-    a, b = _tensors(pipeline["make"]), _tensors(_artifact(rec, "adapter"))
+    a, b = _tensors(pipeline["make"]), _tensors(artifacts(rec)["adapter"])
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -123,7 +112,7 @@ def test_break_stage_resumes_bit_for_bit(pipeline):
     path = [r for r in rec if r["event"] == "preempted"][0]["path"]
     rc, rec = _run(spec, root / "content-b", inputs={"model": pipeline["base"]}, resume=path)
     assert rc == 0
-    a, b = _tensors(pipeline["content"]), _tensors(_artifact(rec, "adapter"))
+    a, b = _tensors(pipeline["content"]), _tensors(artifacts(rec)["adapter"])
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -136,7 +125,7 @@ def test_combine_sums_and_averages_plain_adapters(pipeline):
                      {"model": ("run-00000000000000b0", "model")})
         rc, rec = _run(spec, root / f"lora{i}", inputs={"model": pipeline["base"]})
         assert rc == 0
-        adapters.append(_artifact(rec, "adapter"))
+        adapters.append(artifacts(rec)["adapter"])
     results = {}
     for mode in ("sum", "average"):
         spec = _spec("run-00000000000000f0", lora, STYLE, {"name": "combine", "options": {"mode": mode}},

@@ -9,10 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rankflow_runtime import events
+from _runs import run_capturing as _run
 from rankflow_runtime.errors import ConfigError
-from rankflow_runtime.procedures import run_procedure
-from rankflow_runtime.spec import example_spec, parse_spec
+from rankflow_runtime.spec import example_spec
 
 VIT = {"image_size": 16, "patch_size": 8, "hidden_size": 32, "num_heads": 2, "intermediate_size": 48}
 
@@ -28,12 +27,6 @@ def _spec(procedure=None, steps=6, **dataset_options):
     if procedure is not None:
         s["procedure"] = {"name": "lora-fair", "options": procedure}
     return s
-
-
-def _run(spec, out, resume=None, stop=None):
-    with events.capture() as rec:
-        rc = run_procedure(parse_spec(spec), str(out), resume=resume, stop_at_step=stop)
-    return rc, rec
 
 
 def _final_adapter(rec):

@@ -2,11 +2,8 @@
 encoder, with the events they emit captured: the spec every one of their resume and allocation tests starts from."""
 from __future__ import annotations
 
-import json
-
-from rankflow_runtime import events
-from rankflow_runtime.spec import example_spec, parse_spec
-from rankflow_runtime.train import run_training
+from _runs import of_kind, run_capturing  # noqa: F401 (the methods' tests import them from here)
+from rankflow_runtime.spec import example_spec
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 48, "vocab_size": 256,
         "max_position": 32, "dropout": 0.1}
@@ -23,13 +20,3 @@ def schedule_spec(method: str, rank: int, options: dict, settings: dict, over: d
         s[a][b] = v
     return s
 
-
-def run_capturing(spec, out, resume=None, stop=None):
-    """(exit code, events) of one training run of `spec` into `out`."""
-    with events.capture() as recs:
-        rc = run_training(parse_spec(json.loads(json.dumps(spec))), str(out), resume=resume, stop_at_step=stop)
-    return rc, recs
-
-
-def of_kind(recs, kind):
-    return [r for r in recs if r["event"] == kind]

@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from rankflow_runtime import events
+from _runs import run_ok as _run
 from rankflow_runtime.artifacts import open_artifact
 from rankflow_runtime.methods.base import AdaptContext
 from rankflow_runtime.methods.lord import LoRD, LoRDLinear, decompose, rank_for_energy, spectrum
-from rankflow_runtime.procedures import run_procedure
 from rankflow_runtime.procedures.compress import output_covariances
 from rankflow_runtime.spec import example_spec, parse_spec
 from rankflow_runtime.structures import FactoredLinear
@@ -135,13 +134,6 @@ def _spec(**kw):
                         "training.eval_every": None, "training.log_every": 10, "training.max_grad_norm": None})
     s.update(kw)
     return s
-
-
-def _run(spec, out, inputs=None):
-    with events.capture() as recs:
-        rc = run_procedure(parse_spec(json.loads(json.dumps(spec))), str(out), input_paths=inputs or {})
-    assert rc == 0, [r for r in recs if r["event"] == "error"]
-    return recs
 
 
 def test_compress_procedure_then_a_peft_stage_on_the_compressed_model(tmp_path):
