@@ -22,6 +22,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from .errors import DataError
+from .images import decode_image, pixels_of
 
 EXTS = {"parquet": ".parquet", "arrow": ".arrow"}
 INSTALL = "pip install the pinned runtime requirements (runtime-native/requirements.lock), which include datasets"
@@ -183,7 +184,6 @@ class HFImage:
                             "store images as the datasets Image feature (or bytes / file paths)")
 
     def array(self) -> np.ndarray:
-        from .vtab import decode_image, pixels_of
         if self.data is None:
             return decode_image(self.path)
         try:
