@@ -43,35 +43,50 @@ afterAll(async () => {
 }, 120_000);
 
 describe('security of the embedded services', () => {
-  it('every SeaweedFS port refuses unauthenticated requests; the S3 gateway serves signed ones only', async () => {
-    const file = readServicesFile(stateDir)!;
-    const s3 = file.s3!;
-    const open = listeningSockets(s3.pid);
-    // Nothing listens that rankflow did not ask for, and all of it on loopback.
-    expect(open.map((l) => l.port).sort()).toEqual(Object.values(s3.ports).sort());
-    expect(new Set(open.map((l) => l.address))).toEqual(new Set(['127.0.0.1']));
-    const report: string[] = [];
-    for (const [name, port] of Object.entries(s3.ports)) {
-      const answers = {
-        http: await plainHttp(port, name === 's3' ? `/${s3.bucket}?list-type=2` : '/'),
-        tls: await tlsWithoutCertificate(port),
-        grpc: await grpcCleartext(port),
-      };
-      for (const [how, a] of Object.entries(answers)) {
-        report.push(`${name}:${port} ${how} -> ${JSON.stringify(a).slice(0, 120)}`);
-        expect(served(a), `${name} (${port}) served an unauthenticated ${how} request: ${JSON.stringify(a)}`).toBe(
-          false,
-        );
+  it(
+    'every SeaweedFS port refuses unauthenticated requests; the S3 gateway serves signed ones only',
+    { timeout: 120_000 },
+    async () => {
+      const file = readServicesFile(stateDir)!;
+      const s3 = file.s3!;
+      const wanted = Object.values(s3.ports);
+      // SeaweedFS opens its ports one component at a time; the S3 gateway answering (what start-up waits for) does not
+      // mean all are open yet (CI saw one port missing under load). Wait for every one, then compare exactly: a port
+      // rankflow did not ask for still fails.
+      const open = await waitFor(
+        'every SeaweedFS port to listen',
+        async () => {
+          const now = listeningSockets(s3.pid);
+          return wanted.every((p) => now.some((l) => l.port === p)) ? now : null;
+        },
+        60_000,
+      );
+      // Nothing listens that rankflow did not ask for, and all of it on loopback.
+      expect(open.map((l) => l.port).sort()).toEqual(wanted.sort());
+      expect(new Set(open.map((l) => l.address))).toEqual(new Set(['127.0.0.1']));
+      const report: string[] = [];
+      for (const [name, port] of Object.entries(s3.ports)) {
+        const answers = {
+          http: await plainHttp(port, name === 's3' ? `/${s3.bucket}?list-type=2` : '/'),
+          tls: await tlsWithoutCertificate(port),
+          grpc: await grpcCleartext(port),
+        };
+        for (const [how, a] of Object.entries(answers)) {
+          report.push(`${name}:${port} ${how} -> ${JSON.stringify(a).slice(0, 120)}`);
+          expect(served(a), `${name} (${port}) served an unauthenticated ${how} request: ${JSON.stringify(a)}`).toBe(
+            false,
+          );
+        }
       }
-    }
-    console.log(
-      `[services-security] ${report.length} unauthenticated requests, all refused:\n  ${report.join('\n  ')}`,
-    );
-    // The signed path works: a round trip through the gateway.
-    const store = storeOf(file);
-    await store.put('security-test/x', 'signed');
-    expect((await store.get('security-test/x'))?.toString()).toBe('signed');
-  });
+      console.log(
+        `[services-security] ${report.length} unauthenticated requests, all refused:\n  ${report.join('\n  ')}`,
+      );
+      // The signed path works: a round trip through the gateway.
+      const store = storeOf(file);
+      await store.put('security-test/x', 'signed');
+      expect((await store.get('security-test/x'))?.toString()).toBe('signed');
+    },
+  );
 
   it('Temporal listens on loopback only; state folder 0700, secrets 0600', () => {
     const file = readServicesFile(stateDir)!;
