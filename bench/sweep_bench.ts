@@ -3,7 +3,8 @@
  * tiny encoder, not the no-op) through the full path on the real Temporal dev server and SeaweedFS, in one
  * run:
  *
- *   npx tsx bench/sweep_bench.ts [--runs 12] [--slots 2] [--steps 30] [--modes process,warm]
+ *   npx tsx bench/sweep_bench.ts [--runs 12] [--slots 2] [--steps 30] [--modes process,warm] [--concurrency N]
+ *   npx tsx bench/sweep_bench.ts --recipe recipes/quickstart.yaml   # the CPU quickstart's 22 runs instead
  *
  * Each mode is one sweep on a fresh worker: `process` starts one Python per run, `warm` forks each run from
  * the warm runtime (launcher/spawn.ts `runtimeMode`); the figures are printed side by side.
@@ -11,16 +12,22 @@
  * Prints the sweep's wall time, the sum of the runs' own training times (the runtime's `wall_time_s`,
  * from data and model set-up to the last step and evaluation, as recorded in each result record), the
  * sweep's efficiency Σ training / (wall × slots), and the overhead per run (wall × slots − Σ training) / N:
- * what starting Python and torch, the workflow steps, checkpoint uploads and result records cost a run.
+ * what starting Python and torch, the workflow steps, checkpoint uploads and result records cost a run,
+ * and where it goes (bench/lib/phases.ts: in the training activity, and slot time between training activities).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { startWorker } from '../cli/worker.js';
 import { resultKey } from '../store/keys.js';
 import { stopForkServer } from '../launcher/spawn.js';
+import { concurrencyFor } from '../cli/connect.js';
 import { ResultRecord } from '../schemas/result.js';
 import { type BenchSize, benchRuns } from './lib/spec.js';
+import { planRecipeFile } from '../cli/recipe-io.js';
+import { UserError } from '../core/errors.js';
+import type { PlannedRun } from '../schemas/runspec.js';
 import { type BenchEnv, timedSweep, withBenchServices } from './lib/services.js';
+import { type Phases, phasesLine, sweepPhases } from './lib/phases.js';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,6 +36,11 @@ function arg(name: string, dflt: number): number {
 const RUNS = arg('runs', 12);
 const SLOTS = arg('slots', 2);
 const STEPS = arg('steps', 30);
+/** Runs in flight: by default what `rankflow submit` keeps on the embedded default (two per slot). */
+const CONCURRENCY = arg('concurrency', concurrencyFor(SLOTS));
+const ri = process.argv.indexOf('--recipe');
+/** A recipe's runs instead of the built-in bench runs (`--recipe recipes/quickstart.yaml`: the CPU quickstart). */
+const RECIPE = ri >= 0 ? process.argv[ri + 1]! : null;
 const mi = process.argv.indexOf('--modes');
 const MODES = (mi >= 0 ? process.argv[mi + 1]! : 'process,warm').split(',') as ('process' | 'warm')[];
 
@@ -47,21 +59,45 @@ interface SweepFigures {
   wall: number;
   train: number;
   ok: number;
+  phases: Phases;
+  /** Runs in the sweep. */
+  n: number;
+}
+
+/**
+ * The runs of one mode's sweep: the bench's own, or the recipe's under ids of this mode (a run id names its
+ * workflow and its result: the same id in two modes would be a recorded run the second time).
+ */
+async function runsOf(label: string, base: number): Promise<PlannedRun[]> {
+  if (!RECIPE) return benchRuns(RUNS, base, SIZE);
+  const plan = await planRecipeFile(RECIPE);
+  if (plan.runs.some((r) => r.spec.inputs && Object.keys(r.spec.inputs).length > 0)) {
+    throw new UserError(`sweep bench: ${RECIPE} has stages (runs reading other runs); use a recipe without them`);
+  }
+  const rename = (id: string): string =>
+    `run-${createHash('sha256').update(`${id} ${label} ${base}`).digest('hex').slice(0, 32)}`;
+  return plan.runs.map((r) => ({ ...r, id: rename(r.id) }));
 }
 
 async function sweep(env: BenchEnv, label: string, base: number): Promise<SweepFigures> {
+  const runs = await runsOf(label, base);
   const worker = await startWorker(env.config, { slots: { cpu: SLOTS }, shutdownGraceS: 2 });
   const connection = await Connection.connect({ address: env.config.temporalAddress });
   try {
-    const runs = benchRuns(RUNS, base, SIZE);
     const sweepId = `sweep-bench-${label}-${randomBytes(4).toString('hex')}`;
-    const { status, wall } = await timedSweep(new Client({ connection }), env, { sweepId, runs, concurrency: SLOTS });
-    let train = 0;
+    const { status, wall, startedAt } = await timedSweep(new Client({ connection }), env, {
+      sweepId,
+      runs,
+      concurrency: CONCURRENCY,
+    });
+    const training = new Map<string, number>();
     for (const r of runs) {
       const raw = await env.store.get(resultKey(r.id));
-      if (raw) train += ResultRecord.parse(JSON.parse(raw.toString('utf8'))).timings.wall_s;
+      if (raw) training.set(r.id, ResultRecord.parse(JSON.parse(raw.toString('utf8'))).timings.wall_s);
     }
-    return { wall, train, ok: status.counts.succeeded };
+    const train = [...training.values()].reduce((a, b) => a + b, 0);
+    const phases = await sweepPhases(new Client({ connection }), training, { wall, slots: SLOTS, startedAt });
+    return { wall, train, ok: status.counts.succeeded, phases, n: runs.length };
   } finally {
     await connection.close();
     await worker.shutdown();
@@ -70,17 +106,21 @@ async function sweep(env: BenchEnv, label: string, base: number): Promise<SweepF
 
 function report(label: string, f: SweepFigures): void {
   const eff = f.train / (f.wall * SLOTS);
-  const over = (f.wall * SLOTS - f.train) / RUNS;
+  const over = (f.wall * SLOTS - f.train) / f.n;
   console.log(
-    `${label.padEnd(18)} ${f.ok}/${RUNS} ok  wall ${f.wall.toFixed(1)} s  Σ training ${f.train.toFixed(1)} s  ` +
-      `efficiency ${eff.toFixed(2)}  overhead/run ${over.toFixed(2)} s  mean training/run ${(f.train / RUNS).toFixed(2)} s`,
+    `${label.padEnd(18)} ${f.ok}/${f.n} ok  wall ${f.wall.toFixed(1)} s  Σ training ${f.train.toFixed(1)} s  ` +
+      `efficiency ${eff.toFixed(2)}  overhead/run ${over.toFixed(2)} s  mean training/run ${(f.train / f.n).toFixed(2)} s`,
   );
+  console.log(`${''.padEnd(18)} overhead/run: ${phasesLine(f.phases)}`);
 }
 
 async function main(): Promise<void> {
   process.env.RANKFLOW_WORKER_LOG_LEVEL ??= 'ERROR';
   await withBenchServices('sweep-bench', async (env) => {
-    console.log(`sweep bench: ${RUNS} real runs (tiny-encoder, LoRA r=4, ${STEPS} steps, CPU) on ${SLOTS} slots`);
+    console.log(
+      `sweep bench: ${RECIPE ? `the runs of ${RECIPE}` : `${RUNS} real runs (tiny-encoder, LoRA r=4, ${STEPS} steps, CPU)`} ` +
+        `on ${SLOTS} slots, ${CONCURRENCY} in flight`,
+    );
     const figures: [string, SweepFigures][] = [];
     for (const [i, mode] of MODES.entries()) {
       process.env.RANKFLOW_RUNTIME_MODE = mode;
@@ -92,7 +132,7 @@ async function main(): Promise<void> {
     }
     for (const [label, f] of figures) {
       report(label, f);
-      if (f.ok !== RUNS) process.exitCode = 1;
+      if (f.ok !== f.n) process.exitCode = 1;
     }
   });
 }

@@ -26,3 +26,19 @@ export async function openConfiguredStore(config: Config): Promise<ArtifactStore
 export function defaultCpuSlots(): number {
   return Math.max(1, Math.min(4, cpus().length));
 }
+
+/**
+ * Runs a sweep keeps in flight unless told (`--concurrency`). On the embedded default, two per slot of its
+ * worker: one training and one whose training already waits in the task queue, so a slot that frees starts the
+ * next run at once instead of waiting for the workflow steps between two runs (result record, the sweep
+ * starting the next run, its result lookup: 0.4-0.5 s per run, measured by `bench/sweep_bench.ts`); the slots
+ * still bound how many train. Elsewhere 8: set it above the slots of all workers for the same effect.
+ */
+export function defaultConcurrency(config: Config): number {
+  return config.embedded ? concurrencyFor(defaultCpuSlots()) : 8;
+}
+
+/** Runs in flight for a worker of `slots` slots: two per slot (see `defaultConcurrency`). */
+export function concurrencyFor(slots: number): number {
+  return 2 * slots;
+}

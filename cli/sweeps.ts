@@ -4,6 +4,7 @@
  */
 import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy, defaultPayloadConverter } from '@temporalio/common';
+import proto from '@temporalio/proto';
 import type { ArtifactStore } from '../store/store.js';
 import { UserError } from '../core/errors.js';
 import { jsonBuffer } from '../core/json-chunks.js';
@@ -112,6 +113,8 @@ export interface RunProgress {
   eval_total?: number | null;
   /** The latest evaluation of the attempt (step and metrics), when the runtime reported one. */
   eval?: { step: number; metrics: Record<string, number> } | null;
+  /** Its training waits in the task queue for a free slot (a sweep starts runs ahead of its slots). */
+  queued?: boolean;
 }
 
 /** A run as a person names it: `lora r=8 glue/sst2 seed 0` (from the sweep manifest's labels). */
@@ -126,6 +129,7 @@ export function runLabel(
 export function formatRunProgress(p: RunProgress, label: string): string {
   const who = label ? `${label}  (${p.run_id})` : p.run_id;
   const attempt = p.attempt && p.attempt > 1 ? `  attempt ${p.attempt}` : '';
+  if (p.queued) return `${who}  waiting for a free slot${attempt}`;
   if (p.phase === 'evaluating' && p.eval_total) {
     return `${who}  step ${p.step ?? 0}/${p.total_steps ?? '?'}  evaluating ${p.eval_done ?? 0}/${p.eval_total}${attempt}`;
   }
@@ -157,7 +161,10 @@ export async function runProgress(client: Client, runIds: string[]): Promise<Run
         const act = d.raw.pendingActivities?.[0];
         const payload = act?.heartbeatDetails?.payloads?.[0];
         const hb = payload ? TrainHeartbeat.safeParse(defaultPayloadConverter.fromPayload(payload)) : null;
-        return progressOf(id, hb?.success ? hb.data : null, act?.attempt ?? null);
+        const queued =
+          act?.activityType?.name === 'train' &&
+          act.state === proto.temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED;
+        return { ...progressOf(id, hb?.success ? hb.data : null, act?.attempt ?? null), ...(queued ? { queued } : {}) };
       } catch {
         return { run_id: id, step: null, total_steps: null, loss: null, attempt: null };
       }

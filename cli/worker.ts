@@ -11,6 +11,7 @@ import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities } from '../activities/index.js';
 import { openReadyStore } from '../store/store.js';
 import { SlotPool } from '../launcher/slots.js';
+import { startForkServer } from '../launcher/spawn.js';
 import { PROJECT_ROOT } from '../core/paths.js';
 import { pidAlive } from '../services/embedded.js';
 import { controlQueue } from './config.js';
@@ -132,6 +133,7 @@ export interface RunningWorker {
 
 export async function startWorker(config: Config, opts: WorkerOptions): Promise<RunningWorker> {
   installRuntime();
+  startForkServer(); // imports torch while the worker connects: the first runs do not wait for it
   const store = await openReadyStore(config.store);
   const slots =
     'gpus' in opts.slots

@@ -34,6 +34,10 @@ describe('status lines', () => {
     expect(formatRunProgress({ ...p, step: 40, phase: 'evaluating', eval_done: 12, eval_total: 50 }, '')).toBe(
       'run-abc  step 40/40  evaluating 12/50',
     );
+    // a run the sweep started ahead of the slots: its training waits in the task queue
+    expect(formatRunProgress({ ...p, step: null, phase: null, queued: true }, label)).toBe(
+      'lora r=8 glue/sst2 seed 1  (run-abc)  waiting for a free slot',
+    );
   });
 
   it('sweep states: failed when every run failed, cancelling while cancelling', () => {

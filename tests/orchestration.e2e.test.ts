@@ -1,7 +1,8 @@
 /**
  * Sweeps on the real parts (Temporal dev server, SeaweedFS S3, the Python runtime): results are recorded
  * once, resubmitting runs nothing, an edited axis runs only the new runs, an invalid run fails once
- * without retries while the rest of the sweep continues, and a runner killed with SIGKILL resumes from
+ * without retries while the rest of the sweep continues, runs in flight beyond the worker's slots wait queued
+ * (and say so) while no more runs train than there are slots, and a runner killed with SIGKILL resumes from
  * its last checkpoint to the same final metrics as an uninterrupted run.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +12,8 @@ import { Worker } from '@temporalio/worker';
 import { startWorker, workflowBundle } from '../cli/worker.js';
 import type { RunningWorker } from '../cli/worker.js';
 import type { Config } from '../cli/config.js';
-import { startSweep, writeManifest } from '../cli/sweeps.js';
+import { runProgress, startSweep, sweepStatus, writeManifest } from '../cli/sweeps.js';
+import proto from '@temporalio/proto';
 import type { SubmitOptions } from '../cli/sweeps.js';
 import { type ResultRecord } from '../schemas/result.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
@@ -53,6 +55,28 @@ async function runSweep(runs: PlannedRun[], extra: Partial<SubmitOptions> = {}):
   await writeManifest(store, config, opts);
   expect(await startSweep(client, config, opts)).toBe(true);
   return (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
+}
+
+/** Start and end (ms since the epoch) of each run's training activity, from its workflow's history. */
+async function trainingSpans(runIds: string[]): Promise<{ start: number; end: number }[]> {
+  const E = proto.temporal.api.enums.v1.EventType;
+  const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number =>
+    Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
+  const spans = [];
+  for (const id of runIds) {
+    const events = (await client.workflow.getHandle(id).fetchHistory()).events ?? [];
+    const train = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'train');
+    const of = (e: (typeof events)[number]): string =>
+      String(
+        e.activityTaskStartedEventAttributes?.scheduledEventId ??
+          e.activityTaskCompletedEventAttributes?.scheduledEventId,
+      );
+    const at = (type: number): number =>
+      ms(events.find((e) => e.eventType === type && of(e) === String(train?.eventId))?.eventTime);
+    spans.push({ start: at(E.EVENT_TYPE_ACTIVITY_TASK_STARTED), end: at(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) });
+  }
+  expect(spans.every((x) => x.start > 0 && x.end > x.start)).toBe(true);
+  return spans;
 }
 
 function pids(pattern: string): number[] {
@@ -122,6 +146,31 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
     expect(second.counts.succeeded).toBe(1);
     expect((await readRecord(store, a.id))!.timings.finished_at).toBe(ra.timings.finished_at);
     expect(await readRecord(store, c.id)).not.toBeNull();
+  }, 400_000);
+
+  it('runs in flight beyond the slots wait queued, say so, and never train more at once than there are slots', async () => {
+    const runs = [0, 1, 2, 3].map((seed) => planned(tinySpec({ seed, steps: 800 })));
+    const sweepId = uniqueId('sweep-ahead');
+    const opts: SubmitOptions = { sweepId, recipe: 'test', runs, concurrency: 4, policy: { heartbeat_timeout_s: 20 } };
+    await writeManifest(store, config, opts);
+    expect(await startSweep(client, config, opts)).toBe(true);
+    // The worker has 2 slots: with 4 runs in flight, two train and two wait for a slot.
+    const seen = await waitFor(
+      'two runs training and two queued',
+      async () => {
+        const { status } = await sweepStatus(client, sweepId, { queryTimeoutMs: 10_000 });
+        const progress = await runProgress(client, status.running);
+        const queued = progress.filter((p) => p.queued).length;
+        return progress.length === 4 && queued === 2 ? progress : null;
+      },
+      240_000,
+    );
+    expect(seen.filter((p) => !p.queued).length).toBe(2);
+    const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
+    expect(status.counts.succeeded).toBe(4);
+    const spans = await trainingSpans(runs.map((r) => r.id));
+    const overlapAt = (t: number): number => spans.filter((x) => x.start <= t && t < x.end).length;
+    expect(Math.max(...spans.map((x) => overlapAt(x.start)))).toBe(2);
   }, 400_000);
 
   it('a runner killed with SIGKILL is retried and resumes from its last checkpoint to the same metrics', async () => {

@@ -60,16 +60,18 @@ export async function withBenchServices(name: string, body: (env: BenchEnv) => P
   }
 }
 
-/** Writes the manifest, starts the sweep and waits for its end: its final status and wall time (s). */
+/** Writes the manifest, starts the sweep and waits for its end: its final status, wall time (s) and start (ms
+ * since the epoch). */
 export async function timedSweep(
   client: Client,
   env: BenchEnv,
   opts: { sweepId: string; runs: PlannedRun[]; concurrency: number },
-): Promise<{ status: SweepStatus; wall: number }> {
+): Promise<{ status: SweepStatus; wall: number; startedAt: number }> {
   const sweep = { ...opts, recipe: 'bench' };
   await writeManifest(env.store, env.config, sweep);
   const t0 = performance.now();
+  const startedAt = Date.now();
   await startSweep(client, env.config, sweep);
   const status = (await client.workflow.getHandle(opts.sweepId).result()) as SweepStatus;
-  return { status, wall: (performance.now() - t0) / 1000 };
+  return { status, wall: (performance.now() - t0) / 1000, startedAt };
 }

@@ -41,7 +41,7 @@ import {
   stopServices,
   temporalWebUi,
 } from '../../services/embedded.js';
-import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
+import { connect, defaultConcurrency, defaultCpuSlots, openConfiguredStore } from '../connect.js';
 import { ensureBackgroundWorker, stopBackgroundWorkers } from '../background.js';
 import { failureKey, logsPrefix, RESULTS_PREFIX, resultKey, SWEEPS_PREFIX, sweepIdOfKey } from '../../store/keys.js';
 
@@ -217,7 +217,8 @@ export const statusCommand = defineCommand({
       }
       console.log(`${id} (${sweepState(status, closed)}): ${formatCounts(status)}`);
       for (const w of idle) console.log(`  warning: ${w}`);
-      for (const p of progress) console.log(`  running ${formatRunProgress(p, labels.get(p.run_id) ?? '')}`);
+      for (const p of progress)
+        console.log(`  ${p.queued ? 'queued ' : 'running'} ${formatRunProgress(p, labels.get(p.run_id) ?? '')}`);
       for (const f of status.failed) {
         const who = labels.get(f.run_id);
         console.log(`  failed  ${who ? `${who}  (${f.run_id})` : f.run_id}  ${firstLine(f.message)}`);
@@ -377,7 +378,11 @@ export const resumeCommand = defineCommand({
   description: `Finished runs (with a recorded result) are skipped; failed, cancelled and interrupted runs start again
 from their latest stored checkpoint.`,
   options: {
-    concurrency: { type: 'string', arg: 'N', help: 'runs at once (default: one per CPU core, at most 4)' },
+    concurrency: {
+      type: 'string',
+      arg: 'N',
+      help: 'runs in flight, training or queued for a slot (default: two per slot of the embedded worker, else 8)',
+    },
     detach: { type: 'boolean', help: 'return after starting the sweep' },
   },
   async run({ values, positionals }) {
@@ -398,7 +403,7 @@ from their latest stored checkpoint.`,
         sweepId: id,
         recipe: manifest.recipe,
         runs: manifest.runs,
-        concurrency: intFlag('resume', 'concurrency', values.concurrency, defaultCpuSlots()),
+        concurrency: intFlag('resume', 'concurrency', values.concurrency, defaultConcurrency(config)),
       });
       console.log(`${id}: ${fresh ? 'resumed' : 'already running; following it'}`);
       if (values.detach) return 0;

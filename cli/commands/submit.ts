@@ -7,7 +7,7 @@ import { startWorker } from '../worker.js';
 import type { RunningWorker } from '../worker.js';
 import { planRecipeFile } from '../recipe-io.js';
 import { followSweep, formatCounts, startSweep, writeManifest } from '../sweeps.js';
-import { connect, defaultCpuSlots, openConfiguredStore } from '../connect.js';
+import { connect, defaultConcurrency, defaultCpuSlots, openConfiguredStore } from '../connect.js';
 import { ensureBackgroundWorker } from '../background.js';
 import { sweepState } from './orchestrate.js';
 import type { Client } from '@temporalio/client';
@@ -48,7 +48,7 @@ server (started on first use, kept running; \`rankflow services stop\`) and a wo
     concurrency: {
       type: 'string',
       arg: 'N',
-      help: 'runs at once (default: one per CPU core (at most 4) on the embedded default, else 8)',
+      help: 'runs in flight, training or queued for a slot (default: two per slot of the embedded worker, else 8)',
     },
     'max-attempts': {
       type: 'string',
@@ -78,7 +78,7 @@ server (started on first use, kept running; \`rankflow services stop\`) and a wo
       sweepId: plan.sweepId,
       recipe: plan.path,
       runs: plan.runs,
-      concurrency: intFlag('submit', 'concurrency', values.concurrency, config.embedded ? slots : 8),
+      concurrency: intFlag('submit', 'concurrency', values.concurrency, defaultConcurrency(config)),
       policy: {
         max_attempts: intFlag('submit', 'max-attempts', values['max-attempts'], 5),
         heartbeat_timeout_s: intFlag('submit', 'heartbeat-timeout', values['heartbeat-timeout'], 60),

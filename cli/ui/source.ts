@@ -8,7 +8,7 @@
  */
 import type { Client } from '@temporalio/client';
 import { type Config, controlQueue } from '../config.js';
-import { connect, defaultCpuSlots } from '../connect.js';
+import { connect, defaultConcurrency, defaultCpuSlots } from '../connect.js';
 import { ensureBackgroundWorker } from '../background.js';
 import {
   firstLine,
@@ -532,7 +532,7 @@ export class LiveSource implements UiSource {
       sweepId,
       recipe: m.recipe,
       runs: m.runs,
-      concurrency: defaultCpuSlots(),
+      concurrency: defaultConcurrency(this.config),
     });
     return `${fresh ? 'resumed' : 'already running'}${note}`;
   }
