@@ -206,15 +206,17 @@ export async function sweepStatus(
   }
 }
 
-export function formatCounts(s: SweepStatus): string {
+/** A sweep's counts in one line; `queued`: how many of its running runs wait for a free slot (`runProgress`). */
+export function formatCounts(s: SweepStatus, queued = 0): string {
   const c = s.counts;
+  const waiting = Math.min(queued, c.running);
   const blocked = c.blocked ?? 0;
   const done = c.succeeded + c.skipped + c.failed + c.cancelled + blocked;
   return (
     `${done}/${s.total} done: ${c.succeeded} succeeded, ${c.skipped} skipped, ${c.failed} failed` +
     (c.cancelled ? `, ${c.cancelled} cancelled` : '') +
     (blocked ? `, ${blocked} blocked (an upstream run failed; \`rankflow resume\` retries it, then them)` : '') +
-    `; ${c.running} running, ${c.pending} pending${s.paused ? ' (paused)' : ''}${s.cancelled ? ' (cancelling)' : ''}`
+    `; ${c.running - waiting} running${waiting ? `, ${waiting} queued for a slot` : ''}, ${c.pending} pending${s.paused ? ' (paused)' : ''}${s.cancelled ? ' (cancelling)' : ''}`
   );
 }
 
@@ -236,9 +238,14 @@ export async function followSweep(
       await new Promise((r) => setTimeout(r, opts.intervalMs ?? 1000));
       continue;
     }
-    const progress = await runProgress(client, st.status.running.slice(0, 8));
-    const runs = progress.map((p) => `  ${formatRunProgress(p, opts.labels?.get(p.run_id) ?? '')}`).join('\n');
-    const text = `${sweepId}: ${formatCounts(st.status)}${runs ? '\n' + runs : ''}`;
+    const progress = await runProgress(client, st.status.running.slice(0, 32));
+    const queued = progress.filter((p) => p.queued).length;
+    const runs = progress
+      .filter((p) => !p.queued)
+      .slice(0, 8)
+      .map((p) => `  ${formatRunProgress(p, opts.labels?.get(p.run_id) ?? '')}`)
+      .join('\n');
+    const text = `${sweepId}: ${formatCounts(st.status, queued)}${runs ? '\n' + runs : ''}`;
     if (tty) {
       out.write(`\x1b[J${text}\n\x1b[${text.split('\n').length}A`);
     } else if (text.split('\n')[0] !== last) {

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { firstLine, sweepState } from '../cli/commands/orchestrate.js';
 import { whyThisStep } from '../cli/commands/export.js';
-import { formatRunProgress, runLabel } from '../cli/sweeps.js';
+import { formatCounts, formatRunProgress, runLabel } from '../cli/sweeps.js';
 import { trainingQueues } from '../cli/queues.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
 
@@ -37,6 +37,14 @@ describe('status lines', () => {
     // a run the sweep started ahead of the slots: its training waits in the task queue
     expect(formatRunProgress({ ...p, step: null, phase: null, queued: true }, label)).toBe(
       'lora r=8 glue/sst2 seed 1  (run-abc)  waiting for a free slot',
+    );
+  });
+
+  it('counts: runs queued for a slot are told apart from those training', () => {
+    const s = status({ running: 4, pending: 10, succeeded: 2 }, { total: 16 } as Partial<SweepStatus>);
+    expect(formatCounts(s)).toBe('2/16 done: 2 succeeded, 0 skipped, 0 failed; 4 running, 10 pending');
+    expect(formatCounts(s, 2)).toBe(
+      '2/16 done: 2 succeeded, 0 skipped, 0 failed; 2 running, 2 queued for a slot, 10 pending',
     );
   });
 

@@ -215,7 +215,9 @@ export const statusCommand = defineCommand({
         );
         return 0;
       }
-      console.log(`${id} (${sweepState(status, closed)}): ${formatCounts(status)}`);
+      console.log(
+        `${id} (${sweepState(status, closed)}): ${formatCounts(status, progress.filter((p) => p.queued).length)}`,
+      );
       for (const w of idle) console.log(`  warning: ${w}`);
       for (const p of progress)
         console.log(`  ${p.queued ? 'queued ' : 'running'} ${formatRunProgress(p, labels.get(p.run_id) ?? '')}`);
