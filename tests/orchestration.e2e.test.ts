@@ -173,22 +173,25 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
     expect(Math.max(...spans.map((x) => overlapAt(x.start)))).toBe(2);
   }, 400_000);
 
-  it('a runner killed with SIGKILL is retried and resumes from its last checkpoint to the same metrics', async () => {
+  it('a runner killed with SIGKILL (as by the OOM killer) is retried alone and resumes to the same metrics', async () => {
     // Long enough that the runner is still training when its first checkpoint is stored (a warm runtime starts
     // in a fraction of a second: 24 steps were over before the kill).
     const spec = tinySpec({ steps: 600, checkpointEvery: 40 });
     const run = planned(spec);
+    // Its neighbour on the worker's other slot trains on: the kill is not its failure.
+    const neighbour = planned(tinySpec({ steps: 600, checkpointEvery: 40, seed: 7 }));
     const reference = uninterrupted(spec);
-    const sweep = runSweep([run], { concurrency: 1 });
+    const sweep = runSweep([run, neighbour], { concurrency: 2 });
     // Wait until a checkpoint is fully stored, then kill the runner (its command line holds the run id).
     await waitFor('a stored checkpoint', async () => (await listCheckpoints(store, run.id)).length > 0, 240_000);
     const victims = pids(`rankflow_runtime.*${run.id}|${run.id}.*spec.json`);
     expect(victims.length).toBeGreaterThan(0);
     for (const pid of victims) process.kill(pid, 'SIGKILL');
     const status = await sweep;
-    expect(status.counts.succeeded).toBe(1);
+    expect(status.counts.succeeded).toBe(2);
     const rec = (await readRecord(store, run.id))!;
     expect(rec.timings.attempts).toBeGreaterThanOrEqual(2);
+    expect((await readRecord(store, neighbour.id))!.timings.attempts).toBe(1);
     const ref = await reference;
     expect(rec.metrics).toEqual(ref.metrics);
     // The second attempt resumed: its log says so.
