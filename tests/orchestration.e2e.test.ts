@@ -13,6 +13,7 @@ import { startWorker, workflowBundle } from '../cli/worker.js';
 import type { RunningWorker } from '../cli/worker.js';
 import type { Config } from '../cli/config.js';
 import { runProgress, startSweep, sweepStatus, writeManifest } from '../cli/sweeps.js';
+import { LiveSource } from '../cli/ui/source.js';
 import proto from '@temporalio/proto';
 import type { SubmitOptions } from '../cli/sweeps.js';
 import { type ResultRecord } from '../schemas/result.js';
@@ -149,23 +150,31 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
   }, 400_000);
 
   it('runs in flight beyond the slots wait queued, say so, and never train more at once than there are slots', async () => {
-    const runs = [0, 1, 2, 3].map((seed) => planned(tinySpec({ seed, steps: 800 })));
+    const runs = [0, 1, 2, 3].map((seed) => planned(tinySpec({ seed, steps: 1200 })));
     const sweepId = uniqueId('sweep-ahead');
     const opts: SubmitOptions = { sweepId, recipe: 'test', runs, concurrency: 4, policy: { heartbeat_timeout_s: 20 } };
     await writeManifest(store, config, opts);
     expect(await startSweep(client, config, opts)).toBe(true);
-    // The worker has 2 slots: with 4 runs in flight, two train and two wait for a slot.
-    const seen = await waitFor(
-      'two runs training and two queued',
-      async () => {
-        const { status } = await sweepStatus(client, sweepId, { queryTimeoutMs: 10_000 });
-        const progress = await runProgress(client, status.running);
-        const queued = progress.filter((p) => p.queued).length;
-        return progress.length === 4 && queued === 2 ? progress : null;
-      },
-      240_000,
-    );
-    expect(seen.filter((p) => !p.queued).length).toBe(2);
+    // The worker has 2 slots: with 4 runs in flight, two train and two wait for a slot; `status` and the
+    // dashboard's sweep page both tell them apart.
+    const ui = new LiveSource(config);
+    try {
+      const seen = await waitFor(
+        'two runs training and two queued',
+        async () => {
+          const { status } = await sweepStatus(client, sweepId, { queryTimeoutMs: 10_000 });
+          const progress = await runProgress(client, status.running);
+          const rows = ((await ui.sweep(sweepId))?.runs ?? []).map((r) => r.state);
+          const queued = progress.filter((p) => p.queued).length;
+          return progress.length === 4 && queued === 2 && rows.includes('queued') ? { progress, rows } : null;
+        },
+        240_000,
+      );
+      expect(seen.progress.filter((p) => !p.queued).length).toBe(2);
+      expect(seen.rows.filter((x) => x === 'running').length).toBeLessThanOrEqual(2);
+    } finally {
+      await ui.close();
+    }
     const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
     expect(status.counts.succeeded).toBe(4);
     const spans = await trainingSpans(runs.map((r) => r.id));

@@ -43,7 +43,7 @@ table.grid{border-collapse:collapse;background:#fff;font-size:90%}
 .state{display:inline-block;padding:0 .45em;border-radius:.6em;font-size:85%;background:#e3e6ea}
 .state-running,.state-cancelling{background:#cfe3ff}.state-succeeded,.state-completed{background:#d4f2dc}
 .state-failed,.state-blocked{background:#ffd9d9}.state-cancelled,.state-missing{background:#f1e4c8}
-.state-waiting,.state-pending{background:#eee}
+.state-waiting,.state-pending,.state-queued{background:#eee}
 .bar{display:inline-block;width:8em;height:.7em;background:#e3e6ea;border-radius:.35em;overflow:hidden;vertical-align:middle}
 .bar span{display:block;height:100%;background:#3a7bd5}
 #banner{display:none;padding:.5em 1.5em;background:#fff3c4;border-bottom:1px solid #e0c060}

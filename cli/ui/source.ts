@@ -368,7 +368,8 @@ export class LiveSource implements UiSource {
       progress.set(p.run_id, p);
     }
     const runs = m.runs.map((r) => {
-      const state = runState(r.id, rec.has(r.id), status, failed.get(r.id) ?? null, closed !== null);
+      const live = runState(r.id, rec.has(r.id), status, failed.get(r.id) ?? null, closed !== null);
+      const state = live === 'running' && progress.get(r.id)?.queued ? 'queued' : live; // waits for a free slot
       const outcome = status?.failed.find((f) => f.run_id === r.id)?.message ?? null;
       return rowView(r, state, rec.get(r.id) ?? null, failed.get(r.id) ?? null, progress.get(r.id), outcome);
     });
@@ -392,7 +393,7 @@ export class LiveSource implements UiSource {
       labels: planned.labels,
       spec: planned.spec,
       state,
-      phase: progress?.phase ?? null,
+      phase: progress?.queued ? 'queued for a free slot' : (progress?.phase ?? null),
       step: progress?.step ?? result?.curve.at(-1)?.step ?? null,
       total_steps: progress?.total_steps ?? planned.spec.training.max_steps ?? null,
       attempt: progress?.attempt ?? recorded?.timings.attempts ?? null,
