@@ -85,7 +85,8 @@ async function sweep(env: BenchEnv, label: string, base: number): Promise<SweepF
   const connection = await Connection.connect({ address: env.config.temporalAddress });
   try {
     const sweepId = `sweep-bench-${label}-${randomBytes(4).toString('hex')}`;
-    const { status, wall, startedAt } = await timedSweep(new Client({ connection }), env, {
+    const client = new Client({ connection });
+    const { status, wall, startedAt } = await timedSweep(client, env, {
       sweepId,
       runs,
       concurrency: CONCURRENCY,
@@ -96,7 +97,7 @@ async function sweep(env: BenchEnv, label: string, base: number): Promise<SweepF
       if (raw) training.set(r.id, ResultRecord.parse(JSON.parse(raw.toString('utf8'))).timings.wall_s);
     }
     const train = [...training.values()].reduce((a, b) => a + b, 0);
-    const phases = await sweepPhases(new Client({ connection }), training, { wall, slots: SLOTS, startedAt });
+    const phases = await sweepPhases(client, training, { wall, slots: SLOTS, startedAt });
     return { wall, train, ok: status.counts.succeeded, phases, n: runs.length };
   } finally {
     await connection.close();

@@ -14,7 +14,6 @@ import type { RunningWorker } from '../cli/worker.js';
 import type { Config } from '../cli/config.js';
 import { runProgress, startSweep, sweepStatus, writeManifest } from '../cli/sweeps.js';
 import { LiveSource } from '../cli/ui/source.js';
-import proto from '@temporalio/proto';
 import type { SubmitOptions } from '../cli/sweeps.js';
 import { type ResultRecord } from '../schemas/result.js';
 import type { SweepStatus } from '../schemas/orchestration.js';
@@ -22,7 +21,7 @@ import { listCheckpoints } from '../store/checkpoints.js';
 import type { S3Store } from '../store/store.js';
 import type { PlannedRun } from '../schemas/runspec.js';
 import { testClient, testConfig, testStore, uniqueId } from './helpers/cluster.js';
-import { planned, readRecord, tinySpec, uninterrupted, waitFor } from './helpers/runs.js';
+import { planned, readRecord, tinySpec, trainingSpan, uninterrupted, waitFor } from './helpers/runs.js';
 
 let config: Config;
 let store: S3Store;
@@ -56,28 +55,6 @@ async function runSweep(runs: PlannedRun[], extra: Partial<SubmitOptions> = {}):
   await writeManifest(store, config, opts);
   expect(await startSweep(client, config, opts)).toBe(true);
   return (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
-}
-
-/** Start and end (ms since the epoch) of each run's training activity, from its workflow's history. */
-async function trainingSpans(runIds: string[]): Promise<{ start: number; end: number }[]> {
-  const E = proto.temporal.api.enums.v1.EventType;
-  const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number =>
-    Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
-  const spans = [];
-  for (const id of runIds) {
-    const events = (await client.workflow.getHandle(id).fetchHistory()).events ?? [];
-    const train = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'train');
-    const of = (e: (typeof events)[number]): string =>
-      String(
-        e.activityTaskStartedEventAttributes?.scheduledEventId ??
-          e.activityTaskCompletedEventAttributes?.scheduledEventId,
-      );
-    const at = (type: number): number =>
-      ms(events.find((e) => e.eventType === type && of(e) === String(train?.eventId))?.eventTime);
-    spans.push({ start: at(E.EVENT_TYPE_ACTIVITY_TASK_STARTED), end: at(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) });
-  }
-  expect(spans.every((x) => x.start > 0 && x.end > x.start)).toBe(true);
-  return spans;
 }
 
 function pids(pattern: string): number[] {
@@ -177,7 +154,8 @@ describe('sweeps on real Temporal + S3 + runtime', () => {
     }
     const status = (await client.workflow.getHandle(sweepId).result()) as SweepStatus;
     expect(status.counts.succeeded).toBe(4);
-    const spans = await trainingSpans(runs.map((r) => r.id));
+    const spans = await Promise.all(runs.map((r) => trainingSpan(client, r.id)));
+    expect(spans.every((x) => x.end > x.start)).toBe(true); // NaN (no such event) fails too
     const overlapAt = (t: number): number => spans.filter((x) => x.start <= t && t < x.end).length;
     expect(Math.max(...spans.map((x) => overlapAt(x.start)))).toBe(2);
   }, 400_000);

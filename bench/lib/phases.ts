@@ -13,43 +13,12 @@
  * `activity` + `between` is the overhead per run, (wall × slots − Σ training) / N.
  */
 import type { Client } from '@temporalio/client';
-import proto from '@temporalio/proto';
-
-type HistoryEvent = proto.temporal.api.history.v1.IHistoryEvent;
+import { trainingSpan } from '../../tests/helpers/runs.js';
 
 export interface Phases {
   activity: number;
   between: number;
   firstStart: number;
-}
-
-const T = proto.temporal.api.enums.v1.EventType;
-
-function seconds(ts: HistoryEvent['eventTime']): number {
-  return Number(ts?.seconds ?? 0) + (ts?.nanos ?? 0) / 1e9;
-}
-
-interface TrainSpan {
-  start: number;
-  end: number;
-}
-
-/** The start and end times (s since the epoch) of the run workflow's (last) training activity. */
-async function trainSpan(client: Client, runId: string): Promise<TrainSpan> {
-  const history = await client.workflow.getHandle(runId).fetchHistory();
-  const trainIds = new Set<string>();
-  const span: TrainSpan = { start: NaN, end: NaN };
-  for (const e of history.events ?? []) {
-    const t = seconds(e.eventTime);
-    if (e.eventType === T.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) {
-      if (e.activityTaskScheduledEventAttributes?.activityType?.name === 'train') trainIds.add(String(e.eventId));
-    } else if (e.eventType === T.EVENT_TYPE_ACTIVITY_TASK_STARTED) {
-      if (trainIds.has(String(e.activityTaskStartedEventAttributes?.scheduledEventId))) span.start = t;
-    } else if (e.eventType === T.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) {
-      if (trainIds.has(String(e.activityTaskCompletedEventAttributes?.scheduledEventId))) span.end = t;
-    }
-  }
-  return span;
 }
 
 /**
@@ -65,7 +34,7 @@ export async function sweepPhases(
   let busy = 0;
   let first = Infinity;
   for (const [runId, trained] of training) {
-    const s = await trainSpan(client, runId);
+    const s = await trainingSpan(client, runId);
     inActivity += s.end - s.start - trained;
     busy += s.end - s.start;
     first = Math.min(first, s.start);

@@ -57,7 +57,7 @@ def _warm_up() -> None:
     registry()
     procedures()
     torch = sys.modules["torch"]
-    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    torch.optim.AdamW([torch.nn.Parameter(torch.empty(1))])  # empty: not even a fill
 
 
 def _threads() -> int:

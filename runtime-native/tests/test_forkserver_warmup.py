@@ -15,16 +15,21 @@ def threads():
 forkserver._preload()
 from rankflow_runtime.methods import base as mbase
 from rankflow_runtime.procedures import base as pbase
+read_end, write_end = os.pipe()
 pid = os.fork()
 if pid == 0:
     import torch
-    # the child computes (OpenMP starts here, in the child) and builds an optimizer without importing again
+    # the child computes (OpenMP starts here, in the child) and builds an optimizer; it reports what it imported
     before = set(sys.modules)
     x = torch.nn.Parameter(torch.randn(8, 8))
     opt = torch.optim.AdamW([x])
     (x @ x).sum().backward()
     opt.step()
-    os._exit(0 if set(sys.modules) == before else 3)
+    os.write(write_end, json.dumps(sorted(set(sys.modules) - before)).encode())
+    os._exit(0)
+os.close(write_end)
+with os.fdopen(read_end) as f:
+    imported = json.loads(f.read() or "null")
 _, status = os.waitpid(pid, 0)
 print(json.dumps({
     "dynamo": "torch._dynamo" in sys.modules,
@@ -34,6 +39,7 @@ print(json.dumps({
     "threads": threads(),
     "datasets": "datasets" in sys.modules or "pyarrow" in sys.modules,
     "child": os.waitstatus_to_exitcode(status),
+    "child_imported": imported,
 }))
 """
 
@@ -50,6 +56,7 @@ def test_preload_warms_up_without_threads():
     assert r["methods"] >= 20 and r["procedures"] >= 5, r
     assert r["frozen"] > 0
     assert not r["datasets"], "datasets/pyarrow start threads: a forked run would hang"
-    assert r["child"] == 0, "the forked child imported again (exit 3) or failed"
+    assert r["child"] == 0, "the forked child failed"
+    assert r["child_imported"] == [], "the forked child imported these itself"
     # torch's own start-up threads (if any) are allowed; the warm-up adds none beyond a bare interpreter's few
     assert r["threads"] <= int(base.stdout) + 2, r

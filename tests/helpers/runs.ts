@@ -10,6 +10,8 @@ import type { CheckpointEvent, DoneEvent } from '../../schemas/events.js';
 import { ResultRecord } from '../../schemas/result.js';
 import { runId } from '../../planning/planner.js';
 import type { PlannedRun, RunSpec } from '../../schemas/runspec.js';
+import type { Client } from '@temporalio/client';
+import proto from '@temporalio/proto';
 
 export function tinySpec(
   over: {
@@ -164,4 +166,24 @@ export async function preemptedCheckpoints(spec: RunSpec, stops: number[]): Prom
     out.push(ck);
   }
   return out;
+}
+
+/**
+ * When the run workflow's training activity started and completed (s since the epoch; NaN while it has not),
+ * from the workflow's history (the benchmarks' overhead breakdown reads it too).
+ */
+export async function trainingSpan(client: Client, runId: string): Promise<{ start: number; end: number }> {
+  const E = proto.temporal.api.enums.v1.EventType;
+  const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
+  const train = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'train');
+  const of = (e: (typeof events)[number]): string =>
+    String(
+      e.activityTaskStartedEventAttributes?.scheduledEventId ??
+        e.activityTaskCompletedEventAttributes?.scheduledEventId,
+    );
+  const at = (type: number): number => {
+    const t = events.find((e) => train && e.eventType === type && of(e) === String(train.eventId))?.eventTime;
+    return t ? Number(t.seconds ?? 0) + (t.nanos ?? 0) / 1e9 : NaN;
+  };
+  return { start: at(E.EVENT_TYPE_ACTIVITY_TASK_STARTED), end: at(E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) };
 }
